@@ -1,0 +1,256 @@
+"""The `lenstop` command: parse, call the engine, print.
+
+Only typer, rich and lenstop's torch-free modules are imported at module level,
+so `lenstop --help` and `--version` answer at once; torch, TransformerLens and
+SAELens are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Optional
+
+import typer
+
+from lenstop.models.errors import ExitCode, LenstopError
+from lenstop.models.interventions import Intervention, parse_all
+
+COMMANDS = ("trace", "generate", "info", "inspect")
+
+app = typer.Typer(
+    name="lenstop",
+    help="A terminal circuit inspector for language models: features, heads and interventions, live.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# ---------------------------------------------------------------- shared options
+ModelArg = Annotated[str, typer.Argument(help="A Hugging Face model name, or a local Hugging Face model directory.")]
+SaeOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--sae",
+        help="Dictionary: RELEASE:SAE_ID, RELEASE (all its SAEs), a SAELens directory, or a folder of them. Repeatable.",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16.")]
+NDevicesOpt = Annotated[Optional[int], typer.Option("--n-devices", help="Split the model across this many GPUs.")]
+DeviceMapOpt = Annotated[
+    Optional[str],
+    typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="The text to run.")]
+AblateOpt = Annotated[
+    Optional[list[str]], typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
+]
+SteerOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--steer", help="Add STRENGTH x the feature's decoder row: LAYER:FEATURE:STRENGTH[@POS]."),
+]
+ClampOpt = Annotated[
+    Optional[list[str]], typer.Option("--clamp", help="Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS].")
+]
+HeadOpt = Annotated[
+    Optional[list[str]], typer.Option("--ablate-head", help="Zero an attention head's output: LAYER.HEAD[@POS].")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"lenstop {version('lenstop')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """lenstop MODEL [--sae SPEC] opens the inspector; the commands below are for scripts."""
+
+
+# ---------------------------------------------------------------- plumbing
+def _fail(message: str, code: ExitCode) -> typer.Exit:
+    typer.echo(f"lenstop: error: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Every failure becomes one line on stderr and an exit code; no traceback unless LENSTOP_DEBUG is set."""
+    try:
+        yield
+    except LenstopError as err:
+        raise _fail(str(err), err.code) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", ExitCode.INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as err:  # noqa: BLE001 - the edge of the program
+        if os.environ.get("LENSTOP_DEBUG"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise _fail(
+            f"{type(err).__name__}: {first} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED
+        ) from None
+
+
+def _progress(enabled: bool) -> Callable[[str], None] | None:
+    """Loading steps on stderr, only for a person watching a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def say(step: str) -> None:
+        sys.stderr.write(f"\r\033[K{step}…")
+        sys.stderr.flush()
+        if step == "ready":
+            sys.stderr.write("\r\033[K")
+
+    return say
+
+
+def _load(model: str, saes: list[str] | None, device: str, dtype: str, n_devices: int | None, device_map: str | None) -> Any:
+    from lenstop.models.engine import Engine
+    from lenstop.models.loading import parse_device_map
+
+    return Engine.load(
+        model,
+        saes or [],
+        device=device,
+        dtype=dtype,
+        n_devices=n_devices,
+        device_map=parse_device_map(device_map),
+        progress=_progress(True),
+    )
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+
+
+def _interventions(ablate: list[str] | None, steer: list[str] | None, clamp: list[str] | None, heads: list[str] | None) -> tuple[Intervention, ...]:
+    return parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=heads)
+
+
+# ---------------------------------------------------------------- commands
+@app.command()
+def trace(
+    model: ModelArg,
+    prompt: PromptOpt,
+    sae: SaeOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Features to show per token.")] = 5,
+    n_predictions: Annotated[int, typer.Option("--predictions", min=1, help="Next-token predictions per position.")] = 5,
+    ablate: AblateOpt = None,
+    steer: SteerOpt = None,
+    clamp: ClampOpt = None,
+    ablate_head: HeadOpt = None,
+    as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    n_devices: NDevicesOpt = None,
+    device_map: DeviceMapOpt = None,
+) -> None:
+    """Run a prompt and show each token's top features per layer and the predictions."""
+    with _user_errors():
+        interventions = _interventions(ablate, steer, clamp, ablate_head)
+        engine = _load(model, sae, device, dtype, n_devices, device_map)
+        analysis = engine.analyse(prompt, interventions, top_k=top_k, n_predictions=n_predictions)
+        if as_json:
+            _print_json(analysis.to_json())
+        else:
+            from lenstop.commands.render import render_trace
+
+            render_trace(analysis, engine.dictionaries)
+
+
+@app.command()
+def generate(
+    model: ModelArg,
+    prompt: PromptOpt,
+    sae: SaeOpt = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")] = 20,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed, shared by the clean and the intervened run.")] = 0,
+    ablate: AblateOpt = None,
+    steer: SteerOpt = None,
+    clamp: ClampOpt = None,
+    ablate_head: HeadOpt = None,
+    as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    n_devices: NDevicesOpt = None,
+    device_map: DeviceMapOpt = None,
+) -> None:
+    """Continue a prompt, clean and with the interventions, side by side."""
+    with _user_errors():
+        interventions = _interventions(ablate, steer, clamp, ablate_head)
+        engine = _load(model, sae, device, dtype, n_devices, device_map)
+        result = engine.generate(prompt, interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        if as_json:
+            _print_json(result.to_json())
+        else:
+            from lenstop.commands.render import render_generation
+
+            render_generation(result)
+
+
+@app.command()
+def info(
+    model: ModelArg,
+    sae: SaeOpt = None,
+    as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    n_devices: NDevicesOpt = None,
+    device_map: DeviceMapOpt = None,
+) -> None:
+    """Describe the model and its dictionaries: shapes, device, memory, hooks, sparsity."""
+    with _user_errors():
+        engine = _load(model, sae, device, dtype, n_devices, device_map)
+        facts = engine.info()
+        if as_json:
+            _print_json(facts.to_json())
+        else:
+            from lenstop.commands.render import render_info
+
+            render_info(facts)
+
+
+@app.command()
+def inspect(
+    model: Annotated[Optional[str], typer.Argument(help="Model to open (default: the bundled demo).")] = None,
+    sae: SaeOpt = None,
+) -> None:
+    """Open the interactive inspector (the default command)."""
+    with _user_errors():
+        raise LenstopError(
+            "the interactive inspector is not built yet; use `lenstop trace`, `lenstop generate` "
+            "or `lenstop info` (see `lenstop --help`)",
+            ExitCode.USAGE,
+        )
+
+
+def route(argv: list[str]) -> list[str]:
+    """`lenstop` and `lenstop MODEL ...` mean `lenstop inspect ...`."""
+    if not argv:
+        return ["inspect"]
+    first = argv[0]
+    if first in COMMANDS or first.startswith("-"):
+        return argv
+    return ["inspect", *argv]
+
+
+def main() -> None:
+    app(args=route(sys.argv[1:]), prog_name="lenstop")

@@ -1,0 +1,122 @@
+"""Rich tables for the CLI's human-readable output (the --json output is the results' own)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from lenstop.models.results import Analysis, Generation, ModelInfo, TopTokens
+
+console = Console()
+
+
+def show_token(token: str) -> str:
+    """A token as a person can read it: whitespace made visible."""
+    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·") or "∅"
+
+
+def percent(prob: float) -> str:
+    """Fixed-width percentages that still show small probabilities."""
+    return f"{prob:.0%}" if prob >= 0.1 else f"{prob:.1%}" if prob >= 0.001 else f"{prob:.0e}"
+
+
+def _predictions(top: TopTokens, position: int, n: int = 5) -> str:
+    return "  ".join(f"{show_token(p.token)} {percent(p.prob)}" for p in top.at(position)[:n])
+
+
+def render_trace(analysis: Analysis, dictionaries: Sequence[Any] = ()) -> None:
+    labels = {d.key: d.labels for d in dictionaries}
+    for layer in analysis.layers:
+        table = Table(
+            title=f"layer {layer.layer} · {layer.hook} · {layer.dictionary}",
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+        )
+        table.add_column("pos", justify="right", style="dim")
+        table.add_column("token")
+        table.add_column("top features (id act)", no_wrap=True, overflow="ellipsis")
+        table.add_column("L0", justify="right", style="dim")
+        table.add_column("err", justify="right", style="dim")
+        for pos, token in enumerate(analysis.tokens):
+            feats = Text()
+            for f in layer.features(pos):
+                label = labels.get(layer.dictionary, {}).get(f.id)
+                feats.append(f"#{f.id}", style="bold")
+                feats.append(f" {f.act:.2f}")
+                if label:
+                    feats.append(f" {label}", style="italic")
+                feats.append("  ")
+            table.add_row(
+                str(pos), show_token(token), feats, str(int(layer.l0[pos])), f"{layer.relative_error[pos]:.2f}"
+            )
+        console.print(table)
+        console.print()
+    last = len(analysis.tokens) - 1
+    console.print(f"[bold]next token[/] after {show_token(analysis.tokens[last])!r}: {_predictions(analysis.predictions, last)}")
+    if analysis.clean_predictions is not None:
+        console.print(f"[dim]clean[/]      {_predictions(analysis.clean_predictions, last)}")
+        console.print(f"[dim]KL(clean‖intervened) at the last token[/] {float(analysis.kl[last]):.4f} nats")
+        console.print("[dim]interventions:[/] " + "; ".join(i.describe() for i in analysis.interventions))
+    lens = "  ".join(f"L{layer} {show_token(top.at(last)[0].token)}" for layer, top in enumerate(analysis.lens))
+    if lens:
+        console.print(f"[bold]logit lens[/] {lens}")
+
+
+def render_generation(result: Generation) -> None:
+    table = Table(show_edge=False, pad_edge=False, show_lines=True)
+    table.add_column("run", style="bold")
+    table.add_column("continuation")
+    table.add_row("prompt", Text(result.prompt, style="dim"))
+    table.add_row("clean", Text(result.clean.text))
+    if result.intervened is not None:
+        table.add_row("intervened", Text(result.intervened.text))
+    console.print(table)
+    if result.interventions:
+        console.print("[dim]interventions:[/] " + "; ".join(i.describe() for i in result.interventions))
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def render_info(info: ModelInfo) -> None:
+    table = Table(show_header=False, show_edge=False, pad_edge=False, title=info.name, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("architecture", info.architecture),
+        ("layers", str(info.n_layers)),
+        ("width (d_model)", str(info.d_model)),
+        ("heads", f"{info.n_heads} × d_head {info.d_head}"),
+        ("context", f"{info.n_ctx} tokens"),
+        ("vocabulary", str(info.d_vocab)),
+        ("parameters", f"{info.n_params:,}"),
+        ("device", info.device),
+        ("dtype", info.dtype),
+        ("memory", _bytes(info.memory_bytes)),
+        ("weights", info.processing),
+        ("prepend BOS", "yes" if info.prepend_bos else "no"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    if info.dictionaries:
+        dicts = Table(title="dictionaries", title_justify="left", show_edge=False, pad_edge=False)
+        for column in ("key", "layer", "hook", "d_in", "features", "architecture", "L0"):
+            dicts.add_column(column, justify="right" if column in ("layer", "d_in", "features", "L0") else "left")
+        for d in info.dictionaries:
+            hook = d.hook if d.hook_out == d.hook else f"{d.hook} → {d.hook_out}"
+            l0 = "?" if d.l0 is None else f"{d.l0:.1f}"
+            dicts.add_row(d.key, str(d.layer), hook, str(d.d_in), str(d.d_sae), d.architecture, l0)
+        console.print()
+        console.print(dicts)

@@ -1,0 +1,258 @@
+"""Dictionaries (SAEs and transcoders) and where they attach to the model.
+
+A `--sae` spec is one of:
+- `RELEASE:SAE_ID`  one SAE of a SAELens pretrained release;
+- `RELEASE`         every SAE of that release (e.g. one per layer);
+- a directory with `cfg.json` and `sae_weights.safetensors` (SAELens's disk format);
+- a directory of such directories.
+Everything is loaded by SAELens itself (safetensors only), so every architecture
+it supports for inference works: standard, TopK, JumpReLU, gated, transcoders.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
+from lenstop.models.hub import cache_first
+from lenstop.models.loading import Processing
+
+if TYPE_CHECKING:
+    import torch
+    from sae_lens import SAE
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+SAE_CONFIG = "cfg.json"
+SAE_WEIGHTS = "sae_weights.safetensors"
+SPARSITY = "sparsity.safetensors"
+
+
+@dataclass
+class Dictionary:
+    """A loaded SAE or transcoder and the hooks it reads from and writes to."""
+
+    key: str  # how the user and the results name it
+    sae: SAE
+    hook_in: str
+    hook_out: str  # equals hook_in except for transcoders
+    layer: int
+    source: str
+    declared_l0: float | None = None
+    labels: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        return self.sae.cfg.architecture()
+
+    @property
+    def d_in(self) -> int:
+        return int(self.sae.cfg.d_in)
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.sae.cfg.d_sae)
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.hook_out != self.hook_in
+
+    @property
+    def metadata(self) -> Any:
+        return self.sae.cfg.metadata
+
+    def processing(self) -> Processing:
+        """The weight processing of the model this dictionary was trained on."""
+        meta = self.metadata
+        if meta.model_class_name not in (None, "HookedTransformer", "HookedSAETransformer"):
+            return Processing()  # trained on raw Hugging Face activations
+        return Processing.from_kwargs(meta.model_from_pretrained_kwargs)
+
+    @property
+    def prepend_bos(self) -> bool:
+        value = self.metadata.prepend_bos
+        return True if value is None else bool(value)
+
+
+def layer_of(hook: str) -> int:
+    """`blocks.3.hook_resid_pre` -> 3."""
+    match = _BLOCK.match(hook)
+    if not match:
+        raise IncompatibleError(f"hook {hook!r} is not inside a block (blocks.N.*); lenstop attaches dictionaries to layers")
+    return int(match.group(1))
+
+
+def _from_sae(sae: SAE, key: str, source: str, declared_l0: float | None) -> Dictionary:
+    meta = sae.cfg.metadata
+    hook_in = meta.hook_name
+    if not hook_in:
+        raise IncompatibleError(f"dictionary {key}: its config names no hook (metadata.hook_name)")
+    hook_out = meta.hook_name_out or hook_in
+    return Dictionary(
+        key=key,
+        sae=sae,
+        hook_in=hook_in,
+        hook_out=hook_out,
+        layer=layer_of(hook_in),
+        source=source,
+        declared_l0=declared_l0,
+    )
+
+
+def _topk_l0(sae: SAE) -> float | None:
+    k = getattr(sae.cfg, "k", None)
+    return float(k) if k else None
+
+
+def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
+    """One SAELens disk directory."""
+    from sae_lens import SAE
+
+    sae = SAE.load_from_disk(path, device=device, dtype=dtype)
+    declared = _topk_l0(sae)
+    sparsity_file = path / SPARSITY
+    if declared is None and sparsity_file.is_file():
+        from safetensors.torch import load_file
+
+        log_freq = load_file(sparsity_file)["sparsity"]
+        declared = float((10 ** log_freq.float()).sum())
+    return _from_sae(sae, key=path.name, source=str(path), declared_l0=declared)
+
+
+def directories_in(path: Path) -> list[Path]:
+    """The SAE directories a path names: itself, or its children that hold a cfg.json."""
+    if (path / SAE_CONFIG).is_file():
+        return [path]
+    children = sorted(p for p in path.iterdir() if (p / SAE_CONFIG).is_file())
+    if not children:
+        raise NotFoundError(f"{path}: no {SAE_CONFIG} in it or in its subdirectories; not a SAELens dictionary")
+    return children
+
+
+def release_ids(release: str) -> list[str]:
+    """Every SAE id of a SAELens pretrained release, or a NotFoundError naming close matches."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        close = difflib.get_close_matches(release, list(directory), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see SAELens's list of pretrained SAEs"
+        raise NotFoundError(f"no SAELens release or directory named {release!r}{hint}")
+    return list(directory[release].saes_map)
+
+
+def load_pretrained(release: str, sae_id: str, *, device: str, dtype: str) -> Dictionary:
+    """One SAE of a SAELens release, from the cache if it is there, else the hub."""
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    ids = release_ids(release)
+    if sae_id not in ids:
+        close = difflib.get_close_matches(sae_id, ids, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; it has {len(ids)} ids, e.g. {ids[0]}"
+        raise NotFoundError(f"release {release!r} has no SAE {sae_id!r}{hint}")
+    sae, _cfg, log_sparsity = cache_first(
+        f"SAE {release}:{sae_id}",
+        lambda: SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device=device, dtype=dtype),
+    )
+    declared = _topk_l0(sae) or get_pretrained_saes_directory()[release].expected_l0.get(sae_id)
+    if declared is None and log_sparsity is not None:
+        declared = float((10 ** log_sparsity.float()).sum())
+    return _from_sae(sae, key=f"{release}:{sae_id}", source=f"{release}:{sae_id}", declared_l0=declared)
+
+
+def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progress: Any = None) -> list[Dictionary]:
+    """Every dictionary a `--sae` spec names (see the module docstring)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        dirs = directories_in(path)
+        return [_step(progress, i, len(dirs), d.name, lambda d=d: load_directory(d, device=device, dtype=dtype)) for i, d in enumerate(dirs)]
+    if path.exists():
+        raise UsageError(f"--sae {spec}: a file, but a dictionary is a directory holding {SAE_CONFIG} and {SAE_WEIGHTS}")
+    release, sep, sae_id = spec.partition(":")
+    if sep:
+        return [_step(progress, 0, 1, spec, lambda: load_pretrained(release, sae_id, device=device, dtype=dtype))]
+    ids = release_ids(release)
+    return [
+        _step(progress, i, len(ids), f"{release}:{i_d}", lambda i_d=i_d: load_pretrained(release, i_d, device=device, dtype=dtype))
+        for i, i_d in enumerate(ids)
+    ]
+
+
+def _step(progress: Any, index: int, total: int, name: str, load: Any) -> Dictionary:
+    if progress is not None:
+        progress(f"loading dictionary {index + 1}/{total} ({name})")
+    return load()
+
+
+def agreed_processing(dictionaries: list[Dictionary]) -> Processing:
+    """The one weight processing every dictionary was trained with, or an error naming two that differ."""
+    if not dictionaries:
+        return Processing()
+    first = dictionaries[0]
+    for other in dictionaries[1:]:
+        if other.processing() != first.processing():
+            raise IncompatibleError(
+                f"dictionaries {first.key} ({first.processing().describe()}) and {other.key} "
+                f"({other.processing().describe()}) expect differently processed model weights; load them separately"
+            )
+    return first.processing()
+
+
+def agreed_prepend_bos(dictionaries: list[Dictionary]) -> bool | None:
+    """Whether the dictionaries were trained with a BOS token; None when there are none."""
+    values = {d.prepend_bos for d in dictionaries}
+    if len(values) > 1:
+        raise IncompatibleError("the dictionaries disagree on prepend_bos; load them separately")
+    return values.pop() if values else None
+
+
+def validate(dictionaries: list[Dictionary], widths: dict[str, int], model_name: str) -> None:
+    """Every hook exists in the model and every width matches, or one line saying which does not."""
+    for d in dictionaries:
+        for hook, want, what in ((d.hook_in, d.d_in, "d_in"), (d.hook_out, _d_out(d), "d_out")):
+            if hook not in widths:
+                raise IncompatibleError(
+                    f"dictionary {d.key}: hook {hook!r} does not exist in {model_name} "
+                    f"(it was trained on {d.metadata.model_name or 'an unknown model'})"
+                )
+            if widths[hook] != want:
+                raise IncompatibleError(
+                    f"dictionary {d.key}: {what} is {want} but {hook} of {model_name} is {widths[hook]} wide "
+                    f"(it was trained on {d.metadata.model_name or 'an unknown model'})"
+                )
+
+
+def _d_out(d: Dictionary) -> int:
+    return int(getattr(d.sae.cfg, "d_out", d.sae.cfg.d_in))
+
+
+def flat_width(tensor: torch.Tensor, hook: str) -> int:
+    """The width a dictionary sees at `hook`: heads are flattened for hook_z."""
+    if hook.endswith("hook_z") and tensor.dim() == 4:
+        return int(tensor.shape[-1] * tensor.shape[-2])
+    return int(tensor.shape[-1])
+
+
+def read_labels(path: str | Path) -> dict[int, str]:
+    """Feature labels from a Neuronpedia-style export: a JSON list of {"index", "description"}."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"--labels {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--labels {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if isinstance(data, dict) and "explanations" in data:
+        data = data["explanations"]
+    if not isinstance(data, list):
+        raise UsageError(f"--labels {path}: expected a list of objects with 'index' and 'description'")
+    labels: dict[int, str] = {}
+    for item in data:
+        if isinstance(item, dict) and "index" in item and "description" in item:
+            labels[int(item["index"])] = str(item["description"]).strip()
+    return labels

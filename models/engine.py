@@ -1,0 +1,447 @@
+"""The engine: one loaded model with its dictionaries, answering for prompts.
+
+Front ends (CLI, TUI) call `Engine.load`, then `analyse` and `generate`, and get
+frozen CPU results back. All forward passes go through one lock, because hooks
+are attached to the shared model for the duration of a pass.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import torch
+
+from lenstop.models import dictionaries as dicts
+from lenstop.models.dictionaries import Dictionary
+from lenstop.models.errors import IncompatibleError, NumericError, OutOfMemoryError, UsageError
+from lenstop.models.hooks import RunPlan, dictionary_at
+from lenstop.models.interventions import Intervention
+from lenstop.models.loading import Processing, load_model
+from lenstop.models.quiet import quiet
+from lenstop.models.results import (
+    Analysis,
+    Continuation,
+    DictionaryInfo,
+    Generation,
+    LayerAttention,
+    LayerFeatures,
+    ModelInfo,
+    TokenShift,
+    TopTokens,
+    frozen_array,
+)
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+Progress = Callable[[str], None]
+
+
+class Engine:
+    """A model and its dictionaries, ready to analyse prompts and run interventions."""
+
+    def __init__(
+        self,
+        model: TransformerBridge,
+        dictionaries: Sequence[Dictionary] = (),
+        *,
+        name: str | None = None,
+        processing: Processing | None = None,
+        prepend_bos: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.dictionaries = sorted(dictionaries, key=lambda d: (d.layer, d.key))
+        self.name = name or str(model.cfg.model_name)
+        self.processing = processing or Processing()
+        self.prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True)) if prepend_bos is None else prepend_bos
+        self._lock = threading.RLock()
+        self._token_strings: dict[int, str] = {}
+        self._clean_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        saes: Sequence[str] = (),
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+        n_devices: int | None = None,
+        device_map: str | dict[str, str | int] | None = None,
+        progress: Progress | None = None,
+    ) -> Engine:
+        """Load `model` and every dictionary in `saes`, matched to the numerics they were trained on."""
+        with quiet():
+            return cls._load(model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, say=progress or (lambda _msg: None))
+
+    @classmethod
+    def _load(
+        cls,
+        model: str,
+        saes: Sequence[str],
+        *,
+        device: str,
+        dtype: str,
+        n_devices: int | None,
+        device_map: str | dict[str, str | int] | None,
+        say: Progress,
+    ) -> Engine:
+        say(f"loading model {model}")
+        bridge = load_model(model, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
+        loaded: list[Dictionary] = []
+        for spec in saes:
+            loaded.extend(dicts.load_spec(spec, device="cpu", dtype="float32", progress=say))
+        processing = dicts.agreed_processing(loaded)
+        if not processing.is_raw:
+            say("processing weights to match the dictionaries")
+            bridge.enable_compatibility_mode(
+                disable_warnings=True,
+                fold_ln=processing.fold_ln,
+                center_writing_weights=processing.center_writing_weights,
+                center_unembed=processing.center_unembed,
+                fold_value_biases=processing.fold_value_biases,
+                refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
+            )
+        engine = cls(bridge, loaded, name=model, processing=processing, prepend_bos=dicts.agreed_prepend_bos(loaded))
+        if loaded:
+            say("checking dictionaries against the model")
+            engine._attach_dictionaries()
+        say("ready")
+        return engine
+
+    def _attach_dictionaries(self) -> None:
+        """Validate hooks and widths with one probe pass, then move each SAE beside its layer."""
+        hooks = {h for d in self.dictionaries for h in (d.hook_in, d.hook_out)}
+        missing = [h for h in hooks if h not in self.model.hook_dict]
+        widths: dict[str, int] = {}
+
+        def measure(name: str) -> Callable[..., None]:
+            def hook(tensor: torch.Tensor, hook: Any) -> None:
+                widths[name] = dicts.flat_width(tensor, name)
+
+            return hook
+
+        probe = self.model.to_tokens("a", prepend_bos=True)[:, :1]
+        with self._lock, torch.no_grad(), self.model.hooks(fwd_hooks=[(h, measure(h)) for h in hooks if h not in missing]):
+            self.model(probe)
+        dicts.validate(self.dictionaries, widths, self.name)
+        dtype = self.model.cfg.dtype
+        for d in self.dictionaries:
+            d.sae.to(device=self._layer_device(d.layer), dtype=dtype)
+            d.sae.eval()
+
+    def _layer_device(self, layer: int) -> torch.device:
+        param = next(self.model.blocks[layer].parameters(), None)
+        return param.device if param is not None else torch.device(str(self.model.cfg.device))
+
+    @property
+    def _out_device(self) -> torch.device:
+        param = next(self.model.unembed.parameters(), None)
+        return param.device if param is not None else torch.device(str(self.model.cfg.device))
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.model.cfg.n_heads)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.model.cfg.n_ctx)
+
+    def dictionary_at(self, layer: int) -> Dictionary:
+        by_layer: dict[int, list[Dictionary]] = {}
+        for d in self.dictionaries:
+            by_layer.setdefault(d.layer, []).append(d)
+        return dictionary_at(by_layer, layer)
+
+    def info(self) -> ModelInfo:
+        cfg = self.model.cfg
+        params = list(self.model.parameters())
+        devices = sorted({str(p.device) for p in params}) or [str(cfg.device)]
+        return ModelInfo(
+            name=self.name,
+            architecture=str(getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", "?")),
+            n_layers=self.n_layers,
+            d_model=int(cfg.d_model),
+            n_heads=self.n_heads,
+            d_head=int(cfg.d_head),
+            n_ctx=self.n_ctx,
+            d_vocab=int(cfg.d_vocab),
+            n_params=sum(p.numel() for p in params),
+            device=",".join(devices),
+            dtype=str(cfg.dtype).removeprefix("torch."),
+            memory_bytes=sum(p.numel() * p.element_size() for p in params)
+            + sum(t.numel() * t.element_size() for d in self.dictionaries for t in d.sae.state_dict().values()),
+            processing=self.processing.describe(),
+            prepend_bos=self.prepend_bos,
+            dictionaries=tuple(
+                DictionaryInfo(
+                    key=d.key,
+                    layer=d.layer,
+                    hook=d.hook_in,
+                    hook_out=d.hook_out,
+                    d_in=d.d_in,
+                    d_sae=d.d_sae,
+                    architecture=d.architecture,
+                    l0=d.declared_l0,
+                    source=d.source,
+                )
+                for d in self.dictionaries
+            ),
+        )
+
+    # ------------------------------------------------------------------ tokens
+    def tokenize(self, prompt: str) -> torch.Tensor:
+        """The prompt as the model sees it, (1, seq), BOS included when the dictionaries expect it."""
+        tokens = self.model.to_tokens(prompt, prepend_bos=self.prepend_bos)
+        if tokens.shape[-1] == 0:
+            raise UsageError("the prompt is empty; type some text")
+        if tokens.shape[-1] > self.n_ctx:
+            raise IncompatibleError(
+                f"the prompt is {tokens.shape[-1]} tokens but {self.name}'s context is {self.n_ctx}; shorten it"
+            )
+        return tokens
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each id decoded on its own (cached: the vocabulary is finite)."""
+        todo = sorted({int(i) for i in ids if int(i) not in self._token_strings})
+        if todo:
+            decoded = self.model.tokenizer.batch_decode([[i] for i in todo], clean_up_tokenization_spaces=False)
+            self._token_strings.update(zip(todo, decoded))
+        return [self._token_strings[int(i)] for i in ids]
+
+    # ------------------------------------------------------------------ runs
+    @contextmanager
+    def _forward_guard(self, interventions: Sequence[Intervention], tokens: int) -> Iterator[None]:
+        """One lock for the shared hooks; out-of-memory becomes one line."""
+        with self._lock, torch.no_grad():
+            try:
+                yield
+            except torch.OutOfMemoryError as err:
+                raise self._oom(tokens) from err
+            except RuntimeError as err:
+                if "out of memory" in str(err).lower():
+                    raise self._oom(tokens) from err
+                raise
+
+    def _oom(self, tokens: int) -> OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return OutOfMemoryError(
+            f"out of memory on {self.model.cfg.device} running a {tokens}-token prompt; "
+            "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
+        )
+
+    def _run(
+        self,
+        tokens: torch.Tensor,
+        interventions: Sequence[Intervention],
+        *,
+        prompt_len: int | None = None,
+        capture_features: bool = False,
+        attention: bool = False,
+        lens: bool = False,
+    ) -> tuple[torch.Tensor, RunPlan]:
+        """One forward pass with the plan's hooks; returns the logits (seq, vocab) and what it captured."""
+        plan = RunPlan(
+            self.dictionaries,
+            interventions,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            prompt_len=prompt_len or tokens.shape[-1],
+            capture_features=capture_features,
+            attention_layers=range(self.n_layers) if attention else (),
+            resid_layers=range(self.n_layers) if lens else (),
+        )
+        with self._forward_guard(interventions, tokens.shape[-1]), self.model.hooks(fwd_hooks=plan.hooks):
+            logits = self.model(tokens)[0]
+        if interventions and not torch.isfinite(logits).all():
+            raise NumericError(
+                "the interventions made the model's output NaN or infinite ("
+                + "; ".join(i.describe() for i in interventions)
+                + "); use a smaller strength or value"
+            )
+        return logits, plan
+
+    def logits(self, prompt: str, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
+        """Final logits (seq, vocab) of the prompt under the interventions: for scripts and tests."""
+        logits, _ = self._run(self.tokenize(prompt), interventions)
+        return logits
+
+    def analyse(
+        self,
+        prompt: str,
+        interventions: Sequence[Intervention] = (),
+        *,
+        top_k: int = 10,
+        n_predictions: int = 10,
+        attention: bool = True,
+        lens: bool = True,
+    ) -> Analysis:
+        """Read the prompt at every layer: features, attention, logit lens, predictions.
+
+        One forward pass (two with interventions: the clean one is cached per prompt).
+        """
+        tokens = self.tokenize(prompt)
+        ids = tuple(int(i) for i in tokens[0].tolist())
+        logits, plan = self._run(tokens, interventions, capture_features=True, attention=attention, lens=lens)
+        logprobs = logits.float().log_softmax(-1)
+        cap = plan.capture
+        layers = tuple(self._layer_features(d, cap, top_k) for d in self.dictionaries)
+        patterns = tuple(
+            LayerAttention(layer, frozen_array(cap.patterns[layer].float().cpu().numpy(), np.float32))
+            for layer in sorted(cap.patterns)
+        )
+        lens_tops = tuple(self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid))
+        predictions = self._top_tokens(logprobs, n_predictions)
+        clean_predictions = kl = shifts = None
+        if interventions:
+            clean = self._clean_logprobs(tokens, ids)
+            clean_predictions = self._top_tokens(clean, n_predictions)
+            kl = frozen_array((clean.exp() * (clean - logprobs)).sum(-1).clamp_min(0).cpu().numpy(), np.float32)
+            shifts = self._shifts(clean, logprobs, clean_predictions, predictions)
+        return Analysis(
+            model=self.name,
+            prompt=prompt,
+            tokens=tuple(self.token_strings(ids)),
+            token_ids=ids,
+            layers=layers,
+            attention=patterns,
+            lens=lens_tops,
+            predictions=predictions,
+            interventions=tuple(interventions),
+            clean_predictions=clean_predictions,
+            kl=kl,
+            shifts=shifts,
+        )
+
+    def _clean_logprobs(self, tokens: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
+        if self._clean_cache is not None and self._clean_cache[0] == ids:
+            return self._clean_cache[1]
+        logits, _ = self._run(tokens, ())
+        clean = logits.float().log_softmax(-1)
+        self._clean_cache = (ids, clean)
+        return clean
+
+    def _lens_logprobs(self, resid: torch.Tensor) -> torch.Tensor:
+        """What a layer's residual stream would predict: through the final norm and the unembedding."""
+        with self._forward_guard((), resid.shape[0]):
+            x = resid.to(self._out_device).unsqueeze(0)
+            return self.model.unembed(self.model.ln_final(x))[0].float().log_softmax(-1)
+
+    def _top_tokens(self, logprobs: torch.Tensor, n: int) -> TopTokens:
+        top = logprobs.topk(min(n, logprobs.shape[-1]), dim=-1)
+        ids = top.indices.cpu().numpy()
+        strings = self.token_strings(ids.reshape(-1).tolist())
+        width = ids.shape[1]
+        return TopTokens(
+            ids=frozen_array(ids, np.int64),
+            probs=frozen_array(top.values.exp().cpu().numpy(), np.float32),
+            strings=tuple(tuple(strings[r * width : (r + 1) * width]) for r in range(ids.shape[0])),
+        )
+
+    def _layer_features(self, d: Dictionary, cap: Any, top_k: int) -> LayerFeatures:
+        feats = cap.features[d.key].float()
+        k = min(top_k, feats.shape[-1])
+        top = feats.topk(k, dim=-1)
+        top_acts = top.values.clamp_min(0)
+        active_ids = top.indices[top_acts > 0]
+        union = torch.unique(active_ids)
+        error = cap.error_norm[d.key].float()
+        norm = cap.input_norm[d.key].float()
+        return LayerFeatures(
+            layer=d.layer,
+            hook=d.hook_in,
+            dictionary=d.key,
+            top_ids=frozen_array(top.indices.cpu().numpy(), np.int64),
+            top_acts=frozen_array(top_acts.cpu().numpy(), np.float32),
+            union_ids=frozen_array(union.cpu().numpy(), np.int64),
+            union_acts=frozen_array(feats[:, union].cpu().numpy(), np.float32),
+            error_norm=frozen_array(error.cpu().numpy(), np.float32),
+            relative_error=frozen_array((error / norm.clamp_min(1e-12)).cpu().numpy(), np.float32),
+            l0=frozen_array((feats > 0).sum(-1).cpu().numpy(), np.int64),
+        )
+
+    def _shifts(
+        self, clean: torch.Tensor, logprobs: torch.Tensor, clean_top: TopTokens, top: TopTokens
+    ) -> tuple[tuple[TokenShift, ...], ...]:
+        """Per position: the union of both top lists, with each token's probability before and after."""
+        out = []
+        for pos in range(clean.shape[0]):
+            ids = list(dict.fromkeys([*clean_top.ids[pos].tolist(), *top.ids[pos].tolist()]))
+            index = torch.tensor(ids, device=clean.device)
+            before = clean[pos, index].exp().cpu().tolist()
+            after = logprobs[pos, index].exp().cpu().tolist()
+            out.append(
+                tuple(
+                    TokenShift(s, i, b, a)
+                    for s, i, b, a in zip(self.token_strings(ids), ids, before, after)
+                )
+            )
+        return tuple(out)
+
+    # ------------------------------------------------------------------ generation
+    def generate(
+        self,
+        prompt: str,
+        interventions: Sequence[Intervention] = (),
+        *,
+        max_new_tokens: int = 20,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Generation:
+        """Continue the prompt with and without the interventions, from the same seed.
+
+        Every step re-runs the whole sequence with the intervention hooks, so an
+        intervention at all positions also applies to each new token, and one at
+        a prompt position stays there.
+        """
+        if max_new_tokens < 1:
+            raise UsageError("--max-new-tokens must be at least 1")
+        if temperature < 0:
+            raise UsageError("--temperature must be 0 (greedy) or more")
+        tokens = self.tokenize(prompt)
+        clean = self._continue(tokens, (), max_new_tokens, temperature, seed)
+        intervened = self._continue(tokens, interventions, max_new_tokens, temperature, seed) if interventions else None
+        return Generation(
+            model=self.name,
+            prompt=prompt,
+            clean=clean,
+            intervened=intervened,
+            interventions=tuple(interventions),
+            temperature=temperature,
+            seed=seed,
+        )
+
+    def _continue(
+        self, tokens: torch.Tensor, interventions: Sequence[Intervention], max_new: int, temperature: float, seed: int
+    ) -> Continuation:
+        generator = torch.Generator().manual_seed(seed)
+        prompt_len = tokens.shape[-1]
+        eos = self.model.tokenizer.eos_token_id
+        new: list[int] = []
+        for _ in range(max_new):
+            if tokens.shape[-1] >= self.n_ctx:
+                break
+            logits, _ = self._run(tokens, interventions, prompt_len=prompt_len)
+            last = logits[-1].float()
+            if temperature == 0:
+                next_id = int(last.argmax())
+            else:
+                probs = (last / temperature).softmax(-1).cpu()
+                next_id = int(torch.multinomial(probs, 1, generator=generator))
+            new.append(next_id)
+            if eos is not None and next_id == eos:
+                break
+            tokens = torch.cat([tokens, torch.tensor([[next_id]], device=tokens.device)], dim=-1)
+        text = self.model.tokenizer.decode(new, clean_up_tokenization_spaces=False)
+        return Continuation(tuple(new), tuple(self.token_strings(new)), text)

@@ -1,0 +1,53 @@
+"""One error type for everything a user can get wrong, so every front end can
+print a single line instead of a traceback.
+
+Nothing here imports torch: the CLI and the TUI import it on their fast path.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the `lenstop` command, one per kind of failure."""
+
+    OK = 0
+    FAILED = 1  # an unexpected failure in lenstop itself
+    USAGE = 2  # malformed arguments: a bad --ablate spec, an unknown layer
+    NOT_FOUND = 3  # a model, release, dictionary or file that does not exist
+    INCOMPATIBLE = 4  # things that exist but do not fit together (d_in, hook, context)
+    OUT_OF_MEMORY = 5
+    NUMERIC = 6  # a run that produced NaN or inf (usually an extreme steer)
+    INTERRUPTED = 130
+
+
+class LenstopError(Exception):
+    """An error meant for the user: one line saying what was wrong and what to do."""
+
+    code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class UsageError(LenstopError):
+    code = ExitCode.USAGE
+
+
+class NotFoundError(LenstopError):
+    code = ExitCode.NOT_FOUND
+
+
+class IncompatibleError(LenstopError):
+    code = ExitCode.INCOMPATIBLE
+
+
+class OutOfMemoryError(LenstopError):
+    code = ExitCode.OUT_OF_MEMORY
+
+
+class NumericError(LenstopError):
+    code = ExitCode.NUMERIC

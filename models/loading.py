@@ -1,0 +1,194 @@
+"""Loading a language model through TransformerLens's TransformerBridge.
+
+The bridge wraps the Hugging Face model itself, so any architecture
+TransformerLens supports works, from a hub name or a local Hugging Face
+directory, on one device or split across several with an accelerate device map.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lenstop.models.errors import IncompatibleError, LenstopError, NotFoundError, OutOfMemoryError, UsageError
+from lenstop.models.hub import cache_first, offline
+
+if TYPE_CHECKING:
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+# HookedTransformer's load-time weight processing, which SAELens records per dictionary.
+PROCESSING_FLAGS = (
+    "fold_ln",
+    "center_writing_weights",
+    "center_unembed",
+    "fold_value_biases",
+    "refactor_factored_attn_matrices",
+)
+
+
+@dataclass(frozen=True)
+class Processing:
+    """Which HookedTransformer weight processing the model runs with.
+
+    All False means raw Hugging Face numerics. Anything True switches the bridge
+    into compatibility mode with exactly these flags, so a dictionary sees the
+    activations it was trained on (e.g. centred residuals for gpt2-small-res-jb).
+    """
+
+    fold_ln: bool = False
+    center_writing_weights: bool = False
+    center_unembed: bool = False
+    fold_value_biases: bool = False
+    refactor_factored_attn_matrices: bool = False
+
+    @property
+    def is_raw(self) -> bool:
+        return not any(self.__dict__.values())
+
+    def describe(self) -> str:
+        if self.is_raw:
+            return "raw"
+        return "hooked-transformer(" + ", ".join(k for k, v in self.__dict__.items() if v) + ")"
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any] | None) -> Processing:
+        """SAELens loads with `from_pretrained_no_processing(**kwargs)`: off unless a kwarg turns it on."""
+        kwargs = kwargs or {}
+        return cls(**{flag: bool(kwargs.get(flag, False)) for flag in PROCESSING_FLAGS})
+
+
+def resolve_device(device: str) -> str:
+    """`auto` picks cuda, then mps, then cpu; anything else is checked to exist."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+        return device
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UsageError("--device mps: MPS is not available here; use --device cpu or auto")
+        return device
+    if device == "cpu":
+        return device
+    raise UsageError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    import torch
+
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def parse_device_map(value: str | None) -> str | dict[str, str | int] | None:
+    """`auto`, `balanced`, `sequential`, a JSON object, or `module=device,module=device`."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return value
+    if value.startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--device-map: not valid JSON ({err.msg})") from None
+        if not isinstance(parsed, dict):
+            raise UsageError("--device-map: the JSON must be an object of module -> device")
+        return parsed
+    mapping: dict[str, str | int] = {}
+    for part in value.split(","):
+        module, sep, target = part.partition("=")
+        if not sep or not module.strip() or not target.strip():
+            raise UsageError(
+                f"--device-map {value!r}: expected auto, balanced, sequential, a JSON object "
+                "or module=device pairs such as 'transformer.h.0=cuda:0,transformer.h.1=cuda:1'"
+            )
+        target = target.strip()
+        mapping[module.strip()] = int(target) if target.isdigit() else target
+    return mapping
+
+
+def is_local_model(name: str) -> bool:
+    return Path(name).expanduser().is_dir()
+
+
+def load_model(
+    name: str,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    n_devices: int | None = None,
+    device_map: str | dict[str, str | int] | None = None,
+) -> TransformerBridge:
+    """Boot `name` (a hub name or a local Hugging Face directory) through the bridge."""
+    torch_dtype = resolve_dtype(dtype)
+    if n_devices is not None and n_devices > 1 and device_map is None:
+        import torch
+
+        if torch.cuda.device_count() < n_devices:
+            raise UsageError(
+                f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    placement: dict[str, Any]
+    if device_map is not None or (n_devices is not None and n_devices > 1):
+        placement = {"device_map": device_map or "auto", "n_devices": n_devices}
+    else:
+        placement = {"device": resolve_device(device)}
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    def boot() -> TransformerBridge:
+        return TransformerBridge.boot_transformers(name, dtype=torch_dtype, **placement)
+
+    if is_local_model(name):
+        path = Path(name).expanduser()
+        if not (path / "config.json").is_file():
+            raise NotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
+        name = str(path)
+        try:
+            with offline():
+                return boot()
+        except Exception as err:
+            _explain(name, err)
+            raise
+    try:
+        return cache_first(f"model {name!r}", boot)
+    except LenstopError:
+        raise
+    except Exception as err:
+        _explain(name, err)
+        raise
+
+
+def _explain(name: str, err: Exception) -> None:
+    """Re-raise what transformers and TransformerLens raise as one line for the user, when we know it."""
+    text = str(err)
+    kind = type(err).__name__
+    if kind in ("RepositoryNotFoundError", "GatedRepoError") or "is not a local folder and is not a valid model" in text:
+        raise NotFoundError(
+            f"no model named {name!r} on disk or on the hub; check the name or pass a local directory"
+        ) from err
+    if "not supported" in text.lower() or "unsupported architecture" in text.lower() or kind == "UnsupportedArchitectureError":
+        raise IncompatibleError(f"model {name!r}: {text.splitlines()[0]}") from err
+    if "out of memory" in text.lower():
+        raise OutOfMemoryError(
+            f"out of memory loading {name!r}; try --dtype bfloat16, --n-devices N or --device-map auto"
+        ) from err

@@ -1,0 +1,34 @@
+"""Silence the libraries' own chatter (progress bars, deprecation notices) while
+lenstop loads, so the CLI's stderr carries only lenstop's own lines and the TUI's
+screen is not scribbled on."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    loggers = [logging.getLogger(name) for name in ("transformer_lens", "sae_lens", "root", "accelerate")]
+    levels = [lg.level for lg in loggers]
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

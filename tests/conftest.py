@@ -1,0 +1,37 @@
+"""Shared fixtures: one tiny model directory and a few dictionaries per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from helpers import build_model, build_sae  # noqa: E402
+
+D_MODEL = 32
+N_LAYERS = 2
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("tiny-gpt2"), n_layers=N_LAYERS, d_model=D_MODEL)
+
+
+@pytest.fixture(scope="session")
+def resid_saes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with one raw-numerics standard SAE per layer on resid_pre."""
+    root = tmp_path_factory.mktemp("resid-saes")
+    for layer in range(N_LAYERS):
+        build_sae(root / f"L{layer}", hook=f"blocks.{layer}.hook_resid_pre", d_in=D_MODEL, seed=layer)
+    return root
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model: Path, resid_saes: Path):
+    from lenstop.models.engine import Engine
+
+    return Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
