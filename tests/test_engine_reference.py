@@ -1,0 +1,252 @@
+"""The engine's numbers against independent references.
+
+Features against SAELens's own `encode`; captures against TransformerLens's
+`run_with_cache` and the Hugging Face model; interventions against hand-written
+hooks that make the same edit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import build_sae
+from lenstop.models.engine import Engine
+from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
+from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
+
+PROMPT = "def add(first, second):\n    return first + second"
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model: Path):
+    return hf_model(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def tokens(engine: Engine) -> torch.Tensor:
+    return engine.tokenize(PROMPT)
+
+
+# ------------------------------------------------------------------ clean run
+def test_empty_intervention_list_reproduces_clean_logits(engine: Engine, hf, tokens) -> None:
+    ours = engine.logits(PROMPT, ())
+    with torch.no_grad():
+        theirs = hf(tokens).logits[0]
+    assert (ours - theirs).abs().max().item() < ATOL
+    ref = bridge(engine.model.cfg.model_name)
+    with torch.no_grad():
+        plain = ref(tokens)[0]
+    assert (ours - plain).abs().max().item() < ATOL
+
+
+def test_tokens_include_bos_when_the_dictionaries_were_trained_with_it(engine: Engine, tokens) -> None:
+    analysis = engine.analyse(PROMPT)
+    assert analysis.token_ids[0] == engine.model.tokenizer.bos_token_id
+    assert list(analysis.token_ids) == tokens[0].tolist()
+    assert "".join(analysis.tokens[1:]) == PROMPT
+
+
+def test_features_equal_saelens_encode_on_run_with_cache(engine: Engine, resid_saes: Path, tokens) -> None:
+    analysis = engine.analyse(PROMPT, top_k=6)
+    ref = bridge(engine.model.cfg.model_name)
+    with torch.no_grad():
+        _, cache = ref.run_with_cache(tokens)
+    assert [lf.layer for lf in analysis.layers] == [0, 1]
+    for lf in analysis.layers:
+        sae = load_sae(resid_saes / f"L{lf.layer}")
+        with torch.no_grad():
+            x = cache[f"blocks.{lf.layer}.hook_resid_pre"][0]
+            acts = sae.encode(x)
+            recon = sae.decode(acts)
+        expected = acts.topk(6, dim=-1)
+        np.testing.assert_allclose(lf.top_acts, expected.values.clamp_min(0).numpy(), atol=ATOL)
+        for pos in range(len(analysis.tokens)):
+            active = expected.values[pos] > 0
+            assert [f.id for f in lf.features(pos)] == expected.indices[pos][active].tolist()
+            acts_here = [f.act for f in lf.features(pos)]
+            assert acts_here == sorted(acts_here, reverse=True) and all(a > 0 for a in acts_here)
+        for feature in lf.union_ids[:5]:
+            np.testing.assert_allclose(lf.activation_of(int(feature)), acts[:, feature].numpy(), atol=ATOL)
+        np.testing.assert_allclose(lf.error_norm, (x - recon).norm(dim=-1).numpy(), atol=1e-4)
+        np.testing.assert_array_equal(lf.l0, (acts > 0).sum(-1).numpy())
+
+
+def test_attention_patterns_equal_hf_and_run_with_cache(engine: Engine, hf, tokens) -> None:
+    analysis = engine.analyse(PROMPT)
+    with torch.no_grad():
+        out = hf(tokens, output_attentions=True)
+    _, cache = bridge(engine.model.cfg.model_name).run_with_cache(tokens)
+    assert len(analysis.attention) == engine.n_layers
+    for att in analysis.attention:
+        np.testing.assert_allclose(att.pattern, out.attentions[att.layer][0].numpy(), atol=ATOL)
+        np.testing.assert_allclose(att.pattern, cache[f"blocks.{att.layer}.attn.hook_pattern"][0].numpy(), atol=ATOL)
+
+
+def test_logit_lens_equals_final_norm_and_unembedding_of_each_residual(engine: Engine, hf, tokens) -> None:
+    analysis = engine.analyse(PROMPT, n_predictions=5)
+    resids = hf_residuals(hf, tokens)  # resid_pre of each block, then the final resid_post
+    for layer, top in enumerate(analysis.lens):
+        resid_post = resids[layer + 1]
+        with torch.no_grad():
+            probs = hf.lm_head(hf.transformer.ln_f(resid_post)).softmax(-1)
+        expected = probs.topk(5, dim=-1)
+        np.testing.assert_array_equal(top.ids, expected.indices.numpy())
+        np.testing.assert_allclose(top.probs, expected.values.numpy(), atol=ATOL)
+    # The last layer's lens is the model's own prediction.
+    np.testing.assert_array_equal(analysis.lens[-1].ids, analysis.predictions.ids)
+
+
+def test_predictions_are_the_softmax_of_the_logits(engine: Engine, hf, tokens) -> None:
+    analysis = engine.analyse(PROMPT, n_predictions=3)
+    with torch.no_grad():
+        probs = hf(tokens).logits[0].softmax(-1)
+    expected = probs.topk(3, dim=-1)
+    np.testing.assert_array_equal(analysis.predictions.ids, expected.indices.numpy())
+    np.testing.assert_allclose(analysis.predictions.probs, expected.values.numpy(), atol=ATOL)
+    assert analysis.predictions.at(0)[0].token == engine.model.tokenizer.decode([int(expected.indices[0, 0])])
+
+
+# ------------------------------------------------------------------ interventions
+def _feature(engine: Engine, layer: int, position: int = -1) -> tuple[int, float]:
+    lf = engine.analyse(PROMPT).layer(layer)
+    top = lf.features(position)[0]
+    return top.id, top.act
+
+
+def _sae_and_acts(engine: Engine, resid_saes: Path, hf, tokens, layer: int):
+    sae = load_sae(resid_saes / f"L{layer}")
+    x = hf_residuals(hf, tokens)[layer]
+    with torch.no_grad():
+        return sae, sae.encode(x)
+
+
+def test_ablation_equals_subtracting_the_features_decoder_row(engine: Engine, resid_saes: Path, hf, tokens) -> None:
+    feature, _ = _feature(engine, 1)
+    sae, acts = _sae_and_acts(engine, resid_saes, hf, tokens, 1)
+    expected = hf_logits_with_resid_edit(hf, tokens, 1, lambda x: x - acts[:, feature, None] * sae.W_dec[feature])
+    ours = engine.logits(PROMPT, [FeatureAblation(1, feature)])
+    assert (ours - expected).abs().max().item() < ATOL
+    assert (ours - engine.logits(PROMPT)).abs().max().item() > 1e-4  # the edit did something
+
+
+def test_steer_adds_strength_times_the_raw_decoder_row(engine: Engine, resid_saes: Path, hf, tokens) -> None:
+    sae = load_sae(resid_saes / "L0")
+    expected = hf_logits_with_resid_edit(hf, tokens, 0, lambda x: x + 6.0 * sae.W_dec[11])
+    ours = engine.logits(PROMPT, [FeatureSteer(0, 11, 6.0)])
+    assert (ours - expected).abs().max().item() < ATOL
+    assert (ours - engine.logits(PROMPT)).abs().max().item() > 1e-3
+
+
+def test_clamp_sets_the_feature_keeping_the_error(engine: Engine, resid_saes: Path, hf, tokens) -> None:
+    sae, acts = _sae_and_acts(engine, resid_saes, hf, tokens, 1)
+    feature = 7
+    expected = hf_logits_with_resid_edit(hf, tokens, 1, lambda x: x + (3.0 - acts[:, feature, None]) * sae.W_dec[feature])
+    ours = engine.logits(PROMPT, [FeatureClamp(1, feature, 3.0)])
+    assert (ours - expected).abs().max().item() < ATOL
+    # Clamping a feature to its own value changes nothing.
+    analysis = engine.analyse(PROMPT, [FeatureClamp(1, feature, 3.0)], top_k=64)
+    assert np.allclose(analysis.layer(1).activation_of(feature), 3.0)
+
+
+def test_intervention_at_one_position_edits_only_that_position(engine: Engine, resid_saes: Path, hf, tokens) -> None:
+    sae = load_sae(resid_saes / "L1")
+    pos = 5
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        x[pos] += 4.0 * sae.W_dec[2]
+        return x
+
+    expected = hf_logits_with_resid_edit(hf, tokens, 1, edit)
+    ours = engine.logits(PROMPT, [FeatureSteer(1, 2, 4.0, position=pos)])
+    clean = engine.logits(PROMPT)
+    assert (ours - expected).abs().max().item() < ATOL
+    assert (ours[:pos] - clean[:pos]).abs().max().item() < ATOL  # causal: earlier positions untouched
+    assert (ours[pos] - clean[pos]).abs().max().item() > 1e-3
+    # Negative positions count from the end of the prompt.
+    last = len(tokens[0]) - 1
+    assert torch.allclose(
+        engine.logits(PROMPT, [FeatureSteer(1, 2, 4.0, position=-1)]),
+        engine.logits(PROMPT, [FeatureSteer(1, 2, 4.0, position=last)]),
+    )
+
+
+def test_head_knockout_equals_zeroing_the_heads_slice_in_hf(engine: Engine, hf, tokens) -> None:
+    layer, head = 0, 2
+    d_head = engine.model.cfg.d_head
+
+    def zero_head(module, args):
+        x = args[0].clone()
+        x[..., head * d_head : (head + 1) * d_head] = 0
+        return (x,)
+
+    handle = hf.transformer.h[layer].attn.c_proj.register_forward_pre_hook(zero_head)
+    with torch.no_grad():
+        expected = hf(tokens).logits[0]
+    handle.remove()
+    ours = engine.logits(PROMPT, [HeadKnockout(layer, head)])
+    assert (ours - expected).abs().max().item() < ATOL
+    assert (ours - engine.logits(PROMPT)).abs().max().item() > 1e-4
+
+
+def test_intervened_analysis_reports_clean_predictions_kl_and_shifts(engine: Engine) -> None:
+    steer = FeatureSteer(1, 3, 8.0)
+    analysis = engine.analyse(PROMPT, [steer], n_predictions=4)
+    clean = engine.analyse(PROMPT, n_predictions=4)
+    np.testing.assert_array_equal(analysis.clean_predictions.ids, clean.predictions.ids)
+    clean_lp = engine.logits(PROMPT).log_softmax(-1)
+    lp = engine.logits(PROMPT, [steer]).log_softmax(-1)
+    kl = (clean_lp.exp() * (clean_lp - lp)).sum(-1)
+    np.testing.assert_allclose(analysis.kl, kl.numpy(), atol=1e-5)
+    last = analysis.shifts[-1]
+    top_clean = clean.predictions.at(-1)[0]
+    shift = next(s for s in last if s.id == top_clean.id)
+    assert shift.clean_prob == pytest.approx(top_clean.prob, abs=1e-6)
+    assert shift.prob == pytest.approx(float(lp[-1, top_clean.id].exp()), abs=1e-6)
+    assert shift.delta_logprob == pytest.approx(float(lp[-1, top_clean.id] - clean_lp[-1, top_clean.id]), abs=1e-4)
+
+
+def test_ablated_feature_reads_zero_in_the_analysis(engine: Engine) -> None:
+    feature, act = _feature(engine, 0, position=3)
+    assert act > 0
+    analysis = engine.analyse(PROMPT, [FeatureAblation(0, feature)], top_k=64)
+    assert feature not in [f.id for f in analysis.layer(0).features(3)]
+
+
+# ------------------------------------------------------------------ generation
+def test_clean_greedy_generation_equals_hf_generate(engine: Engine, hf, tokens) -> None:
+    result = engine.generate(PROMPT, max_new_tokens=6)
+    with torch.no_grad():
+        out = hf.generate(tokens, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    expected = out[0, tokens.shape[-1] :].tolist()
+    eos = engine.model.tokenizer.eos_token_id
+    if eos in expected:
+        expected = expected[: expected.index(eos) + 1]
+    assert list(result.clean.token_ids) == expected
+    assert result.intervened is None
+
+
+def test_steering_applies_to_every_generated_token(engine: Engine, resid_saes: Path, hf, tokens) -> None:
+    sae = load_sae(resid_saes / "L1")
+    strength, feature = 12.0, 4
+    seq = tokens.clone()
+    expected: list[int] = []
+    for _ in range(5):
+        logits = hf_logits_with_resid_edit(hf, seq, 1, lambda x: x + strength * sae.W_dec[feature])
+        nxt = int(logits[-1].argmax())
+        expected.append(nxt)
+        seq = torch.cat([seq, torch.tensor([[nxt]])], dim=-1)
+    result = engine.generate(PROMPT, [FeatureSteer(1, feature, strength)], max_new_tokens=5)
+    assert list(result.intervened.token_ids[:5]) == expected[: len(result.intervened.token_ids)]
+
+
+def test_sampling_is_seeded_and_shared_by_both_runs(engine: Engine) -> None:
+    a = engine.generate(PROMPT, [HeadKnockout(1, 0)], max_new_tokens=8, temperature=1.0, seed=3)
+    b = engine.generate(PROMPT, [HeadKnockout(1, 0)], max_new_tokens=8, temperature=1.0, seed=3)
+    c = engine.generate(PROMPT, max_new_tokens=8, temperature=1.0, seed=4)
+    assert a.clean == b.clean and a.intervened == b.intervened
+    assert a.clean != c.clean
