@@ -202,7 +202,7 @@ class Engine:
     # ------------------------------------------------------------------ tokens
     def tokenize(self, prompt: str) -> torch.Tensor:
         """The prompt as the model sees it, (1, seq), BOS included when the dictionaries expect it."""
-        tokens = self.model.to_tokens(prompt, prepend_bos=self.prepend_bos)
+        tokens = self.model.to_tokens(prompt, prepend_bos=self.prepend_bos, truncate=False)
         if tokens.shape[-1] == 0:
             raise UsageError("the prompt is empty; type some text")
         if tokens.shape[-1] > self.n_ctx:

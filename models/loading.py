@@ -130,6 +130,11 @@ def is_local_model(name: str) -> bool:
     return Path(name).expanduser().is_dir()
 
 
+def looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `owner/name`; anything else is meant as a path on disk."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def load_model(
     name: str,
     *,
@@ -158,6 +163,8 @@ def load_model(
     def boot() -> TransformerBridge:
         return TransformerBridge.boot_transformers(name, dtype=torch_dtype, **placement)
 
+    if looks_like_path(name) and not is_local_model(name):
+        raise NotFoundError(f"no model directory at {name}; pass a Hugging Face directory or a hub name")
     if is_local_model(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():

@@ -1,0 +1,129 @@
+"""The CLI as a script uses it: exit codes, one-line errors on stderr, clean JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lenstop.commands.cli import app, route
+from lenstop.models.engine import Engine
+from lenstop.models.errors import ExitCode
+from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
+
+PROMPT = "def add(first, second):"
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def _run(runner: CliRunner, *args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_trace_json_matches_the_engine(runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
+    result = _run(runner, "trace", str(tiny_model), "--sae", str(resid_saes), "--prompt", PROMPT, "--top-k", "3", "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    analysis = engine.analyse(PROMPT, top_k=3)
+    assert doc["tokens"] == list(analysis.tokens)
+    assert doc["token_ids"] == list(analysis.token_ids)
+    assert [layer["layer"] for layer in doc["layers"]] == [0, 1]
+    assert [layer["hook"] for layer in doc["layers"]] == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    for layer, lf in zip(doc["layers"], analysis.layers):
+        assert len(layer["features"]) == len(analysis.tokens)
+        for pos, feats in enumerate(layer["features"]):
+            assert [f["id"] for f in feats] == [f.id for f in lf.features(pos)]
+            np.testing.assert_allclose([f["act"] for f in feats], [f.act for f in lf.features(pos)], atol=1e-5)
+    assert len(doc["predictions"]) == len(analysis.tokens)
+    assert doc["predictions"][-1][0]["id"] == int(analysis.predictions.ids[-1, 0])
+    assert doc["interventions"] == [] and "clean_predictions" not in doc
+
+
+def test_trace_json_with_interventions(runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
+    result = _run(
+        runner, "trace", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "--json", "--device", "cpu",
+        "--ablate", "1:4", "--steer", "0:2:5.5@-1", "--ablate-head", "1.0",
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    interventions = [FeatureAblation(1, 4), FeatureSteer(0, 2, 5.5, -1), HeadKnockout(1, 0)]
+    analysis = engine.analyse(PROMPT, interventions, n_predictions=5)
+    assert [i["kind"] for i in doc["interventions"]] == ["ablate", "steer", "knockout"]
+    assert doc["interventions"][1] == {"kind": "steer", "layer": 0, "feature": 2, "strength": 5.5, "position": -1}
+    got = [p["prob"] for p in doc["predictions"][-1]]
+    np.testing.assert_allclose(got, analysis.predictions.probs[-1], atol=1e-5)
+    clean = [p["prob"] for p in doc["clean_predictions"][-1]]
+    np.testing.assert_allclose(clean, analysis.clean_predictions.probs[-1], atol=1e-5)
+    assert got != clean
+
+
+def test_trace_human_output_shows_layers_and_predictions(runner: CliRunner, tiny_model: Path, resid_saes: Path) -> None:
+    result = _run(runner, "trace", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert "layer 0 · blocks.0.hook_resid_pre" in result.stdout
+    assert "layer 1 · blocks.1.hook_resid_pre" in result.stdout
+    assert "next token" in result.stdout and "logit lens" in result.stdout
+
+
+def test_generate_json_clean_and_intervened(runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
+    result = _run(
+        runner, "generate", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "-n", "6", "--steer", "1:3:15", "--json", "--device", "cpu",
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    expected = engine.generate(PROMPT, [FeatureSteer(1, 3, 15.0)], max_new_tokens=6)
+    assert doc["clean"]["token_ids"] == list(expected.clean.token_ids)
+    assert doc["intervened"]["token_ids"] == list(expected.intervened.token_ids)
+    assert doc["clean"]["text"] == expected.clean.text
+
+
+def test_info_json(runner: CliRunner, tiny_model: Path, resid_saes: Path) -> None:
+    result = _run(runner, "info", str(tiny_model), "--sae", str(resid_saes), "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["n_layers"], doc["d_model"], doc["n_heads"], doc["n_ctx"]) == (2, 32, 4, 64)
+    assert doc["device"] == "cpu" and doc["dtype"] == "float32" and doc["memory_bytes"] > 0
+    assert [d["hook"] for d in doc["dictionaries"]] == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
+    assert all(d["d_sae"] == 64 and d["architecture"] == "standard" for d in doc["dictionaries"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--ablate", "nonsense"], ExitCode.USAGE, "bad --ablate"),
+        (["--ablate", "7:1"], ExitCode.USAGE, "no dictionary at layer 7"),
+        (["--ablate-head", "0.9"], ExitCode.USAGE, "head 0.9 does not exist"),
+        (["--device", "quantum"], ExitCode.USAGE, "--device"),
+    ],
+)
+def test_errors_are_one_line_with_an_exit_code(runner: CliRunner, tiny_model: Path, resid_saes: Path, args, code, message) -> None:
+    result = _run(runner, "trace", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "--json", *args)
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lenstop: error:") and message in lines[0]
+
+
+def test_missing_and_incompatible_exit_codes(runner: CliRunner, tmp_path: Path, tiny_model: Path) -> None:
+    from helpers import build_sae
+
+    missing = _run(runner, "info", str(tmp_path / "nowhere" / "model"), "--json")
+    assert missing.exit_code == ExitCode.NOT_FOUND and "no model directory at" in missing.stderr
+    unknown = _run(runner, "info", "someone/no-such-model", "--json")
+    assert unknown.exit_code == ExitCode.NOT_FOUND and "not in the local Hugging Face cache" in unknown.stderr
+    build_sae(tmp_path / "wide", hook="blocks.0.hook_resid_pre", d_in=40)
+    wide = _run(runner, "info", str(tiny_model), "--sae", str(tmp_path / "wide"), "--device", "cpu")
+    assert wide.exit_code == ExitCode.INCOMPATIBLE and "d_in is 40" in wide.stderr
+
+
+def test_routing_makes_inspect_the_default() -> None:
+    assert route([]) == ["inspect"]
+    assert route(["gpt2", "--sae", "x"]) == ["inspect", "gpt2", "--sae", "x"]
+    assert route(["trace", "gpt2"]) == ["trace", "gpt2"]
+    assert route(["--version"]) == ["--version"]
