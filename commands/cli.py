@@ -19,7 +19,7 @@ import typer
 from lenstop.models.errors import ExitCode, LenstopError
 from lenstop.models.interventions import Intervention, parse_all
 
-COMMANDS = ("trace", "generate", "info", "inspect")
+COMMANDS = ("trace", "generate", "info", "card", "inspect")
 
 app = typer.Typer(
     name="lenstop",
@@ -32,13 +32,20 @@ app = typer.Typer(
 )
 
 # ---------------------------------------------------------------- shared options
-ModelArg = Annotated[str, typer.Argument(help="A Hugging Face model name, or a local Hugging Face model directory.")]
+ModelArg = Annotated[
+    str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
+]
 SaeOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--sae",
-        help="Dictionary: RELEASE:SAE_ID, RELEASE (all its SAEs), a SAELens directory, or a folder of them. Repeatable.",
+        help="Dictionary: RELEASE:SAE_ID, RELEASE (all its SAEs), a SAELens directory, a folder of them, or demo. "
+        "Repeatable. Defaults to demo for the demo model.",
     ),
+]
+LabelsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--labels", help="Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16.")]
@@ -121,10 +128,21 @@ def _progress(enabled: bool) -> Callable[[str], None] | None:
     return say
 
 
-def _load(model: str, saes: list[str] | None, device: str, dtype: str, n_devices: int | None, device_map: str | None) -> Any:
+def _load(
+    model: str,
+    saes: list[str] | None,
+    device: str,
+    dtype: str,
+    n_devices: int | None,
+    device_map: str | None,
+    labels: list[str] | None = None,
+) -> Any:
+    from lenstop.models.demo import DEMO_NAME
     from lenstop.models.engine import Engine
     from lenstop.models.loading import parse_device_map
 
+    if not saes and model == DEMO_NAME:
+        saes = [DEMO_NAME]
     return Engine.load(
         model,
         saes or [],
@@ -132,6 +150,7 @@ def _load(model: str, saes: list[str] | None, device: str, dtype: str, n_devices
         dtype=dtype,
         n_devices=n_devices,
         device_map=parse_device_map(device_map),
+        labels=labels or [],
         progress=_progress(True),
     )
 
@@ -147,9 +166,10 @@ def _interventions(ablate: list[str] | None, steer: list[str] | None, clamp: lis
 # ---------------------------------------------------------------- commands
 @app.command()
 def trace(
-    model: ModelArg,
     prompt: PromptOpt,
+    model: ModelArg = "demo",
     sae: SaeOpt = None,
+    labels: LabelsOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Features to show per token.")] = 5,
     n_predictions: Annotated[int, typer.Option("--predictions", min=1, help="Next-token predictions per position.")] = 5,
     ablate: AblateOpt = None,
@@ -165,20 +185,20 @@ def trace(
     """Run a prompt and show each token's top features per layer and the predictions."""
     with _user_errors():
         interventions = _interventions(ablate, steer, clamp, ablate_head)
-        engine = _load(model, sae, device, dtype, n_devices, device_map)
+        engine = _load(model, sae, device, dtype, n_devices, device_map, labels)
         analysis = engine.analyse(prompt, interventions, top_k=top_k, n_predictions=n_predictions)
         if as_json:
             _print_json(analysis.to_json())
         else:
             from lenstop.commands.render import render_trace
 
-            render_trace(analysis, engine.dictionaries)
+            render_trace(analysis)
 
 
 @app.command()
 def generate(
-    model: ModelArg,
     prompt: PromptOpt,
+    model: ModelArg = "demo",
     sae: SaeOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")] = 20,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.0,
@@ -208,7 +228,7 @@ def generate(
 
 @app.command()
 def info(
-    model: ModelArg,
+    model: ModelArg = "demo",
     sae: SaeOpt = None,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
@@ -226,6 +246,34 @@ def info(
             from lenstop.commands.render import render_info
 
             render_info(facts)
+
+
+@app.command()
+def card(
+    feature: Annotated[str, typer.Argument(help="LAYER:FEATURE, e.g. 1:204.")],
+    model: ModelArg = "demo",
+    sae: SaeOpt = None,
+    labels: LabelsOpt = None,
+    as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Show a feature's card: label, top contexts, frequency, promoted and suppressed tokens."""
+    with _user_errors():
+        layer_text, sep, feature_text = feature.partition(":")
+        if not sep or not layer_text.isdigit() or not feature_text.isdigit():
+            raise LenstopError(f"bad feature {feature!r}: expected LAYER:FEATURE, e.g. 1:204", ExitCode.USAGE)
+        layer, index = int(layer_text), int(feature_text)
+        engine = _load(model, sae, device, dtype, None, None, labels)
+        found = engine.card(layer, index)
+        if found is None:
+            raise LenstopError(f"no card or label for L{layer} #{index}: its dictionary has no feature_cards.json.gz; pass --labels", ExitCode.NOT_FOUND)
+        if as_json:
+            _print_json({"layer": layer, **found.to_json()})
+        else:
+            from lenstop.commands.render import render_card
+
+            render_card(layer, found)
 
 
 @app.command()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lenstop.models.cards import FeatureCard
 from lenstop.models.results import Analysis, Generation, ModelInfo, TopTokens
 
 console = Console()
@@ -28,8 +26,7 @@ def _predictions(top: TopTokens, position: int, n: int = 5) -> str:
     return "  ".join(f"{show_token(p.token)} {percent(p.prob)}" for p in top.at(position)[:n])
 
 
-def render_trace(analysis: Analysis, dictionaries: Sequence[Any] = ()) -> None:
-    labels = {d.key: d.labels for d in dictionaries}
+def render_trace(analysis: Analysis) -> None:
     for layer in analysis.layers:
         table = Table(
             title=f"layer {layer.layer} · {layer.hook} · {layer.dictionary}",
@@ -45,7 +42,7 @@ def render_trace(analysis: Analysis, dictionaries: Sequence[Any] = ()) -> None:
         for pos, token in enumerate(analysis.tokens):
             feats = Text()
             for f in layer.features(pos):
-                label = labels.get(layer.dictionary, {}).get(f.id)
+                label = layer.labels.get(f.id)
                 feats.append(f"#{f.id}", style="bold")
                 feats.append(f" {f.act:.2f}")
                 if label:
@@ -120,3 +117,18 @@ def render_info(info: ModelInfo) -> None:
             dicts.add_row(d.key, str(d.layer), hook, str(d.d_in), str(d.d_sae), d.architecture, l0)
         console.print()
         console.print(dicts)
+
+
+def render_card(layer: int, card: FeatureCard) -> None:
+    console.print(f"[bold]L{layer} #{card.id}[/]  {card.label or '[dim](no label)[/]'}")
+    if card.frequency is not None:
+        console.print(f"fires on {percent(card.frequency)} of held-out tokens, mean {card.mean_act or 0:.2f}, max {card.max_act or 0:.2f}")
+    for context in card.contexts:
+        line = Text(f"{context.act:7.2f}  ", style="dim")
+        for i, (token, act) in enumerate(zip(context.tokens, context.acts)):
+            style = "bold reverse" if i == context.focus else ("bold" if act > 0 else "")
+            line.append(show_token(token), style=style)
+        console.print(line)
+    if card.promoted:
+        console.print("promotes   " + "  ".join(f"{show_token(t)} {v:+.2f}" for t, v in card.promoted))
+        console.print("suppresses " + "  ".join(f"{show_token(t)} {v:+.2f}" for t, v in card.suppressed))

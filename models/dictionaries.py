@@ -4,7 +4,8 @@ A `--sae` spec is one of:
 - `RELEASE:SAE_ID`  one SAE of a SAELens pretrained release;
 - `RELEASE`         every SAE of that release (e.g. one per layer);
 - a directory with `cfg.json` and `sae_weights.safetensors` (SAELens's disk format);
-- a directory of such directories.
+- a directory of such directories;
+- `demo`            the bundled demo's dictionaries, one per layer.
 Everything is loaded by SAELens itself (safetensors only), so every architecture
 it supports for inference works: standard, TopK, JumpReLU, gated, transcoders.
 """
@@ -12,13 +13,15 @@ it supports for inference works: standard, TopK, JumpReLU, gated, transcoders.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lenstop.models.cards import Cards
 from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
+from lenstop.models import demo
+from lenstop.models.demo import DEMO_NAME
 from lenstop.models.hub import cache_first
 from lenstop.models.loading import Processing
 
@@ -43,7 +46,7 @@ class Dictionary:
     layer: int
     source: str
     declared_l0: float | None = None
-    labels: dict[int, str] = field(default_factory=dict)
+    cards: Cards = field(default_factory=Cards)
 
     @property
     def architecture(self) -> str:
@@ -86,7 +89,7 @@ def layer_of(hook: str) -> int:
     return int(match.group(1))
 
 
-def _from_sae(sae: SAE, key: str, source: str, declared_l0: float | None) -> Dictionary:
+def _from_sae(sae: SAE, key: str, source: str, declared_l0: float | None, cards: Cards | None = None) -> Dictionary:
     meta = sae.cfg.metadata
     hook_in = meta.hook_name
     if not hook_in:
@@ -100,6 +103,7 @@ def _from_sae(sae: SAE, key: str, source: str, declared_l0: float | None) -> Dic
         layer=layer_of(hook_in),
         source=source,
         declared_l0=declared_l0,
+        cards=cards or Cards(),
     )
 
 
@@ -120,7 +124,7 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
 
         log_freq = load_file(sparsity_file)["sparsity"]
         declared = float((10 ** log_freq.float()).sum())
-    return _from_sae(sae, key=path.name, source=str(path), declared_l0=declared)
+    return _from_sae(sae, key=path.name, source=str(path), declared_l0=declared, cards=Cards.beside(path))
 
 
 def directories_in(path: Path) -> list[Path]:
@@ -167,6 +171,10 @@ def load_pretrained(release: str, sae_id: str, *, device: str, dtype: str) -> Di
 
 def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progress: Any = None) -> list[Dictionary]:
     """Every dictionary a `--sae` spec names (see the module docstring)."""
+    if spec == DEMO_NAME:
+        if not demo.is_built():
+            raise NotFoundError(f"the bundled demo's dictionaries are missing from {demo.SAE_ROOT}; build them with python -m lenstop.models.demo.build")
+        spec = str(demo.SAE_ROOT)
     path = Path(spec).expanduser()
     if path.is_dir():
         dirs = directories_in(path)
@@ -236,23 +244,3 @@ def flat_width(tensor: torch.Tensor, hook: str) -> int:
     if hook.endswith("hook_z") and tensor.dim() == 4:
         return int(tensor.shape[-1] * tensor.shape[-2])
     return int(tensor.shape[-1])
-
-
-def read_labels(path: str | Path) -> dict[int, str]:
-    """Feature labels from a Neuronpedia-style export: a JSON list of {"index", "description"}."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise NotFoundError(f"--labels {path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UsageError(f"--labels {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if isinstance(data, dict) and "explanations" in data:
-        data = data["explanations"]
-    if not isinstance(data, list):
-        raise UsageError(f"--labels {path}: expected a list of objects with 'index' and 'description'")
-    labels: dict[int, str] = {}
-    for item in data:
-        if isinstance(item, dict) and "index" in item and "description" in item:
-            labels[int(item["index"])] = str(item["description"]).strip()
-    return labels

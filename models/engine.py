@@ -8,6 +8,7 @@ are attached to the shared model for the duration of a pass.
 from __future__ import annotations
 
 import threading
+from types import MappingProxyType
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from lenstop.models import dictionaries as dicts
+from lenstop.models.cards import FeatureCard, labels_layer, read_labels
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import IncompatibleError, NumericError, OutOfMemoryError, UsageError
 from lenstop.models.hooks import RunPlan, dictionary_at
@@ -73,11 +75,19 @@ class Engine:
         dtype: str = "float32",
         n_devices: int | None = None,
         device_map: str | dict[str, str | int] | None = None,
+        labels: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> Engine:
-        """Load `model` and every dictionary in `saes`, matched to the numerics they were trained on."""
+        """Load `model` and every dictionary in `saes`, matched to the numerics they were trained on.
+
+        `labels` are `[LAYER=]PATH` Neuronpedia-style explanation files; the layer
+        may be left out when there is one dictionary or the file names its layer.
+        """
         with quiet():
-            return cls._load(model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, say=progress or (lambda _msg: None))
+            engine = cls._load(model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, say=progress or (lambda _msg: None))
+        for spec in labels:
+            engine.add_labels(spec)
+        return engine
 
     @classmethod
     def _load(
@@ -156,6 +166,28 @@ class Engine:
     @property
     def n_ctx(self) -> int:
         return int(self.model.cfg.n_ctx)
+
+    def add_labels(self, spec: str) -> None:
+        """Attach `[LAYER=]PATH` labels to the dictionary at that layer."""
+        layer_text, sep, path = spec.partition("=")
+        if not sep:
+            path, layer_text = spec, ""
+        layer = int(layer_text) if layer_text.strip().isdigit() else labels_layer(path)
+        if layer is None:
+            if len(self.dictionaries) != 1:
+                raise UsageError(f"--labels {spec}: say which layer it is for, e.g. --labels 3={path}")
+            layer = self.dictionaries[0].layer
+        self.dictionary_at(layer).cards.labels.update(read_labels(path))
+
+    def label(self, layer: int, feature: int) -> str | None:
+        return self.dictionary_at(layer).cards.label(feature)
+
+    def card(self, layer: int, feature: int) -> FeatureCard | None:
+        """The feature's card (label, top contexts, frequency, logit effects), if its dictionary has cards."""
+        d = self.dictionary_at(layer)
+        if not 0 <= feature < d.d_sae:
+            raise UsageError(f"feature {feature} does not exist in {d.key}, which has {d.d_sae} features")
+        return d.cards.card(feature)
 
     def dictionary_at(self, layer: int) -> Dictionary:
         by_layer: dict[int, list[Dictionary]] = {}
@@ -369,6 +401,7 @@ class Engine:
             error_norm=frozen_array(error.cpu().numpy(), np.float32),
             relative_error=frozen_array((error / norm.clamp_min(1e-12)).cpu().numpy(), np.float32),
             l0=frozen_array((feats > 0).sum(-1).cpu().numpy(), np.int64),
+            labels=MappingProxyType({int(i): lab for i in union.tolist() if (lab := d.cards.label(int(i)))}),
         )
 
     def _shifts(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lenstop.models import demo
+from lenstop.models.demo import DEMO_NAME
 from lenstop.models.errors import IncompatibleError, LenstopError, NotFoundError, OutOfMemoryError, UsageError
 from lenstop.models.hub import cache_first, offline
 
@@ -143,7 +145,11 @@ def load_model(
     n_devices: int | None = None,
     device_map: str | dict[str, str | int] | None = None,
 ) -> TransformerBridge:
-    """Boot `name` (a hub name or a local Hugging Face directory) through the bridge."""
+    """Boot `name` (a hub name, a local Hugging Face directory, or `demo`) through the bridge."""
+    if name == DEMO_NAME:
+        if not demo.is_built():
+            raise NotFoundError(f"the bundled demo model is missing from {demo.MODEL_DIR}; build it with python -m lenstop.models.demo.build")
+        name = str(demo.MODEL_DIR)
     torch_dtype = resolve_dtype(dtype)
     if n_devices is not None and n_devices > 1 and device_map is None:
         import torch

@@ -8,6 +8,7 @@ Arrays are read-only numpy arrays; `to_json` gives the documented JSON shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,7 @@ class LayerFeatures:
     error_norm: np.ndarray  # (seq,) |x - x_hat|
     relative_error: np.ndarray  # (seq,) |x - x_hat| / |x|
     l0: np.ndarray  # (seq,) number of active features
+    labels: Mapping[int, str] = field(default_factory=dict)  # labels of the features in union_ids, where known
 
     def features(self, position: int) -> tuple[FeatureActivation, ...]:
         """The top features at `position`, descending, positive only."""
@@ -112,7 +114,10 @@ class LayerFeatures:
             "hook": self.hook,
             "dictionary": self.dictionary,
             "features": [
-                [{"id": f.id, "act": round(f.act, 6)} for f in self.features(pos)]
+                [
+                    {"id": f.id, "act": round(f.act, 6), **({"label": self.labels[f.id]} if f.id in self.labels else {})}
+                    for f in self.features(pos)
+                ]
                 for pos in range(len(self.top_ids))
             ],
             "reconstruction_error": [round(float(e), 6) for e in self.error_norm],

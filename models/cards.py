@@ -1,0 +1,146 @@
+"""Feature cards and labels, for any dictionary.
+
+A dictionary directory may hold `feature_cards.json.gz` (the bundled demo's do):
+per feature, a label, top-activating contexts, firing frequency, and the tokens
+its decoder row promotes and suppresses. Labels can also come from a
+Neuronpedia-style JSON export passed with `--labels`.
+Cards cross into the UI as frozen values, like every other result.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CARDS_FILE = "feature_cards.json.gz"
+
+
+@dataclass(frozen=True)
+class Context:
+    tokens: tuple[str, ...]
+    acts: tuple[float, ...]
+    focus: int  # index of the peak token in `tokens`
+    act: float
+
+
+@dataclass(frozen=True)
+class FeatureCard:
+    id: int
+    label: str | None
+    frequency: float | None  # share of held-out tokens where it fires
+    mean_act: float | None
+    max_act: float | None
+    contexts: tuple[Context, ...] = ()
+    promoted: tuple[tuple[str, float], ...] = ()
+    suppressed: tuple[tuple[str, float], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "label": self.label,
+            "frequency": self.frequency,
+            "mean_act": self.mean_act,
+            "max_act": self.max_act,
+            "contexts": [{"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act} for c in self.contexts],
+            "promoted": [list(p) for p in self.promoted],
+            "suppressed": [list(s) for s in self.suppressed],
+        }
+
+
+def _card(raw: dict[str, Any]) -> FeatureCard:
+    return FeatureCard(
+        id=int(raw["id"]),
+        label=raw.get("label"),
+        frequency=raw.get("frequency"),
+        mean_act=raw.get("mean_act"),
+        max_act=raw.get("max_act"),
+        contexts=tuple(Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"])) for c in raw.get("contexts", ())),
+        promoted=tuple((str(t), float(v)) for t, v in raw.get("promoted", ())),
+        suppressed=tuple((str(t), float(v)) for t, v in raw.get("suppressed", ())),
+    )
+
+
+class Cards:
+    """The cards of one dictionary, read on first use, plus labels from elsewhere."""
+
+    def __init__(self, path: Path | None = None, labels: dict[int, str] | None = None) -> None:
+        self.path = path if path is not None and path.is_file() else None
+        self.labels = dict(labels or {})
+        self._raw: dict[int, dict[str, Any]] | None = None
+
+    @classmethod
+    def beside(cls, directory: str | Path | None) -> Cards:
+        return cls(Path(directory) / CARDS_FILE if directory else None)
+
+    def _load(self) -> dict[int, dict[str, Any]]:
+        if self._raw is None:
+            self._raw = {}
+            if self.path is not None:
+                with gzip.open(self.path, "rt", encoding="utf-8") as fh:
+                    doc = json.load(fh)
+                self._raw = {int(f["id"]): f for f in doc["features"]}
+        return self._raw
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None or bool(self.labels)
+
+    def label(self, feature: int) -> str | None:
+        if feature in self.labels:
+            return self.labels[feature]
+        raw = self._load().get(feature)
+        return raw.get("label") if raw else None
+
+    def card(self, feature: int) -> FeatureCard | None:
+        raw = self._load().get(feature)
+        if raw is None:
+            label = self.labels.get(feature)
+            return FeatureCard(feature, label, None, None, None) if label else None
+        card = _card(raw)
+        if feature in self.labels:
+            card = FeatureCard(**{**card.__dict__, "label": self.labels[feature]})
+        return card
+
+    def all(self) -> list[FeatureCard]:
+        return [_card(raw) for raw in self._load().values()]
+
+
+def read_labels(path: str | Path) -> dict[int, str]:
+    """Labels from a Neuronpedia-style export: a JSON list of {"index", "description"}."""
+    from lenstop.models.errors import NotFoundError, UsageError
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"--labels {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--labels {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if isinstance(data, dict) and "explanations" in data:
+        data = data["explanations"]
+    if not isinstance(data, list):
+        raise UsageError(f"--labels {path}: expected a list of objects with 'index' and 'description'")
+    labels: dict[int, str] = {}
+    for item in data:
+        if isinstance(item, dict) and "index" in item and "description" in item:
+            labels[int(item["index"])] = str(item["description"]).strip()
+    if not labels:
+        raise UsageError(f"--labels {path}: no objects with 'index' and 'description' in it")
+    return labels
+
+
+def labels_layer(path: str | Path) -> int | None:
+    """The layer a Neuronpedia export names (`"layer": "6-res-jb"`), if it names one."""
+    try:
+        data = json.loads(Path(path).expanduser().read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    items = data.get("explanations", []) if isinstance(data, dict) else data
+    layers = {str(item.get("layer", "")).split("-")[0] for item in items if isinstance(item, dict)}
+    if len(layers) == 1:
+        only = layers.pop()
+        return int(only) if only.isdigit() else None
+    return None

@@ -1,0 +1,200 @@
+"""Feature cards for the demo's dictionaries, built from held-out text.
+
+A card holds a feature's top-activating contexts (the tokens around the peak,
+each with the feature's activation), how often it fires, the tokens its decoder
+row promotes and suppresses through the unembedding, and a short label when
+Python's own tokenizer says what most of its top contexts have in common
+(a keyword, a docstring, a comment, an indentation level...).
+Cards are written beside each dictionary as `feature_cards.json.gz`, the file
+`lenstop.models.cards` reads for any dictionary.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lenstop.models.cards import CARDS_FILE
+from lenstop.models.demo.corpus import SEPARATOR, char_tags
+
+log = logging.getLogger("lenstop.demo")
+
+N_CONTEXTS = 16
+BEFORE, AFTER = 12, 4  # tokens of context either side of the peak
+N_LOGIT_TOKENS = 8
+
+
+def _token_tags(tokenizer: Any, text: str) -> tuple[list[int], list[str]]:
+    """The text's token ids, and for each token the syntax tag most of its characters carry."""
+    tags = char_tags(text)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for start, end in enc["offset_mapping"]:
+        chars = tags[start:end] or ["code"]
+        out.append(Counter(chars).most_common(1)[0][0])
+    return enc["input_ids"], out
+
+
+def tagged_stream(tokenizer: Any, texts: list[str], budget: int) -> tuple[np.ndarray, list[str]]:
+    sep = tokenizer.convert_tokens_to_ids(SEPARATOR)
+    ids: list[int] = []
+    tags: list[str] = []
+    for text in texts:
+        file_ids, file_tags = _token_tags(tokenizer, text)
+        ids.extend(file_ids + [sep])
+        tags.extend(file_tags + ["code"])
+        if len(ids) >= budget:
+            break
+    return np.asarray(ids[:budget], dtype=np.int64), tags[:budget]
+
+
+class TopContexts:
+    """A running top-N of (activation, window, position) per feature, merged batch by batch."""
+
+    def __init__(self, d_sae: int, n: int) -> None:
+        self.values = torch.full((d_sae, n), -1.0)
+        self.where = torch.zeros((d_sae, n, 2), dtype=torch.long)  # (window, position)
+        self.neighbourhood = torch.zeros((d_sae, n, BEFORE + 1 + AFTER))
+
+    def add(self, acts: torch.Tensor, window_offset: int) -> None:
+        """acts: (batch, seq, d_sae) activations of windows window_offset.. ."""
+        b, t, d = acts.shape
+        flat = acts.reshape(b * t, d).T  # (d, b*t)
+        n = min(self.values.shape[1], flat.shape[1])
+        top = flat.topk(n, dim=1)
+        win, pos = top.indices // t, top.indices % t
+        offsets = torch.arange(-BEFORE, AFTER + 1)
+        cols = (pos.unsqueeze(-1) + offsets).clamp(0, t - 1)  # (d, n, 17)
+        feature = torch.arange(d).view(d, 1, 1).expand_as(cols)
+        neigh = acts[win.unsqueeze(-1).expand_as(cols), cols, feature]
+        neigh = torch.where((pos.unsqueeze(-1) + offsets >= 0) & (pos.unsqueeze(-1) + offsets < t), neigh, torch.zeros_like(neigh))
+        values = torch.cat([self.values, top.values], dim=1)
+        where = torch.cat([self.where, torch.stack([win + window_offset, pos], -1)], dim=1)
+        neighbourhood = torch.cat([self.neighbourhood, neigh], dim=1)
+        keep = values.topk(self.values.shape[1], dim=1).indices
+        self.values = values.gather(1, keep)
+        self.where = where.gather(1, keep.unsqueeze(-1).expand(-1, -1, 2))
+        self.neighbourhood = neighbourhood.gather(1, keep.unsqueeze(-1).expand(-1, -1, neighbourhood.shape[-1]))
+
+
+_TAG_PHRASES = {
+    "string": "inside a string",
+    "docstring": "in a docstring",
+    "comment": "in a comment",
+    "indentation": "indentation",
+    "number": "a number",
+    "operator": "an operator",
+    "keyword": "a keyword",
+    "name": "a name",
+    "newline": "end of line",
+}
+
+
+def visible(token: str) -> str:
+    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
+
+
+def label_for(tokens: list[str], previous: list[str], tags: list[str]) -> str | None:
+    """A short label from what the top contexts share; None when they share nothing clear."""
+    if not tokens:
+        return None
+    n = len(tokens)
+    token, token_count = Counter(tokens).most_common(1)[0]
+    tag, tag_count = Counter(tags).most_common(1)[0]
+    prev, prev_count = Counter(previous).most_common(1)[0]
+    if token_count / n >= 0.6:
+        where = f" {_TAG_PHRASES[tag]}" if tag_count / n >= 0.6 and tag in ("string", "docstring", "comment") else ""
+        if tag == "indentation" and token.strip() == "":
+            return f"indentation, {len(token.replace(chr(10), ''))} spaces"
+        return f'"{visible(token)}"{where}'
+    if tag_count / n >= 0.7 and tag in _TAG_PHRASES:
+        return _TAG_PHRASES[tag]
+    if prev_count / n >= 0.6:
+        return f'after "{visible(prev)}"'
+    distinct = len(set(tokens))
+    if tag_count / n >= 0.5 and tag in _TAG_PHRASES and distinct > 2:
+        return f"{_TAG_PHRASES[tag]} (mostly)"
+    return None
+
+
+@torch.no_grad()
+def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) -> dict[str, int]:
+    """Write `feature_cards.json.gz` into every dictionary directory under `sae_root`."""
+    from sae_lens import SAE
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from lenstop.models.demo.metrics import resid_post
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    n_ctx = model.config.n_positions
+    bos = tokenizer.bos_token_id
+    ids, tags = tagged_stream(tokenizer, texts, budget)
+    body = n_ctx - 1
+    n_windows = len(ids) // body
+    windows = torch.tensor(np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)]))
+    window_tags = [["code"] + tags[i * body : (i + 1) * body] for i in range(n_windows)]
+    strings = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+    unembed = model.lm_head.weight  # (vocab, d_model)
+    counts = {}
+    for sae_dir in sorted(p for p in sae_root.iterdir() if (p / "cfg.json").is_file()):
+        sae = SAE.load_from_disk(sae_dir).eval()
+        layer = int(sae.cfg.metadata.hook_name.split(".")[1])
+        d_sae = sae.cfg.d_sae
+        top = TopContexts(d_sae, N_CONTEXTS)
+        fired = torch.zeros(d_sae)
+        total_act = torch.zeros(d_sae)
+        n_tokens = 0
+        for start in range(0, n_windows, 32):
+            batch = windows[start : start + 32]
+            acts = sae.encode(resid_post(model, batch, layer))  # (b, t, d_sae)
+            acts[:, 0] = 0  # BOS is the same vector in every window: no context to show
+            top.add(acts, start)
+            fired += (acts[:, 1:] > 0).sum((0, 1))
+            total_act += acts[:, 1:].sum((0, 1))
+            n_tokens += acts[:, 1:].shape[0] * acts[:, 1:].shape[1]
+        logit_effect = sae.W_dec @ unembed.T  # (d_sae, vocab)
+        promoted = logit_effect.topk(N_LOGIT_TOKENS, dim=1)
+        suppressed = (-logit_effect).topk(N_LOGIT_TOKENS, dim=1)
+        cards = []
+        for f in range(d_sae):
+            contexts, peak_tokens, peak_prev, peak_tags = [], [], [], []
+            for value, (w, p), neigh in zip(top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist()):
+                if value <= 0:
+                    continue
+                lo, hi = max(1, p - BEFORE), min(n_ctx, p + AFTER + 1)
+                toks = [strings[i] for i in windows[w, lo:hi].tolist()]
+                acts_here = neigh[lo - (p - BEFORE) : lo - (p - BEFORE) + (hi - lo)]
+                contexts.append({"tokens": toks, "acts": [round(a, 3) for a in acts_here], "focus": p - lo, "act": round(value, 4)})
+                peak_tokens.append(strings[int(windows[w, p])])
+                peak_prev.append(strings[int(windows[w, p - 1])] if p > 1 else "")
+                peak_tags.append(window_tags[w][p])
+            frequency = float(fired[f]) / n_tokens
+            cards.append(
+                {
+                    "id": f,
+                    "label": label_for(peak_tokens, peak_prev, peak_tags),
+                    "frequency": frequency,
+                    "mean_act": float(total_act[f] / fired[f]) if fired[f] > 0 else 0.0,
+                    "max_act": max((c["act"] for c in contexts), default=0.0),
+                    "contexts": contexts,
+                    "tags": dict(Counter(peak_tags)),
+                    "promoted": [[strings[i], round(v, 3)] for i, v in zip(promoted.indices[f].tolist(), promoted.values[f].tolist())],
+                    "suppressed": [[strings[i], round(-v, 3)] for i, v in zip(suppressed.indices[f].tolist(), suppressed.values[f].tolist())],
+                }
+            )
+        doc = {"layer": layer, "hook": sae.cfg.metadata.hook_name, "d_sae": d_sae, "n_tokens": n_tokens, "features": cards}
+        with gzip.open(sae_dir / CARDS_FILE, "wt", encoding="utf-8") as fh:
+            json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
+        live = sum(1 for c in cards if c["frequency"] > 0)
+        labelled = sum(1 for c in cards if c["frequency"] > 0 and c["label"])
+        log.info("layer %d cards: %d features, %d live, %d labelled", layer, d_sae, live, labelled)
+        counts[f"L{layer}"] = live
+    return counts
