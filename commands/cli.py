@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Optional
@@ -18,6 +19,7 @@ import typer
 
 from lenstop.models.errors import ExitCode, LenstopError
 from lenstop.models.interventions import Intervention, parse_all
+from lenstop.models.prompts import unescape
 
 COMMANDS = ("trace", "generate", "info", "card", "inspect")
 
@@ -55,7 +57,9 @@ DeviceMapOpt = Annotated[
     typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="The text to run.")]
+PromptOpt = Annotated[
+    str, typer.Option("--prompt", "-p", help=r"The text to run; \n and \t are a newline and a tab, \\ a backslash.")
+]
 AblateOpt = Annotated[
     Optional[list[str]], typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
 ]
@@ -186,7 +190,7 @@ def trace(
     with _user_errors():
         interventions = _interventions(ablate, steer, clamp, ablate_head)
         engine = _load(model, sae, device, dtype, n_devices, device_map, labels)
-        analysis = engine.analyse(prompt, interventions, top_k=top_k, n_predictions=n_predictions)
+        analysis = engine.analyse(unescape(prompt), interventions, top_k=top_k, n_predictions=n_predictions)
         if as_json:
             _print_json(analysis.to_json())
         else:
@@ -217,7 +221,7 @@ def generate(
     with _user_errors():
         interventions = _interventions(ablate, steer, clamp, ablate_head)
         engine = _load(model, sae, device, dtype, n_devices, device_map)
-        result = engine.generate(prompt, interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        result = engine.generate(unescape(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         if as_json:
             _print_json(result.to_json())
         else:
@@ -280,14 +284,35 @@ def card(
 def inspect(
     model: Annotated[Optional[str], typer.Argument(help="Model to open (default: the bundled demo).")] = None,
     sae: SaeOpt = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help=r"Prompt to start with (\n is a newline).")] = None,
+    labels: LabelsOpt = None,
+    session: Annotated[
+        Optional[Path], typer.Option("--session", help="Restore a saved session (w in the app saves one).")
+    ] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
+    n_devices: NDevicesOpt = None,
+    device_map: DeviceMapOpt = None,
 ) -> None:
-    """Open the interactive inspector (the default command)."""
+    """Open the interactive inspector (the default command: lenstop MODEL --sae SPEC)."""
     with _user_errors():
-        raise LenstopError(
-            "the interactive inspector is not built yet; use `lenstop trace`, `lenstop generate` "
-            "or `lenstop info` (see `lenstop --help`)",
-            ExitCode.USAGE,
+        from lenstop.tui.app import LenstopApp
+        from lenstop.tui.loader import engine_loader
+        from lenstop.tui.session import Session
+
+        state = Session.load(session) if session is not None and session.is_file() else Session()
+        if model is not None:
+            state.model = model
+        if sae:
+            state.saes = list(sae)
+        if labels:
+            state.labels = list(labels)
+        if prompt is not None:
+            state.prompt = prompt
+        loader = engine_loader(
+            state.model, state.saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, labels=state.labels
         )
+        LenstopApp(loader, session=state, session_path=session).run()
 
 
 def route(argv: list[str]) -> list[str]:

@@ -1,0 +1,60 @@
+"""Text helpers shared by the panes: visible whitespace, bars and shades that
+read without colour, fixed-width numbers."""
+
+from __future__ import annotations
+
+import math
+
+BLOCKS = " ▁▂▃▄▅▆▇█"  # 0..8 eighths, for a strip under tokens
+SHADES = "·░▒▓█"  # attention heatmaps
+BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def visible(token: str) -> str:
+    """A token with its whitespace made visible, never empty."""
+    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·").replace("\r", "␍") or "∅"
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def block(value: float, top: float) -> str:
+    """One character from ' ' to '█' for value / top."""
+    if top <= 0 or value <= 0 or math.isnan(value):
+        return BLOCKS[0]
+    return BLOCKS[max(1, min(8, round(8 * value / top)))]
+
+
+def shade(weight: float) -> str:
+    """Attention weight 0..1 as one of ·░▒▓█."""
+    if weight < 0.05:
+        return SHADES[0]
+    return SHADES[min(4, 1 + int(weight * 4))]
+
+
+def bar(value: float, top: float, width: int) -> str:
+    """A horizontal bar of `width` cells in eighths, padded to width."""
+    if top <= 0 or value <= 0:
+        return " " * width
+    eighths = round(8 * width * min(1.0, value / top))
+    full, rest = divmod(eighths, 8)
+    text = "█" * full + (BAR_EIGHTHS[rest] if rest else "")
+    return text.ljust(width)
+
+
+def percent(prob: float) -> str:
+    """Four characters wide: ' 31%', '4.2%', '.05%', '<.01'."""
+    if prob >= 0.995:
+        return "100%"
+    if prob >= 0.095:
+        return f"{prob * 100:3.0f}%"
+    if prob >= 0.00995:
+        return f"{prob * 100:3.1f}%"
+    if prob >= 0.0001:
+        return f"{prob * 100:.2f}%".lstrip("0")
+    return "<.01"
+
+
+def signed(value: float, width: int = 6, digits: int = 2) -> str:
+    return f"{value:+{width}.{digits}f}"

@@ -1,0 +1,1 @@
+"""Modal screens: help, a feature's card, a value prompt."""

@@ -1,0 +1,47 @@
+"""A one-line prompt for a number (a steering strength, a clamp value)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label
+
+
+class ValueScreen(ModalScreen[float | None]):
+    BINDINGS = [Binding("escape", "cancel", "cancel", id="value.cancel")]
+    DEFAULT_CSS = """
+    ValueScreen { align: center middle; }
+    ValueScreen > Vertical { width: 60; height: auto; border: round $accent; padding: 0 1; background: $surface; }
+    ValueScreen #value-error { color: $error; }
+    """
+
+    def __init__(self, question: str, default: float) -> None:
+        super().__init__()
+        self.question, self.default = question, default
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Input(value=f"{self.default:g}", id="value-input")
+            yield Label("enter to apply · esc to cancel", id="value-error")
+
+    def on_mount(self) -> None:
+        field = self.query_one("#value-input", Input)
+        field.focus()
+        field.select_all()  # typing replaces the default
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        try:
+            value = float(event.value)
+        except ValueError:
+            self.query_one("#value-error", Label).update(f"{event.value!r} is not a number")
+            return
+        if value != value or value in (float("inf"), float("-inf")):
+            self.query_one("#value-error", Label).update("the value must be a finite number")
+            return
+        self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

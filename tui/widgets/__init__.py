@@ -1,0 +1,1 @@
+"""The inspector's panes, one module each."""
