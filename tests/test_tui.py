@@ -277,3 +277,20 @@ async def test_small_terminal_shows_one_pane_at_a_time() -> None:
         await pilot.press("escape", "2")
         await pilot.pause()
         assert app.query_one("#heads-pane").display and not app.query_one("#features-pane").display
+
+
+async def test_panes_zoom_and_resize() -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("escape", "2", "z")
+        await pilot.pause()
+        heads = app._q("#heads-pane")
+        assert app._main.maximized is heads and heads.size.width > 100
+        await pilot.press("z")
+        await pilot.pause()
+        assert app._main.maximized is None and heads.size.width < 70
+        left = app._q("#features-pane").size.width
+        await pilot.press("greater_than_sign")
+        await pilot.pause()
+        assert app._q("#features-pane").size.width > left

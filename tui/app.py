@@ -55,6 +55,12 @@ def describe_error(err: BaseException) -> str:
     return f"internal error: {type(err).__name__}: {text}"
 
 
+class Pane(Container):
+    """A bordered pane of the inspector; `z` can zoom it to fill the screen."""
+
+    ALLOW_MAXIMIZE = True
+
+
 class LenstopApp(App[None]):
     TITLE = "lenstop"
     CSS_PATH = "lenstop.tcss"
@@ -82,6 +88,9 @@ class LenstopApp(App[None]):
         Binding("2", "pane('heads')", "heads", show=False, id="pane.heads"),
         Binding("3", "pane('predictions')", "predictions", show=False, id="pane.predictions"),
         Binding("4", "pane('effects')", "effects", show=False, id="pane.effects"),
+        Binding("z", "zoom", "zoom pane", show=False, id="pane.zoom"),
+        Binding("less_than_sign", "split(-1)", "narrower left", show=False, id="pane.narrower"),
+        Binding("greater_than_sign", "split(1)", "wider left", show=False, id="pane.wider"),
         Binding("w", "save_session", "save session", show=False, id="session.save"),
         Binding("ctrl+s", "save_svg", "save SVG", show=False, id="screenshot"),
     ]
@@ -93,8 +102,10 @@ class LenstopApp(App[None]):
         session: Session | None = None,
         session_path: Path | None = None,
         title: str | None = None,
+        show_timings: bool = True,
     ) -> None:
         super().__init__()
+        self.show_timings = show_timings  # off for snapshot tests, whose screens must not vary
         self.loader = loader
         self.session = session or Session()
         self.session_path = session_path
@@ -105,8 +116,10 @@ class LenstopApp(App[None]):
         self.request = 0
         self.scope_all = True
         self.active_pane = "features"
+        self.split = 3  # left column share of the grid, in sixths
         self._debounce: Any = None
         self._started = time.monotonic()
+        self._main: Screen | None = None
         self._load_keymap()
 
     # ---------------------------------------------------------------- layout
@@ -115,16 +128,16 @@ class LenstopApp(App[None]):
         with Horizontal(id="prompt-row"):
             yield Label("❯", id="prompt-mark")
             yield Input(value=self.session.prompt, placeholder=r"type a prompt; \n is a newline", id="prompt")
-        with Container(id="tokens-pane", classes="pane"):
+        with Pane(id="tokens-pane", classes="pane"):
             yield TokenStrip(id="tokens")
         with Container(id="grid"):
-            with Container(id="features-pane", classes="pane grid-pane -active"):
+            with Pane(id="features-pane", classes="pane grid-pane -active"):
                 yield FeatureTable(id="features")
-            with Container(id="heads-pane", classes="pane grid-pane"):
+            with Pane(id="heads-pane", classes="pane grid-pane"):
                 yield HeadsView(id="heads")
-            with Container(id="predictions-pane", classes="pane grid-pane"):
+            with Pane(id="predictions-pane", classes="pane grid-pane"):
                 yield PredictionsView(id="predictions")
-            with Container(id="effects-pane", classes="pane grid-pane"):
+            with Pane(id="effects-pane", classes="pane grid-pane"):
                 yield EffectsPane()
         yield Static(id="summary")
         yield Static(id="status")
@@ -136,13 +149,24 @@ class LenstopApp(App[None]):
                 yield Label("starting", id="loading-step")
                 yield Input(value=self._retry_text(), id="loading-retry")
 
+    def _q(self, selector: Any, expect: Any = None) -> Any:
+        """A widget of the inspector screen, whichever screen is on top (help, a card...)."""
+        screen = self._main or self.screen
+        return screen.query_one(selector, expect) if expect is not None else screen.query_one(selector)
+
+    @property
+    def _alive(self) -> bool:
+        """False once the app is closing: late worker messages are then ignored."""
+        return self._main is not None and self._main.is_attached and self.is_running
+
     def on_mount(self) -> None:
-        self.query_one("#tokens-pane").border_title = "tokens"
+        self._main = self.screen
+        self._q("#tokens-pane").border_title = "tokens"
         for pane in PANES:
-            self.query_one(f"#{pane}-pane").border_title = pane
-        self.query_one("#header", Static).update(f" lenstop · {self.model_title} · loading…")
+            self._q(f"#{pane}-pane").border_title = pane
+        self._q("#header", Static).update(f" lenstop · {self.model_title} · loading…")
         self._apply_size(self.size.width, self.size.height)
-        self.query_one("#prompt", Input).focus()
+        self._q("#prompt", Input).focus()
         self._load()
 
     def on_resize(self, event: Any) -> None:
@@ -151,7 +175,8 @@ class LenstopApp(App[None]):
     def _apply_size(self, width: int, height: int) -> None:
         compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
         self.screen.set_class(compact, "-compact")
-        self.query_one(TokenStrip).max_rows = 1 if height < 28 else (2 if compact else 3)
+        self._q(TokenStrip).max_rows = 1 if height < 28 else (2 if compact else 3)
+        self._set_active_pane(self.active_pane)
         self._render_all()
 
     @property
@@ -174,17 +199,21 @@ class LenstopApp(App[None]):
         self.post_message(EngineLoaded(engine, time.monotonic() - tic))
 
     def on_load_progressed(self, message: LoadProgressed) -> None:
-        self.query_one("#loading-step", Label).update(message.step + "…")
+        if not self._alive:
+            return
+        self._q("#loading-step", Label).update(message.step + "…")
         self._status(message.step + "…")
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        loading = self.query_one("#loading")
+        if not self._alive:
+            return
+        loading = self._q("#loading")
         loading.add_class("-failed")
-        step = self.query_one("#loading-step", Label)
+        step = self._q("#loading-step", Label)
         step.update(f"{message.error}\nedit and press enter to load again, or q to quit")
         step.add_class("-error")
         self._status(message.error, error=True)
-        self.query_one("#loading-retry", Input).focus()
+        self._q("#loading-retry", Input).focus()
 
     @on(Input.Submitted, "#loading-retry")
     def _retry(self, event: Input.Submitted) -> None:
@@ -203,21 +232,24 @@ class LenstopApp(App[None]):
         self.session.model, self.session.saes = model, saes
         self.model_title = model
         self.loader = engine_loader(model, saes)
-        loading = self.query_one("#loading")
+        loading = self._q("#loading")
         loading.remove_class("-failed")
-        self.query_one("#loading-step", Label).remove_class("-error")
-        self.query_one("#loading-title", Label).update(f"lenstop · loading {model}")
+        self._q("#loading-step", Label).remove_class("-error")
+        self._q("#loading-title", Label).update(f"lenstop · loading {model}")
         self._load()
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
+        if not self._alive:
+            return
         self.engine = message.engine
         self.info = self.engine.info()
-        self.query_one("#loading").display = False
+        self._q("#loading").display = False
         sel = self.session.selection
         sel.layer = min(max(0, sel.layer), self.info.n_layers - 1)
         if sel.layer == 0 and self.info.dictionaries and not self.session.entries:
             sel.layer = self.info.dictionaries[0].layer
-        self._status(f"ready in {message.seconds:.1f} s · {self.info.device} · {self.info.dtype}")
+        timing = f" in {message.seconds:.1f} s" if self.show_timings else ""
+        self._status(f"ready{timing} · {self.info.device} · {self.info.dtype}")
         self._render_interventions()
         self.run_analysis()
 
@@ -259,7 +291,7 @@ class LenstopApp(App[None]):
         self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
 
     def on_analysis_finished(self, message: AnalysisFinished) -> None:
-        if message.request != self.request:
+        if message.request != self.request or not self._alive:
             return  # a newer request is on its way: this one is stale
         previous = self.analysis
         self.analysis = message.analysis
@@ -269,18 +301,19 @@ class LenstopApp(App[None]):
         if sel.position < 0 or sel.position >= n or at_end:
             sel.position = n - 1  # follow the end of the prompt while typing there
         extra = f" · {len(self.session.active)} interventions" if self.session.active else ""
-        self._status(f"{n} tokens · analysed in {message.seconds * 1000:.0f} ms{extra}")
+        timing = f" in {message.seconds * 1000:.0f} ms" if self.show_timings else ""
+        self._status(f"{n} tokens · analysed{timing}{extra}")
         self._render_all()
 
     def on_analysis_failed(self, message: AnalysisFailed) -> None:
-        if message.request != self.request:
+        if message.request != self.request or not self._alive:
             return
         hint = " (u undoes the last change)" if self.session.entries else ""
         self._status(message.error + hint, error=True)
 
     # ---------------------------------------------------------------- rendering
     def _status(self, text: str, error: bool = False) -> None:
-        statuses = self.screen.query("#status") if self.screen.is_attached else []
+        statuses = self._main.query("#status") if self._main is not None and self._main.is_attached else []
         if not statuses:
             return  # a modal screen is up, or the app is closing
         status = statuses.first(Static)
@@ -291,7 +324,7 @@ class LenstopApp(App[None]):
         return self.analysis.layer(self.session.selection.layer) if self.analysis is not None else None
 
     def _render_all(self) -> None:
-        if not self.is_mounted:
+        if not self._alive:
             return
         self._render_header()
         if self.analysis is None:
@@ -325,12 +358,12 @@ class LenstopApp(App[None]):
                 f" lenstop · {self.model_title} · {i.n_layers} layers · d={i.d_model} · {i.n_heads} heads · {dicts}"
                 f" · {i.device} {i.dtype} │ layer {strip}{pos} │ @ {scope}"
             )
-        self.query_one("#header", Static).update(text)
+        self._q("#header", Static).update(text)
 
     def _render_tokens(self) -> None:
         a, sel = self.analysis, self.session.selection
         lf = self._layer_features()
-        pane = self.query_one("#tokens-pane")
+        pane = self._q("#tokens-pane")
         if lf is not None and sel.feature is not None and (acts := lf.activation_of(sel.feature)) is not None:
             values = [float(v) for v in acts]
             label = lf.labels.get(sel.feature)
@@ -341,7 +374,7 @@ class LenstopApp(App[None]):
         else:
             values = [0.0] * len(a.tokens)
             pane.border_title = "tokens"
-        self.query_one(TokenStrip).show(a.tokens, values, sel.position)
+        self._q(TokenStrip).show(a.tokens, values, sel.position)
 
     def _label(self, layer: int, feature: int) -> str | None:
         """Labels of features outside the analysis's top lists come from the engine (cached there)."""
@@ -361,9 +394,9 @@ class LenstopApp(App[None]):
 
     def _render_features(self) -> None:
         sel = self.session.selection
-        table = self.query_one(FeatureTable)
+        table = self._q(FeatureTable)
         lf = self._layer_features()
-        pane = self.query_one("#features-pane")
+        pane = self._q("#features-pane")
         from lenstop.tui.format import clip, visible
 
         token = clip(visible(self.analysis.tokens[sel.position]), 12)
@@ -393,21 +426,21 @@ class LenstopApp(App[None]):
         knocked = {e.intervention.head for e in self.session.entries if e.enabled and e.intervention.kind == "knockout" and e.intervention.layer == sel.layer}
         pattern = att.pattern if att is not None else None
         scores = head_scores(pattern, self.analysis.token_ids) if pattern is not None else []
-        self.query_one(HeadsView).show(pattern, self.analysis.tokens, sel.position, scores, knocked, sel.head)
-        self.query_one("#heads-pane").border_title = f"heads · L{sel.layer} · from pos {sel.position}"
+        self._q(HeadsView).show(pattern, self.analysis.tokens, sel.position, scores, knocked, sel.head)
+        self._q("#heads-pane").border_title = f"heads · L{sel.layer} · from pos {sel.position}"
 
     def _render_predictions(self) -> None:
         sel = self.session.selection
-        self.query_one(PredictionsView).show(self.analysis, sel.position, sel.layer)
-        self.query_one("#predictions-pane").border_title = f"predictions · after pos {sel.position}"
+        self._q(PredictionsView).show(self.analysis, sel.position, sel.layer)
+        self._q("#predictions-pane").border_title = f"predictions · after pos {sel.position}"
 
     def _render_effects(self) -> None:
-        self.query_one(ShiftView).show(self.analysis, self.session.selection.position)
+        self._q(ShiftView).show(self.analysis, self.session.selection.position)
         n = len(self.session.active)
-        self.query_one("#effects-pane").border_title = f"effects · {n} active" if n else "effects"
+        self._q("#effects-pane").border_title = f"effects · {n} active" if n else "effects"
 
     def _render_interventions(self) -> None:
-        self.query_one(InterventionTable).show(self.session.entries)
+        self._q(InterventionTable).show(self.session.entries)
 
     def _render_summary(self) -> None:
         from lenstop.tui.format import clip, percent, visible
@@ -416,13 +449,12 @@ class LenstopApp(App[None]):
         nxt = "  ".join(f"{clip(visible(p.token), 8)} {percent(p.prob).strip()}" for p in a.predictions.at(pos)[:3])
         lens = " ".join(f"L{layer} {clip(visible(t.at(pos)[0].token), 6)}" for layer, t in enumerate(a.lens))
         kl = f" · KL {float(a.kl[pos]):.2f}" if a.kl is not None else ""
-        tabs = "|".join(f"[{p[:4]}]" if p == self.active_pane else p[:4] for p in PANES)
-        self.query_one("#summary", Static).update(f" next {nxt} · lens {lens}{kl} · {tabs}")
+        self._q("#summary", Static).update(f" next {nxt} · lens {lens}{kl}")
 
     # ---------------------------------------------------------------- selection
     @on(DataTable.RowHighlighted, "#features")
     def _feature_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        table = self.query_one(FeatureTable)
+        table = self._q(FeatureTable)
         feature = table.selected
         if feature != self.session.selection.feature and self.analysis is not None:
             self.session.selection.feature = feature
@@ -439,13 +471,16 @@ class LenstopApp(App[None]):
 
     def on_descendant_focus(self, event: Any) -> None:
         for pane in PANES:
-            if self.query_one(f"#{pane}-pane").has_focus_within:
+            if self._q(f"#{pane}-pane").has_focus_within:
                 self._set_active_pane(pane)
 
     def _set_active_pane(self, pane: str) -> None:
         self.active_pane = pane
+        tabs = " ".join(f"[{i} {p}]" if p == pane else f"{i} {p}" for i, p in enumerate(PANES, 1))
         for p in PANES:
-            self.query_one(f"#{p}-pane").set_class(p == pane, "-active")
+            widget = self._q(f"#{p}-pane")
+            widget.set_class(p == pane, "-active")
+            widget.border_subtitle = tabs if self.compact else ""
         if self.analysis is not None:
             self._render_summary()
 
@@ -453,7 +488,21 @@ class LenstopApp(App[None]):
         self._set_active_pane(pane)
         target = {"features": FeatureTable, "heads": HeadsView, "effects": InterventionTable}.get(pane)
         if target is not None:
-            self.query_one(target).focus()
+            self._q(target).focus()
+
+    def action_zoom(self) -> None:
+        """Fill the screen with the active pane, or put it back."""
+        if self.screen is not self._main:
+            return
+        if self._main.maximized is not None:
+            self._main.minimize()
+        else:
+            self._main.maximize(self._q(f"#{self.active_pane}-pane"), container=False)
+
+    def action_split(self, step: int) -> None:
+        """Move the split between the left and the right column of panes."""
+        self.split = max(1, min(5, self.split + step))
+        self._q("#grid").styles.grid_columns = f"{self.split}fr {6 - self.split}fr"
 
     def action_token(self, step: int) -> None:
         if self.analysis is None:
@@ -470,11 +519,11 @@ class LenstopApp(App[None]):
         self._render_all()
 
     def action_focus_prompt(self) -> None:
-        self.query_one("#prompt", Input).focus()
+        self._q("#prompt", Input).focus()
 
     def action_leave_prompt(self) -> None:
-        if self.query_one("#prompt", Input).has_focus:
-            self.query_one(FeatureTable).focus()
+        if self._q("#prompt", Input).has_focus:
+            self._q(FeatureTable).focus()
 
     def action_scope(self) -> None:
         self.scope_all = not self.scope_all
@@ -560,7 +609,7 @@ class LenstopApp(App[None]):
             self._status("nothing to undo")
 
     def _entry_index(self) -> int | None:
-        table = self.query_one(InterventionTable)
+        table = self._q(InterventionTable)
         if not self.session.entries:
             return None
         return min(max(0, table.cursor_row), len(self.session.entries) - 1)
@@ -606,7 +655,7 @@ class LenstopApp(App[None]):
     def action_generate(self) -> None:
         if self.engine is None or not unescape(self.session.prompt).strip():
             return
-        self.query_one(ShiftView).show_generation(None, "generating…")
+        self._q(ShiftView).show_generation(None, "generating…")
         self._set_active_pane("effects")
         self._generate(unescape(self.session.prompt), self.session.active)
 
@@ -620,10 +669,14 @@ class LenstopApp(App[None]):
         self.post_message(GenerationFinished(result))
 
     def on_generation_finished(self, message: GenerationFinished) -> None:
-        self.query_one(ShiftView).show_generation(message.generation)
+        if not self._alive:
+            return
+        self._q(ShiftView).show_generation(message.generation)
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
-        self.query_one(ShiftView).show_generation(None)
+        if not self._alive:
+            return
+        self._q(ShiftView).show_generation(None)
         self._status(message.error, error=True)
 
     def action_card(self) -> None:

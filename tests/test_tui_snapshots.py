@@ -1,0 +1,79 @@
+"""SVG snapshots of the inspector's main states, against the fake engine so the
+pictures do not depend on floating point: fixed size, no animation, no timings.
+Update with `pytest tests/test_tui_snapshots.py --snapshot-update` after a deliberate change."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fake_engine import FakeEngine
+from lenstop.models.errors import NotFoundError
+from lenstop.tui.app import LenstopApp
+from lenstop.tui.session import Session
+
+PROMPT = "def add(first, second): return first + second"
+
+
+def app_with(loader, size_note: str = "") -> LenstopApp:
+    app = LenstopApp(loader, session=Session(model="fake", prompt=PROMPT), show_timings=False)
+    app.animation_level = "none"  # the loading indicator draws a static frame
+    return app
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+class TestSnapshots:
+    def test_loading(self, snap_compare) -> None:
+        gate = threading.Event()
+
+        def slow(progress):
+            progress("loading dictionary 3/12 (blocks.2.hook_resid_pre)")
+            gate.wait(10)
+            return FakeEngine()
+
+        app = app_with(slow)
+
+        async def run_before(pilot) -> None:
+            await pilot.pause(0.2)
+
+        try:
+            assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+        finally:
+            gate.set()
+
+    def test_inspector(self, snap_compare) -> None:
+        assert snap_compare(app_with(lambda p: FakeEngine()), terminal_size=(120, 40), run_before=settle)
+
+    def test_inspector_at_80x24(self, snap_compare) -> None:
+        assert snap_compare(app_with(lambda p: FakeEngine()), terminal_size=(80, 24), run_before=settle)
+
+    def test_feature_card(self, snap_compare) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("escape", "enter")
+            await settle(pilot)
+
+        assert snap_compare(app_with(lambda p: FakeEngine()), terminal_size=(120, 40), run_before=run_before)
+
+    def test_active_steer(self, snap_compare) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("escape", "s")
+            await pilot.pause()
+            await pilot.press("6", "enter")
+            await settle(pilot)
+
+        assert snap_compare(app_with(lambda p: FakeEngine()), terminal_size=(120, 40), run_before=run_before)
+
+    def test_error(self, snap_compare) -> None:
+        def fail(progress):
+            raise NotFoundError("no model named 'gtp2' on disk or on the hub; check the name or pass a local directory")
+
+        assert snap_compare(app_with(fail), terminal_size=(100, 30), run_before=settle)
