@@ -22,6 +22,7 @@ from lenstop.models.interventions import Intervention, parse_all
 from lenstop.models.prompts import unescape
 
 COMMANDS = ("trace", "generate", "info", "card", "inspect")
+ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
 
 app = typer.Typer(
     name="lenstop",
@@ -320,9 +321,9 @@ def route(argv: list[str]) -> list[str]:
     if not argv:
         return ["inspect"]
     first = argv[0]
-    if first in COMMANDS or first.startswith("-"):
+    if first in COMMANDS or first in ROOT_OPTIONS:
         return argv
-    return ["inspect", *argv]
+    return ["inspect", *argv]  # `lenstop gpt2 --sae ...` and `lenstop --device cpu` open the app
 
 
 def main() -> None:

@@ -34,11 +34,12 @@ def render_trace(analysis: Analysis) -> None:
             show_edge=False,
             pad_edge=False,
         )
-        table.add_column("pos", justify="right", style="dim")
-        table.add_column("token")
-        table.add_column("top features (id act)", no_wrap=True, overflow="ellipsis")
-        table.add_column("L0", justify="right", style="dim")
-        table.add_column("err", justify="right", style="dim")
+        table.add_column("pos", justify="right", style="dim", min_width=3, no_wrap=True)
+        table.add_column("token", min_width=8, max_width=16, no_wrap=True, overflow="ellipsis")
+        table.add_column("top features (id act)", no_wrap=True)
+        budget = max(20, console.width - 3 - 16 - 3 - 5 - 4 * 3)  # what the other columns leave
+        table.add_column("L0", justify="right", style="dim", min_width=2, no_wrap=True)
+        table.add_column("err", justify="right", style="dim", min_width=4, no_wrap=True)
         for pos, token in enumerate(analysis.tokens):
             feats = Text()
             for f in layer.features(pos):
@@ -48,6 +49,7 @@ def render_trace(analysis: Analysis) -> None:
                 if label:
                     feats.append(f" {label}", style="italic")
                 feats.append("  ")
+            feats.truncate(budget, overflow="ellipsis")
             table.add_row(
                 str(pos), show_token(token), feats, str(int(layer.l0[pos])), f"{layer.relative_error[pos]:.2f}"
             )
@@ -126,8 +128,10 @@ def render_card(layer: int, card: FeatureCard) -> None:
     for context in card.contexts:
         line = Text(f"{context.act:7.2f}  ", style="dim")
         for i, (token, act) in enumerate(zip(context.tokens, context.acts)):
-            style = "bold reverse" if i == context.focus else ("bold" if act > 0 else "")
-            line.append(show_token(token), style=style)
+            if i == context.focus:  # brackets too, so the peak reads without colour
+                line.append(f"⟦{show_token(token)}⟧", style="bold reverse")
+            else:
+                line.append(show_token(token), style="bold" if act > 0 else "")
         console.print(line)
     if card.promoted:
         console.print("promotes   " + "  ".join(f"{show_token(t)} {v:+.2f}" for t, v in card.promoted))

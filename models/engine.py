@@ -8,7 +8,6 @@ are attached to the shared model for the duration of a pass.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 from types import MappingProxyType
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from lenstop.models.hooks import RunPlan, dictionary_at
 from lenstop.models.interventions import Intervention
 from lenstop.models.loading import Processing, load_model
 from lenstop.models.quiet import quiet
+from lenstop.models.tokens import token_texts
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -42,29 +42,6 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 Progress = Callable[[str], None]
-
-
-@lru_cache(maxsize=1)
-def _unicode_to_byte() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, inverted: the printable character that stands for each byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + extra)] = b
-            extra += 1
-    return chars
-
-
-def byte_token(tokenizer: Any, token_id: int, fallback: str) -> str:
-    """A token that is part of a UTF-8 character, as its bytes (`\\xe2\\x80`), for byte-level BPE."""
-    to_byte = _unicode_to_byte()
-    piece = tokenizer.convert_ids_to_tokens(token_id)
-    if not isinstance(piece, str) or any(c not in to_byte for c in piece):
-        return fallback
-    return bytes(to_byte[c] for c in piece).decode("utf-8", errors="backslashreplace")
 
 
 class Engine:
@@ -271,10 +248,7 @@ class Engine:
         """Each id decoded on its own (cached: the vocabulary is finite)."""
         todo = sorted({int(i) for i in ids if int(i) not in self._token_strings})
         if todo:
-            tokenizer = self.model.tokenizer
-            decoded = tokenizer.batch_decode([[i] for i in todo], clean_up_tokenization_spaces=False)
-            for i, text in zip(todo, decoded):
-                self._token_strings[i] = text if "\ufffd" not in text else byte_token(tokenizer, i, text)
+            self._token_strings.update(zip(todo, token_texts(self.model.tokenizer, todo)))
         return [self._token_strings[int(i)] for i in ids]
 
     # ------------------------------------------------------------------ runs

@@ -127,3 +127,5 @@ def test_routing_makes_inspect_the_default() -> None:
     assert route(["gpt2", "--sae", "x"]) == ["inspect", "gpt2", "--sae", "x"]
     assert route(["trace", "gpt2"]) == ["trace", "gpt2"]
     assert route(["--version"]) == ["--version"]
+    assert route(["-h"]) == ["-h"]
+    assert route(["--device", "cpu"]) == ["inspect", "--device", "cpu"]

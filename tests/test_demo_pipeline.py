@@ -82,6 +82,7 @@ def test_labels_say_what_top_contexts_share() -> None:
     assert label_for(["a", "b", "c", "d"], ["x", "y", "z", "w"], ["docstring"] * 4) == "in a docstring"
     assert label_for(["a", "b", "c", "d"], ["self", "self", "self", "x"], ["name", "code", "operator", "number"]) == 'after "self"'
     assert label_for(["a", "b", "c", "d"], ["x", "y", "z", "w"], ["name", "code", "operator", "number"]) is None
+    assert label_for(["a", "b", "c"], ["", "", "x"], ["name"] * 3, positions=[1, 1, 2]) == "start of the context (position)"
 
 
 def test_top_contexts_keep_the_largest_activations_across_batches() -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lenstop.models.cards import CARDS_FILE
+from lenstop.models.tokens import token_texts
 from lenstop.models.demo.corpus import SEPARATOR, char_tags
 
 log = logging.getLogger("lenstop.demo")
@@ -101,11 +102,13 @@ def visible(token: str) -> str:
     return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
 
 
-def label_for(tokens: list[str], previous: list[str], tags: list[str]) -> str | None:
+def label_for(tokens: list[str], previous: list[str], tags: list[str], positions: list[int] | None = None) -> str | None:
     """A short label from what the top contexts share; None when they share nothing clear."""
     if not tokens:
         return None
     n = len(tokens)
+    if positions and sum(p <= 2 for p in positions) / n >= 0.6:
+        return "start of the context (position)"
     token, token_count = Counter(tokens).most_common(1)[0]
     tag, tag_count = Counter(tags).most_common(1)[0]
     prev, prev_count = Counter(previous).most_common(1)[0]
@@ -141,7 +144,7 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) 
     n_windows = len(ids) // body
     windows = torch.tensor(np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)]))
     window_tags = [["code"] + tags[i * body : (i + 1) * body] for i in range(n_windows)]
-    strings = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], clean_up_tokenization_spaces=False)
+    strings = token_texts(tokenizer, range(len(tokenizer)))
     unembed = model.lm_head.weight  # (vocab, d_model)
     counts = {}
     for sae_dir in sorted(p for p in sae_root.iterdir() if (p / "cfg.json").is_file()):
@@ -165,7 +168,7 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) 
         suppressed = (-logit_effect).topk(N_LOGIT_TOKENS, dim=1)
         cards = []
         for f in range(d_sae):
-            contexts, peak_tokens, peak_prev, peak_tags = [], [], [], []
+            contexts, peak_tokens, peak_prev, peak_tags, peak_pos = [], [], [], [], []
             for value, (w, p), neigh in zip(top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist()):
                 if value <= 0:
                     continue
@@ -176,11 +179,12 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) 
                 peak_tokens.append(strings[int(windows[w, p])])
                 peak_prev.append(strings[int(windows[w, p - 1])] if p > 1 else "")
                 peak_tags.append(window_tags[w][p])
+                peak_pos.append(p)
             frequency = float(fired[f]) / n_tokens
             cards.append(
                 {
                     "id": f,
-                    "label": label_for(peak_tokens, peak_prev, peak_tags),
+                    "label": label_for(peak_tokens, peak_prev, peak_tags, peak_pos),
                     "frequency": frequency,
                     "mean_act": float(total_act[f] / fired[f]) if fired[f] > 0 else 0.0,
                     "max_act": max((c["act"] for c in contexts), default=0.0),
