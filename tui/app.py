@@ -127,7 +127,7 @@ class LenstopApp(App[None]):
         yield Static(id="header")
         with Horizontal(id="prompt-row"):
             yield Label("❯", id="prompt-mark")
-            yield Input(value=self.session.prompt, placeholder=r"type a prompt; \n is a newline", id="prompt")
+            yield Input(value=self.session.prompt, placeholder=r"type a prompt; \n is a newline", id="prompt", select_on_focus=False)
         with Pane(id="tokens-pane", classes="pane"):
             yield TokenStrip(id="tokens")
         with Container(id="grid"):
@@ -696,7 +696,8 @@ class LenstopApp(App[None]):
         except BaseException as err:  # noqa: BLE001
             self.call_from_thread(self._status, describe_error(err), True)
             return
-        self.call_from_thread(self.push_screen, CardScreen(card_text(layer, feature, card, tokens, acts)))
+        width = max(20, int(self.size.width * 0.95) - 4)  # the card's text area
+        self.call_from_thread(self.push_screen, CardScreen(card_text(layer, feature, card, tokens, acts, width)))
 
     # ---------------------------------------------------------------- files, help, palette
     def action_save_svg(self) -> None:

@@ -58,3 +58,16 @@ def percent(prob: float) -> str:
 
 def signed(value: float, width: int = 6, digits: int = 2) -> str:
     return f"{value:+{width}.{digits}f}"
+
+
+def wrap_tokens(cells: list[str], width: int) -> list[list[int]]:
+    """Indices of `cells` laid out in rows of at most `width` columns, one space between cells."""
+    rows: list[list[int]] = [[]]
+    used = 0
+    for i, cell in enumerate(cells):
+        if rows[-1] and used + len(cell) + 1 > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += len(cell) + 1
+    return rows

@@ -14,10 +14,17 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from lenstop.models.cards import FeatureCard
-from lenstop.tui.format import block, percent, visible
+from lenstop.tui.format import block, percent, visible, wrap_tokens
 
 
-def card_text(layer: int, feature: int, card: FeatureCard | None, prompt_tokens: Sequence[str], prompt_acts: Sequence[float] | None) -> Text:
+def card_text(
+    layer: int,
+    feature: int,
+    card: FeatureCard | None,
+    prompt_tokens: Sequence[str],
+    prompt_acts: Sequence[float] | None,
+    width: int = 100,
+) -> Text:
     out = Text()
     out.append(f"L{layer} #{feature}  ", style="bold")
     out.append((card.label if card and card.label else "(no label)") + "\n", style="italic")
@@ -28,17 +35,23 @@ def card_text(layer: int, feature: int, card: FeatureCard | None, prompt_tokens:
     if prompt_acts is not None:
         out.append("\nthis prompt\n", style="bold")
         top = max(prompt_acts, default=0.0)
-        for tok, act in zip(prompt_tokens, prompt_acts):
-            out.append(visible(tok), style="bold reverse" if act > 0 and act >= 0.5 * top else ("bold" if act > 0 else "dim"))
-        out.append("\n")
-        out.append("".join(block(a, top) for a in prompt_acts) + "\n", style="dim")
+        cells = [visible(t) for t in prompt_tokens]
+        for row in wrap_tokens(cells, width):
+            for i in row:
+                act = prompt_acts[i]
+                out.append(cells[i], style="bold reverse" if act > 0 and act >= 0.5 * top else ("bold" if act > 0 else "dim"))
+                out.append(" ")
+            out.append("\n")
+            out.append(" ".join(block(prompt_acts[i], top).center(len(cells[i])) for i in row) + "\n")
     if card is not None and card.contexts:
         out.append("\ntop contexts\n", style="bold")
         for c in card.contexts:
             out.append(f"{c.act:7.2f}  ", style="dim")
             for i, (tok, act) in enumerate(zip(c.tokens, c.acts)):
-                style = "bold reverse" if i == c.focus else ("bold" if act > 0 else "")
-                out.append(visible(tok), style=style)
+                if i == c.focus:  # brackets as well as reverse video, so it reads without colour
+                    out.append(f"⟦{visible(tok)}⟧", style="bold reverse")
+                else:
+                    out.append(visible(tok), style="bold" if act > 0 else "")
             out.append("\n")
     if card is not None and card.promoted:
         out.append("\npromotes   ", style="bold")

@@ -76,7 +76,8 @@ class ShiftView(Widget):
         a = self.analysis
         if a is not None and a.shifts is not None and a.kl is not None:
             out.append(f"KL(clean‖intervened) {float(a.kl[self.position]):.3f} nats at pos {self.position}\n", style="bold")
-            shifts = sorted(a.shifts[self.position], key=lambda s: -max(s.prob, s.clean_prob))[:6]
+            room = max(2, self.size.height - 2 - (2 if self.generation is not None or self.busy else 1))
+            shifts = sorted(a.shifts[self.position], key=lambda s: -max(s.prob, s.clean_prob))[: min(6, room)]
             for s in shifts:
                 out.append(f"{clip(visible(s.token), 10):<10} {percent(s.clean_prob)} → {percent(s.prob)}  ")
                 delta = s.delta_logprob
@@ -86,12 +87,13 @@ class ShiftView(Widget):
         if self.busy:
             out.append(self.busy + "\n", style="italic")
         g = self.generation
-        if g is not None:
+        if g is not None:  # one line each, clipped, so both stay on screen
+            text_width = max(8, self.size.width - 11)
             out.append("clean      ", style="bold")
-            out.append(visible(g.clean.text) + "\n")
+            out.append(clip(visible(g.clean.text), text_width) + "\n")
             if g.intervened is not None:
                 out.append("intervened ", style="bold")
-                out.append(visible(g.intervened.text) + "\n")
+                out.append(clip(visible(g.intervened.text), text_width) + "\n")
         elif not self.busy:
             out.append("g: continue the prompt, clean and intervened", style="dim")
         return out

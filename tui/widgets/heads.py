@@ -57,21 +57,23 @@ class HeadsView(Widget, can_focus=True):
             return Text("no attention pattern yet", style="dim")
         heads = self.pattern.shape[0]
         width = self.size.width
-        fixed = 4 + 2 + 2 + 12 + 5 + 18
+        fixed = 3 + 3 + 2 + 10 + 4 + 16  # head, mark, gap, top token, weight, role
         n_src = self.position + 1
-        cell = 2 if (width - fixed) >= 2 * n_src else 1
-        shown = max(1, min(n_src, (width - fixed) // cell))
-        first = n_src - shown
+        cells = max(4, width - fixed)
+        # Every source position stays on screen: one or two cells each, or bins (the max of each) when long.
+        per = 2 if 2 * n_src <= cells else 1
+        bins = np.array_split(np.arange(n_src), min(n_src, cells // per))
         out = Text()
-        note = f"from {self.position} {clip(visible(self.tokens[self.position]), 12)!r} to tokens {first}..{self.position}"
+        binned = "" if len(bins) == n_src else f", {n_src / len(bins):.1f} tokens a cell"
+        note = f"from {self.position} {clip(visible(self.tokens[self.position]), 12)!r} over tokens 0..{self.position}{binned}"
         out.append(clip(note, width) + "\n", style="dim")
         for h in range(heads):
-            row = self.pattern[h, self.position, first : self.position + 1]
+            row = self.pattern[h, self.position, : self.position + 1]
             label = Text(f"H{h:<2}", style="reverse bold" if h == self.head and self.has_focus else ("bold" if h == self.head else ""))
             out.append_text(label)
             out.append(" ✗ " if h in self.knocked else "   ", style="bold")
-            for w in row:
-                out.append(shade(float(w)) * cell)
+            for group in bins:
+                out.append(shade(float(row[group].max())) * per)
             src = int(np.argmax(self.pattern[h, self.position, : self.position + 1]))
             weight = float(self.pattern[h, self.position, src])
             out.append(f"  {clip(visible(self.tokens[src]), 10):<10} {weight:.2f}".replace("0.", " ."))

@@ -11,7 +11,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from lenstop.tui.format import block, clip, visible
+from lenstop.tui.format import block, clip, visible, wrap_tokens
 
 MAX_TOKEN_WIDTH = 14
 
@@ -34,20 +34,8 @@ class TokenStrip(Widget):
         self.cursor = cursor
         self.refresh(layout=True)
 
-    def _rows(self, width: int) -> list[list[int]]:
-        rows: list[list[int]] = [[]]
-        used = 0
-        for i, tok in enumerate(self.tokens):
-            cell = len(tok) + 1
-            if rows[-1] and used + cell > width:
-                rows.append([])
-                used = 0
-            rows[-1].append(i)
-            used += cell
-        return rows
-
     def _window(self, width: int) -> list[list[int]]:
-        rows = self._rows(max(8, width))
+        rows = wrap_tokens(self.tokens, max(8, width))
         if len(rows) <= self.max_rows:
             return rows
         at = next((r for r, row in enumerate(rows) if self.cursor in row), 0)
