@@ -23,6 +23,8 @@ def app_with(loader, size_note: str = "") -> LenstopApp:
 
 
 async def settle(pilot) -> None:
+    for field in pilot.app.screen.query("Input"):
+        field.cursor_blink = False  # a blinking cursor would make the picture depend on the clock
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
     await pilot.app.workers.wait_for_complete()
@@ -41,6 +43,8 @@ class TestSnapshots:
         app = app_with(slow)
 
         async def run_before(pilot) -> None:
+            for field in pilot.app.screen.query("Input"):
+                field.cursor_blink = False
             await pilot.pause(0.2)
 
         try:
