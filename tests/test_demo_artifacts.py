@@ -4,7 +4,6 @@ shipped files (small samples, so CI stays fast) with plain Hugging Face code."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import build_sae
 from lenstop.models.engine import Engine
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae

@@ -53,3 +53,19 @@ def test_installed_command_answers_version() -> None:
 def test_interventions_and_errors_are_torch_free() -> None:
     loaded = _modules_after("import lenstop.models.interventions, lenstop.models.errors")
     assert not any(loaded.values()), loaded
+
+
+def test_the_engine_does_not_import_the_ui() -> None:
+    probe = """
+import json, sys
+import lenstop.models.engine, lenstop.models.demo.build, lenstop.models.cards
+print(json.dumps({m: m in sys.modules for m in ("textual", "rich", "typer", "lenstop.tui", "lenstop.commands")}))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(loaded.values()), loaded
+
+
+def test_the_app_module_is_torch_free() -> None:
+    loaded = _modules_after("import lenstop.tui.app")
+    assert not loaded["torch"] and not loaded["transformer_lens"] and not loaded["sae_lens"], loaded

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 
 from fake_engine import FakeEngine
 from lenstop.models.errors import NotFoundError

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, LoadingIndicator, Static
 
 from lenstop.models.errors import LenstopError
+from lenstop.models.head_scores import head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from lenstop.models.prompts import unescape
-from lenstop.tui.loader import Loader
+from lenstop.tui.format import clip, percent, visible
+from lenstop.tui.loader import Loader, engine_loader
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
@@ -33,6 +36,9 @@ from lenstop.tui.messages import (
     LoadFailed,
     LoadProgressed,
 )
+from lenstop.tui.screens.card import CardScreen, card_text
+from lenstop.tui.screens.help import HelpScreen
+from lenstop.tui.screens.value import ValueScreen
 from lenstop.tui.session import Session
 from lenstop.tui.widgets.effects import EffectsPane, InterventionTable, ShiftView
 from lenstop.tui.widgets.features import FeatureTable
@@ -217,8 +223,6 @@ class LenstopApp(App[None]):
 
     @on(Input.Submitted, "#loading-retry")
     def _retry(self, event: Input.Submitted) -> None:
-        from lenstop.tui.loader import engine_loader
-
         words = event.value.split()
         if not words:
             return
@@ -347,8 +351,6 @@ class LenstopApp(App[None]):
         dicts = f"dict {'/'.join(arch)}×{len(i.dictionaries)}" if i.dictionaries else "no dict"
         pos = ""
         if self.analysis is not None:
-            from lenstop.tui.format import clip, visible
-
             pos = f" · pos {sel.position} {clip(visible(self.analysis.tokens[sel.position]), 12)!r}"
         scope = "all positions" if self.scope_all else "this token"
         if self.compact:
@@ -397,8 +399,6 @@ class LenstopApp(App[None]):
         table = self._q(FeatureTable)
         lf = self._layer_features()
         pane = self._q("#features-pane")
-        from lenstop.tui.format import clip, visible
-
         token = clip(visible(self.analysis.tokens[sel.position]), 12)
         pane.border_title = f"features · L{sel.layer} · pos {sel.position} {token!r}"
         if lf is None:
@@ -419,8 +419,6 @@ class LenstopApp(App[None]):
             sel.feature = table.selected
 
     def _render_heads(self) -> None:
-        from lenstop.models.head_scores import head_scores
-
         sel = self.session.selection
         att = next((x for x in self.analysis.attention if x.layer == sel.layer), None)
         knocked = {e.intervention.head for e in self.session.entries if e.enabled and e.intervention.kind == "knockout" and e.intervention.layer == sel.layer}
@@ -443,8 +441,6 @@ class LenstopApp(App[None]):
         self._q(InterventionTable).show(self.session.entries)
 
     def _render_summary(self) -> None:
-        from lenstop.tui.format import clip, percent, visible
-
         a, pos = self.analysis, self.session.selection.position
         nxt = "  ".join(f"{clip(visible(p.token), 8)} {percent(p.prob).strip()}" for p in a.predictions.at(pos)[:3])
         lens = " ".join(f"L{layer} {clip(visible(t.at(pos)[0].token), 6)}" for layer, t in enumerate(a.lens))
@@ -565,8 +561,6 @@ class LenstopApp(App[None]):
                 self.session.add(FeatureSteer(*target, value, position=self._position()))
                 self._changed(f"steering L{target[0]} #{target[1]} by {value:+g}")
 
-        from lenstop.tui.screens.value import ValueScreen
-
         self.push_screen(ValueScreen(f"steer L{target[0]} #{target[1]}: strength (× its decoder row)", default), done)
 
     def action_clamp(self) -> None:
@@ -581,8 +575,6 @@ class LenstopApp(App[None]):
             if value is not None:
                 self.session.add(FeatureClamp(*target, value, position=self._position()))
                 self._changed(f"clamped L{target[0]} #{target[1]} to {value:g}")
-
-        from lenstop.tui.screens.value import ValueScreen
 
         self.push_screen(ValueScreen(f"clamp L{target[0]} #{target[1]} to value", default), done)
 
@@ -638,10 +630,6 @@ class LenstopApp(App[None]):
         if iv.kind not in ("steer", "clamp"):
             self._status("only steers and clamps have a value to edit")
             return
-        from dataclasses import replace
-
-        from lenstop.tui.screens.value import ValueScreen
-
         field = "strength" if iv.kind == "steer" else "value"
 
         def done(value: float | None) -> None:
@@ -689,8 +677,6 @@ class LenstopApp(App[None]):
 
     @work(thread=True, exclusive=True, group="card", exit_on_error=False)
     def _open_card(self, layer: int, feature: int, tokens: tuple, acts: list[float] | None) -> None:
-        from lenstop.tui.screens.card import CardScreen, card_text
-
         try:
             card = self.engine.card(layer, feature)
         except BaseException as err:  # noqa: BLE001
@@ -710,8 +696,6 @@ class LenstopApp(App[None]):
         self._status(f"saved session to {path} (lenstop inspect --session {path})")
 
     def action_help(self) -> None:
-        from lenstop.tui.screens.help import HelpScreen
-
         rows: list[tuple[str, Binding]] = [("anywhere", b) for b in self.BINDINGS if isinstance(b, Binding)]
         for where, cls in (("features", FeatureTable), ("heads", HeadsView), ("interventions", InterventionTable)):
             rows += [(where, b) for b in cls.BINDINGS if isinstance(b, Binding)]
