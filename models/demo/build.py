@@ -56,8 +56,8 @@ class BuildConfig:
 
 
 class Build:
-    def __init__(self, config: BuildConfig, work: Path, out: Path) -> None:
-        self.config, self.work, self.out = config, work, out
+    def __init__(self, config: BuildConfig, work: Path, out: Path, device: str = "cpu") -> None:
+        self.config, self.work, self.out, self.device = config, work, out, device
         work.mkdir(parents=True, exist_ok=True)
         out.mkdir(parents=True, exist_ok=True)
 
@@ -144,7 +144,9 @@ class Build:
             bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k in ("val_loss", "induction_ratio", "induction_score")}, refresh=False)
             bar.refresh() if step % 50 == 0 else None
 
-        model, history = train(recipe, self.ids("train"), self.ids("holdout"), tok.bos_token_id, len(tok), self.work / "model.ckpt", progress)
+        model, history = train(
+            recipe, self.ids("train"), self.ids("holdout"), tok.bos_token_id, len(tok), self.work / "model.ckpt", progress, self.device
+        )
         bar.close()
         self.model_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(self.model_dir)
@@ -155,14 +157,16 @@ class Build:
     def stage_saes(self) -> dict:
         from lenstop.models.demo.train_saes import train_all
 
-        results = train_all(self.config.sae, self.hf_model(), self.ids("train"), self.tokenizer().bos_token_id, self.sae_root, self.work)
+        results = train_all(
+            self.config.sae, self.hf_model(), self.ids("train"), self.tokenizer().bos_token_id, self.sae_root, self.work, self.device
+        )
         return {"layers": results}
 
     def stage_cards(self) -> dict:
         from lenstop.models.demo.cards import build_cards
 
         holdout = json.loads((self.work / "holdout.json").read_text())
-        counts = build_cards(self.model_dir, self.sae_root, holdout, self.config.card_tokens)
+        counts = build_cards(self.model_dir, self.sae_root, holdout, self.config.card_tokens, self.device)
         return {"features": counts}
 
     def stage_card(self) -> dict:
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="reduced configuration (minutes), for tests")
     parser.add_argument("--steps", type=int, help="override the model's training steps")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
     import torch
@@ -195,7 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     config = BuildConfig.tiny() if args.tiny else BuildConfig()
     if args.steps:
         config = replace(config, model=replace(config.model, steps=args.steps))
-    build = Build(config, args.work, args.out)
+    from lenstop.models.loading import resolve_device
+
+    build = Build(config, args.work, args.out, resolve_device(args.device))
+    log.info("building on %s", build.device)
     for stage in args.redo:
         (args.work / f"{stage}.done").unlink(missing_ok=True)
     (args.work / "config.json").write_text(json.dumps(asdict(config), indent=1))

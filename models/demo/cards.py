@@ -128,7 +128,7 @@ def label_for(tokens: list[str], previous: list[str], tags: list[str], positions
 
 
 @torch.no_grad()
-def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) -> dict[str, int]:
+def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, device: str = "cpu") -> dict[str, int]:
     """Write `feature_cards.json.gz` into every dictionary directory under `sae_root`."""
     from sae_lens import SAE
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -136,7 +136,7 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) 
     from lenstop.models.demo.metrics import resid_post
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval().to(device)
     n_ctx = model.config.n_positions
     bos = tokenizer.bos_token_id
     ids, tags = tagged_stream(tokenizer, texts, budget)
@@ -145,10 +145,10 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) 
     windows = torch.tensor(np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)]))
     window_tags = [["code"] + tags[i * body : (i + 1) * body] for i in range(n_windows)]
     strings = token_texts(tokenizer, range(len(tokenizer)))
-    unembed = model.lm_head.weight  # (vocab, d_model)
+    unembed = model.lm_head.weight.cpu()  # (vocab, d_model)
     counts = {}
     for sae_dir in sorted(p for p in sae_root.iterdir() if (p / "cfg.json").is_file()):
-        sae = SAE.load_from_disk(sae_dir).eval()
+        sae = SAE.load_from_disk(sae_dir, device=device).eval()
         layer = int(sae.cfg.metadata.hook_name.split(".")[1])
         d_sae = sae.cfg.d_sae
         top = TopContexts(d_sae, N_CONTEXTS)
@@ -157,13 +157,13 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int) 
         n_tokens = 0
         for start in range(0, n_windows, 32):
             batch = windows[start : start + 32]
-            acts = sae.encode(resid_post(model, batch, layer))  # (b, t, d_sae)
+            acts = sae.encode(resid_post(model, batch, layer)).cpu()  # (b, t, d_sae)
             acts[:, 0] = 0  # BOS is the same vector in every window: no context to show
             top.add(acts, start)
             fired += (acts[:, 1:] > 0).sum((0, 1))
             total_act += acts[:, 1:].sum((0, 1))
             n_tokens += acts[:, 1:].shape[0] * acts[:, 1:].shape[1]
-        logit_effect = sae.W_dec @ unembed.T  # (d_sae, vocab)
+        logit_effect = sae.W_dec.cpu() @ unembed.T  # (d_sae, vocab)
         promoted = logit_effect.topk(N_LOGIT_TOKENS, dim=1)
         suppressed = (-logit_effect).topk(N_LOGIT_TOKENS, dim=1)
         cards = []

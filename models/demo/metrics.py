@@ -43,7 +43,7 @@ def repeated_sequences(vocab: int, bos: int, n: int = 32, half: int = 50, seed: 
 def induction(model: Any, vocab: int, bos: int, n: int = 32, half: int = 50, seed: int = 0) -> Induction:
     model.eval()
     half = min(half, (model.config.n_positions - 1) // 2)
-    tokens = repeated_sequences(vocab, bos, n, half, seed)
+    tokens = repeated_sequences(vocab, bos, n, half, seed).to(_device(model))
     before = model.config._attn_implementation
     model.config._attn_implementation = "eager"  # only eager attention returns its pattern
     try:
@@ -72,11 +72,17 @@ def mean_loss(model: Any, batches: list[torch.Tensor]) -> float:
     model.eval()
     total, count = 0.0, 0
     for tokens in batches:
+        tokens = tokens.to(_device(model))
         logits = model(tokens).logits
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(), reduction="sum")
         total += loss.item()
         count += tokens[:, 1:].numel()
     return total / count
+
+
+def _device(model: Any) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def _replace_block_output(model: Any, layer: int, fn: Any) -> Any:
@@ -94,7 +100,7 @@ def resid_post(model: Any, tokens: torch.Tensor, layer: int) -> torch.Tensor:
     seen: list[torch.Tensor] = []
     handle = _replace_block_output(model, layer, lambda x: seen.append(x) or x)
     try:
-        model(tokens)
+        model(tokens.to(_device(model)))
     finally:
         handle.remove()
     return seen[0]
@@ -123,6 +129,7 @@ def dictionary_quality(model: Any, sae: Any, layer: int, batches: list[torch.Ten
     sq_err = sq_var = 0.0
     l0_sum, n_tokens = 0.0, 0
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    sae = sae.to(_device(model))
     xs = [resid_post(model, t, layer).flatten(0, 1) for t in batches]
     mean = torch.cat(xs).mean(0)
     for x in xs:

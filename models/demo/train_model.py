@@ -151,14 +151,15 @@ def train(
     vocab: int,
     checkpoint: Path,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    device: str = "cpu",
 ) -> tuple[Any, list[dict[str, float]]]:
     """Train (resuming from `checkpoint` if it exists); returns the model and the eval history."""
-    model = new_model(recipe, vocab, bos)
+    model = new_model(recipe, vocab, bos).to(device)
     opt = optimizer_for(model, recipe)
     history: list[dict[str, float]] = []
     start = 0
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=True)
+        state = torch.load(checkpoint, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
@@ -170,7 +171,7 @@ def train(
         model.train()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe)
-        tokens = batch_at(step, train_ids, recipe, bos, vocab)
+        tokens = batch_at(step, train_ids, recipe, bos, vocab).to(device)
         logits = model(tokens).logits
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
         opt.zero_grad(set_to_none=True)

@@ -45,26 +45,27 @@ def hook_name(layer: int) -> str:
 
 @torch.no_grad()
 def collect(model: Any, ids: np.ndarray, bos: int, n_tokens: int, seed: int) -> list[torch.Tensor]:
-    """resid_post of every layer on `n_tokens` training tokens: one (n_tokens, d_model) tensor a layer."""
+    """resid_post of every layer on `n_tokens` training tokens: one (n_tokens, d_model) CPU tensor a layer."""
+    device = next(model.parameters()).device
     n_ctx = model.config.n_positions
     n_windows = math.ceil(n_tokens / n_ctx)
     batches = metrics.windows(ids, bos, n_ctx, n_windows, seed=seed, batch=64)
     per_layer: list[list[torch.Tensor]] = [[] for _ in model.transformer.h]
     handles = [
-        block.register_forward_hook(lambda m, a, out, layer=layer: per_layer[layer].append((out[0] if isinstance(out, tuple) else out).flatten(0, 1).clone()))
+        block.register_forward_hook(lambda m, a, out, layer=layer: per_layer[layer].append((out[0] if isinstance(out, tuple) else out).flatten(0, 1).cpu()))
         for layer, block in enumerate(model.transformer.h)
     ]
     try:
         for tokens in batches:
-            model(tokens)
+            model(tokens.to(device))
     finally:
         for h in handles:
             h.remove()
     return [torch.cat(chunks)[:n_tokens] for chunks in per_layer]
 
 
-def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int) -> tuple[Any, torch.Tensor]:
-    """Train on `acts` (n, d_in); returns the inference SAE and each feature's firing frequency."""
+def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int, device: str = "cpu") -> tuple[Any, torch.Tensor]:
+    """Train on `acts` (n, d_in, on the CPU); returns the inference SAE (on the CPU) and each feature's firing frequency."""
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import SAEMetadata, TrainStepInput
 
@@ -88,11 +89,12 @@ def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int) -> 
     sae = TopKTrainingSAE(cfg)
     with torch.no_grad():  # start the decoder bias at the (scaled) mean, as is usual
         sae.b_dec.copy_((acts * scale).mean(0))
+    sae = sae.to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=recipe.lr, betas=(0.9, 0.999))
     steps_per_epoch = acts.shape[0] // recipe.batch
     total = steps_per_epoch * recipe.epochs
-    since_fired = torch.zeros(recipe.d_sae, dtype=torch.long)
-    fired_last_epoch = torch.zeros(recipe.d_sae)
+    since_fired = torch.zeros(recipe.d_sae, dtype=torch.long, device=device)
+    fired_last_epoch = torch.zeros(recipe.d_sae, device=device)
     g = torch.Generator().manual_seed(recipe.seed + layer)
     step = 0
     for epoch in range(recipe.epochs):
@@ -102,7 +104,7 @@ def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int) -> 
             lr = recipe.lr * min(1.0, (step + 1) / recipe.warmup) * min(1.0, (total - step) / (0.2 * total))
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = acts[order[i * recipe.batch : (i + 1) * recipe.batch]] * scale
+            x = acts[order[i * recipe.batch : (i + 1) * recipe.batch]].to(device) * scale
             out = sae.training_forward_pass(
                 TrainStepInput(
                     sae_in=x,
@@ -123,8 +125,8 @@ def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int) -> 
             step += 1
             if step % 200 == 0:
                 log.info("layer %d sae step %d/%d loss %.4f (%s)", layer, step, total, out.loss.item(), ", ".join(f"{k} {v.item():.4f}" for k, v in out.losses.items()))
-    frequency = fired_last_epoch / (steps_per_epoch * recipe.batch)
-    return _inference(sae, scale), frequency
+    frequency = (fired_last_epoch / (steps_per_epoch * recipe.batch)).cpu()
+    return _inference(sae.to("cpu"), scale), frequency
 
 
 def _inference(training_sae: Any, scale: float) -> Any:
@@ -141,21 +143,23 @@ def _inference(training_sae: Any, scale: float) -> Any:
     return sae
 
 
-def train_all(recipe: SaeRecipe, model: Any, train_ids: np.ndarray, bos: int, out_root: Path, work: Path) -> list[dict]:
+def train_all(recipe: SaeRecipe, model: Any, train_ids: np.ndarray, bos: int, out_root: Path, work: Path, device: str = "cpu") -> list[dict]:
     from safetensors.torch import save_file
 
-    log.info("collecting %d activations per layer", recipe.tokens)
+    model = model.to(device)
+    log.info("collecting %d activations per layer on %s", recipe.tokens, device)
     all_acts = collect(model, train_ids, bos, recipe.tokens, recipe.seed)
     results = []
     n_ctx = model.config.n_positions
     holdout_ids = np.load(work / "holdout.npy")
     eval_batches = metrics.windows(holdout_ids, bos, n_ctx, n=128, seed=2)
     for layer, acts in enumerate(all_acts):
-        sae, frequency = train_one(recipe, acts, layer, n_ctx)
+        sae, frequency = train_one(recipe, acts, layer, n_ctx, device)
         target = out_root / f"L{layer}"
         sae.save_model(target)
         save_file({"sparsity": torch.log10(frequency + 1e-10)}, target / "sparsity.safetensors")
         quality = metrics.dictionary_quality(model, sae, layer, eval_batches)
+        sae.to("cpu")
         row = {**asdict(quality), "loss_recovered": quality.loss_recovered}
         log.info("layer %d dictionary: %s", layer, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
         results.append(row)
