@@ -294,8 +294,13 @@ class Engine:
             attention_layers=range(self.n_layers) if attention else (),
             resid_layers=range(self.n_layers) if lens else (),
         )
-        with self._forward_guard(interventions, tokens.shape[-1]), self.model.hooks(fwd_hooks=plan.hooks):
-            logits = self.model(tokens)[0]
+        hooks = plan.hooks
+        with self._forward_guard(interventions, tokens.shape[-1]):
+            if hooks:
+                with self.model.hooks(fwd_hooks=hooks):
+                    logits = self.model(tokens)[0]
+            else:  # nothing to attach: skip the hook bookkeeping, a plain pass
+                logits = self.model(tokens)[0]
         if interventions and not torch.isfinite(logits).all():
             raise NumericError(
                 "the interventions made the model's output NaN or infinite ("
