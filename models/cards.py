@@ -110,15 +110,9 @@ class Cards:
 
 def read_labels(path: str | Path) -> dict[int, str]:
     """Labels from a Neuronpedia-style export: a JSON list of {"index", "description"}."""
-    from lenstop.models.errors import NotFoundError, UsageError
+    from lenstop.models.errors import UsageError, read_json
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise NotFoundError(f"--labels {path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UsageError(f"--labels {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    data = read_json(path, "--labels")
     if isinstance(data, dict) and "explanations" in data:
         data = data["explanations"]
     if not isinstance(data, list):

@@ -7,6 +7,8 @@ Nothing here imports torch: the CLI and the TUI import it on their fast path.
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -51,3 +53,16 @@ class OutOfMemoryError(LenstopError):
 
 class NumericError(LenstopError):
     code = ExitCode.NUMERIC
+
+
+def read_json(path: str | Path, option: str) -> Any:
+    """A JSON file a user named with `option`; a missing or malformed one is a one-line error."""
+    import json
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"{option} {path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{option} {path}: not valid JSON ({err.msg} at line {err.lineno})") from None

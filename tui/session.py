@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lenstop.models.errors import UsageError
+from lenstop.models.errors import UsageError, read_json
 from lenstop.models.interventions import Intervention, from_dict, to_dict
 
 VERSION = 1
@@ -135,16 +135,7 @@ class Session:
 
     @classmethod
     def load(cls, path: str | Path) -> Session:
-        from lenstop.models.errors import NotFoundError
-
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise NotFoundError(f"--session {path}: no such file")
-        try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UsageError(f"--session {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-        return cls.from_json(doc)
+        return cls.from_json(read_json(path, "--session"))
 
 
 def _target(i: Intervention) -> tuple[str, int, int, int | None]:
