@@ -26,7 +26,9 @@ ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
 
 app = typer.Typer(
     name="lenstop",
-    help="A terminal circuit inspector for language models: features, heads and interventions, live.",
+    help="A terminal circuit inspector for language models: features, heads and interventions, live.\n\n"
+    "[bold]lenstop[/] opens the inspector on the bundled demo, [bold]lenstop MODEL --sae SPEC[/] on any model; "
+    "the commands below are for scripts (add --json).",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=False,
     add_completion=False,
