@@ -294,3 +294,36 @@ async def test_panes_zoom_and_resize() -> None:
         await pilot.press("greater_than_sign")
         await pilot.pause()
         assert app._q("#features-pane").size.width > left
+
+
+def test_every_binding_has_an_id_for_remapping() -> None:
+    from textual.binding import Binding
+
+    from lenstop.tui.screens.card import CardScreen
+    from lenstop.tui.screens.help import HelpScreen
+    from lenstop.tui.screens.value import ValueScreen
+    from lenstop.tui.widgets.effects import InterventionTable
+    from lenstop.tui.widgets.heads import HeadsView
+
+    classes = (LenstopApp, FeatureTable, HeadsView, InterventionTable, CardScreen, HelpScreen, ValueScreen)
+    bindings = [b for cls in classes for b in cls.BINDINGS]
+    assert bindings and all(isinstance(b, Binding) and b.id for b in bindings)
+    ids = [b.id for b in bindings]
+    assert len(ids) == len(set(ids))
+
+
+async def test_keymap_file_remaps_a_binding_by_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lenstop.tui import app as app_module
+
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"ablate": "A"}))
+    monkeypatch.setattr(app_module, "KEYMAP_FILE", keys)
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot, app)
+        await pilot.press("escape", "a")
+        await settle(pilot, app)
+        assert analyses(engine)[-1][1] == ()  # a no longer ablates
+        await pilot.press("A")
+        await settle(pilot, app)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)

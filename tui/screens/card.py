@@ -64,8 +64,8 @@ def card_text(
 class CardScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,enter", "dismiss", "close", id="card.close"),
-        Binding("j,down", "scroll(1)", "down", show=False),
-        Binding("k,up", "scroll(-1)", "up", show=False),
+        Binding("j,down", "scroll(1)", "scroll down", show=False, id="card.down"),
+        Binding("k,up", "scroll(-1)", "scroll up", show=False, id="card.up"),
     ]
     DEFAULT_CSS = """
     CardScreen { align: center middle; }

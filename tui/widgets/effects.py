@@ -17,8 +17,10 @@ from lenstop.tui.session import Entry
 
 class InterventionTable(DataTable):
     BINDINGS = [
-        Binding("j", "cursor_down", "down", show=False),
-        Binding("k", "cursor_up", "up", show=False),
+        Binding("j", "cursor_down", "next intervention", show=False, id="effects.down"),
+        Binding("k", "cursor_up", "previous intervention", show=False, id="effects.up"),
+        Binding("left", "app.token(-1)", "previous token", show=False, id="effects.token.previous"),
+        Binding("right", "app.token(1)", "next token", show=False, id="effects.token.next"),
         Binding("space", "app.toggle_entry", "on/off", id="effects.toggle"),
         Binding("d,delete", "app.remove_entry", "remove", id="effects.remove"),
         Binding("e", "app.edit_entry", "edit", id="effects.edit"),

@@ -19,10 +19,10 @@ class FeatureTable(DataTable):
     """One row a feature, laid out here as one cell so the label runs to the pane's edge."""
 
     BINDINGS = [
-        Binding("j", "cursor_down", "down", show=False),
-        Binding("k", "cursor_up", "up", show=False),
-        Binding("left", "app.token(-1)", "token", show=False),
-        Binding("right", "app.token(1)", "token", show=False),
+        Binding("j", "cursor_down", "next feature", show=False, id="features.down"),
+        Binding("k", "cursor_up", "previous feature", show=False, id="features.up"),
+        Binding("left", "app.token(-1)", "previous token", show=False, id="features.token.previous"),
+        Binding("right", "app.token(1)", "next token", show=False, id="features.token.next"),
         Binding("enter", "select_cursor", "card", id="features.card"),
     ]
     DEFAULT_CSS = """
