@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from lenstop.models.errors import ExitCode, LenstopError
-from lenstop.models.interventions import Intervention, parse_all
+from lenstop.models.interventions import parse_all
 from lenstop.models.prompts import unescape
 
 COMMANDS = ("trace", "generate", "info", "card", "inspect")
@@ -166,10 +166,6 @@ def _print_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
 
 
-def _interventions(ablate: list[str] | None, steer: list[str] | None, clamp: list[str] | None, heads: list[str] | None) -> tuple[Intervention, ...]:
-    return parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=heads)
-
-
 # ---------------------------------------------------------------- commands
 @app.command()
 def trace(
@@ -191,7 +187,7 @@ def trace(
 ) -> None:
     """Run a prompt and show each token's top features per layer and the predictions."""
     with _user_errors():
-        interventions = _interventions(ablate, steer, clamp, ablate_head)
+        interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         engine = _load(model, sae, device, dtype, n_devices, device_map, labels)
         analysis = engine.analyse(unescape(prompt), interventions, top_k=top_k, n_predictions=n_predictions)
         if as_json:
@@ -222,7 +218,7 @@ def generate(
 ) -> None:
     """Continue a prompt, clean and with the interventions, side by side."""
     with _user_errors():
-        interventions = _interventions(ablate, steer, clamp, ablate_head)
+        interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         engine = _load(model, sae, device, dtype, n_devices, device_map)
         result = engine.generate(unescape(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         if as_json:

@@ -124,7 +124,6 @@ class LenstopApp(App[None]):
         self.active_pane = "features"
         self.split = 3  # left column share of the grid, in sixths
         self._debounce: Any = None
-        self._started = time.monotonic()
         self._main: Screen | None = None
         self._load_keymap()
 
