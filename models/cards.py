@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenstop.models.errors import UsageError, read_json
+
 CARDS_FILE = "feature_cards.json.gz"
 
 
@@ -84,10 +86,6 @@ class Cards:
                 self._raw = {int(f["id"]): f for f in doc["features"]}
         return self._raw
 
-    @property
-    def available(self) -> bool:
-        return self.path is not None or bool(self.labels)
-
     def label(self, feature: int) -> str | None:
         if feature in self.labels:
             return self.labels[feature]
@@ -108,10 +106,9 @@ class Cards:
         return [_card(raw) for raw in self._load().values()]
 
 
-def read_labels(path: str | Path) -> dict[int, str]:
-    """Labels from a Neuronpedia-style export: a JSON list of {"index", "description"}."""
-    from lenstop.models.errors import UsageError, read_json
-
+def read_labels(path: str | Path) -> tuple[dict[int, str], int | None]:
+    """Labels from a Neuronpedia-style export (a JSON list of {"index", "description"}),
+    and the layer the export names (`"layer": "6-res-jb"`), if all its items name one."""
     data = read_json(path, "--labels")
     if isinstance(data, dict) and "explanations" in data:
         data = data["explanations"]
@@ -123,18 +120,6 @@ def read_labels(path: str | Path) -> dict[int, str]:
             labels[int(item["index"])] = str(item["description"]).strip()
     if not labels:
         raise UsageError(f"--labels {path}: no objects with 'index' and 'description' in it")
-    return labels
-
-
-def labels_layer(path: str | Path) -> int | None:
-    """The layer a Neuronpedia export names (`"layer": "6-res-jb"`), if it names one."""
-    try:
-        data = json.loads(Path(path).expanduser().read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    items = data.get("explanations", []) if isinstance(data, dict) else data
-    layers = {str(item.get("layer", "")).split("-")[0] for item in items if isinstance(item, dict)}
-    if len(layers) == 1:
-        only = layers.pop()
-        return int(only) if only.isdigit() else None
-    return None
+    layers = {str(item.get("layer", "")).split("-")[0] for item in data if isinstance(item, dict)}
+    only = layers.pop() if len(layers) == 1 else ""
+    return labels, int(only) if only.isdigit() else None

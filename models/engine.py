@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lenstop.models import dictionaries as dicts
-from lenstop.models.cards import FeatureCard, labels_layer, read_labels
+from lenstop.models.cards import FeatureCard, read_labels
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import IncompatibleError, NumericError, OutOfMemoryError, UsageError
 from lenstop.models.hooks import RunPlan, dictionary_at
@@ -173,12 +173,13 @@ class Engine:
         layer_text, sep, path = spec.partition("=")
         if not sep:
             path, layer_text = spec, ""
-        layer = int(layer_text) if layer_text.strip().isdigit() else labels_layer(path)
+        labels, named = read_labels(path)
+        layer = int(layer_text) if layer_text.strip().isdigit() else named
         if layer is None:
             if len(self.dictionaries) != 1:
                 raise UsageError(f"--labels {spec}: say which layer it is for, e.g. --labels 3={path}")
             layer = self.dictionaries[0].layer
-        self.dictionary_at(layer).cards.labels.update(read_labels(path))
+        self.dictionary_at(layer).cards.labels.update(labels)
 
     def label(self, layer: int, feature: int) -> str | None:
         return self.dictionary_at(layer).cards.label(feature)

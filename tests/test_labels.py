@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lenstop.commands.cli import app
-from lenstop.models.cards import labels_layer, read_labels
+from lenstop.models.cards import read_labels
 from lenstop.models.engine import Engine
 from lenstop.models.errors import UsageError
 
@@ -26,7 +26,7 @@ def test_labels_reach_the_analysis_and_the_json(tmp_path: Path, tiny_model: Path
     engine = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
     top = engine.analyse(PROMPT).layer(1).features(3)[0].id
     path = _export(tmp_path / "l1.json", {top: "argument names", 9999: "out of range is ignored"}, layer="1-res-tiny")
-    assert labels_layer(path) == 1
+    assert read_labels(path)[1] == 1
     labelled = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu", labels=[str(path)])
     assert labelled.label(1, top) == "argument names"
     assert labelled.analyse(PROMPT).layer(1).labels[top] == "argument names"
