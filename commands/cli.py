@@ -144,12 +144,9 @@ def _load(
     device_map: str | None,
     labels: list[str] | None = None,
 ) -> Any:
-    from lenstop.models.demo import DEMO_NAME
     from lenstop.models.engine import Engine
     from lenstop.models.loading import parse_device_map
 
-    if not saes and model == DEMO_NAME:
-        saes = [DEMO_NAME]
     return Engine.load(
         model,
         saes or [],

@@ -172,9 +172,7 @@ def load_pretrained(release: str, sae_id: str, *, device: str, dtype: str) -> Di
 def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progress: Any = None) -> list[Dictionary]:
     """Every dictionary a `--sae` spec names (see the module docstring)."""
     if spec == DEMO_NAME:
-        if not demo.is_built():
-            raise NotFoundError(f"the bundled demo's dictionaries are missing from {demo.SAE_ROOT}; build them with python -m lenstop.models.demo.build")
-        spec = str(demo.SAE_ROOT)
+        spec = demo.require_built(demo.SAE_ROOT, "dictionaries")
     path = Path(spec).expanduser()
     if path.is_dir():
         dirs = directories_in(path)

@@ -18,6 +18,7 @@ import torch
 
 from lenstop.models import dictionaries as dicts
 from lenstop.models.cards import FeatureCard, read_labels
+from lenstop.models.demo import DEMO_NAME
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import IncompatibleError, NumericError, OutOfMemoryError, UsageError
 from lenstop.models.hooks import RunPlan, dictionary_at
@@ -83,7 +84,10 @@ class Engine:
 
         `labels` are `[LAYER=]PATH` Neuronpedia-style explanation files; the layer
         may be left out when there is one dictionary or the file names its layer.
+        The demo model comes with its own dictionaries unless others are named.
         """
+        if model == DEMO_NAME and not saes:
+            saes = [DEMO_NAME]
         with quiet():
             engine = cls._load(model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, say=progress or (lambda _msg: None))
         for spec in labels:

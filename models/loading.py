@@ -147,9 +147,7 @@ def load_model(
 ) -> TransformerBridge:
     """Boot `name` (a hub name, a local Hugging Face directory, or `demo`) through the bridge."""
     if name == DEMO_NAME:
-        if not demo.is_built():
-            raise NotFoundError(f"the bundled demo model is missing from {demo.MODEL_DIR}; build it with python -m lenstop.models.demo.build")
-        name = str(demo.MODEL_DIR)
+        name = demo.require_built(demo.MODEL_DIR, "model")
     torch_dtype = resolve_dtype(dtype)
     if n_devices is not None and n_devices > 1 and device_map is None:
         import torch

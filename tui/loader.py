@@ -25,14 +25,12 @@ def engine_loader(
 ) -> Loader:
     def load(progress: Progress) -> Any:
         progress("importing torch, TransformerLens and SAELens")
-        from lenstop.models.demo import DEMO_NAME
         from lenstop.models.engine import Engine
         from lenstop.models.loading import parse_device_map
 
-        specs = list(saes) or ([DEMO_NAME] if model == DEMO_NAME else [])
         return Engine.load(
             model,
-            specs,
+            list(saes),
             device=device,
             dtype=dtype,
             n_devices=n_devices,

@@ -18,3 +18,12 @@ HOLDOUT_SAMPLE = ARTIFACTS / "holdout_sample.txt"
 
 def is_built(root: Path = ARTIFACTS) -> bool:
     return (root / "model" / "config.json").is_file() and (root / "saes").is_dir()
+
+
+def require_built(path: Path, what: str) -> str:
+    """`path` as a string, or a one-line error saying how to build the demo when it is missing."""
+    if not is_built():
+        from lenstop.models.errors import NotFoundError
+
+        raise NotFoundError(f"the bundled demo's {what} is missing from {path}; build it with python -m lenstop.models.demo.build")
+    return str(path)
