@@ -148,6 +148,9 @@ class FakeEngine:
         changed = Continuation((3, 4), (" first", " second"), " first second") if interventions else None
         return Generation("fake", prompt, clean, changed, tuple(interventions), 0.0, 0)
 
+    def label(self, layer: int, feature: int) -> str | None:
+        return LABELS.get(feature)
+
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         with self.lock:
             self.calls.append(("card", (layer, feature)))

@@ -327,3 +327,20 @@ async def test_keymap_file_remaps_a_binding_by_id(tmp_path: Path, monkeypatch: p
         await pilot.press("A")
         await settle(pilot, app)
         assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+
+
+async def test_retry_after_a_failed_load_keeps_the_loading_options() -> None:
+    from lenstop.tui.loader import engine_loader
+
+    loader = engine_loader("nowhere", device="cpu", dtype="bfloat16", labels=["1=x.json"])
+    app = LenstopApp(loader, session=Session(model="nowhere"))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, app)
+        assert "load again" in screen_text(app)
+        retry = app._q("#loading-retry")
+        retry.value = "also-nowhere --sae x"
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert (app.loader.model, app.loader.saes) == ("also-nowhere", ("x",))
+        assert (app.loader.device, app.loader.dtype, app.loader.labels) == ("cpu", "bfloat16", ("1=x.json",))
+        assert "also-nowhere" in screen_text(app)

@@ -26,7 +26,7 @@ from lenstop.models.head_scores import head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from lenstop.models.prompts import unescape
 from lenstop.tui.format import clip, percent, visible
-from lenstop.tui.loader import Loader, engine_loader
+from lenstop.tui.loader import EngineLoader, Loader, engine_loader
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
@@ -234,7 +234,8 @@ class LenstopApp(App[None]):
                 i += 1
         self.session.model, self.session.saes = model, saes
         self.model_title = model
-        self.loader = engine_loader(model, saes)
+        # Keep the device, dtype and labels the app was started with; only the model changes.
+        self.loader = replace(self.loader, model=model, saes=tuple(saes)) if isinstance(self.loader, EngineLoader) else engine_loader(model, saes)
         loading = self._q("#loading")
         loading.remove_class("-failed")
         self._q("#loading-step", Label).remove_class("-error")
@@ -379,10 +380,9 @@ class LenstopApp(App[None]):
 
     def _label(self, layer: int, feature: int) -> str | None:
         """Labels of features outside the analysis's top lists come from the engine (cached there)."""
-        label = getattr(self.engine, "label", None)
         try:
-            return label(layer, feature) if label is not None else None
-        except LenstopError:
+            return self.engine.label(layer, feature)
+        except LenstopError:  # e.g. two dictionaries at this layer
             return None
 
     def _mark(self, feature: int) -> str:
