@@ -85,7 +85,13 @@ def main() -> None:
     rows.append(("import torch + TransformerLens + SAELens + engine", imports_ms, ""))
     tic = time.perf_counter()
     engine = Engine.load(args.model, saes, device=args.device)
-    rows.append((f"Engine.load({args.model}, {len(engine.dictionaries)} dictionaries) after imports", 1000 * (time.perf_counter() - tic), ""))
+    rows.append(
+        (
+            f"Engine.load({args.model}, {len(engine.dictionaries)} dictionaries) after imports",
+            1000 * (time.perf_counter() - tic),
+            "",
+        )
+    )
 
     from lenstop.models.demo import HOLDOUT_SAMPLE
 
@@ -102,13 +108,17 @@ def main() -> None:
     def bare_capture_and_encode() -> None:
         """What one analysis needs, written directly: one pass capturing each dictionary's
         hook, every attention pattern and every resid_post, then SAELens's encode."""
-        names = {d.hook_in for d in engine.dictionaries} | {f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)} | {f"blocks.{l}.hook_resid_post" for l in range(n_layers)}
+        names = (
+            {d.hook_in for d in engine.dictionaries}
+            | {f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)}
+            | {f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)}
+        )
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
             for d in engine.dictionaries:
                 d.sae.encode(cache[d.hook_in][0])
-            for l in range(n_layers):
-                model.unembed(model.ln_final(cache[f"blocks.{l}.hook_resid_post"]))
+            for layer in range(n_layers):
+                model.unembed(model.ln_final(cache[f"blocks.{layer}.hook_resid_post"]))
 
     base_forward = median_ms(bare_forward, args.repeats)
     base_analysis = median_ms(bare_capture_and_encode, args.repeats)
@@ -126,13 +136,22 @@ def main() -> None:
     rows.append(("engine.analyse with an ablation (clean run cached)", ours, f"{ours / base_analysis:.2f} × B"))
     ours = median_ms(lambda: engine.analyse(prompt, [FeatureSteer(layer, feature, 4.0)]), args.repeats)
     rows.append(("engine.analyse with a steer (clean run cached)", ours, f"{ours / base_analysis:.2f} × B"))
-    ours = median_ms(lambda: engine.generate(prompt, [FeatureSteer(layer, feature, 4.0)], max_new_tokens=16), max(3, args.repeats // 10), warmup=1)
+    ours = median_ms(
+        lambda: engine.generate(prompt, [FeatureSteer(layer, feature, 4.0)], max_new_tokens=16),
+        max(3, args.repeats // 10),
+        warmup=1,
+    )
     rows.append(("engine.generate, 16 new tokens, clean + steered", ours, f"{ours / base_forward:.0f} × A"))
 
     info = engine.info()
-    print(f"lenstop benchmarks · {time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · "
-          f"{torch.get_num_threads()} threads · torch {torch.__version__} · {info.device} {info.dtype}")
-    print(f"model {info.name}: {info.n_layers} layers, d_model {info.d_model}, {len(info.dictionaries)} dictionaries; prompt {tokens.shape[-1]} tokens; median of {args.repeats}")
+    print(
+        f"lenstop benchmarks · {time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · "
+        f"{torch.get_num_threads()} threads · torch {torch.__version__} · {info.device} {info.dtype}"
+    )
+    print(
+        f"model {info.name}: {info.n_layers} layers, d_model {info.d_model}, {len(info.dictionaries)} dictionaries; "
+        f"prompt {tokens.shape[-1]} tokens; median of {args.repeats}"
+    )
     width = max(len(r[0]) for r in rows)
     print(f"| {'what':<{width}} | {'ms':>9} | ratio |")
     print(f"| {'-' * width} | {'-' * 9}: | --- |")

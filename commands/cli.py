@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Optional
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -41,7 +41,7 @@ ModelArg = Annotated[
     str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
 ]
 SaeOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--sae",
         help="Dictionary: RELEASE:SAE_ID, RELEASE (all its SAEs), a SAELens directory, a folder of them, or demo. "
@@ -49,14 +49,14 @@ SaeOpt = Annotated[
     ),
 ]
 LabelsOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--labels", help="Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable."),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16.")]
-NDevicesOpt = Annotated[Optional[int], typer.Option("--n-devices", help="Split the model across this many GPUs.")]
+NDevicesOpt = Annotated[int | None, typer.Option("--n-devices", help="Split the model across this many GPUs.")]
 DeviceMapOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -64,17 +64,17 @@ PromptOpt = Annotated[
     str, typer.Option("--prompt", "-p", help=r"The text to run; \n and \t are a newline and a tab, \\ a backslash.")
 ]
 AblateOpt = Annotated[
-    Optional[list[str]], typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
+    list[str] | None, typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
 ]
 SteerOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--steer", help="Add STRENGTH x the feature's decoder row: LAYER:FEATURE:STRENGTH[@POS]."),
 ]
 ClampOpt = Annotated[
-    Optional[list[str]], typer.Option("--clamp", help="Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS].")
+    list[str] | None, typer.Option("--clamp", help="Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS].")
 ]
 HeadOpt = Annotated[
-    Optional[list[str]], typer.Option("--ablate-head", help="Zero an attention head's output: LAYER.HEAD[@POS].")
+    list[str] | None, typer.Option("--ablate-head", help="Zero an attention head's output: LAYER.HEAD[@POS].")
 ]
 
 
@@ -116,9 +116,7 @@ def _user_errors() -> Iterator[None]:
         if os.environ.get("LENSTOP_DEBUG"):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise _fail(
-            f"{type(err).__name__}: {first} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED
-        ) from None
+        raise _fail(f"{type(err).__name__}: {first} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
 
 
 def _progress(enabled: bool) -> Callable[[str], None] | None:
@@ -171,7 +169,9 @@ def trace(
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Features to show per token.")] = 5,
-    n_predictions: Annotated[int, typer.Option("--predictions", min=1, help="Next-token predictions per position.")] = 5,
+    n_predictions: Annotated[
+        int, typer.Option("--predictions", min=1, help="Next-token predictions per position.")
+    ] = 5,
     ablate: AblateOpt = None,
     steer: SteerOpt = None,
     clamp: ClampOpt = None,
@@ -217,7 +217,9 @@ def generate(
     with _user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         engine = _load(model, sae, device, dtype, n_devices, device_map)
-        result = engine.generate(unescape(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        result = engine.generate(
+            unescape(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+        )
         if as_json:
             _print_json(result.to_json())
         else:
@@ -267,7 +269,10 @@ def card(
         engine = _load(model, sae, device, dtype, None, None, labels)
         found = engine.card(layer, index)
         if found is None:
-            raise LenstopError(f"no card or label for L{layer} #{index}: its dictionary has no feature_cards.json.gz; pass --labels", ExitCode.NOT_FOUND)
+            raise LenstopError(
+                f"no card or label for L{layer} #{index}: its dictionary has no feature_cards.json.gz; pass --labels",
+                ExitCode.NOT_FOUND,
+            )
         if as_json:
             _print_json({"layer": layer, **found.to_json()})
         else:
@@ -278,12 +283,14 @@ def card(
 
 @app.command()
 def inspect(
-    model: Annotated[Optional[str], typer.Argument(help="Model to open (default: the bundled demo).")] = None,
+    model: Annotated[str | None, typer.Argument(help="Model to open (default: the bundled demo).")] = None,
     sae: SaeOpt = None,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help=r"Prompt to start with (\n is a newline).")] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help=r"Prompt to start with (\n is a newline).")
+    ] = None,
     labels: LabelsOpt = None,
     session: Annotated[
-        Optional[Path], typer.Option("--session", help="Restore a saved session (w in the app saves one).")
+        Path | None, typer.Option("--session", help="Restore a saved session (w in the app saves one).")
     ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -306,7 +313,13 @@ def inspect(
         if prompt is not None:
             state.prompt = prompt
         loader = engine_loader(
-            state.model, state.saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, labels=state.labels
+            state.model,
+            state.saes,
+            device=device,
+            dtype=dtype,
+            n_devices=n_devices,
+            device_map=device_map,
+            labels=state.labels,
         )
         LenstopApp(loader, session=state, session_path=session).run()
 

@@ -56,7 +56,9 @@ def render_trace(analysis: Analysis) -> None:
         console.print(table)
         console.print()
     last = len(analysis.tokens) - 1
-    console.print(f"[bold]next token[/] after {show_token(analysis.tokens[last])!r}: {_predictions(analysis.predictions, last)}")
+    console.print(
+        f"[bold]next token[/] after {show_token(analysis.tokens[last])!r}: {_predictions(analysis.predictions, last)}"
+    )
     if analysis.clean_predictions is not None:
         console.print(f"[dim]clean[/]      {_predictions(analysis.clean_predictions, last)}")
         console.print(f"[dim]KL(clean‖intervened) at the last token[/] {float(analysis.kl[last]):.4f} nats")
@@ -124,10 +126,12 @@ def render_info(info: ModelInfo) -> None:
 def render_card(layer: int, card: FeatureCard) -> None:
     console.print(f"[bold]L{layer} #{card.id}[/]  {card.label or '[dim](no label)[/]'}")
     if card.frequency is not None:
-        console.print(f"fires on {percent(card.frequency)} of held-out tokens, mean {card.mean_act or 0:.2f}, max {card.max_act or 0:.2f}")
+        console.print(
+            f"fires on {percent(card.frequency)} of held-out tokens, mean {card.mean_act or 0:.2f}, max {card.max_act or 0:.2f}"
+        )
     for context in card.contexts:
         line = Text(f"{context.act:7.2f}  ", style="dim")
-        for i, (token, act) in enumerate(zip(context.tokens, context.acts)):
+        for i, (token, act) in enumerate(zip(context.tokens, context.acts, strict=True)):
             if i == context.focus:  # brackets too, so the peak reads without colour
                 line.append(f"⟦{show_token(token)}⟧", style="bold reverse")
             else:

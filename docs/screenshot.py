@@ -18,7 +18,9 @@ KEYS = ["escape", "right_square_bracket", "left", "left", "left", "j"]
 
 
 async def main() -> None:
-    app = LenstopApp(engine_loader("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False)
+    app = LenstopApp(
+        engine_loader("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(3):
             await app.workers.wait_for_complete()

@@ -46,7 +46,9 @@ class FeatureCard:
             "frequency": self.frequency,
             "mean_act": self.mean_act,
             "max_act": self.max_act,
-            "contexts": [{"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act} for c in self.contexts],
+            "contexts": [
+                {"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act} for c in self.contexts
+            ],
             "promoted": [list(p) for p in self.promoted],
             "suppressed": [list(s) for s in self.suppressed],
         }
@@ -59,7 +61,10 @@ def _card(raw: dict[str, Any]) -> FeatureCard:
         frequency=raw.get("frequency"),
         mean_act=raw.get("mean_act"),
         max_act=raw.get("max_act"),
-        contexts=tuple(Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"])) for c in raw.get("contexts", ())),
+        contexts=tuple(
+            Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"]))
+            for c in raw.get("contexts", ())
+        ),
         promoted=tuple((str(t), float(v)) for t, v in raw.get("promoted", ())),
         suppressed=tuple((str(t), float(v)) for t, v in raw.get("suppressed", ())),
     )

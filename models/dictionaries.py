@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenstop.models.cards import Cards
-from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
 from lenstop.models import demo
+from lenstop.models.cards import Cards
 from lenstop.models.demo import DEMO_NAME
+from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
 from lenstop.models.hub import cache_first
 from lenstop.models.loading import Processing
 
@@ -85,7 +85,9 @@ def layer_of(hook: str) -> int:
     """`blocks.3.hook_resid_pre` -> 3."""
     match = _BLOCK.match(hook)
     if not match:
-        raise IncompatibleError(f"hook {hook!r} is not inside a block (blocks.N.*); lenstop attaches dictionaries to layers")
+        raise IncompatibleError(
+            f"hook {hook!r} is not inside a block (blocks.N.*); lenstop attaches dictionaries to layers"
+        )
     return int(match.group(1))
 
 
@@ -176,15 +178,26 @@ def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progres
     path = Path(spec).expanduser()
     if path.is_dir():
         dirs = directories_in(path)
-        return [_step(progress, i, len(dirs), d.name, lambda d=d: load_directory(d, device=device, dtype=dtype)) for i, d in enumerate(dirs)]
+        return [
+            _step(progress, i, len(dirs), d.name, lambda d=d: load_directory(d, device=device, dtype=dtype))
+            for i, d in enumerate(dirs)
+        ]
     if path.exists():
-        raise UsageError(f"--sae {spec}: a file, but a dictionary is a directory holding {SAE_CONFIG} and {SAE_WEIGHTS}")
+        raise UsageError(
+            f"--sae {spec}: a file, but a dictionary is a directory holding {SAE_CONFIG} and {SAE_WEIGHTS}"
+        )
     release, sep, sae_id = spec.partition(":")
     if sep:
         return [_step(progress, 0, 1, spec, lambda: load_pretrained(release, sae_id, device=device, dtype=dtype))]
     ids = release_ids(release)
     return [
-        _step(progress, i, len(ids), f"{release}:{i_d}", lambda i_d=i_d: load_pretrained(release, i_d, device=device, dtype=dtype))
+        _step(
+            progress,
+            i,
+            len(ids),
+            f"{release}:{i_d}",
+            lambda i_d=i_d: load_pretrained(release, i_d, device=device, dtype=dtype),
+        )
         for i, i_d in enumerate(ids)
     ]
 

@@ -8,10 +8,10 @@ are attached to the shared model for the duration of a pass.
 from __future__ import annotations
 
 import threading
-from types import MappingProxyType
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,7 +25,6 @@ from lenstop.models.hooks import RunPlan, dictionary_at
 from lenstop.models.interventions import Intervention
 from lenstop.models.loading import Processing, load_model
 from lenstop.models.quiet import quiet
-from lenstop.models.tokens import token_texts
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -38,6 +37,7 @@ from lenstop.models.results import (
     TopTokens,
     frozen_array,
 )
+from lenstop.models.tokens import token_texts
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -89,7 +89,15 @@ class Engine:
         if model == DEMO_NAME and not saes:
             saes = [DEMO_NAME]
         with quiet():
-            engine = cls._load(model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, say=progress or (lambda _msg: None))
+            engine = cls._load(
+                model,
+                saes,
+                device=device,
+                dtype=dtype,
+                n_devices=n_devices,
+                device_map=device_map,
+                say=progress or (lambda _msg: None),
+            )
         for spec in labels:
             engine.add_labels(spec)
         return engine
@@ -142,7 +150,11 @@ class Engine:
             return hook
 
         probe = self.model.to_tokens("a", prepend_bos=True)[:, :1]
-        with self._lock, torch.no_grad(), self.model.hooks(fwd_hooks=[(h, measure(h)) for h in hooks if h not in missing]):
+        with (
+            self._lock,
+            torch.no_grad(),
+            self.model.hooks(fwd_hooks=[(h, measure(h)) for h in hooks if h not in missing]),
+        ):
             self.model(probe)
         dicts.validate(self.dictionaries, widths, self.name)
         dtype = self.model.cfg.dtype
@@ -253,7 +265,7 @@ class Engine:
         """Each id decoded on its own (cached: the vocabulary is finite)."""
         todo = sorted({int(i) for i in ids if int(i) not in self._token_strings})
         if todo:
-            self._token_strings.update(zip(todo, token_texts(self.model.tokenizer, todo)))
+            self._token_strings.update(zip(todo, token_texts(self.model.tokenizer, todo), strict=True))
         return [self._token_strings[int(i)] for i in ids]
 
     # ------------------------------------------------------------------ runs
@@ -343,7 +355,9 @@ class Engine:
             LayerAttention(layer, frozen_array(cap.patterns[layer].float().cpu().numpy(), np.float32))
             for layer in sorted(cap.patterns)
         )
-        lens_tops = tuple(self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid))
+        lens_tops = tuple(
+            self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid)
+        )
         predictions = self._top_tokens(logprobs, n_predictions)
         clean_predictions = kl = shifts = None
         if interventions:
@@ -427,7 +441,7 @@ class Engine:
             out.append(
                 tuple(
                     TokenShift(s, i, b, a)
-                    for s, i, b, a in zip(self.token_strings(ids), ids, before, after)
+                    for s, i, b, a in zip(self.token_strings(ids), ids, before, after, strict=True)
                 )
             )
         return tuple(out)

@@ -11,8 +11,8 @@ Plain numpy: the app computes these on its own thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 

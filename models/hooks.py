@@ -149,7 +149,9 @@ class RunPlan:
                         f"head {iv.layer}.{iv.head} does not exist: the model has {n_layers} layers "
                         f"of {n_heads} heads (0..{n_layers - 1}).(0..{n_heads - 1})"
                     )
-                self._hooks.append((f"blocks.{iv.layer}.attn.hook_z", _knockout(iv.head, resolve_position(iv.position, prompt_len))))
+                self._hooks.append(
+                    (f"blocks.{iv.layer}.attn.hook_z", _knockout(iv.head, resolve_position(iv.position, prompt_len)))
+                )
 
         for layer in attention_layers:
             self._hooks.append((f"blocks.{layer}.attn.hook_pattern", self._store(self.capture.patterns, layer)))
@@ -210,7 +212,10 @@ def dictionary_at(by_layer: dict[int, list[Dictionary]], layer: int) -> Dictiona
         have = ", ".join(str(k) for k in sorted(by_layer)) or "none"
         raise UsageError(f"no dictionary at layer {layer}; dictionaries are loaded at layers: {have}")
     if len(found) > 1:
-        raise UsageError(f"layer {layer} has {len(found)} dictionaries ({', '.join(d.key for d in found)}); load one per layer to intervene")
+        raise UsageError(
+            f"layer {layer} has {len(found)} dictionaries ({', '.join(d.key for d in found)}); "
+            "load one per layer to intervene"
+        )
     return found[0]
 
 
@@ -223,9 +228,7 @@ def _apply_set(feats: torch.Tensor, e: _Edits) -> torch.Tensor:
 
 def _delta(sae: Any, x_in: torch.Tensor, feats: torch.Tensor, e: _Edits) -> torch.Tensor:
     """What the edits add to the activation at the dictionary's output hook, flat."""
-    delta = torch.zeros(
-        (*feats.shape[:-1], sae.W_dec.shape[-1]), dtype=sae.W_dec.dtype, device=sae.W_dec.device
-    )
+    delta = torch.zeros((*feats.shape[:-1], sae.W_dec.shape[-1]), dtype=sae.W_dec.dtype, device=sae.W_dec.device)
     if e.set_to:
         delta = delta + decode_full(sae, x_in, _apply_set(feats, e)) - decode_full(sae, x_in, feats)
     for feature, pos, strength in e.steer:

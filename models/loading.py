@@ -79,9 +79,7 @@ def resolve_device(device: str) -> str:
             raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         return device
     if device == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -153,9 +151,7 @@ def load_model(
         import torch
 
         if torch.cuda.device_count() < n_devices:
-            raise UsageError(
-                f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
+            raise UsageError(f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     placement: dict[str, Any]
     if device_map is not None or (n_devices is not None and n_devices > 1):
         placement = {"device_map": device_map or "auto", "n_devices": n_devices}
@@ -193,11 +189,18 @@ def _explain(name: str, err: Exception) -> None:
     """Re-raise what transformers and TransformerLens raise as one line for the user, when we know it."""
     text = str(err)
     kind = type(err).__name__
-    if kind in ("RepositoryNotFoundError", "GatedRepoError") or "is not a local folder and is not a valid model" in text:
+    if (
+        kind in ("RepositoryNotFoundError", "GatedRepoError")
+        or "is not a local folder and is not a valid model" in text
+    ):
         raise NotFoundError(
             f"no model named {name!r} on disk or on the hub; check the name or pass a local directory"
         ) from err
-    if "not supported" in text.lower() or "unsupported architecture" in text.lower() or kind == "UnsupportedArchitectureError":
+    if (
+        "not supported" in text.lower()
+        or "unsupported architecture" in text.lower()
+        or kind == "UnsupportedArchitectureError"
+    ):
         raise IncompatibleError(f"model {name!r}: {text.splitlines()[0]}") from err
     if "out of memory" in text.lower():
         raise OutOfMemoryError(

@@ -7,8 +7,8 @@ Arrays are read-only numpy arrays; `to_json` gives the documented JSON shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,7 @@ class TopTokens:
     def at(self, position: int) -> tuple[TokenPrediction, ...]:
         return tuple(
             TokenPrediction(s, int(i), float(p))
-            for s, i, p in zip(self.strings[position], self.ids[position], self.probs[position])
+            for s, i, p in zip(self.strings[position], self.ids[position], self.probs[position], strict=True)
         )
 
     def to_json(self) -> list[list[dict[str, Any]]]:
@@ -97,7 +97,7 @@ class LayerFeatures:
         """The top features at `position`, descending, positive only."""
         return tuple(
             FeatureActivation(int(i), float(a))
-            for i, a in zip(self.top_ids[position], self.top_acts[position])
+            for i, a in zip(self.top_ids[position], self.top_acts[position], strict=True)
             if a > 0
         )
 
@@ -115,7 +115,11 @@ class LayerFeatures:
             "dictionary": self.dictionary,
             "features": [
                 [
-                    {"id": f.id, "act": round(f.act, 6), **({"label": self.labels[f.id]} if f.id in self.labels else {})}
+                    {
+                        "id": f.id,
+                        "act": round(f.act, 6),
+                        **({"label": self.labels[f.id]} if f.id in self.labels else {}),
+                    }
                     for f in self.features(pos)
                 ]
                 for pos in range(len(self.top_ids))
@@ -162,8 +166,7 @@ class Analysis:
             "layers": [lf.to_json() for lf in self.layers],
             "predictions": self.predictions.to_json(),
             "logit_lens": [
-                {"layer": layer, "top": [pos[0] for pos in top.to_json()]}
-                for layer, top in enumerate(self.lens)
+                {"layer": layer, "top": [pos[0] for pos in top.to_json()]} for layer, top in enumerate(self.lens)
             ],
             "interventions": [to_dict(i) for i in self.interventions],
         }

@@ -14,13 +14,18 @@ from typing import Any
 def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Each id decoded on its own."""
     decoded = tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
-    return [text if "\ufffd" not in text else byte_token(tokenizer, int(i), text) for i, text in zip(ids, decoded)]
+    return [
+        text if "\ufffd" not in text else byte_token(tokenizer, int(i), text)
+        for i, text in zip(ids, decoded, strict=True)
+    ]
 
 
 @lru_cache(maxsize=1)
 def _unicode_to_byte() -> dict[str, int]:
     """GPT-2's byte-level alphabet, inverted: the printable character that stands for each byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:

@@ -52,11 +52,32 @@ class FakeEngine:
 
     def info(self) -> ModelInfo:
         return ModelInfo(
-            name="fake", architecture="GPT2LMHeadModel", n_layers=self.n_layers, d_model=32, n_heads=self.n_heads,
-            d_head=8, n_ctx=self.n_ctx, d_vocab=len(VOCAB), n_params=1000, device="cpu", dtype="float32",
-            memory_bytes=4000, processing="raw", prepend_bos=True,
+            name="fake",
+            architecture="GPT2LMHeadModel",
+            n_layers=self.n_layers,
+            d_model=32,
+            n_heads=self.n_heads,
+            d_head=8,
+            n_ctx=self.n_ctx,
+            d_vocab=len(VOCAB),
+            n_params=1000,
+            device="cpu",
+            dtype="float32",
+            memory_bytes=4000,
+            processing="raw",
+            prepend_bos=True,
             dictionaries=tuple(
-                DictionaryInfo(f"L{layer}", layer, f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_post", 32, self.d_sae, "topk", 8.0, "fake")
+                DictionaryInfo(
+                    f"L{layer}",
+                    layer,
+                    f"blocks.{layer}.hook_resid_post",
+                    f"blocks.{layer}.hook_resid_post",
+                    32,
+                    self.d_sae,
+                    "topk",
+                    8.0,
+                    "fake",
+                )
                 for layer in range(self.n_layers)
             ),
         )
@@ -65,7 +86,9 @@ class FakeEngine:
         acts = np.zeros((len(tokens), self.d_sae), dtype=np.float32)
         for pos, tok in enumerate(tokens):
             for rank in range(3):
-                acts[pos, (_hash(tok, layer, rank) % (self.d_sae - 1)) + 1] = 3.0 - rank + (_hash(tok, rank) % 100) / 100
+                acts[pos, (_hash(tok, layer, rank) % (self.d_sae - 1)) + 1] = (
+                    3.0 - rank + (_hash(tok, rank) % 100) / 100
+                )
             acts[pos, 13] = 4.5 if tokens.count(tok) > 1 and tok.strip() else 0.0
         for iv in interventions:
             if iv.layer == layer and iv.kind in ("ablate", "clamp"):
@@ -86,7 +109,9 @@ class FakeEngine:
         )
         return top, probs
 
-    def analyse(self, prompt: str, interventions: tuple = (), *, top_k: int = 10, n_predictions: int = 10, **_: Any) -> Analysis:
+    def analyse(
+        self, prompt: str, interventions: tuple = (), *, top_k: int = 10, n_predictions: int = 10, **_: Any
+    ) -> Analysis:
         with self.lock:
             self.calls.append(("analyse", (prompt, tuple(interventions))))
         if self.delay_s:
@@ -96,7 +121,11 @@ class FakeEngine:
             raise LenstopError(f"the prompt is {len(tokens)} tokens but fake's context is {self.n_ctx}; shorten it")
         for iv in interventions:
             if iv.kind == "steer" and self.fail_steer_above is not None and abs(iv.strength) > self.fail_steer_above:
-                raise NumericError("the interventions made the model's output NaN or infinite (" + iv.describe() + "); use a smaller strength or value")
+                raise NumericError(
+                    "the interventions made the model's output NaN or infinite ("
+                    + iv.describe()
+                    + "); use a smaller strength or value"
+                )
         layers = []
         for layer in range(self.n_layers):
             acts = self._features(tokens, layer, tuple(interventions))
@@ -106,9 +135,13 @@ class FakeEngine:
             union = np.unique(top_ids[top_acts > 0])
             layers.append(
                 LayerFeatures(
-                    layer=layer, hook=f"blocks.{layer}.hook_resid_post", dictionary=f"L{layer}",
-                    top_ids=frozen_array(top_ids, np.int64), top_acts=frozen_array(top_acts, np.float32),
-                    union_ids=frozen_array(union, np.int64), union_acts=frozen_array(acts[:, union], np.float32),
+                    layer=layer,
+                    hook=f"blocks.{layer}.hook_resid_post",
+                    dictionary=f"L{layer}",
+                    top_ids=frozen_array(top_ids, np.int64),
+                    top_acts=frozen_array(top_acts, np.float32),
+                    union_ids=frozen_array(union, np.int64),
+                    union_acts=frozen_array(acts[:, union], np.float32),
                     error_norm=frozen_array(np.linspace(0.1, 1.0, len(tokens)), np.float32),
                     relative_error=frozen_array(np.linspace(0.05, 0.5, len(tokens)), np.float32),
                     l0=frozen_array((acts > 0).sum(-1), np.int64),
@@ -124,21 +157,38 @@ class FakeEngine:
                 pattern[1, q, 0] = 1.0  # head 1: BOS
                 pattern[2:, q, : q + 1] = 1.0 / (q + 1)
             attention.append(LayerAttention(layer, frozen_array(pattern, np.float32)))
-        steer = sum(getattr(iv, "strength", 0.0) for iv in interventions) + 2.0 * sum(iv.kind == "ablate" for iv in interventions)
+        steer = sum(getattr(iv, "strength", 0.0) for iv in interventions) + 2.0 * sum(
+            iv.kind == "ablate" for iv in interventions
+        )
         predictions, probs = self._predictions(tokens, steer, n_predictions)
-        lens = tuple(self._predictions(tokens, steer * (layer + 1) / self.n_layers, n_predictions)[0] for layer in range(self.n_layers))
+        lens = tuple(
+            self._predictions(tokens, steer * (layer + 1) / self.n_layers, n_predictions)[0]
+            for layer in range(self.n_layers)
+        )
         clean = kl = shifts = None
         if interventions:
             clean, clean_probs = self._predictions(tokens, 0.0, n_predictions)
             kl = frozen_array((clean_probs * (np.log(clean_probs) - np.log(probs))).sum(-1), np.float32)
             shifts = tuple(
-                tuple(TokenShift(VOCAB[i], i, float(clean_probs[pos, i]), float(probs[pos, i])) for i in sorted(set(clean.ids[pos]) | set(predictions.ids[pos])))
+                tuple(
+                    TokenShift(VOCAB[i], i, float(clean_probs[pos, i]), float(probs[pos, i]))
+                    for i in sorted(set(clean.ids[pos]) | set(predictions.ids[pos]))
+                )
                 for pos in range(seq)
             )
         return Analysis(
-            model="fake", prompt=prompt, tokens=tuple(tokens), token_ids=tuple(_hash(t) % 1000 for t in tokens),
-            layers=tuple(layers), attention=tuple(attention), lens=lens, predictions=predictions,
-            interventions=tuple(interventions), clean_predictions=clean, kl=kl, shifts=shifts,
+            model="fake",
+            prompt=prompt,
+            tokens=tuple(tokens),
+            token_ids=tuple(_hash(t) % 1000 for t in tokens),
+            layers=tuple(layers),
+            attention=tuple(attention),
+            lens=lens,
+            predictions=predictions,
+            interventions=tuple(interventions),
+            clean_predictions=clean,
+            kl=kl,
+            shifts=shifts,
         )
 
     def generate(self, prompt: str, interventions: tuple = (), **kwargs: Any) -> Generation:
@@ -157,4 +207,6 @@ class FakeEngine:
         if feature not in LABELS:
             return None
         context = Context(("def", " add", "(", "first", ",", " second"), (0.0, 0.0, 0.0, 1.2, 0.0, 4.5), 5, 4.5)
-        return FeatureCard(feature, LABELS[feature], 0.012, 2.0, 4.5, (context,), ((" second", 1.5),), ((" def", -0.9),))
+        return FeatureCard(
+            feature, LABELS[feature], 0.012, 2.0, 4.5, (context,), ((" second", 1.5),), ((" def", -0.9),)
+        )

@@ -44,7 +44,9 @@ def build_tokenizer(vocab_size: int = 320) -> Any:
     )
 
 
-def build_model(path: Path, *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 64, seed: int = 0) -> Path:
+def build_model(
+    path: Path, *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 64, seed: int = 0
+) -> Path:
     """A random GPT-2 saved as a local Hugging Face directory."""
     from transformers import GPT2Config, GPT2LMHeadModel
 

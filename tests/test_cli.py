@@ -27,7 +27,20 @@ def _run(runner: CliRunner, *args: str):
 
 
 def test_trace_json_matches_the_engine(runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
-    result = _run(runner, "trace", str(tiny_model), "--sae", str(resid_saes), "--prompt", PROMPT, "--top-k", "3", "--json", "--device", "cpu")
+    result = _run(
+        runner,
+        "trace",
+        str(tiny_model),
+        "--sae",
+        str(resid_saes),
+        "--prompt",
+        PROMPT,
+        "--top-k",
+        "3",
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     analysis = engine.analyse(PROMPT, top_k=3)
@@ -35,7 +48,7 @@ def test_trace_json_matches_the_engine(runner: CliRunner, tiny_model: Path, resi
     assert doc["token_ids"] == list(analysis.token_ids)
     assert [layer["layer"] for layer in doc["layers"]] == [0, 1]
     assert [layer["hook"] for layer in doc["layers"]] == ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre"]
-    for layer, lf in zip(doc["layers"], analysis.layers):
+    for layer, lf in zip(doc["layers"], analysis.layers, strict=True):
         assert len(layer["features"]) == len(analysis.tokens)
         for pos, feats in enumerate(layer["features"]):
             assert [f["id"] for f in feats] == [f.id for f in lf.features(pos)]
@@ -47,8 +60,22 @@ def test_trace_json_matches_the_engine(runner: CliRunner, tiny_model: Path, resi
 
 def test_trace_json_with_interventions(runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
     result = _run(
-        runner, "trace", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "--json", "--device", "cpu",
-        "--ablate", "1:4", "--steer", "0:2:5.5@-1", "--ablate-head", "1.0",
+        runner,
+        "trace",
+        str(tiny_model),
+        "--sae",
+        str(resid_saes),
+        "-p",
+        PROMPT,
+        "--json",
+        "--device",
+        "cpu",
+        "--ablate",
+        "1:4",
+        "--steer",
+        "0:2:5.5@-1",
+        "--ablate-head",
+        "1.0",
     )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -71,9 +98,24 @@ def test_trace_human_output_shows_layers_and_predictions(runner: CliRunner, tiny
     assert "next token" in result.stdout and "logit lens" in result.stdout
 
 
-def test_generate_json_clean_and_intervened(runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
+def test_generate_json_clean_and_intervened(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine
+) -> None:
     result = _run(
-        runner, "generate", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "-n", "6", "--steer", "1:3:15", "--json", "--device", "cpu",
+        runner,
+        "generate",
+        str(tiny_model),
+        "--sae",
+        str(resid_saes),
+        "-p",
+        PROMPT,
+        "-n",
+        "6",
+        "--steer",
+        "1:3:15",
+        "--json",
+        "--device",
+        "cpu",
     )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
@@ -102,7 +144,9 @@ def test_info_json(runner: CliRunner, tiny_model: Path, resid_saes: Path) -> Non
         (["--device", "quantum"], ExitCode.USAGE, "--device"),
     ],
 )
-def test_errors_are_one_line_with_an_exit_code(runner: CliRunner, tiny_model: Path, resid_saes: Path, args, code, message) -> None:
+def test_errors_are_one_line_with_an_exit_code(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, args, code, message
+) -> None:
     result = _run(runner, "trace", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "--json", *args)
     assert result.exit_code == code, result.output
     assert result.stdout == ""

@@ -41,7 +41,11 @@ def holdout_batches(tokenizer, model) -> list[torch.Tensor]:
 def _saes():
     from sae_lens import SAE
 
-    return {int(p.name[1:]): SAE.load_from_disk(p).eval() for p in sorted(demo.SAE_ROOT.iterdir()) if (p / "cfg.json").is_file()}
+    return {
+        int(p.name[1:]): SAE.load_from_disk(p).eval()
+        for p in sorted(demo.SAE_ROOT.iterdir())
+        if (p / "cfg.json").is_file()
+    }
 
 
 def test_shipped_files_fit_in_25_mb_and_are_safetensors() -> None:
@@ -91,7 +95,9 @@ def test_trace_and_info_on_the_demo_from_the_cli() -> None:
     from lenstop.commands.cli import app
 
     runner = CliRunner()
-    trace = runner.invoke(app, ["trace", "demo", "--sae", "demo", "--prompt", "def f(x):\n    return x", "--json", "--device", "cpu"])
+    trace = runner.invoke(
+        app, ["trace", "demo", "--sae", "demo", "--prompt", "def f(x):\n    return x", "--json", "--device", "cpu"]
+    )
     assert trace.exit_code == 0, trace.stderr
     doc = json.loads(trace.stdout)
     assert doc["tokens"][0] == "<|endoftext|>" and "".join(doc["tokens"][1:]) == "def f(x):\n    return x"

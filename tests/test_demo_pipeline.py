@@ -64,7 +64,7 @@ def test_model_training_resumes_from_its_checkpoint(tmp_path: Path, tiny_build: 
     train(replace(recipe, steps=10), ids, holdout, tok.bos_token_id, len(tok), tmp_path / "b.ckpt")
     resumed, history = train(recipe, ids, holdout, tok.bos_token_id, len(tok), tmp_path / "b.ckpt")
     assert [h["step"] for h in history] == [10.0, 20.0]
-    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 
 
@@ -80,9 +80,15 @@ def test_char_tags_follow_pythons_tokenizer() -> None:
 def test_labels_say_what_top_contexts_share() -> None:
     assert label_for([" return"] * 8 + [" yield"] * 2, ["\n"] * 10, ["keyword"] * 10) == '"·return"'
     assert label_for(["a", "b", "c", "d"], ["x", "y", "z", "w"], ["docstring"] * 4) == "in a docstring"
-    assert label_for(["a", "b", "c", "d"], ["self", "self", "self", "x"], ["name", "code", "operator", "number"]) == 'after "self"'
+    assert (
+        label_for(["a", "b", "c", "d"], ["self", "self", "self", "x"], ["name", "code", "operator", "number"])
+        == 'after "self"'
+    )
     assert label_for(["a", "b", "c", "d"], ["x", "y", "z", "w"], ["name", "code", "operator", "number"]) is None
-    assert label_for(["a", "b", "c"], ["", "", "x"], ["name"] * 3, positions=[1, 1, 2]) == "start of the context (position)"
+    assert (
+        label_for(["a", "b", "c"], ["", "", "x"], ["name"] * 3, positions=[1, 1, 2])
+        == "start of the context (position)"
+    )
 
 
 def test_top_contexts_keep_the_largest_activations_across_batches() -> None:
@@ -94,7 +100,7 @@ def test_top_contexts_keep_the_largest_activations_across_batches() -> None:
     expected = acts.permute(2, 0, 1).reshape(3, -1).topk(4, dim=1)
     assert torch.allclose(top.values, expected.values)
     for f in range(3):
-        for value, (w, p) in zip(top.values[f], top.where[f]):
+        for value, (w, p) in zip(top.values[f], top.where[f], strict=True):
             assert acts[w, p, f] == value
             assert top.neighbourhood[f][list(top.values[f]).index(value)][12] == value  # peak sits at BEFORE
 

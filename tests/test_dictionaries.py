@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import D_MODEL
 from helpers import build_sae
+from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
+
 from lenstop.models.engine import Engine
 from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer
-from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 PROMPT = "import os\nclass Point:\n    def __init__(self, x, y):"
 ATOL = 1e-5
@@ -27,7 +27,9 @@ def _run_with_cache(model_dir: Path, tokens: torch.Tensor):
 
 @pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu", "gated"])
 def test_each_sae_architecture_matches_its_own_encode(tmp_path: Path, tiny_model: Path, architecture: str) -> None:
-    sae_dir = build_sae(tmp_path / architecture, hook="blocks.1.hook_resid_mid", d_in=D_MODEL, architecture=architecture)
+    sae_dir = build_sae(
+        tmp_path / architecture, hook="blocks.1.hook_resid_mid", d_in=D_MODEL, architecture=architecture
+    )
     engine = Engine.load(str(tiny_model), [str(sae_dir)], device="cpu")
     analysis = engine.analyse(PROMPT, top_k=64)
     tokens = engine.tokenize(PROMPT)
@@ -60,7 +62,9 @@ def test_ablation_through_a_stateful_normalisation(tmp_path: Path, tiny_model: P
         acts = sae.encode(x)
     feature = int(acts[-1].argmax())
     scale = x.norm(dim=-1, keepdim=True) / D_MODEL**0.5
-    expected = hf_logits_with_resid_edit(hf, tokens, 1, lambda r: r - acts[:, feature, None] * sae.W_dec[feature] * scale)
+    expected = hf_logits_with_resid_edit(
+        hf, tokens, 1, lambda r: r - acts[:, feature, None] * sae.W_dec[feature] * scale
+    )
     ours = engine.logits(PROMPT, [FeatureAblation(1, feature)])
     assert (ours - expected).abs().max().item() < 1e-4
     assert (ours - engine.logits(PROMPT)).abs().max().item() > 1e-4
@@ -69,7 +73,9 @@ def test_ablation_through_a_stateful_normalisation(tmp_path: Path, tiny_model: P
 @pytest.mark.parametrize("architecture", ["transcoder", "skip_transcoder"])
 def test_transcoder_reads_mlp_input_and_edits_mlp_output(tmp_path: Path, tiny_model: Path, architecture: str) -> None:
     hook_in, hook_out = "blocks.0.ln2.hook_normalized", "blocks.0.hook_mlp_out"
-    tc_dir = build_sae(tmp_path / architecture, hook=hook_in, hook_out=hook_out, d_in=D_MODEL, architecture=architecture)
+    tc_dir = build_sae(
+        tmp_path / architecture, hook=hook_in, hook_out=hook_out, d_in=D_MODEL, architecture=architecture
+    )
     engine = Engine.load(str(tiny_model), [str(tc_dir)], device="cpu")
     tokens = engine.tokenize(PROMPT)
     _, cache = _run_with_cache(tiny_model, tokens)
@@ -142,7 +148,9 @@ def test_dictionary_trained_on_centred_weights_sees_centred_residuals(tmp_path: 
         acts_centred, acts_raw = sae.encode(centred), sae.encode(raw)
     assert (acts_centred - acts_raw).abs().max() > 1e-3, "centring must matter for this test to mean anything"
     analysis = engine.analyse(PROMPT, top_k=6)
-    np.testing.assert_allclose(analysis.layer(1).top_acts, acts_centred.topk(6, dim=-1).values.clamp_min(0).numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        analysis.layer(1).top_acts, acts_centred.topk(6, dim=-1).values.clamp_min(0).numpy(), atol=1e-4
+    )
     # Processing the weights leaves the model's predictions as they were.
     with torch.no_grad():
         hf_lp = hf(tokens).logits[0].log_softmax(-1)
@@ -157,12 +165,19 @@ def test_dictionary_trained_on_raw_weights_sees_raw_residuals(tmp_path: Path, ti
     raw = hf_residuals(hf_model(tiny_model), tokens)[1]
     with torch.no_grad():
         acts = load_sae(sae_dir).encode(raw)
-    np.testing.assert_allclose(engine.analyse(PROMPT, top_k=6).layer(1).top_acts, acts.topk(6, dim=-1).values.clamp_min(0).numpy(), atol=ATOL)
+    np.testing.assert_allclose(
+        engine.analyse(PROMPT, top_k=6).layer(1).top_acts, acts.topk(6, dim=-1).values.clamp_min(0).numpy(), atol=ATOL
+    )
 
 
 def test_dictionaries_that_disagree_on_processing_are_refused(tmp_path: Path, tiny_model: Path) -> None:
     build_sae(tmp_path / "both" / "a", hook="blocks.0.hook_resid_pre", d_in=D_MODEL)
-    build_sae(tmp_path / "both" / "b", hook="blocks.1.hook_resid_pre", d_in=D_MODEL, model_from_pretrained_kwargs={"center_writing_weights": True})
+    build_sae(
+        tmp_path / "both" / "b",
+        hook="blocks.1.hook_resid_pre",
+        d_in=D_MODEL,
+        model_from_pretrained_kwargs={"center_writing_weights": True},
+    )
     with pytest.raises(IncompatibleError, match="differently processed"):
         Engine.load(str(tiny_model), [str(tmp_path / "both")], device="cpu")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 from lenstop.models.engine import Engine
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
-from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 PROMPT = "def add(first, second):\n    return first + second"
 ATOL = 1e-5
@@ -144,7 +144,9 @@ def test_steer_adds_strength_times_the_raw_decoder_row(engine: Engine, resid_sae
 def test_clamp_sets_the_feature_keeping_the_error(engine: Engine, resid_saes: Path, hf, tokens) -> None:
     sae, acts = _sae_and_acts(engine, resid_saes, hf, tokens, 1)
     feature = 7
-    expected = hf_logits_with_resid_edit(hf, tokens, 1, lambda x: x + (3.0 - acts[:, feature, None]) * sae.W_dec[feature])
+    expected = hf_logits_with_resid_edit(
+        hf, tokens, 1, lambda x: x + (3.0 - acts[:, feature, None]) * sae.W_dec[feature]
+    )
     ours = engine.logits(PROMPT, [FeatureClamp(1, feature, 3.0)])
     assert (ours - expected).abs().max().item() < ATOL
     # Clamping a feature to its own value changes nothing.

@@ -17,7 +17,10 @@ PROMPT = "def add(first, second):"
 
 
 def _export(path: Path, labels: dict[int, str], layer: str | None = None) -> Path:
-    items = [{"modelId": "tiny", "index": str(i), "description": d, **({"layer": layer} if layer else {})} for i, d in labels.items()]
+    items = [
+        {"modelId": "tiny", "index": str(i), "description": d, **({"layer": layer} if layer else {})}
+        for i, d in labels.items()
+    ]
     path.write_text(json.dumps(items))
     return path
 
@@ -31,13 +34,30 @@ def test_labels_reach_the_analysis_and_the_json(tmp_path: Path, tiny_model: Path
     assert labelled.label(1, top) == "argument names"
     assert labelled.analyse(PROMPT).layer(1).labels[top] == "argument names"
     assert labelled.card(1, top).label == "argument names"
-    result = CliRunner().invoke(app, ["trace", str(tiny_model), "--sae", str(resid_saes), "-p", PROMPT, "--labels", f"1={path}", "--json", "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "trace",
+            str(tiny_model),
+            "--sae",
+            str(resid_saes),
+            "-p",
+            PROMPT,
+            "--labels",
+            f"1={path}",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     features = json.loads(result.stdout)["layers"][1]["features"][3]
     assert features[0]["id"] == top and features[0]["label"] == "argument names"
 
 
-def test_labels_without_a_layer_need_one_when_there_are_several(tmp_path: Path, tiny_model: Path, resid_saes: Path) -> None:
+def test_labels_without_a_layer_need_one_when_there_are_several(
+    tmp_path: Path, tiny_model: Path, resid_saes: Path
+) -> None:
     path = _export(tmp_path / "nolayer.json", {1: "something"})
     with pytest.raises(UsageError, match="say which layer"):
         Engine.load(str(tiny_model), [str(resid_saes)], device="cpu", labels=[str(path)])

@@ -23,7 +23,10 @@ class Tmux:
         # COLUMNS and LINES (set by pytest and some shells) would override the window's real size.
         exports = "-u COLUMNS -u LINES " + " ".join(f"{k}={v}" for k, v in env.items())
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), f"env {exports} {command}"], check=True)
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), f"env {exports} {command}"],
+            check=True,
+        )
         # A running server may size new windows by its own rules: pin this one to the size asked for.
         subprocess.run(["tmux", "set-option", "-t", name, "window-size", "manual"], capture_output=True)
         subprocess.run(["tmux", "resize-window", "-t", name, "-x", str(width), "-y", str(height)], check=True)

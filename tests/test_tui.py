@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fake_engine import FakeEngine
+
 from lenstop.models.errors import NotFoundError
 from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
 from lenstop.tui.app import LenstopApp
@@ -39,7 +39,9 @@ def screen_text(app: LenstopApp) -> str:
     from rich.console import Console
 
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, record=True, legacy_windows=False)
+    console = Console(
+        width=width, height=height, file=io.StringIO(), force_terminal=True, record=True, legacy_windows=False
+    )
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 

@@ -23,7 +23,9 @@ async def settle(pilot) -> None:
 
 
 async def test_app_and_trace_json_agree_on_the_demo() -> None:
-    app = LenstopApp(engine_loader("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT.replace("\n", "\\n")))
+    app = LenstopApp(
+        engine_loader("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT.replace("\n", "\\n"))
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         assert app.analysis is not None and "".join(app.analysis.tokens[1:]) == PROMPT
@@ -34,13 +36,31 @@ async def test_app_and_trace_json_agree_on_the_demo() -> None:
         assert app.analysis.interventions == app.session.active and app.analysis.kl is not None
         shown = app.analysis
     result = CliRunner().invoke(
-        cli, ["trace", "--prompt", PROMPT.replace("\n", "\\n"), "--ablate", f"{layer}:{feature}", "--json", "--device", "cpu", "--top-k", "12", "--predictions", "10"]
+        cli,
+        [
+            "trace",
+            "--prompt",
+            PROMPT.replace("\n", "\\n"),
+            "--ablate",
+            f"{layer}:{feature}",
+            "--json",
+            "--device",
+            "cpu",
+            "--top-k",
+            "12",
+            "--predictions",
+            "10",
+        ],
     )
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["tokens"] == list(shown.tokens)
     np.testing.assert_allclose([p["prob"] for p in doc["predictions"][-1]], shown.predictions.probs[-1], atol=1e-5)
-    np.testing.assert_allclose([p["prob"] for p in doc["clean_predictions"][-1]], shown.clean_predictions.probs[-1], atol=1e-5)
+    np.testing.assert_allclose(
+        [p["prob"] for p in doc["clean_predictions"][-1]], shown.clean_predictions.probs[-1], atol=1e-5
+    )
     np.testing.assert_allclose(doc["kl"], shown.kl, atol=1e-5)
     layer_doc = next(lf for lf in doc["layers"] if lf["layer"] == layer)
-    assert [f["id"] for f in layer_doc["features"][-1]] == [f.id for f in shown.layer(layer).features(len(shown.tokens) - 1)]
+    assert [f["id"] for f in layer_doc["features"][-1]] == [
+        f.id for f in shown.layer(layer).features(len(shown.tokens) - 1)
+    ]

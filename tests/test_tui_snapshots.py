@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 
-
 from fake_engine import FakeEngine
+
 from lenstop.models.errors import NotFoundError
 from lenstop.tui.app import LenstopApp
 from lenstop.tui.session import Session

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,12 @@ class LenstopApp(App[None]):
         yield Static(id="header")
         with Horizontal(id="prompt-row"):
             yield Label("❯", id="prompt-mark")
-            yield Input(value=self.session.prompt, placeholder=r"type a prompt; \n is a newline", id="prompt", select_on_focus=False)
+            yield Input(
+                value=self.session.prompt,
+                placeholder=r"type a prompt; \n is a newline",
+                id="prompt",
+                select_on_focus=False,
+            )
         with Pane(id="tokens-pane", classes="pane"):
             yield TokenStrip(id="tokens")
         with Container(id="grid"):
@@ -235,7 +240,11 @@ class LenstopApp(App[None]):
         self.session.model, self.session.saes = model, saes
         self.model_title = model
         # Keep the device, dtype and labels the app was started with; only the model changes.
-        self.loader = replace(self.loader, model=model, saes=tuple(saes)) if isinstance(self.loader, EngineLoader) else engine_loader(model, saes)
+        self.loader = (
+            replace(self.loader, model=model, saes=tuple(saes))
+            if isinstance(self.loader, EngineLoader)
+            else engine_loader(model, saes)
+        )
         loading = self._q("#loading")
         loading.remove_class("-failed")
         self._q("#loading-step", Label).remove_class("-error")
@@ -346,7 +355,10 @@ class LenstopApp(App[None]):
         i = self.info
         sel = self.session.selection
         dict_layers = {d.layer for d in i.dictionaries}
-        strip = " ".join(f"[{layer}]" if layer == sel.layer else (str(layer) if layer in dict_layers else f"·{layer}") for layer in range(i.n_layers))
+        strip = " ".join(
+            f"[{layer}]" if layer == sel.layer else (str(layer) if layer in dict_layers else f"·{layer}")
+            for layer in range(i.n_layers)
+        )
         arch = sorted({d.architecture for d in i.dictionaries})
         dicts = f"dict {'/'.join(arch)}×{len(i.dictionaries)}" if i.dictionaries else "no dict"
         pos = ""
@@ -402,7 +414,13 @@ class LenstopApp(App[None]):
         pane.border_title = f"features · L{sel.layer} · pos {sel.position} {token!r}"
         if lf is None:
             layers = ", ".join(str(d.layer) for d in self.info.dictionaries) or "none"
-            table.show([], lambda f: None, self._mark, None, empty=f"no dictionary at layer {sel.layer} (dictionaries at: {layers})")
+            table.show(
+                [],
+                lambda f: None,
+                self._mark,
+                None,
+                empty=f"no dictionary at layer {sel.layer} (dictionaries at: {layers})",
+            )
             sel.feature = None
             return
         feats = [(f.id, f.act) for f in lf.features(sel.position)]
@@ -420,7 +438,11 @@ class LenstopApp(App[None]):
     def _render_heads(self) -> None:
         sel = self.session.selection
         att = next((x for x in self.analysis.attention if x.layer == sel.layer), None)
-        knocked = {e.intervention.head for e in self.session.entries if e.enabled and e.intervention.kind == "knockout" and e.intervention.layer == sel.layer}
+        knocked = {
+            e.intervention.head
+            for e in self.session.entries
+            if e.enabled and e.intervention.kind == "knockout" and e.intervention.layer == sel.layer
+        }
         pattern = att.pattern if att is not None else None
         scores = head_scores(pattern, self.analysis.token_ids) if pattern is not None else []
         self._q(HeadsView).show(pattern, self.analysis.tokens, sel.position, scores, knocked, sel.head)
@@ -705,7 +727,11 @@ class LenstopApp(App[None]):
         for binding in self.BINDINGS:
             if isinstance(binding, Binding) and binding.id not in ("quit", "interrupt", "help", "prompt.leave"):
                 action = binding.action
-                yield SystemCommand(binding.description.capitalize() + f" ({binding.key.split(',')[0]})", f"lenstop: {binding.id}", lambda a=action: self.run_action(a))
+                yield SystemCommand(
+                    binding.description.capitalize() + f" ({binding.key.split(',')[0]})",
+                    f"lenstop: {binding.id}",
+                    lambda a=action: self.run_action(a),
+                )
         yield SystemCommand("Clear interventions", "remove every intervention", self.action_clear_entries)
         yield SystemCommand("Feature card", "open the selected feature's card", self.action_card)
 

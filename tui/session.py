@@ -15,7 +15,9 @@ from lenstop.models.interventions import Intervention, from_dict, to_dict
 
 VERSION = 1
 # A first prompt with something to see: repeated names for induction, and code structure.
-DEFAULT_PROMPT = r"def add(first, second):\n    return first + second\n\ndef sub(first, second):\n    return first - second"
+DEFAULT_PROMPT = (
+    r"def add(first, second):\n    return first + second\n\ndef sub(first, second):\n    return first - second"
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,9 @@ class Session:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Session:
         if doc.get("version") != VERSION:
-            raise UsageError(f"session file version {doc.get('version')!r} is not {VERSION}; it was written by another lenstop")
+            raise UsageError(
+                f"session file version {doc.get('version')!r} is not {VERSION}; it was written by another lenstop"
+            )
         entries = []
         for raw in doc.get("interventions", []):
             raw = dict(raw)

@@ -25,5 +25,7 @@ def require_built(path: Path, what: str) -> str:
     if not is_built():
         from lenstop.models.errors import NotFoundError
 
-        raise NotFoundError(f"the bundled demo's {what} is missing from {path}; build it with python -m lenstop.models.demo.build")
+        raise NotFoundError(
+            f"the bundled demo's {what} is missing from {path}; build it with python -m lenstop.models.demo.build"
+        )
     return str(path)

@@ -46,7 +46,17 @@ class BuildConfig:
     def tiny(cls) -> BuildConfig:
         """The whole pipeline in miniature, for its own test."""
         return cls(
-            model=replace(ModelRecipe(), vocab_size=400, n_layers=2, d_model=32, n_heads=4, n_ctx=64, steps=60, eval_every=30, warmup=10),
+            model=replace(
+                ModelRecipe(),
+                vocab_size=400,
+                n_layers=2,
+                d_model=32,
+                n_heads=4,
+                n_ctx=64,
+                steps=60,
+                eval_every=30,
+                warmup=10,
+            ),
             sae=replace(SaeRecipe(), d_sae=64, k=8, tokens=20_000, batch=512),
             limit_files=12,
             card_tokens=5_000,
@@ -128,7 +138,12 @@ class Build:
         np.save(self.work / "train.npy", train_ids)
         np.save(self.work / "holdout.npy", holdout_ids)
         n_bytes = sum(len(t.encode()) for t in train)
-        return {"vocab": len(tok), "train_tokens": int(len(train_ids)), "holdout_tokens": int(len(holdout_ids)), "bytes_per_token": n_bytes / len(train_ids)}
+        return {
+            "vocab": len(tok),
+            "train_tokens": int(len(train_ids)),
+            "holdout_tokens": int(len(holdout_ids)),
+            "bytes_per_token": n_bytes / len(train_ids),
+        }
 
     def stage_model(self) -> dict:
         from tqdm import tqdm
@@ -141,11 +156,21 @@ class Build:
 
         def progress(step: int, row: dict) -> None:
             bar.n = step
-            bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k in ("val_loss", "induction_ratio", "induction_score")}, refresh=False)
+            bar.set_postfix(
+                {k: f"{v:.2f}" for k, v in row.items() if k in ("val_loss", "induction_ratio", "induction_score")},
+                refresh=False,
+            )
             bar.refresh() if step % 50 == 0 else None
 
         model, history = train(
-            recipe, self.ids("train"), self.ids("holdout"), tok.bos_token_id, len(tok), self.work / "model.ckpt", progress, self.device
+            recipe,
+            self.ids("train"),
+            self.ids("holdout"),
+            tok.bos_token_id,
+            len(tok),
+            self.work / "model.ckpt",
+            progress,
+            self.device,
         )
         bar.close()
         self.model_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +183,13 @@ class Build:
         from lenstop.models.demo.train_saes import train_all
 
         results = train_all(
-            self.config.sae, self.hf_model(), self.ids("train"), self.tokenizer().bos_token_id, self.sae_root, self.work, self.device
+            self.config.sae,
+            self.hf_model(),
+            self.ids("train"),
+            self.tokenizer().bos_token_id,
+            self.sae_root,
+            self.work,
+            self.device,
         )
         return {"layers": results}
 
@@ -177,9 +208,15 @@ class Build:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lenstop.models.demo.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lenstop.models.demo.build",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--work", type=Path, default=Path(".demo-build"), help="scratch directory (resumable state)")
-    parser.add_argument("--out", type=Path, default=ARTIFACTS, help="where the shipped artifacts go (default: inside the package)")
+    parser.add_argument(
+        "--out", type=Path, default=ARTIFACTS, help="where the shipped artifacts go (default: inside the package)"
+    )
     parser.add_argument("--until", choices=STAGES, default="card", help="stop after this stage")
     parser.add_argument("--redo", choices=STAGES, action="append", default=[], help="run this stage again")
     parser.add_argument("--tiny", action="store_true", help="reduced configuration (minutes), for tests")

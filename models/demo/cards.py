@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from lenstop.models.cards import CARDS_FILE
-from lenstop.models.tokens import token_texts
 from lenstop.models.demo.corpus import SEPARATOR, char_tags
+from lenstop.models.tokens import token_texts
 
 log = logging.getLogger("lenstop.demo")
 
@@ -75,7 +75,9 @@ class TopContexts:
         cols = (pos.unsqueeze(-1) + offsets).clamp(0, t - 1)  # (d, n, 17)
         feature = torch.arange(d).view(d, 1, 1).expand_as(cols)
         neigh = acts[win.unsqueeze(-1).expand_as(cols), cols, feature]
-        neigh = torch.where((pos.unsqueeze(-1) + offsets >= 0) & (pos.unsqueeze(-1) + offsets < t), neigh, torch.zeros_like(neigh))
+        neigh = torch.where(
+            (pos.unsqueeze(-1) + offsets >= 0) & (pos.unsqueeze(-1) + offsets < t), neigh, torch.zeros_like(neigh)
+        )
         values = torch.cat([self.values, top.values], dim=1)
         where = torch.cat([self.where, torch.stack([win + window_offset, pos], -1)], dim=1)
         neighbourhood = torch.cat([self.neighbourhood, neigh], dim=1)
@@ -102,7 +104,9 @@ def visible(token: str) -> str:
     return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
 
 
-def label_for(tokens: list[str], previous: list[str], tags: list[str], positions: list[int] | None = None) -> str | None:
+def label_for(
+    tokens: list[str], previous: list[str], tags: list[str], positions: list[int] | None = None
+) -> str | None:
     """A short label from what the top contexts share; None when they share nothing clear."""
     if not tokens:
         return None
@@ -142,7 +146,9 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
     ids, tags = tagged_stream(tokenizer, texts, budget)
     body = n_ctx - 1
     n_windows = len(ids) // body
-    windows = torch.tensor(np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)]))
+    windows = torch.tensor(
+        np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)])
+    )
     window_tags = [["code"] + tags[i * body : (i + 1) * body] for i in range(n_windows)]
     strings = token_texts(tokenizer, range(len(tokenizer)))
     unembed = model.lm_head.weight.cpu()  # (vocab, d_model)
@@ -169,13 +175,17 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
         cards = []
         for f in range(d_sae):
             contexts, peak_tokens, peak_prev, peak_tags, peak_pos = [], [], [], [], []
-            for value, (w, p), neigh in zip(top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist()):
+            for value, (w, p), neigh in zip(
+                top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist(), strict=False
+            ):
                 if value <= 0:
                     continue
                 lo, hi = max(1, p - BEFORE), min(n_ctx, p + AFTER + 1)
                 toks = [strings[i] for i in windows[w, lo:hi].tolist()]
                 acts_here = neigh[lo - (p - BEFORE) : lo - (p - BEFORE) + (hi - lo)]
-                contexts.append({"tokens": toks, "acts": [round(a, 3) for a in acts_here], "focus": p - lo, "act": round(value, 4)})
+                contexts.append(
+                    {"tokens": toks, "acts": [round(a, 3) for a in acts_here], "focus": p - lo, "act": round(value, 4)}
+                )
                 peak_tokens.append(strings[int(windows[w, p])])
                 peak_prev.append(strings[int(windows[w, p - 1])] if p > 1 else "")
                 peak_tags.append(window_tags[w][p])
@@ -190,11 +200,23 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
                     "max_act": max((c["act"] for c in contexts), default=0.0),
                     "contexts": contexts,
                     "tags": dict(Counter(peak_tags)),
-                    "promoted": [[strings[i], round(v, 3)] for i, v in zip(promoted.indices[f].tolist(), promoted.values[f].tolist())],
-                    "suppressed": [[strings[i], round(-v, 3)] for i, v in zip(suppressed.indices[f].tolist(), suppressed.values[f].tolist())],
+                    "promoted": [
+                        [strings[i], round(v, 3)]
+                        for i, v in zip(promoted.indices[f].tolist(), promoted.values[f].tolist(), strict=True)
+                    ],
+                    "suppressed": [
+                        [strings[i], round(-v, 3)]
+                        for i, v in zip(suppressed.indices[f].tolist(), suppressed.values[f].tolist(), strict=True)
+                    ],
                 }
             )
-        doc = {"layer": layer, "hook": sae.cfg.metadata.hook_name, "d_sae": d_sae, "n_tokens": n_tokens, "features": cards}
+        doc = {
+            "layer": layer,
+            "hook": sae.cfg.metadata.hook_name,
+            "d_sae": d_sae,
+            "n_tokens": n_tokens,
+            "features": cards,
+        }
         with gzip.open(sae_dir / CARDS_FILE, "wt", encoding="utf-8") as fh:
             json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
         live = sum(1 for c in cards if c["frequency"] > 0)

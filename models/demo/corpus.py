@@ -91,7 +91,12 @@ def char_tags(source: str) -> list[str]:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             start, end = offset(*tok.start), offset(*tok.end)
             if tok.type == token_types.STRING:
-                tag = "docstring" if previous_significant in (token_types.NEWLINE, token_types.INDENT, token_types.DEDENT) and tok.string.startswith(('"""', "'''", 'r"""')) else "string"
+                tag = (
+                    "docstring"
+                    if previous_significant in (token_types.NEWLINE, token_types.INDENT, token_types.DEDENT)
+                    and tok.string.startswith(('"""', "'''", 'r"""'))
+                    else "string"
+                )
             elif tok.type == token_types.COMMENT:
                 tag = "comment"
             elif tok.type == token_types.NAME:

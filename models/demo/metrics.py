@@ -29,7 +29,9 @@ class Induction:
         return self.loss_second / self.loss_first
 
 
-def repeated_sequences(vocab: int, bos: int, n: int = 32, half: int = 50, seed: int = 0, low: int = 256) -> torch.Tensor:
+def repeated_sequences(
+    vocab: int, bos: int, n: int = 32, half: int = 50, seed: int = 0, low: int = 256
+) -> torch.Tensor:
     """BOS, then `half` random tokens, then the same tokens again: (n, 1 + 2 * half).
 
     Ids below `low` (single bytes and specials) are avoided, as is usual for this test.

@@ -34,7 +34,9 @@ def write_model_card(build: Any, path: Path) -> None:
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
     ind = metrics.induction(model, len(tokenizer), tokenizer.bos_token_id, n=64, seed=7)
-    val = metrics.windows(build.ids("holdout"), tokenizer.bos_token_id, cfg.n_positions, n=build.config.eval_windows, seed=3)
+    val = metrics.windows(
+        build.ids("holdout"), tokenizer.bos_token_id, cfg.n_positions, n=build.config.eval_windows, seed=3
+    )
     val_loss = metrics.mean_loss(model, val)
     recipe = build.config.model
     lines = [
@@ -74,7 +76,9 @@ def write_model_card(build: Any, path: Path) -> None:
     if history and shown[-1] is not history[-1]:
         shown.append(history[-1])
     for row in shown:
-        lines.append(f"| {int(row['step']):,} | {row['val_loss']:.3f} | {row['induction_ratio']:.2f} | {row['induction_score']:.2f} | {row['previous_score']:.2f} |")
+        lines.append(
+            f"| {int(row['step']):,} | {row['val_loss']:.3f} | {row['induction_ratio']:.2f} | {row['induction_score']:.2f} | {row['previous_score']:.2f} |"
+        )
     sr = build.config.sae
     lines += [
         "",

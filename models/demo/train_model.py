@@ -193,11 +193,19 @@ def train(
             history.append(row)
             log.info(
                 "step %d loss %.3f val %.3f ratio %.2f induction L%dH%d %.2f previous L%dH%d %.2f",
-                done, row["train_loss"], row["val_loss"], ind.ratio, *ind.best_induction_head, ind.induction_score,
-                *ind.best_previous_head, ind.previous_score,
+                done,
+                row["train_loss"],
+                row["val_loss"],
+                ind.ratio,
+                *ind.best_induction_head,
+                ind.induction_score,
+                *ind.best_previous_head,
+                ind.previous_score,
             )
             tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done, "history": history}, tmp)
+            torch.save(
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": done, "history": history}, tmp
+            )
             tmp.replace(checkpoint)
         if progress is not None:
             progress(done, history[-1] if history else {"train_loss": float(loss.item())})

@@ -52,7 +52,11 @@ def collect(model: Any, ids: np.ndarray, bos: int, n_tokens: int, seed: int) -> 
     batches = metrics.windows(ids, bos, n_ctx, n_windows, seed=seed, batch=64)
     per_layer: list[list[torch.Tensor]] = [[] for _ in model.transformer.h]
     handles = [
-        block.register_forward_hook(lambda m, a, out, layer=layer: per_layer[layer].append((out[0] if isinstance(out, tuple) else out).flatten(0, 1).cpu()))
+        block.register_forward_hook(
+            lambda m, a, out, layer=layer: per_layer[layer].append(
+                (out[0] if isinstance(out, tuple) else out).flatten(0, 1).cpu()
+            )
+        )
         for layer, block in enumerate(model.transformer.h)
     ]
     try:
@@ -64,8 +68,13 @@ def collect(model: Any, ids: np.ndarray, bos: int, n_tokens: int, seed: int) -> 
     return [torch.cat(chunks)[:n_tokens] for chunks in per_layer]
 
 
-def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int, device: str = "cpu") -> tuple[Any, torch.Tensor]:
-    """Train on `acts` (n, d_in, on the CPU); returns the inference SAE (on the CPU) and each feature's firing frequency."""
+def train_one(
+    recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int, device: str = "cpu"
+) -> tuple[Any, torch.Tensor]:
+    """Train on `acts` (n, d_in, on the CPU).
+
+    Returns the inference SAE (on the CPU) and each feature's firing frequency.
+    """
     from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import SAEMetadata, TrainStepInput
 
@@ -124,7 +133,14 @@ def train_one(recipe: SaeRecipe, acts: torch.Tensor, layer: int, n_ctx: int, dev
                 fired_last_epoch += active.float().sum(0)
             step += 1
             if step % 200 == 0:
-                log.info("layer %d sae step %d/%d loss %.4f (%s)", layer, step, total, out.loss.item(), ", ".join(f"{k} {v.item():.4f}" for k, v in out.losses.items()))
+                log.info(
+                    "layer %d sae step %d/%d loss %.4f (%s)",
+                    layer,
+                    step,
+                    total,
+                    out.loss.item(),
+                    ", ".join(f"{k} {v.item():.4f}" for k, v in out.losses.items()),
+                )
     frequency = (fired_last_epoch / (steps_per_epoch * recipe.batch)).cpu()
     return _inference(sae.to("cpu"), scale), frequency
 
@@ -143,7 +159,9 @@ def _inference(training_sae: Any, scale: float) -> Any:
     return sae
 
 
-def train_all(recipe: SaeRecipe, model: Any, train_ids: np.ndarray, bos: int, out_root: Path, work: Path, device: str = "cpu") -> list[dict]:
+def train_all(
+    recipe: SaeRecipe, model: Any, train_ids: np.ndarray, bos: int, out_root: Path, work: Path, device: str = "cpu"
+) -> list[dict]:
     from safetensors.torch import save_file
 
     model = model.to(device)
@@ -161,7 +179,15 @@ def train_all(recipe: SaeRecipe, model: Any, train_ids: np.ndarray, bos: int, ou
         quality = metrics.dictionary_quality(model, sae, layer, eval_batches)
         sae.to("cpu")
         row = {**asdict(quality), "loss_recovered": quality.loss_recovered}
-        log.info("layer %d dictionary: %s", layer, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        log.info(
+            "layer %d dictionary: %s",
+            layer,
+            json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+        )
         results.append(row)
-        print(f"layer {layer}: fvu {quality.fvu:.3f} L0 {quality.mean_l0:.1f} dead {quality.dead_fraction:.1%} recovered {quality.loss_recovered:.1%}", file=sys.stderr)
+        print(
+            f"layer {layer}: fvu {quality.fvu:.3f} L0 {quality.mean_l0:.1f} dead {quality.dead_fraction:.1%} "
+            f"recovered {quality.loss_recovered:.1%}",
+            file=sys.stderr,
+        )
     return results

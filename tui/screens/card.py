@@ -31,7 +31,9 @@ def card_text(
     if card is None:
         out.append("This dictionary has no feature cards; pass --labels for labels.\n", style="dim")
     elif card.frequency is not None:
-        out.append(f"fires on {percent(card.frequency).strip()} of held-out tokens · mean {card.mean_act or 0:.2f} · max {card.max_act or 0:.2f}\n")
+        out.append(
+            f"fires on {percent(card.frequency).strip()} of held-out tokens · mean {card.mean_act or 0:.2f} · max {card.max_act or 0:.2f}\n"
+        )
     if prompt_acts is not None:
         out.append("\nthis prompt\n", style="bold")
         top = max(prompt_acts, default=0.0)
@@ -39,7 +41,9 @@ def card_text(
         for row in wrap_tokens(cells, width):
             for i in row:
                 act = prompt_acts[i]
-                out.append(cells[i], style="bold reverse" if act > 0 and act >= 0.5 * top else ("bold" if act > 0 else "dim"))
+                out.append(
+                    cells[i], style="bold reverse" if act > 0 and act >= 0.5 * top else ("bold" if act > 0 else "dim")
+                )
                 out.append(" ")
             out.append("\n")
             out.append(" ".join(block(prompt_acts[i], top).center(len(cells[i])) for i in row) + "\n")
@@ -47,7 +51,7 @@ def card_text(
         out.append("\ntop contexts\n", style="bold")
         for c in card.contexts:
             out.append(f"{c.act:7.2f}  ", style="dim")
-            for i, (tok, act) in enumerate(zip(c.tokens, c.acts)):
+            for i, (tok, act) in enumerate(zip(c.tokens, c.acts, strict=True)):
                 if i == c.focus:  # brackets as well as reverse video, so it reads without colour
                     out.append(f"⟦{visible(tok)}⟧", style="bold reverse")
                 else:

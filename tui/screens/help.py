@@ -38,4 +38,9 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll():
             yield Static(Text(GUIDE + "\n", style="italic"))
             yield Static(table)
-            yield Static(Text("\nRemap a key by its id in ~/.config/lenstop/keys.json, e.g. {\"ablate\": \"A\"}.  esc closes.", style="dim"))
+            yield Static(
+                Text(
+                    '\nRemap a key by its id in ~/.config/lenstop/keys.json, e.g. {"ablate": "A"}.  esc closes.',
+                    style="dim",
+                )
+            )

@@ -77,7 +77,9 @@ class ShiftView(Widget):
         out = Text()
         a = self.analysis
         if a is not None and a.shifts is not None and a.kl is not None:
-            out.append(f"KL(clean‖intervened) {float(a.kl[self.position]):.3f} nats at pos {self.position}\n", style="bold")
+            out.append(
+                f"KL(clean‖intervened) {float(a.kl[self.position]):.3f} nats at pos {self.position}\n", style="bold"
+            )
             room = max(2, self.size.height - 2 - (2 if self.generation is not None or self.busy else 1))
             shifts = sorted(a.shifts[self.position], key=lambda s: -max(s.prob, s.clean_prob))[: min(6, room)]
             for s in shifts:

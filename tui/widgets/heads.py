@@ -35,7 +35,15 @@ class HeadsView(Widget, can_focus=True):
         self.knocked: set[int] = set()
         self.head = 0
 
-    def show(self, pattern: np.ndarray | None, tokens: Sequence[str], position: int, scores: list[HeadScores], knocked: set[int], head: int) -> None:
+    def show(
+        self,
+        pattern: np.ndarray | None,
+        tokens: Sequence[str],
+        position: int,
+        scores: list[HeadScores],
+        knocked: set[int],
+        head: int,
+    ) -> None:
         self.pattern, self.tokens, self.position = pattern, list(tokens), position
         self.scores, self.knocked = scores, knocked
         self.head = min(head, (pattern.shape[0] - 1) if pattern is not None else 0)
@@ -69,7 +77,10 @@ class HeadsView(Widget, can_focus=True):
         out.append(clip(note, width) + "\n", style="dim")
         for h in range(heads):
             row = self.pattern[h, self.position, : self.position + 1]
-            label = Text(f"H{h:<2}", style="reverse bold" if h == self.head and self.has_focus else ("bold" if h == self.head else ""))
+            label = Text(
+                f"H{h:<2}",
+                style="reverse bold" if h == self.head and self.has_focus else ("bold" if h == self.head else ""),
+            )
             out.append_text(label)
             out.append(" ✗ " if h in self.knocked else "   ", style="bold")
             for group in bins:
