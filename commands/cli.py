@@ -13,13 +13,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from lenstop.models.errors import ExitCode, LenstopError
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import ExitCode, LenstopError, describe
 from lenstop.models.interventions import parse_all
 from lenstop.models.prompts import unescape
+from lenstop.models.protocol import EngineProtocol
 
 COMMANDS = ("trace", "generate", "info", "card", "inspect")
 ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
@@ -115,8 +117,7 @@ def _user_errors() -> Iterator[None]:
     except Exception as err:  # noqa: BLE001 - the edge of the program
         if os.environ.get("LENSTOP_DEBUG"):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise _fail(f"{type(err).__name__}: {first} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
+        raise _fail(f"{describe(err)} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
 
 
 def _progress(enabled: bool) -> Callable[[str], None] | None:
@@ -141,23 +142,13 @@ def _load(
     n_devices: int | None,
     device_map: str | None,
     labels: list[str] | None = None,
-) -> Any:
-    from lenstop.models.engine import Engine
-    from lenstop.models.loading import parse_device_map
-
-    return Engine.load(
-        model,
-        saes or [],
-        device=device,
-        dtype=dtype,
-        n_devices=n_devices,
-        device_map=parse_device_map(device_map),
-        labels=labels or [],
-        progress=_progress(True),
-    )
+) -> EngineProtocol:
+    """The engine the options name, loaded as the app loads it (`EngineSpec`), with progress on a terminal."""
+    spec = EngineSpec(model, tuple(saes or ()), device, dtype, n_devices, device_map, tuple(labels or ()))
+    return spec.load(_progress(True))
 
 
-def _print_json(doc: dict[str, Any]) -> None:
+def _print_json(doc: object) -> None:
     sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
 
 
@@ -300,7 +291,6 @@ def inspect(
     """Open the interactive inspector (the default command: lenstop MODEL --sae SPEC)."""
     with _user_errors():
         from lenstop.tui.app import LenstopApp
-        from lenstop.tui.loader import engine_loader
         from lenstop.tui.session import Session
 
         state = Session.load(session) if session is not None and session.is_file() else Session()
@@ -312,16 +302,8 @@ def inspect(
             state.labels = list(labels)
         if prompt is not None:
             state.prompt = prompt
-        loader = engine_loader(
-            state.model,
-            state.saes,
-            device=device,
-            dtype=dtype,
-            n_devices=n_devices,
-            device_map=device_map,
-            labels=state.labels,
-        )
-        LenstopApp(loader, session=state, session_path=session).run()
+        spec = EngineSpec(state.model, tuple(state.saes), device, dtype, n_devices, device_map, tuple(state.labels))
+        LenstopApp(spec, session=state, session_path=session).run()
 
 
 def route(argv: list[str]) -> list[str]:

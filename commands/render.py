@@ -6,24 +6,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lenstop.models.cards import FeatureCard
+from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.results import Analysis, Generation, ModelInfo, TopTokens
+from lenstop.models.tokens import visible
+from lenstop.tui.format import percent
+from lenstop.tui.views import card_text
 
 console = Console()
 
 
-def show_token(token: str) -> str:
-    """A token as a person can read it: whitespace made visible."""
-    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·") or "∅"
-
-
-def percent(prob: float) -> str:
-    """Fixed-width percentages that still show small probabilities."""
-    return f"{prob:.0%}" if prob >= 0.1 else f"{prob:.1%}" if prob >= 0.001 else f"{prob:.0e}"
-
-
 def _predictions(top: TopTokens, position: int, n: int = 5) -> str:
-    return "  ".join(f"{show_token(p.token)} {percent(p.prob)}" for p in top.at(position)[:n])
+    return "  ".join(f"{visible(p.token)} {percent(p.prob).strip()}" for p in top.at(position)[:n])
 
 
 def render_trace(analysis: Analysis) -> None:
@@ -50,20 +43,18 @@ def render_trace(analysis: Analysis) -> None:
                     feats.append(f" {label}", style="italic")
                 feats.append("  ")
             feats.truncate(budget, overflow="ellipsis")
-            table.add_row(
-                str(pos), show_token(token), feats, str(int(layer.l0[pos])), f"{layer.relative_error[pos]:.2f}"
-            )
+            table.add_row(str(pos), visible(token), feats, str(int(layer.l0[pos])), f"{layer.relative_error[pos]:.2f}")
         console.print(table)
         console.print()
     last = len(analysis.tokens) - 1
     console.print(
-        f"[bold]next token[/] after {show_token(analysis.tokens[last])!r}: {_predictions(analysis.predictions, last)}"
+        f"[bold]next token[/] after {visible(analysis.tokens[last])!r}: {_predictions(analysis.predictions, last)}"
     )
-    if analysis.clean_predictions is not None:
+    if analysis.clean_predictions is not None and analysis.kl is not None:
         console.print(f"[dim]clean[/]      {_predictions(analysis.clean_predictions, last)}")
         console.print(f"[dim]KL(clean‖intervened) at the last token[/] {float(analysis.kl[last]):.4f} nats")
         console.print("[dim]interventions:[/] " + "; ".join(i.describe() for i in analysis.interventions))
-    lens = "  ".join(f"L{layer} {show_token(top.at(last)[0].token)}" for layer, top in enumerate(analysis.lens))
+    lens = "  ".join(f"L{layer} {visible(top.at(last)[0].token)}" for layer, top in enumerate(analysis.lens))
     if lens:
         console.print(f"[bold]logit lens[/] {lens}")
 
@@ -124,19 +115,4 @@ def render_info(info: ModelInfo) -> None:
 
 
 def render_card(layer: int, card: FeatureCard) -> None:
-    console.print(f"[bold]L{layer} #{card.id}[/]  {card.label or '[dim](no label)[/]'}")
-    if card.frequency is not None:
-        console.print(
-            f"fires on {percent(card.frequency)} of held-out tokens, mean {card.mean_act or 0:.2f}, max {card.max_act or 0:.2f}"
-        )
-    for context in card.contexts:
-        line = Text(f"{context.act:7.2f}  ", style="dim")
-        for i, (token, act) in enumerate(zip(context.tokens, context.acts, strict=True)):
-            if i == context.focus:  # brackets too, so the peak reads without colour
-                line.append(f"⟦{show_token(token)}⟧", style="bold reverse")
-            else:
-                line.append(show_token(token), style="bold" if act > 0 else "")
-        console.print(line)
-    if card.promoted:
-        console.print("promotes   " + "  ".join(f"{show_token(t)} {v:+.2f}" for t, v in card.promoted))
-        console.print("suppresses " + "  ".join(f"{show_token(t)} {v:+.2f}" for t, v in card.suppressed))
+    console.print(card_text(layer, card.id, card, width=console.width))

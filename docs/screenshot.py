@@ -9,18 +9,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from lenstop.models.engine_spec import EngineSpec
 from lenstop.tui.app import LenstopApp
-from lenstop.tui.loader import engine_loader
 from lenstop.tui.session import Session
 
 PROMPT = r"def add(first, second):\n    return first + second\n\ndef sub(first, second):\n    return first - second"
-KEYS = ["escape", "right_square_bracket", "left", "left", "left", "j"]
+KEYS = ["right_square_bracket", "left", "left", "left", "j"]
 
 
 async def main() -> None:
-    app = LenstopApp(
-        engine_loader("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False
-    )
+    app = LenstopApp(EngineSpec("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False)
     async with app.run_test(size=(120, 40)) as pilot:
         for _ in range(3):
             await app.workers.wait_for_complete()

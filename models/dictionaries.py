@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lenstop.models import demo
-from lenstop.models.cards import Cards
 from lenstop.models.demo import DEMO_NAME
 from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
+from lenstop.models.feature_cards import Cards
 from lenstop.models.hub import cache_first
 from lenstop.models.loading import Processing
 

@@ -1,8 +1,9 @@
 """The engine: one loaded model with its dictionaries, answering for prompts.
 
 Front ends (CLI, TUI) call `Engine.load`, then `analyse` and `generate`, and get
-frozen CPU results back. All forward passes go through one lock, because hooks
-are attached to the shared model for the duration of a pass.
+frozen CPU results back; what they may ask is `lenstop.models.protocol.EngineProtocol`.
+All forward passes go through one lock, because hooks are attached to the
+shared model for the duration of a pass.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import numpy as np
 import torch
 
 from lenstop.models import dictionaries as dicts
-from lenstop.models.cards import FeatureCard, read_labels
 from lenstop.models.demo import DEMO_NAME
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import IncompatibleError, NumericError, OutOfMemoryError, UsageError
-from lenstop.models.hooks import RunPlan, dictionary_at
-from lenstop.models.interventions import Intervention
+from lenstop.models.feature_cards import FeatureCard, read_labels
+from lenstop.models.head_scores import head_scores
+from lenstop.models.hooks import Capture, RunPlan, dictionary_at
+from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, Intervention
 from lenstop.models.loading import Processing, load_model
+from lenstop.models.protocol import Progress
 from lenstop.models.quiet import quiet
 from lenstop.models.results import (
     Analysis,
@@ -41,8 +44,6 @@ from lenstop.models.tokens import token_texts
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
-
-Progress = Callable[[str], None]
 
 
 class Engine:
@@ -195,7 +196,7 @@ class Engine:
             if len(self.dictionaries) != 1:
                 raise UsageError(f"--labels {spec}: say which layer it is for, e.g. --labels 3={path}")
             layer = self.dictionaries[0].layer
-        self.dictionary_at(layer).cards.labels.update(labels)
+        self.dictionary_at(layer).cards.add_labels(labels)
 
     def label(self, layer: int, feature: int) -> str | None:
         return self.dictionary_at(layer).cards.label(feature)
@@ -350,11 +351,9 @@ class Engine:
         logits, plan = self._run(tokens, interventions, capture_features=True, attention=attention, lens=lens)
         logprobs = logits.float().log_softmax(-1)
         cap = plan.capture
-        layers = tuple(self._layer_features(d, cap, top_k) for d in self.dictionaries)
-        patterns = tuple(
-            LayerAttention(layer, frozen_array(cap.patterns[layer].float().cpu().numpy(), np.float32))
-            for layer in sorted(cap.patterns)
-        )
+        named = _named_features(interventions)
+        layers = tuple(self._layer_features(d, cap, top_k, named.get(d.layer, set())) for d in self.dictionaries)
+        patterns = tuple(self._layer_attention(layer, cap.patterns[layer], ids) for layer in sorted(cap.patterns))
         lens_tops = tuple(
             self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid)
         )
@@ -405,7 +404,13 @@ class Engine:
             strings=tuple(tuple(strings[r * width : (r + 1) * width]) for r in range(ids.shape[0])),
         )
 
-    def _layer_features(self, d: Dictionary, cap: Any, top_k: int) -> LayerFeatures:
+    @staticmethod
+    def _layer_attention(layer: int, pattern: torch.Tensor, ids: Sequence[int]) -> LayerAttention:
+        frozen = frozen_array(pattern.float().cpu().numpy(), np.float32)
+        return LayerAttention(layer, frozen, head_scores(frozen, ids))
+
+    def _layer_features(self, d: Dictionary, cap: Capture, top_k: int, named: set[int]) -> LayerFeatures:
+        """The dictionary's top features; `named` are features the interventions name, labelled even when inactive."""
         feats = cap.features[d.key].float()
         k = min(top_k, feats.shape[-1])
         top = feats.topk(k, dim=-1)
@@ -425,7 +430,9 @@ class Engine:
             error_norm=frozen_array(error.cpu().numpy(), np.float32),
             relative_error=frozen_array((error / norm.clamp_min(1e-12)).cpu().numpy(), np.float32),
             l0=frozen_array((feats > 0).sum(-1).cpu().numpy(), np.int64),
-            labels=MappingProxyType({int(i): lab for i in union.tolist() if (lab := d.cards.label(int(i)))}),
+            labels=MappingProxyType(
+                {i: label for i in sorted({*union.tolist(), *named}) if (label := d.cards.label(i))}
+            ),
         )
 
     def _shifts(
@@ -502,3 +509,18 @@ class Engine:
             tokens = torch.cat([tokens, torch.tensor([[next_id]], device=tokens.device)], dim=-1)
         text = self.model.tokenizer.decode(new, clean_up_tokenization_spaces=False)
         return Continuation(tuple(new), tuple(self.token_strings(new)), text)
+
+
+def _named_features(interventions: Sequence[Intervention]) -> dict[int, set[int]]:
+    """Per layer, the features the interventions act on."""
+    named: dict[int, set[int]] = {}
+    for iv in interventions:
+        if isinstance(iv, FeatureAblation | FeatureSteer | FeatureClamp):
+            named.setdefault(iv.layer, set()).add(iv.feature)
+    return named
+
+
+if TYPE_CHECKING:  # .ci/typecheck holds the engine to what front ends may ask of it
+    from lenstop.models.protocol import EngineProtocol
+
+    _conforms: type[EngineProtocol] = Engine

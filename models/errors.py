@@ -55,6 +55,14 @@ class NumericError(LenstopError):
     code = ExitCode.NUMERIC
 
 
+def describe(err: BaseException) -> str:
+    """One line for a user: ours as they are, anything else as its type and its message's first line."""
+    if isinstance(err, LenstopError):
+        return str(err)
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def read_json(path: str | Path, option: str) -> Any:
     """A JSON file a user named with `option`; a missing or malformed one is a one-line error."""
     import json

@@ -6,7 +6,7 @@ attention goes where the pattern predicts":
 - duplicate-token: from a repeated token to its earlier occurrences;
 - induction: from a repeated token to the token after its earlier occurrences.
 The last two need a token that occurs twice, so they are None on prompts without one.
-Plain numpy: the app computes these on its own thread.
+The engine computes them with each analysis (numpy, vectorised), so a front end only shows them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 CLEAR = 0.3  # a score at least this high is shown as the head's role
 
@@ -32,37 +33,32 @@ class HeadScores:
         return best if best is not None and best[1] >= threshold else None
 
 
-def head_scores(pattern: np.ndarray, token_ids: Sequence[int]) -> list[HeadScores]:
+def _mean_mass(pattern: NDArray[np.float32], targets: NDArray[np.bool_]) -> NDArray[np.float64] | None:
+    """Per head: attention from each query onto its targets, summed, then averaged over the queries that have any."""
+    queries = targets.any(axis=1)
+    if not queries.any():
+        return None
+    mass = (pattern * targets).sum(axis=-1, dtype=np.float64)  # (heads, query)
+    return mass[:, queries].mean(axis=1)
+
+
+def head_scores(pattern: NDArray[np.float32], token_ids: Sequence[int]) -> tuple[HeadScores, ...]:
     """pattern: (heads, query, key). One HeadScores per head."""
     heads, seq, _ = pattern.shape
-    ids = list(token_ids)
-    prev = pattern[:, np.arange(1, seq), np.arange(0, seq - 1)].mean(axis=1) if seq > 1 else np.full(heads, np.nan)
-    dup_q, dup_k, ind_q, ind_k = [], [], [], []
-    for q in range(1, seq):
-        earlier = [k for k in range(q) if ids[k] == ids[q]]
-        for k in earlier:
-            dup_q.append(q)
-            dup_k.append(k)
-            if k + 1 < q:
-                ind_q.append(q)
-                ind_k.append(k + 1)
-    dup_queries = sorted(set(dup_q))
-    ind_queries = sorted(set(ind_q))
-
-    def mean_over_queries(qs: list[int], ks: list[int], queries: list[int]) -> np.ndarray | None:
-        if not queries:
-            return None
-        mass = np.zeros((heads, seq))
-        np.add.at(mass, (slice(None), qs), pattern[:, qs, ks])
-        return mass[:, queries].mean(axis=1)
-
-    dup = mean_over_queries(dup_q, dup_k, dup_queries)
-    ind = mean_over_queries(ind_q, ind_k, ind_queries)
-    return [
+    ids = np.asarray(token_ids)
+    earlier = np.tri(seq, seq, k=-1, dtype=bool)  # [q, k]: k comes before q
+    same = ids[:, None] == ids[None, :]  # [q, k]: the same token
+    duplicate = same & earlier
+    induction = np.zeros_like(duplicate)  # [q, j]: token j follows an earlier copy of token q
+    induction[:, 1:] = same[:, :-1] & earlier[:, 1:]
+    previous = pattern[:, np.arange(1, seq), np.arange(seq - 1)].mean(axis=1, dtype=np.float64) if seq > 1 else None
+    dup = _mean_mass(pattern, duplicate)
+    ind = _mean_mass(pattern, induction)
+    return tuple(
         HeadScores(
-            previous=None if seq < 2 else float(prev[h]),
+            previous=None if previous is None else float(previous[h]),
             duplicate=None if dup is None else float(dup[h]),
             induction=None if ind is None else float(ind[h]),
         )
         for h in range(heads)
-    ]
+    )

@@ -4,6 +4,9 @@ They are parsed from the CLI syntax (`L:F@POS`, `L:F:STRENGTH`, `L.H`) and built
 into hooks by `lenstop.models.hooks`; nothing here touches torch, so the CLI and
 the TUI can create, show and save them without the heavy imports.
 
+Each kind is its own type: code that treats kinds differently matches on the
+type, and `kind` (a class constant) is only the name used in JSON.
+
 Positions index the prompt's tokens as the model sees them (BOS included);
 negative positions count from the end of the prompt, so `@-1` is the last token.
 """
@@ -11,10 +14,18 @@ negative positions count from the end of the prompt, so `@-1` is the last token.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Union
+from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 
 from lenstop.models.errors import UsageError
+
+# What an intervention acts on: (what it does to it, layer, feature or head, position).
+# Two interventions with the same slot cannot both apply; the later one replaces the earlier.
+Slot = tuple[str, int, int, int | None]
+
+
+def _where(position: int | None) -> str:
+    return "all positions" if position is None else f"at pos {position}"
 
 
 @dataclass(frozen=True)
@@ -24,10 +35,14 @@ class FeatureAblation:
     layer: int
     feature: int
     position: int | None = None
-    kind: str = "ablate"
+    kind: ClassVar[str] = "ablate"
 
     def describe(self) -> str:
         return f"ablate L{self.layer} #{self.feature} {_where(self.position)}"
+
+    @property
+    def slot(self) -> Slot:
+        return ("set", self.layer, self.feature, self.position)  # shared with clamps: both set the value
 
 
 @dataclass(frozen=True)
@@ -38,10 +53,23 @@ class FeatureSteer:
     feature: int
     strength: float
     position: int | None = None
-    kind: str = "steer"
+    kind: ClassVar[str] = "steer"
+    value_name: ClassVar[str] = "strength"
 
     def describe(self) -> str:
         return f"steer L{self.layer} #{self.feature} {self.strength:+g} {_where(self.position)}"
+
+    @property
+    def slot(self) -> Slot:
+        return ("steer", self.layer, self.feature, self.position)
+
+    @property
+    def amount(self) -> float:
+        """The number a user can edit: here the strength."""
+        return self.strength
+
+    def with_amount(self, amount: float) -> FeatureSteer:
+        return replace(self, strength=amount)
 
 
 @dataclass(frozen=True)
@@ -52,10 +80,23 @@ class FeatureClamp:
     feature: int
     value: float
     position: int | None = None
-    kind: str = "clamp"
+    kind: ClassVar[str] = "clamp"
+    value_name: ClassVar[str] = "value"
 
     def describe(self) -> str:
         return f"clamp L{self.layer} #{self.feature} ={self.value:g} {_where(self.position)}"
+
+    @property
+    def slot(self) -> Slot:
+        return ("set", self.layer, self.feature, self.position)
+
+    @property
+    def amount(self) -> float:
+        """The number a user can edit: here the value."""
+        return self.value
+
+    def with_amount(self, amount: float) -> FeatureClamp:
+        return replace(self, value=amount)
 
 
 @dataclass(frozen=True)
@@ -65,39 +106,38 @@ class HeadKnockout:
     layer: int
     head: int
     position: int | None = None
-    kind: str = "knockout"
+    kind: ClassVar[str] = "knockout"
 
     def describe(self) -> str:
         return f"knock out L{self.layer}.H{self.head} {_where(self.position)}"
 
+    @property
+    def slot(self) -> Slot:
+        return ("head", self.layer, self.head, self.position)
 
-FeatureIntervention = Union[FeatureAblation, FeatureSteer, FeatureClamp]
-Intervention = Union[FeatureAblation, FeatureSteer, FeatureClamp, HeadKnockout]
 
-_KINDS: dict[str, type] = {
-    "ablate": FeatureAblation,
-    "steer": FeatureSteer,
-    "clamp": FeatureClamp,
-    "knockout": HeadKnockout,
+FeatureIntervention = FeatureAblation | FeatureSteer | FeatureClamp
+Intervention = FeatureAblation | FeatureSteer | FeatureClamp | HeadKnockout
+Adjustable = FeatureSteer | FeatureClamp  # the kinds that carry a number to edit
+
+_BY_KIND: dict[str, type[Intervention]] = {
+    cls.kind: cls for cls in (FeatureAblation, FeatureSteer, FeatureClamp, HeadKnockout)
 }
 
 
-def _where(position: int | None) -> str:
-    return "all positions" if position is None else f"at pos {position}"
+def to_dict(intervention: Intervention) -> dict[str, object]:
+    """A JSON-ready dict with the kind's name; `from_dict` reads it back."""
+    return {**asdict(intervention), "kind": intervention.kind}
 
 
-def to_dict(intervention: Intervention) -> dict[str, Any]:
-    """A JSON-ready dict; `from_dict` reads it back."""
-    return asdict(intervention)
-
-
-def from_dict(data: dict[str, Any]) -> Intervention:
+def from_dict(data: dict[str, object]) -> Intervention:
     kind = data.get("kind")
-    if kind not in _KINDS:
-        raise UsageError(f"unknown intervention kind {kind!r}; expected one of {', '.join(_KINDS)}")
+    cls = _BY_KIND.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise UsageError(f"unknown intervention kind {kind!r}; expected one of {', '.join(_BY_KIND)}")
     fields = {k: v for k, v in data.items() if k != "kind"}
     try:
-        return _KINDS[kind](**fields)
+        return cls(**fields)  # type: ignore[arg-type]  # checked by the constructor itself
     except TypeError as err:
         raise UsageError(f"bad {kind} intervention {data}: {err}") from None
 

@@ -3,20 +3,29 @@ tensor, cache or hook, so a result can cross threads, be kept, and be printed
 or serialised after the model has moved on.
 
 Arrays are read-only numpy arrays; `to_json` gives the documented JSON shape.
+These types, with `lenstop.models.protocol.EngineProtocol`, are the whole seam
+between the engine and its front ends: nothing typed `Any` crosses it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
+from lenstop.models.head_scores import HeadScores
 from lenstop.models.interventions import Intervention, to_dict
 
+Floats = NDArray[np.float32]
+Ints = NDArray[np.int64]
+JsonObject = dict[str, object]
+Scalar = TypeVar("Scalar", bound=np.generic)
 
-def frozen_array(values: Any, dtype: Any) -> np.ndarray:
+
+def frozen_array(values: ArrayLike, dtype: type[Scalar]) -> NDArray[Scalar]:
     """A read-only copy, so a shared result cannot be edited behind a reader's back."""
     array = np.array(values, dtype=dtype, copy=True)
     array.setflags(write=False)
@@ -51,12 +60,12 @@ class TokenShift:
         return float(np.log(max(self.prob, tiny)) - np.log(max(self.clean_prob, tiny)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class TopTokens:
     """The `n` most likely next tokens at every position."""
 
-    ids: np.ndarray  # (seq, n) int64
-    probs: np.ndarray  # (seq, n) float32, descending along n
+    ids: Ints  # (seq, n)
+    probs: Floats  # (seq, n), descending along n
     strings: tuple[tuple[str, ...], ...]  # (seq, n)
 
     def at(self, position: int) -> tuple[TokenPrediction, ...]:
@@ -65,14 +74,14 @@ class TopTokens:
             for s, i, p in zip(self.strings[position], self.ids[position], self.probs[position], strict=True)
         )
 
-    def to_json(self) -> list[list[dict[str, Any]]]:
+    def to_json(self) -> list[list[JsonObject]]:
         return [
             [{"token": p.token, "id": p.id, "prob": round(p.prob, 6)} for p in self.at(pos)]
             for pos in range(len(self.strings))
         ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class LayerFeatures:
     """One dictionary's reading of the prompt.
 
@@ -84,14 +93,15 @@ class LayerFeatures:
     layer: int
     hook: str
     dictionary: str
-    top_ids: np.ndarray  # (seq, k) int64; entries with act 0 are padding
-    top_acts: np.ndarray  # (seq, k) float32, descending
-    union_ids: np.ndarray  # (n,) int64, sorted
-    union_acts: np.ndarray  # (seq, n) float32
-    error_norm: np.ndarray  # (seq,) |x - x_hat|
-    relative_error: np.ndarray  # (seq,) |x - x_hat| / |x|
-    l0: np.ndarray  # (seq,) number of active features
-    labels: Mapping[int, str] = field(default_factory=dict)  # labels of the features in union_ids, where known
+    top_ids: Ints  # (seq, k); entries with act 0 are padding
+    top_acts: Floats  # (seq, k), descending
+    union_ids: Ints  # (n,), sorted
+    union_acts: Floats  # (seq, n)
+    error_norm: Floats  # (seq,) |x - x_hat|
+    relative_error: Floats  # (seq,) |x - x_hat| / |x|
+    l0: Ints  # (seq,) number of active features
+    # Labels, where known, of the features in union_ids and of those the interventions name.
+    labels: Mapping[int, str] = field(default_factory=dict)
 
     def features(self, position: int) -> tuple[FeatureActivation, ...]:
         """The top features at `position`, descending, positive only."""
@@ -101,14 +111,14 @@ class LayerFeatures:
             if a > 0
         )
 
-    def activation_of(self, feature: int) -> np.ndarray | None:
+    def activation_of(self, feature: int) -> Floats | None:
         """The feature's activation at every position, if it is in the top k anywhere."""
         index = np.searchsorted(self.union_ids, feature)
         if index < len(self.union_ids) and self.union_ids[index] == feature:
             return self.union_acts[:, index]
         return None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "layer": self.layer,
             "hook": self.hook,
@@ -130,13 +140,14 @@ class LayerFeatures:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class LayerAttention:
     layer: int
-    pattern: np.ndarray  # (heads, query, key) float32, rows sum to 1
+    pattern: Floats  # (heads, query, key), rows sum to 1
+    scores: tuple[HeadScores, ...] = ()  # per head: previous-token, duplicate-token and induction scores
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Analysis:
     """Everything one forward pass says about a prompt (plus its clean twin when intervening)."""
 
@@ -150,15 +161,17 @@ class Analysis:
     predictions: TopTokens
     interventions: tuple[Intervention, ...] = ()
     clean_predictions: TopTokens | None = None
-    kl: np.ndarray | None = None  # (seq,) KL(clean || intervened) in nats
+    kl: Floats | None = None  # (seq,) KL(clean || intervened) in nats
     shifts: tuple[tuple[TokenShift, ...], ...] | None = None  # per position
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def layer(self, layer: int) -> LayerFeatures | None:
         return next((lf for lf in self.layers if lf.layer == layer), None)
 
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
+    def attention_at(self, layer: int) -> LayerAttention | None:
+        return next((att for att in self.attention if att.layer == layer), None)
+
+    def to_json(self) -> JsonObject:
+        doc: JsonObject = {
             "model": self.model,
             "prompt": self.prompt,
             "tokens": list(self.tokens),
@@ -196,8 +209,8 @@ class Generation:
     temperature: float
     seed: int
 
-    def to_json(self) -> dict[str, Any]:
-        def cont(c: Continuation | None) -> dict[str, Any] | None:
+    def to_json(self) -> JsonObject:
+        def cont(c: Continuation | None) -> JsonObject | None:
             if c is None:
                 return None
             return {"text": c.text, "tokens": list(c.tokens), "token_ids": list(c.token_ids)}
@@ -225,7 +238,7 @@ class DictionaryInfo:
     l0: float | None  # declared or recorded mean L0, None when unknown
     source: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return dict(self.__dict__)
 
 
@@ -247,7 +260,7 @@ class ModelInfo:
     prepend_bos: bool
     dictionaries: tuple[DictionaryInfo, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         doc = {k: v for k, v in self.__dict__.items() if k != "dictionaries"}
         doc["dictionaries"] = [d.to_json() for d in self.dictionaries]
         return doc

@@ -2,6 +2,7 @@
 
 Decoding a single token of a byte-level BPE can give half a UTF-8 character,
 which prints as U+FFFD; such tokens are shown as their bytes (`\\xe2\\x80`) instead.
+`visible` shows a token's whitespace, for every front end and for the demo's labels.
 """
 
 from __future__ import annotations
@@ -9,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
+
+
+def visible(token: str) -> str:
+    """A token with its whitespace made visible (`·` space, `⏎` newline, `⇥` tab), never empty."""
+    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·").replace("\r", "␍") or "∅"
 
 
 def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:

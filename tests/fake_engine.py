@@ -1,5 +1,9 @@
 """A fake engine for the app's edge cases: deterministic, instant (or as slow as
-asked), no torch; it records every call so tests can assert on what the app asked."""
+asked), no torch; it records every call so tests can assert on what the app asked.
+
+It implements `EngineProtocol`, and tests/test_conformance.py holds it to the
+same contract as the real engine, so the app's tests cannot drift from it.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,19 @@ import re
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import NDArray
 
-from lenstop.models.cards import Context, FeatureCard
-from lenstop.models.errors import LenstopError, NumericError
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import IncompatibleError, NumericError, UsageError
+from lenstop.models.feature_cards import Context, FeatureCard
+from lenstop.models.head_scores import head_scores
+from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
+from lenstop.models.protocol import EngineProtocol, Progress
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -29,14 +39,30 @@ from lenstop.models.results import (
 
 VOCAB = ["\n", " return", " +", " first", " second", "(", ")", ":", ",", " def", " x", " y"]
 LABELS = {7: "a keyword", 13: "argument name, repeated", 21: "inside a docstring", 42: "after a binary operator"}
+Call = tuple[str, tuple[object, ...]]
 
 
 def tokenize(prompt: str) -> list[str]:
-    return ["<bos>"] + re.findall(r"\s+|\w+|[^\w\s]", prompt)
+    return ["<bos>", *re.findall(r"\s+|\w+|[^\w\s]", prompt)]
 
 
-def _hash(*parts: Any) -> int:
+def _hash(*parts: object) -> int:
     return zlib.crc32(repr(parts).encode())
+
+
+def _at(position: int | None, seq: int) -> slice | int:
+    if position is None:
+        return slice(None)
+    resolved = position + seq if position < 0 else position
+    if not 0 <= resolved < seq:
+        raise UsageError(f"position {position} is outside the prompt, which has {seq} tokens")
+    return resolved
+
+
+def _from(position: int | None, seq: int) -> int:
+    """The first position an intervention can change: itself, or 0 when it applies everywhere."""
+    at = _at(position, seq)
+    return 0 if isinstance(at, slice) else at
 
 
 @dataclass
@@ -47,7 +73,7 @@ class FakeEngine:
     n_ctx: int = 64
     delay_s: float = 0.0
     fail_steer_above: float | None = None  # a steer stronger than this raises a NumericError
-    calls: list[tuple[str, Any]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def info(self) -> ModelInfo:
@@ -82,26 +108,50 @@ class FakeEngine:
             ),
         )
 
-    def _features(self, tokens: list[str], layer: int, interventions: tuple) -> np.ndarray:
+    def _check(self, interventions: Sequence[Intervention], seq: int) -> None:
+        for iv in interventions:
+            if not 0 <= iv.layer < self.n_layers:
+                raise UsageError(f"no dictionary at layer {iv.layer}; dictionaries are loaded at layers 0..2")
+            if isinstance(iv, HeadKnockout):
+                if not 0 <= iv.head < self.n_heads:
+                    raise UsageError(f"head {iv.layer}.{iv.head} does not exist")
+            elif not 0 <= iv.feature < self.d_sae:
+                raise UsageError(f"feature {iv.feature} does not exist in L{iv.layer}, which has {self.d_sae} features")
+            _at(iv.position, seq)
+            if isinstance(iv, FeatureSteer) and self.fail_steer_above is not None:
+                if abs(iv.strength) > self.fail_steer_above:
+                    raise NumericError(
+                        f"the interventions made the model's output NaN or infinite ({iv.describe()}); "
+                        "use a smaller strength or value"
+                    )
+
+    def _features(self, tokens: list[str], layer: int, interventions: Sequence[Intervention]) -> NDArray[np.float32]:
         acts = np.zeros((len(tokens), self.d_sae), dtype=np.float32)
         for pos, tok in enumerate(tokens):
             for rank in range(3):
-                acts[pos, (_hash(tok, layer, rank) % (self.d_sae - 1)) + 1] = (
-                    3.0 - rank + (_hash(tok, rank) % 100) / 100
-                )
+                feature = (_hash(tok, layer, rank) % (self.d_sae - 1)) + 1
+                acts[pos, feature] = 3.0 - rank + (_hash(tok, rank) % 100) / 100
             acts[pos, 13] = 4.5 if tokens.count(tok) > 1 and tok.strip() else 0.0
         for iv in interventions:
-            if iv.layer == layer and iv.kind in ("ablate", "clamp"):
-                sl = slice(None) if iv.position is None else iv.position
-                acts[sl, iv.feature] = 0.0 if iv.kind == "ablate" else iv.value
+            if iv.layer == layer and isinstance(iv, FeatureAblation | FeatureClamp):
+                acts[_at(iv.position, len(tokens)), iv.feature] = 0.0 if isinstance(iv, FeatureAblation) else iv.value
         return acts
 
-    def _predictions(self, tokens: list[str], shift: float, n: int) -> tuple[TopTokens, np.ndarray]:
-        logits = np.array([[((_hash(tok, v) % 1000) / 250.0) for v in VOCAB] for tok in tokens], dtype=np.float64)
-        logits[:, 1] += shift
+    def _logits(self, tokens: list[str], interventions: Sequence[Intervention], layers: int) -> NDArray[np.float64]:
+        """Hash logits, shifted towards " return" by the interventions of the first `layers` layers, from the
+        position each applies at onwards (as a causal model would)."""
+        logits = np.array([[(_hash(tok, v) % 1000) / 250.0 for v in VOCAB] for tok in tokens], dtype=np.float64)
+        for iv in interventions:
+            if iv.layer < layers:
+                shift = iv.strength if isinstance(iv, FeatureSteer) else 2.0 if isinstance(iv, FeatureAblation) else 1.0
+                logits[_from(iv.position, len(tokens)) :, 1] += shift
+        return logits
+
+    @staticmethod
+    def _top(logits: NDArray[np.float64], n: int) -> tuple[TopTokens, NDArray[np.float64]]:
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
-        order = np.argsort(-probs, axis=-1)[:, :n]
+        order = np.argsort(-probs, axis=-1, kind="stable")[:, :n]
         top = TopTokens(
             ids=frozen_array(order, np.int64),
             probs=frozen_array(np.take_along_axis(probs, order, -1), np.float32),
@@ -109,66 +159,63 @@ class FakeEngine:
         )
         return top, probs
 
+    def _layer(self, tokens: list[str], layer: int, interventions: Sequence[Intervention], top_k: int) -> LayerFeatures:
+        acts = self._features(tokens, layer, interventions)
+        k = min(top_k, self.d_sae)
+        top_ids = np.argsort(-acts, axis=-1, kind="stable")[:, :k]
+        top_acts = np.take_along_axis(acts, top_ids, -1)
+        union = np.unique(top_ids[top_acts > 0])
+        named = {iv.feature for iv in interventions if iv.layer == layer and not isinstance(iv, HeadKnockout)}
+        return LayerFeatures(
+            layer=layer,
+            hook=f"blocks.{layer}.hook_resid_post",
+            dictionary=f"L{layer}",
+            top_ids=frozen_array(top_ids, np.int64),
+            top_acts=frozen_array(top_acts, np.float32),
+            union_ids=frozen_array(union, np.int64),
+            union_acts=frozen_array(acts[:, union], np.float32),
+            error_norm=frozen_array(np.linspace(0.1, 1.0, len(tokens)), np.float32),
+            relative_error=frozen_array(np.linspace(0.05, 0.5, len(tokens)), np.float32),
+            l0=frozen_array((acts > 0).sum(-1), np.int64),
+            labels={i: LABELS[i] for i in sorted({*union.tolist(), *named}) if i in LABELS},
+        )
+
+    def _attention(self, seq: int, layer: int, ids: tuple[int, ...]) -> LayerAttention:
+        pattern = np.zeros((self.n_heads, seq, seq), dtype=np.float32)
+        for q in range(seq):
+            pattern[0, q, max(0, q - 1)] = 1.0  # head 0: previous token
+            pattern[1, q, 0] = 1.0  # head 1: BOS
+            pattern[2:, q, : q + 1] = 1.0 / (q + 1)
+        frozen = frozen_array(pattern, np.float32)
+        return LayerAttention(layer, frozen, head_scores(frozen, ids))
+
     def analyse(
-        self, prompt: str, interventions: tuple = (), *, top_k: int = 10, n_predictions: int = 10, **_: Any
+        self,
+        prompt: str,
+        interventions: Sequence[Intervention] = (),
+        *,
+        top_k: int = 10,
+        n_predictions: int = 10,
     ) -> Analysis:
         with self.lock:
             self.calls.append(("analyse", (prompt, tuple(interventions))))
         if self.delay_s:
             time.sleep(self.delay_s)
         tokens = tokenize(prompt)
-        if len(tokens) > self.n_ctx:
-            raise LenstopError(f"the prompt is {len(tokens)} tokens but fake's context is {self.n_ctx}; shorten it")
-        for iv in interventions:
-            if iv.kind == "steer" and self.fail_steer_above is not None and abs(iv.strength) > self.fail_steer_above:
-                raise NumericError(
-                    "the interventions made the model's output NaN or infinite ("
-                    + iv.describe()
-                    + "); use a smaller strength or value"
-                )
-        layers = []
-        for layer in range(self.n_layers):
-            acts = self._features(tokens, layer, tuple(interventions))
-            k = min(top_k, self.d_sae)
-            top_ids = np.argsort(-acts, axis=-1, kind="stable")[:, :k]
-            top_acts = np.take_along_axis(acts, top_ids, -1)
-            union = np.unique(top_ids[top_acts > 0])
-            layers.append(
-                LayerFeatures(
-                    layer=layer,
-                    hook=f"blocks.{layer}.hook_resid_post",
-                    dictionary=f"L{layer}",
-                    top_ids=frozen_array(top_ids, np.int64),
-                    top_acts=frozen_array(top_acts, np.float32),
-                    union_ids=frozen_array(union, np.int64),
-                    union_acts=frozen_array(acts[:, union], np.float32),
-                    error_norm=frozen_array(np.linspace(0.1, 1.0, len(tokens)), np.float32),
-                    relative_error=frozen_array(np.linspace(0.05, 0.5, len(tokens)), np.float32),
-                    l0=frozen_array((acts > 0).sum(-1), np.int64),
-                    labels={int(i): LABELS[int(i)] for i in union if int(i) in LABELS},
-                )
-            )
         seq = len(tokens)
-        attention = []
-        for layer in range(self.n_layers):
-            pattern = np.zeros((self.n_heads, seq, seq), dtype=np.float32)
-            for q in range(seq):
-                pattern[0, q, max(0, q - 1)] = 1.0  # head 0: previous token
-                pattern[1, q, 0] = 1.0  # head 1: BOS
-                pattern[2:, q, : q + 1] = 1.0 / (q + 1)
-            attention.append(LayerAttention(layer, frozen_array(pattern, np.float32)))
-        steer = sum(getattr(iv, "strength", 0.0) for iv in interventions) + 2.0 * sum(
-            iv.kind == "ablate" for iv in interventions
-        )
-        predictions, probs = self._predictions(tokens, steer, n_predictions)
+        if seq > self.n_ctx:
+            raise IncompatibleError(f"the prompt is {seq} tokens but fake's context is {self.n_ctx}; shorten it")
+        self._check(interventions, seq)
+        ids = tuple(_hash(t) % 1000 for t in tokens)
+        predictions, probs = self._top(self._logits(tokens, interventions, self.n_layers), n_predictions)
         lens = tuple(
-            self._predictions(tokens, steer * (layer + 1) / self.n_layers, n_predictions)[0]
+            self._top(self._logits(tokens, interventions, layer + 1), n_predictions)[0]
             for layer in range(self.n_layers)
         )
         clean = kl = shifts = None
         if interventions:
-            clean, clean_probs = self._predictions(tokens, 0.0, n_predictions)
-            kl = frozen_array((clean_probs * (np.log(clean_probs) - np.log(probs))).sum(-1), np.float32)
+            clean, clean_probs = self._top(self._logits(tokens, (), self.n_layers), n_predictions)
+            kl = frozen_array((clean_probs * (np.log(clean_probs) - np.log(probs))).sum(-1).clip(0), np.float32)
             shifts = tuple(
                 tuple(
                     TokenShift(VOCAB[i], i, float(clean_probs[pos, i]), float(probs[pos, i]))
@@ -180,9 +227,9 @@ class FakeEngine:
             model="fake",
             prompt=prompt,
             tokens=tuple(tokens),
-            token_ids=tuple(_hash(t) % 1000 for t in tokens),
-            layers=tuple(layers),
-            attention=tuple(attention),
+            token_ids=ids,
+            layers=tuple(self._layer(tokens, layer, interventions, top_k) for layer in range(self.n_layers)),
+            attention=tuple(self._attention(seq, layer, ids) for layer in range(self.n_layers)),
             lens=lens,
             predictions=predictions,
             interventions=tuple(interventions),
@@ -191,22 +238,59 @@ class FakeEngine:
             shifts=shifts,
         )
 
-    def generate(self, prompt: str, interventions: tuple = (), **kwargs: Any) -> Generation:
+    def generate(
+        self,
+        prompt: str,
+        interventions: Sequence[Intervention] = (),
+        *,
+        max_new_tokens: int = 20,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Generation:
         with self.lock:
             self.calls.append(("generate", (prompt, tuple(interventions))))
-        clean = Continuation((1, 2), (" return", " +"), " return +")
-        changed = Continuation((3, 4), (" first", " second"), " first second") if interventions else None
-        return Generation("fake", prompt, clean, changed, tuple(interventions), 0.0, 0)
-
-    def label(self, layer: int, feature: int) -> str | None:
-        return LABELS.get(feature)
+        if max_new_tokens < 1:
+            raise UsageError("--max-new-tokens must be at least 1")
+        self._check(interventions, len(tokenize(prompt)))
+        clean = _continuation(((1, " return"), (2, " +")), max_new_tokens)
+        changed = _continuation(((3, " first"), (4, " second")), max_new_tokens) if interventions else None
+        return Generation("fake", prompt, clean, changed, tuple(interventions), temperature, seed)
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         with self.lock:
             self.calls.append(("card", (layer, feature)))
+        if not 0 <= feature < self.d_sae:
+            raise UsageError(f"feature {feature} does not exist in L{layer}, which has {self.d_sae} features")
         if feature not in LABELS:
             return None
         context = Context(("def", " add", "(", "first", ",", " second"), (0.0, 0.0, 0.0, 1.2, 0.0, 4.5), 5, 4.5)
         return FeatureCard(
             feature, LABELS[feature], 0.012, 2.0, 4.5, (context,), ((" second", 1.5),), ((" def", -0.9),)
         )
+
+
+def _continuation(pairs: tuple[tuple[int, str], ...], n: int) -> Continuation:
+    ids, strings = zip(*pairs[:n], strict=True)
+    return Continuation(tuple(ids), tuple(strings), "".join(strings))
+
+
+@dataclass
+class FakeFactory:
+    """Stands in for `EngineSpec.load` in the app: hands over `engine`, or raises `error`, and remembers each spec."""
+
+    engine: EngineProtocol | None = None
+    error: Exception | None = None
+    steps: tuple[str, ...] = ()
+    specs: list[EngineSpec] = field(default_factory=list)
+
+    def __call__(self, spec: EngineSpec, progress: Progress) -> EngineProtocol:
+        self.specs.append(spec)
+        for step in self.steps:
+            progress(step)
+        if self.error is not None:
+            raise self.error
+        return self.engine if self.engine is not None else FakeEngine()
+
+
+if TYPE_CHECKING:  # .ci/typecheck holds the fake to the Protocol statically, test_conformance.py at run time
+    _conforms: type[EngineProtocol] = FakeEngine

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from lenstop.models import demo
-from lenstop.models.cards import Cards
 from lenstop.models.demo import metrics
+from lenstop.models.feature_cards import Cards
 
 MB = 1024 * 1024
 

@@ -10,8 +10,8 @@ import torch
 
 from lenstop.models.demo import metrics
 from lenstop.models.demo.build import Build, BuildConfig
-from lenstop.models.demo.cards import TopContexts, label_for
 from lenstop.models.demo.corpus import char_tags
+from lenstop.models.demo.feature_cards import TopContexts, label_for
 from lenstop.models.engine import Engine
 
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import D_MODEL
-from helpers import build_sae
-from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 from lenstop.models.engine import Engine
 from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer
+
+from helpers import build_sae
+from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 PROMPT = "import os\nclass Point:\n    def __init__(self, x, y):"
 ATOL = 1e-5

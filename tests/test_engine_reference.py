@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 from lenstop.models.engine import Engine
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
+
+from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
 
 PROMPT = "def add(first, second):\n    return first + second"
 ATOL = 1e-5

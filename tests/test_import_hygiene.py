@@ -58,7 +58,7 @@ def test_interventions_and_errors_are_torch_free() -> None:
 def test_the_engine_does_not_import_the_ui() -> None:
     probe = """
 import json, sys
-import lenstop.models.engine, lenstop.models.demo.build, lenstop.models.cards
+import lenstop.models.engine, lenstop.models.demo.build, lenstop.models.feature_cards
 print(json.dumps({m: m in sys.modules for m in ("textual", "rich", "typer", "lenstop.tui", "lenstop.commands")}))
 """
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lenstop.commands.cli import app
-from lenstop.models.cards import read_labels
 from lenstop.models.engine import Engine
 from lenstop.models.errors import UsageError
+from lenstop.models.feature_cards import read_labels
 
 PROMPT = "def add(first, second):"
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference import hf_model
 
 from lenstop.models.engine import Engine
 from lenstop.models.errors import NotFoundError, UsageError
 from lenstop.models.loading import Processing, parse_device_map, resolve_device
+
+from reference import hf_model
 
 PROMPT = "for i in range(10):\n    print(i)"
 

@@ -65,6 +65,9 @@ def test_type_step_ablate_in_tmux(tmp_path: Path, width: int, height: int, colou
         first = tmux.wait_for(lambda s: "lenstop" in s, timeout=20)
         assert "loading" in first or "tokens" in first
         tmux.wait_for(lambda s: "analysed" in s)
+        assert "KEYS" in tmux.screen()  # the demo opens on a prompt: keys navigate
+        tmux.keys("/")  # to the prompt
+        tmux.wait_for(lambda s: "EDIT" in s)
         tmux.keys("C-u")  # clear the prompt box
         tmux.keys(r"class Point:\n    def __init__(self, x):\n        self.x = x", literal=True)
         tmux.keys("Enter")

@@ -7,57 +7,27 @@ import json
 from pathlib import Path
 
 import pytest
-from fake_engine import FakeEngine
+from textual.widgets import Input, Label, Static
 
+from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import NotFoundError
 from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
 from lenstop.tui.app import LenstopApp
 from lenstop.tui.session import Session
 from lenstop.tui.widgets.features import FeatureTable
 
-PROMPT = "def add(first, second): return first + second"
-
-
-def make_app(engine: FakeEngine | None = None, prompt: str = PROMPT, **kwargs) -> tuple[LenstopApp, FakeEngine]:
-    engine = engine or FakeEngine()
-    app = LenstopApp(lambda progress: engine, session=Session(model="fake", prompt=prompt), **kwargs)
-    return app, engine
-
-
-async def settle(pilot, app: LenstopApp) -> None:
-    """Wait until workers are done and the screen has caught up."""
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def screen_text(app: LenstopApp) -> str:
-    """The screen as plain text, as a person reads it."""
-    import io
-
-    from rich.console import Console
-
-    width, height = app.size
-    console = Console(
-        width=width, height=height, file=io.StringIO(), force_terminal=True, record=True, legacy_windows=False
-    )
-    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
-    return console.export_text()
-
-
-def analyses(engine: FakeEngine) -> list[tuple]:
-    return [args for name, args in engine.calls if name == "analyse"]
+from fake_engine import FakeEngine, FakeFactory
+from pilot import PROMPT, analyses, make_app, screen_text, settle
 
 
 async def test_loads_and_shows_the_prompt_at_the_first_dictionary_layer() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine) == [(PROMPT, ())]
-        header = str(app.query_one("#header").render())
+        header = str(app.inspector.query_one("#header").render())
         assert "fake" in header and "layer [0] 1 2" in header
-        table = app.query_one(FeatureTable)
+        table = app.inspector.query_one(FeatureTable)
         assert table.row_count > 0 and table.feature_ids[0] == 13  # " second" is repeated: feature 13 leads
         assert "argument name, repeated" in screen_text(app)
 
@@ -66,78 +36,77 @@ async def test_typing_is_debounced_and_only_the_latest_analysis_counts() -> None
     engine = FakeEngine(delay_s=0.05)
     app, _ = make_app(engine, prompt="")
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
+        await settle(pilot)
         await pilot.press(*"x = 1")
         await pilot.pause(0.6)
-        await settle(pilot, app)
+        await settle(pilot)
         prompts = [p for p, _ in analyses(engine)]
         assert prompts[-1] == "x = 1"
         assert len(prompts) <= 2  # five keystrokes, one debounced analysis
-        assert app.analysis.prompt == "x = 1"
+        assert app.inspector.analysis.prompt == "x = 1"
 
 
 async def test_escaped_newlines_reach_the_engine_as_newlines() -> None:
     app, engine = make_app(prompt=r"def f():\n    pass")
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][0] == "def f():\n    pass"
 
 
 async def test_tokens_and_layers_are_stepped_with_keys() -> None:
     app, _ = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape")  # leave the prompt
-        last = len(app.analysis.tokens) - 1
-        assert app.session.selection.position == last
+        await settle(pilot)
+        last = len(app.inspector.analysis.tokens) - 1
+        assert app.inspector.position == last
         await pilot.press("left", "h")
-        assert app.session.selection.position == last - 2
+        assert app.inspector.position == last - 2
         await pilot.press("l")
-        assert app.session.selection.position == last - 1
+        assert app.inspector.position == last - 1
         await pilot.press("right_square_bracket")
-        assert app.session.selection.layer == 1
-        assert "layer 0 [1] 2" in str(app.query_one("#header").render())
-        assert "features · L1" in str(app.query_one("#features-pane").border_title)
+        assert app.inspector.current_layer == 1
+        assert "layer 0 [1] 2" in str(app.inspector.query_one("#header").render())
+        assert "features · L1" in str(app.inspector.query_one("#features-pane").border_title)
         await pilot.press("left_square_bracket", "left_square_bracket")
-        assert app.session.selection.layer == 0
+        assert app.inspector.current_layer == 0
 
 
 async def test_ablate_toggles_and_reruns_with_the_intervention() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "a")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
         shot = screen_text(app)
         assert "ablate L0 #13 all positions" in shot and "KL(clean‖intervened)" in shot
         await pilot.press("a")  # again: restored
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == ()
 
 
 async def test_scope_restricts_an_intervention_to_the_selected_token() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "left", "at", "a")
-        await settle(pilot, app)
-        position = app.session.selection.position
-        assert analyses(engine)[-1][1] == (FeatureAblation(0, app.session.selection.feature, position),)
-        assert "this token" in str(app.query_one("#header").render())
+        await settle(pilot)
+        await pilot.press("left", "at", "a")
+        await settle(pilot)
+        position = app.inspector.position
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, app.inspector.feature, position),)
+        assert "this token" in str(app.inspector.query_one("#header").render())
 
 
 async def test_steer_is_entered_and_nudged() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "s")
+        await settle(pilot)
+        await pilot.press("s")
         await pilot.pause()
         await pilot.press("8", "enter")  # typing replaces the default strength
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureSteer(0, 13, 8.0),)
         await pilot.press("plus")
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureSteer(0, 13, 9.0),)
         assert "steer L0 #13 +9 all positions" in screen_text(app)
 
@@ -146,26 +115,26 @@ async def test_a_failing_run_is_one_line_and_undo_recovers() -> None:
     engine = FakeEngine(fail_steer_above=50)
     app, _ = make_app(engine)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "s")
+        await settle(pilot)
+        await pilot.press("s")
         await pilot.pause()
         await pilot.press(*"999", "enter")
-        await settle(pilot, app)
-        status = str(app.query_one("#status").render())
+        await settle(pilot)
+        status = str(app.inspector.query_one("#status").render())
         assert "NaN or infinite" in status and "u undoes" in status
         assert app.is_running
         await pilot.press("u")
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == ()
-        assert "error" not in str(app.query_one("#status").render())
+        assert "error" not in str(app.inspector.query_one("#status").render())
 
 
 async def test_knock_out_the_selected_head() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "2", "j", "x")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("2", "j", "x")
+        await settle(pilot)
         assert analyses(engine)[-1][1] == (HeadKnockout(0, 1),)
         shot = screen_text(app)
         assert "knock out L0.H1" in shot and "prev-token" in shot  # head 0 of the fake attends to the previous token
@@ -174,27 +143,27 @@ async def test_knock_out_the_selected_head() -> None:
 async def test_interventions_list_toggle_and_clear() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "a", "4")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("a", "4")
+        await settle(pilot)
         await pilot.press("space")
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == ()
         assert "(off)" in screen_text(app)
         await pilot.press("space")
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
         await pilot.press("C")
-        await settle(pilot, app)
-        assert app.session.entries == [] and analyses(engine)[-1][1] == ()
+        await settle(pilot)
+        assert app.inspector.interventions.entries == () and analyses(engine)[-1][1] == ()
 
 
 async def test_feature_card_opens_on_enter() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "enter")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
         assert ("card", (0, 13)) in engine.calls
         shot = screen_text(app)
         assert "argument name, repeated" in shot and "top contexts" in shot and "promotes" in shot
@@ -206,8 +175,8 @@ async def test_feature_card_opens_on_enter() -> None:
 async def test_help_lists_every_binding_with_its_id() -> None:
     app, _ = make_app()
     async with app.run_test(size=(120, 70)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "question_mark")
+        await settle(pilot)
+        await pilot.press("question_mark")
         await pilot.pause()
         shot = screen_text(app)
         for binding_id in ("ablate", "steer", "clamp", "knockout", "generate", "undo", "scope", "effects.toggle"):
@@ -217,53 +186,54 @@ async def test_help_lists_every_binding_with_its_id() -> None:
 async def test_generate_shows_clean_and_intervened_continuations() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "a", "g")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("a", "g")
+        await settle(pilot)
         assert engine.calls[-1] == ("generate", (PROMPT, (FeatureAblation(0, 13),)))
         shot = screen_text(app)
         assert "·return·+" in shot and "·first·second" in shot
 
 
 async def test_a_load_failure_is_shown_and_the_app_stays_up() -> None:
-    def fail(progress):
-        progress("loading model nowhere")
-        raise NotFoundError("no model named 'nowhere' on disk or on the hub; check the name or pass a local directory")
-
-    app = LenstopApp(fail, session=Session(model="nowhere"))
+    error = NotFoundError("no model named 'nowhere' on disk or on the hub; check the name or pass a local directory")
+    factory = FakeFactory(error=error, steps=("loading model nowhere",))
+    app = LenstopApp(EngineSpec("nowhere"), factory=factory)
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot, app)
+        await settle(pilot)
         shot = screen_text(app)
         assert "no model named 'nowhere'" in shot and "press enter to load again" in shot
         assert app.is_running
-        await pilot.press("q")
-    assert not app.is_running
+        await pilot.press("q")  # types into the box (its text selected, so it replaces the model's name)
+        assert app.screen.query_one("#loading-retry", Input).value == "q" and app.is_running
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not app.is_running
 
 
 async def test_session_saves_and_restores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     app, _ = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "right_square_bracket", "a", "w")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("right_square_bracket", "a", "w")
+        await settle(pilot)
     doc = json.loads((tmp_path / "lenstop-session.json").read_text())
     assert doc["prompt"] == PROMPT and doc["selection"]["layer"] == 1
     restored = Session.load(tmp_path / "lenstop-session.json")
     engine = FakeEngine()
-    again = LenstopApp(lambda progress: engine, session=restored)
+    again = LenstopApp(EngineSpec("fake"), session=restored, factory=FakeFactory(engine))
     async with again.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, again)
+        await settle(pilot)
         assert analyses(engine)[0] == (PROMPT, (FeatureAblation(1, restored.entries[0].intervention.feature),))
-        assert again.session.selection.layer == 1
+        assert again.inspector.current_layer == 1
 
 
 async def test_ctrl_s_saves_an_svg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     app, _ = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "ctrl+s")
+        await settle(pilot)
+        await pilot.press("ctrl+s")
         await pilot.pause()
     svgs = list(tmp_path.glob("lenstop-*.svg"))
     assert len(svgs) == 1 and "<svg" in svgs[0].read_text()[:500]
@@ -272,42 +242,52 @@ async def test_ctrl_s_saves_an_svg(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 async def test_small_terminal_shows_one_pane_at_a_time() -> None:
     app, _ = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot, app)
-        assert app.compact
-        assert app.query_one("#features-pane").display and not app.query_one("#heads-pane").display
-        assert "next" in str(app.query_one("#summary").render())
-        await pilot.press("escape", "2")
+        await settle(pilot)
+        assert app.inspector.compact
+        assert app.inspector.query_one("#features-pane").display and not app.inspector.query_one("#heads-pane").display
+        assert "next" in str(app.inspector.query_one("#summary").render())
+        await pilot.press("2")
         await pilot.pause()
-        assert app.query_one("#heads-pane").display and not app.query_one("#features-pane").display
+        assert app.inspector.query_one("#heads-pane").display and not app.inspector.query_one("#features-pane").display
 
 
 async def test_panes_zoom_and_resize() -> None:
     app, _ = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "2", "z")
+        await settle(pilot)
+        await pilot.press("2", "z")
         await pilot.pause()
-        heads = app._q("#heads-pane")
-        assert app._main.maximized is heads and heads.size.width > 100
+        heads = app.inspector.query_one("#heads-pane")
+        assert app.inspector.maximized is heads and heads.size.width > 100
         await pilot.press("z")
         await pilot.pause()
-        assert app._main.maximized is None and heads.size.width < 70
-        left = app._q("#features-pane").size.width
+        assert app.inspector.maximized is None and heads.size.width < 70
+        left = app.inspector.query_one("#features-pane").size.width
         await pilot.press("greater_than_sign")
         await pilot.pause()
-        assert app._q("#features-pane").size.width > left
+        assert app.inspector.query_one("#features-pane").size.width > left
 
 
 def test_every_binding_has_an_id_for_remapping() -> None:
     from textual.binding import Binding
 
-    from lenstop.tui.screens.card import CardScreen
+    from lenstop.tui.screens.feature_card import CardScreen
     from lenstop.tui.screens.help import HelpScreen
+    from lenstop.tui.screens.inspector import InspectorScreen
     from lenstop.tui.screens.value import ValueScreen
     from lenstop.tui.widgets.effects import InterventionTable
     from lenstop.tui.widgets.heads import HeadsView
 
-    classes = (LenstopApp, FeatureTable, HeadsView, InterventionTable, CardScreen, HelpScreen, ValueScreen)
+    classes = (
+        LenstopApp,
+        InspectorScreen,
+        FeatureTable,
+        HeadsView,
+        InterventionTable,
+        CardScreen,
+        HelpScreen,
+        ValueScreen,
+    )
     bindings = [b for cls in classes for b in cls.BINDINGS]
     assert bindings and all(isinstance(b, Binding) and b.id for b in bindings)
     ids = [b.id for b in bindings]
@@ -322,27 +302,72 @@ async def test_keymap_file_remaps_a_binding_by_id(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(app_module, "KEYMAP_FILE", keys)
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot, app)
-        await pilot.press("escape", "a")
-        await settle(pilot, app)
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
         assert analyses(engine)[-1][1] == ()  # a no longer ablates
         await pilot.press("A")
-        await settle(pilot, app)
+        await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
 
 
 async def test_retry_after_a_failed_load_keeps_the_loading_options() -> None:
-    from lenstop.tui.loader import engine_loader
-
-    loader = engine_loader("nowhere", device="cpu", dtype="bfloat16", labels=["1=x.json"])
-    app = LenstopApp(loader, session=Session(model="nowhere"))
+    spec = EngineSpec("nowhere", device="cpu", dtype="bfloat16", labels=("1=x.json",))
+    factory = FakeFactory(error=NotFoundError("no model named 'nowhere'"))
+    app = LenstopApp(spec, factory=factory)
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot, app)
+        await settle(pilot)
         assert "load again" in screen_text(app)
-        retry = app._q("#loading-retry")
+        retry = app.screen.query_one("#loading-retry", Input)
+        assert retry.value == "nowhere"
         retry.value = "also-nowhere --sae x"
         await pilot.press("enter")
-        await settle(pilot, app)
-        assert (app.loader.model, app.loader.saes) == ("also-nowhere", ("x",))
-        assert (app.loader.device, app.loader.dtype, app.loader.labels) == ("cpu", "bfloat16", ("1=x.json",))
+        await settle(pilot)
+        assert factory.specs[-1] == EngineSpec("also-nowhere", ("x",), "cpu", "bfloat16", labels=("1=x.json",))
         assert "also-nowhere" in screen_text(app)
+        factory.error = None  # the next try loads
+        retry.value = "fake --sae a --sae 'b c'"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.spec == EngineSpec("fake", ("a", "b c"), "cpu", "bfloat16", labels=("1=x.json",))
+        assert app.screen is app.inspector and app.inspector.analysis is not None
+        assert "lenstop fake" in str(app.inspector.query_one("#header", Static).render())
+
+
+async def test_a_retry_that_cannot_be_read_says_why_and_waits() -> None:
+    factory = FakeFactory(error=NotFoundError("no model named 'nowhere'"))
+    app = LenstopApp(EngineSpec("nowhere"), factory=factory)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#loading-retry", Input).value = "gpt2 --device cuda"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "unexpected '--device'" in screen_text(app) and len(factory.specs) == 1
+
+
+async def test_with_a_prompt_keys_navigate_from_the_start() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert str(app.inspector.query_one("#mode", Label).render()).strip() == "KEYS"
+        await pilot.press("right_square_bracket", "h")  # these used to type themselves into the prompt
+        await settle(pilot)
+        assert app.inspector.prompt == PROMPT and app.inspector.current_layer == 1
+        assert app.inspector.position == len(app.inspector.analysis.tokens) - 2
+        await pilot.press("slash")
+        assert str(app.inspector.query_one("#mode", Label).render()).strip() == "EDIT"
+        await pilot.press("end", "!")
+        assert app.inspector.prompt == PROMPT + "!"
+        await pilot.press("escape", "l")
+        assert str(app.inspector.query_one("#mode", Label).render()).strip() == "KEYS"
+        assert app.inspector.prompt == PROMPT + "!"
+
+
+async def test_without_a_prompt_the_prompt_has_the_focus() -> None:
+    app, engine = make_app(prompt="")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.inspector.query_one("#prompt", Input).has_focus
+        assert str(app.inspector.query_one("#mode", Label).render()).strip() == "EDIT"
+        await pilot.press("a")
+        assert app.inspector.prompt == "a"

@@ -9,32 +9,31 @@ import numpy as np
 from typer.testing import CliRunner
 
 from lenstop.commands.cli import app as cli
+from lenstop.models.engine_spec import EngineSpec
 from lenstop.tui.app import LenstopApp
-from lenstop.tui.loader import engine_loader
 from lenstop.tui.session import Session
+
+from pilot import settle
 
 PROMPT = "def area(width, height):\n    return width * height"
 
 
-async def settle(pilot) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 async def test_app_and_trace_json_agree_on_the_demo() -> None:
     app = LenstopApp(
-        engine_loader("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT.replace("\n", "\\n"))
+        EngineSpec("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT.replace("\n", "\\n"))
     )
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        assert app.analysis is not None and "".join(app.analysis.tokens[1:]) == PROMPT
-        await pilot.press("escape", "right_square_bracket", "a")
+        assert app.inspector.analysis is not None and "".join(app.inspector.analysis.tokens[1:]) == PROMPT
+        await pilot.press("right_square_bracket", "a")
         await settle(pilot)
-        layer = app.session.selection.layer
-        feature = app.session.entries[0].intervention.feature
-        assert app.analysis.interventions == app.session.active and app.analysis.kl is not None
-        shown = app.analysis
+        layer = app.inspector.current_layer
+        feature = app.inspector.interventions.entries[0].intervention.feature
+        assert (
+            app.inspector.analysis.interventions == app.inspector.interventions.active
+            and app.inspector.analysis.kl is not None
+        )
+        shown = app.inspector.analysis
     result = CliRunner().invoke(
         cli,
         [

@@ -13,21 +13,21 @@ def test_first_paint_comes_before_the_heavy_imports(tiny_model: Path, resid_saes
         f"""
         import asyncio, sys, threading
         from lenstop.tui.app import LenstopApp
-        from lenstop.tui.loader import engine_loader
+        from lenstop.models.engine_spec import EngineSpec
         from lenstop.tui.session import Session
 
         gate = threading.Event()
-        real = engine_loader({str(tiny_model)!r}, [{str(resid_saes)!r}], device="cpu")
 
-        def loader(progress):
+        def factory(spec, progress):
             gate.wait(120)  # hold the load until the first screen has been checked
-            return real(progress)
+            return spec.load(progress)
 
         async def main():
-            app = LenstopApp(loader, session=Session(model="tiny", prompt="import os"))
+            spec = EngineSpec({str(tiny_model)!r}, ({str(resid_saes)!r},), device="cpu")
+            app = LenstopApp(spec, session=Session(model="tiny", prompt="import os"), factory=factory)
             async with app.run_test(size=(100, 30)) as pilot:
                 await pilot.pause()
-                header = str(app._q("#header").render())
+                header = str(app.inspector.query_one("#header").render())
                 print("painted", "lenstop" in header and "loading" in header)
                 print("heavy-before", any(m in sys.modules for m in ("torch", "transformer_lens", "sae_lens")))
                 gate.set()
@@ -35,7 +35,7 @@ def test_first_paint_comes_before_the_heavy_imports(tiny_model: Path, resid_saes
                 await pilot.pause()
                 await app.workers.wait_for_complete()
                 await pilot.pause()
-                print("loaded", app.engine is not None and app.analysis is not None)
+                print("loaded", app.inspector.engine is not None and app.inspector.analysis is not None)
                 print("heavy-after", "torch" in sys.modules)
 
         asyncio.run(main())

@@ -1,5 +1,6 @@
-"""Text helpers shared by the panes: visible whitespace, bars and shades that
-read without colour, fixed-width numbers."""
+"""Glyphs and fixed-width numbers shared by the panes and the CLI: bars and shades
+that read without colour, percentages that keep their width while values change.
+(A token's visible whitespace is `lenstop.models.tokens.visible`.)"""
 
 from __future__ import annotations
 
@@ -8,11 +9,6 @@ import math
 BLOCKS = " ▁▂▃▄▅▆▇█"  # 0..8 eighths, for a strip under tokens
 SHADES = "·░▒▓█"  # attention heatmaps
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
-
-
-def visible(token: str) -> str:
-    """A token with its whitespace made visible, never empty."""
-    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·").replace("\r", "␍") or "∅"
 
 
 def clip(text: str, width: int) -> str:

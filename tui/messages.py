@@ -1,11 +1,15 @@
-"""Events the workers post to the app, named for what happened."""
+"""Events the workers post to the screens, named for what happened, typed end to end."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from textual.message import Message
+
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import LenstopError, describe
+from lenstop.models.protocol import EngineProtocol
+from lenstop.models.results import Analysis, Generation, ModelInfo
 
 
 @dataclass
@@ -18,7 +22,11 @@ class LoadProgressed(Message):
 
 @dataclass
 class EngineLoaded(Message):
-    engine: Any
+    """The engine is ready; `info` was read in the worker, so the UI thread never asks the engine."""
+
+    engine: EngineProtocol
+    info: ModelInfo
+    spec: EngineSpec  # what was loaded: the app keeps it, with any model typed at a retry
     seconds: float
 
 
@@ -30,7 +38,7 @@ class LoadFailed(Message):
 @dataclass
 class AnalysisFinished(Message):
     request: int
-    analysis: Any
+    analysis: Analysis
     seconds: float
 
 
@@ -42,9 +50,14 @@ class AnalysisFailed(Message):
 
 @dataclass
 class GenerationFinished(Message):
-    generation: Any
+    generation: Generation
 
 
 @dataclass
 class GenerationFailed(Message):
     error: str
+
+
+def failure_text(err: BaseException) -> str:
+    """One line for the screen: ours as they are, anything else marked as lenstop's own fault."""
+    return describe(err) if isinstance(err, LenstopError) else f"internal error: {describe(err)}"

@@ -1,6 +1,10 @@
-"""What the user has set up in the inspector, as plain data: the prompt, the
-selection, and the list of interventions (each can be switched off without
-being forgotten), with undo. Saved to and restored from a small JSON file.
+"""What the user has set up in the inspector, as plain data.
+
+`InterventionList` is the list of interventions (each can be switched off
+without being forgotten) as a frozen value with its own undo history: every
+change returns a new list, which the inspector assigns to a reactive attribute,
+so one watcher redraws and re-analyses. `Session` is what `w` saves and
+`--session` restores: the model, the prompt, the selection and the interventions.
 """
 
 from __future__ import annotations
@@ -8,12 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from lenstop.models.errors import UsageError, read_json
-from lenstop.models.interventions import Intervention, from_dict, to_dict
+from lenstop.models.interventions import Adjustable, Intervention, Slot, from_dict, to_dict
 
 VERSION = 1
+UNDO_DEPTH = 100
 # A first prompt with something to see: repeated names for induction, and code structure.
 DEFAULT_PROMPT = (
     r"def add(first, second):\n    return first + second\n\ndef sub(first, second):\n    return first - second"
@@ -24,6 +28,62 @@ DEFAULT_PROMPT = (
 class Entry:
     intervention: Intervention
     enabled: bool = True
+
+
+@dataclass(frozen=True)
+class InterventionList:
+    entries: tuple[Entry, ...] = ()
+    history: tuple[tuple[Entry, ...], ...] = ()  # earlier `entries`, the latest last
+
+    @property
+    def active(self) -> tuple[Intervention, ...]:
+        return tuple(e.intervention for e in self.entries if e.enabled)
+
+    def _then(self, entries: tuple[Entry, ...]) -> InterventionList:
+        if entries == self.entries:
+            return self
+        return InterventionList(entries, (*self.history, self.entries)[-UNDO_DEPTH:])
+
+    def find(self, slot: Slot) -> Intervention | None:
+        return next((e.intervention for e in self.entries if e.intervention.slot == slot), None)
+
+    def with_added(self, intervention: Intervention) -> InterventionList:
+        """Add it, replacing whatever acts on the same slot (a clamp replaces an ablation of that feature)."""
+        kept = tuple(e for e in self.entries if e.intervention.slot != intervention.slot)
+        return self._then((*kept, Entry(intervention)))
+
+    def with_toggled(self, intervention: Intervention) -> InterventionList:
+        """Add it, or remove what acts on its slot if something does."""
+        if self.find(intervention.slot) is not None:
+            return self._then(tuple(e for e in self.entries if e.intervention.slot != intervention.slot))
+        return self.with_added(intervention)
+
+    def with_switched(self, index: int) -> InterventionList:
+        """Switch entry `index` off, or back on."""
+        entry = self.entries[index]
+        return self._then(self._replace(index, replace(entry, enabled=not entry.enabled)))
+
+    def with_amount(self, index: int, amount: float) -> InterventionList:
+        """Entry `index`, a steer or a clamp, with a new strength or value."""
+        entry = self.entries[index]
+        if not isinstance(entry.intervention, Adjustable):
+            return self
+        return self._then(self._replace(index, replace(entry, intervention=entry.intervention.with_amount(amount))))
+
+    def without(self, index: int) -> InterventionList:
+        return self._then(self.entries[:index] + self.entries[index + 1 :])
+
+    def cleared(self) -> InterventionList:
+        return self._then(())
+
+    def undone(self) -> InterventionList | None:
+        """The list before the last change, or None when there is nothing to undo."""
+        if not self.history:
+            return None
+        return InterventionList(self.history[-1], self.history[:-1])
+
+    def _replace(self, index: int, entry: Entry) -> tuple[Entry, ...]:
+        return self.entries[:index] + (entry,) + self.entries[index + 1 :]
 
 
 @dataclass
@@ -41,66 +101,9 @@ class Session:
     labels: list[str] = field(default_factory=list)
     prompt: str = DEFAULT_PROMPT
     selection: Selection = field(default_factory=Selection)
-    entries: list[Entry] = field(default_factory=list)
-    _undo: list[list[Entry]] = field(default_factory=list, repr=False)
+    entries: tuple[Entry, ...] = ()
 
-    # ---------------------------------------------------------------- interventions
-    @property
-    def active(self) -> tuple[Intervention, ...]:
-        return tuple(e.intervention for e in self.entries if e.enabled)
-
-    def _remember(self) -> None:
-        self._undo.append(list(self.entries))
-        del self._undo[:-100]
-
-    def add(self, intervention: Intervention) -> None:
-        """Add, or replace the intervention of the same kind on the same target and scope."""
-        self._remember()
-        key = _target(intervention)
-        self.entries = [e for e in self.entries if _target(e.intervention) != key] + [Entry(intervention)]
-
-    def toggle_ablation(self, intervention: Intervention) -> bool:
-        """Add it, or remove it if it is already there; True when it is now on."""
-        key = _target(intervention)
-        if any(_target(e.intervention) == key for e in self.entries):
-            self._remember()
-            self.entries = [e for e in self.entries if _target(e.intervention) != key]
-            return False
-        self.add(intervention)
-        return True
-
-    def find(self, kind: str, layer: int, target: int, position: int | None) -> Intervention | None:
-        for e in self.entries:
-            if _target(e.intervention) == (kind, layer, target, position):
-                return e.intervention
-        return None
-
-    def toggle_enabled(self, index: int) -> None:
-        self._remember()
-        entry = self.entries[index]
-        self.entries[index] = replace(entry, enabled=not entry.enabled)
-
-    def replace_at(self, index: int, intervention: Intervention) -> None:
-        self._remember()
-        self.entries[index] = replace(self.entries[index], intervention=intervention)
-
-    def remove(self, index: int) -> None:
-        self._remember()
-        del self.entries[index]
-
-    def clear(self) -> None:
-        if self.entries:
-            self._remember()
-            self.entries = []
-
-    def undo(self) -> bool:
-        if not self._undo:
-            return False
-        self.entries = self._undo.pop()
-        return True
-
-    # ---------------------------------------------------------------- files
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "version": VERSION,
             "model": self.model,
@@ -117,33 +120,36 @@ class Session:
         return path
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Session:
+    def from_json(cls, doc: dict[str, object]) -> Session:
         if doc.get("version") != VERSION:
             raise UsageError(
                 f"session file version {doc.get('version')!r} is not {VERSION}; it was written by another lenstop"
             )
         entries = []
-        for raw in doc.get("interventions", []):
-            raw = dict(raw)
-            enabled = bool(raw.pop("enabled", True))
-            entries.append(Entry(from_dict(raw), enabled))
-        sel = doc.get("selection", {})
+        for raw in _list(doc.get("interventions")):
+            if not isinstance(raw, dict):
+                raise UsageError(f"session file: an intervention is {raw!r}, not an object")
+            item = dict(raw)
+            enabled = bool(item.pop("enabled", True))
+            entries.append(Entry(from_dict(item), enabled))
+        sel = doc.get("selection")
+        sel = sel if isinstance(sel, dict) else {}
         return cls(
             model=str(doc.get("model", "demo")),
-            saes=list(doc.get("saes", [])),
-            labels=list(doc.get("labels", [])),
+            saes=[str(s) for s in _list(doc.get("saes"))],
+            labels=[str(s) for s in _list(doc.get("labels"))],
             prompt=str(doc.get("prompt", "")),
             selection=Selection(**{k: sel[k] for k in ("layer", "position", "feature", "head") if k in sel}),
-            entries=entries,
+            entries=tuple(entries),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Session:
-        return cls.from_json(read_json(path, "--session"))
+        doc = read_json(path, "--session")
+        if not isinstance(doc, dict):
+            raise UsageError(f"--session {path}: expected a JSON object saved by lenstop")
+        return cls.from_json(doc)
 
 
-def _target(i: Intervention) -> tuple[str, int, int, int | None]:
-    """What an intervention acts on: one feature or head, at one scope. Ablate and clamp
-    both set the feature's value, so they share a target and replace each other."""
-    kind = "set" if i.kind in ("ablate", "clamp") else i.kind
-    return (kind, i.layer, getattr(i, "feature", getattr(i, "head", -1)), i.position)
+def _list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list) else []

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -83,12 +84,12 @@ class Build:
     def ids(self, split: str) -> np.ndarray:
         return np.load(self.work / f"{split}.npy")
 
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         from transformers import PreTrainedTokenizerFast
 
         return PreTrainedTokenizerFast.from_pretrained(self.work / "tokenizer")
 
-    def hf_model(self):
+    def hf_model(self) -> Any:
         from transformers import GPT2LMHeadModel
 
         return GPT2LMHeadModel.from_pretrained(self.model_dir, attn_implementation="eager").eval()
@@ -194,7 +195,7 @@ class Build:
         return {"layers": results}
 
     def stage_cards(self) -> dict:
-        from lenstop.models.demo.cards import build_cards
+        from lenstop.models.demo.feature_cards import build_cards
 
         holdout = json.loads((self.work / "holdout.json").read_text())
         counts = build_cards(self.model_dir, self.sae_root, holdout, self.config.card_tokens, self.device)

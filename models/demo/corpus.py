@@ -26,7 +26,7 @@ def stdlib_root() -> Path:
 def source_files(root: Path | None = None) -> list[Path]:
     """Every .py file of the standard library except tests, in a stable order."""
     root = root or stdlib_root()
-    files = []
+    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("test"))
         files.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py") and not f.startswith("test_"))
@@ -56,7 +56,8 @@ class Split:
 
 def split(share: float = 0.05, limit_files: int | None = None, root: Path | None = None) -> Split:
     root = root or stdlib_root()
-    train, holdout = [], []
+    train: list[str] = []
+    holdout: list[str] = []
     files = source_files(root)[:limit_files] if limit_files else source_files(root)
     n_bytes = 0
     for path in files:

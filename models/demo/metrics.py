@@ -100,7 +100,12 @@ def _replace_block_output(model: Any, layer: int, fn: Any) -> Any:
 def resid_post(model: Any, tokens: torch.Tensor, layer: int) -> torch.Tensor:
     """blocks.{layer}.hook_resid_post: the output of block `layer`, (batch, seq, d_model)."""
     seen: list[torch.Tensor] = []
-    handle = _replace_block_output(model, layer, lambda x: seen.append(x) or x)
+
+    def keep(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x)
+        return x
+
+    handle = _replace_block_output(model, layer, keep)
     try:
         model(tokens.to(_device(model)))
     finally:

@@ -7,8 +7,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from lenstop.models.cards import Cards
 from lenstop.models.demo import metrics
+from lenstop.models.feature_cards import Cards
 
 NOTES = Path(__file__).resolve().parent / "SPOT_CHECK.md"  # a person's notes, kept across rebuilds
 

@@ -87,7 +87,7 @@ def new_model(recipe: ModelRecipe, vocab: int, bos: int) -> Any:
     config = GPT2Config(
         vocab_size=vocab,
         n_positions=recipe.n_ctx,
-        n_ctx=recipe.n_ctx,
+        n_ctx=recipe.n_ctx,  # type: ignore[call-arg]  # kept in config.json for TransformerLens (FACTS)
         n_embd=recipe.d_model,
         n_layer=recipe.n_layers,
         n_head=recipe.n_heads,

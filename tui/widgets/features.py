@@ -3,26 +3,36 @@ a bar, the label, and a mark for any intervention on it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
 from lenstop.tui.format import bar, clip
+from lenstop.tui.views import FeatureRow
 
 BAR = 10
 LABEL = 80  # the pane's right edge clips what does not fit
 
 
-class FeatureTable(DataTable):
+def feature_line(row: FeatureRow, top: float) -> Text:
+    """`✗ #446      2.83  ██████████  "·return"`: mark, id, activation, a bar against the top one, label."""
+    line = Text()
+    line.append(f"{row.mark:1} ", style="bold")
+    line.append(f"{'#' + str(row.feature):<7} {row.act:7.2f}  {bar(row.act, top, BAR)}  ")
+    line.append(clip(row.label or "", LABEL), style="italic")
+    return line
+
+
+class FeatureTable(DataTable[Text]):
     """One row a feature, laid out here as one cell so the label runs to the pane's edge."""
 
     BINDINGS = [
         Binding("j", "cursor_down", "next feature", show=False, id="features.down"),
         Binding("k", "cursor_up", "previous feature", show=False, id="features.up"),
-        Binding("left", "app.token(-1)", "previous token", show=False, id="features.token.previous"),
-        Binding("right", "app.token(1)", "next token", show=False, id="features.token.next"),
+        Binding("left", "screen.token(-1)", "previous token", show=False, id="features.token.previous"),
+        Binding("right", "screen.token(1)", "next token", show=False, id="features.token.next"),
         Binding("enter", "select_cursor", "card", id="features.card"),
     ]
     DEFAULT_CSS = """
@@ -38,26 +48,15 @@ class FeatureTable(DataTable):
         header = Text(f"  {'feature':<7} {'act':>7}  {'':<{BAR}}  label", style="bold")
         self.add_column(header, key="row", width=2 + 8 + 8 + 2 + BAR + 2 + LABEL)
 
-    def show(
-        self,
-        features: list[tuple[int, float]],
-        label: Callable[[int], str | None],
-        mark: Callable[[int], str],
-        keep: int | None,
-        empty: str = "no active features here",
-    ) -> None:
-        """Rows for (feature, activation) pairs; keeps the cursor on `keep` when it is listed."""
+    def show(self, rows: Sequence[FeatureRow], keep: int | None, empty: str = "no active features here") -> None:
+        """One row a feature; keeps the cursor on `keep` when it is listed, else on the same row."""
         row = self.cursor_row
         self.clear()
-        top = max((a for _, a in features), default=0.0)
-        self.feature_ids = [f for f, _ in features]
-        for feature, act in features:
-            line = Text()
-            line.append(f"{mark(feature):1} ", style="bold")
-            line.append(f"{'#' + str(feature):<7} {act:7.2f}  {bar(act, top, BAR)}  ")
-            line.append(clip(label(feature) or "", LABEL), style="italic")
-            self.add_row(line, key=str(feature))
-        if not features:
+        top = max((r.act for r in rows), default=0.0)
+        self.feature_ids = [r.feature for r in rows]
+        for r in rows:
+            self.add_row(feature_line(r, top), key=str(r.feature))
+        if not rows:
             self.add_row(Text("  " + empty, style="dim"), key="empty")
         if keep in self.feature_ids:
             self.move_cursor(row=self.feature_ids.index(keep), animate=False)

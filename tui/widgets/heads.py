@@ -1,6 +1,7 @@
 """Each head's attention from the selected token over the prompt: a heatmap of
 heads by source tokens in ·░▒▓█, each head's top source token, and its role
-(previous-token, duplicate-token, induction) when the prompt makes it clear."""
+(previous-token, duplicate-token, induction) when the prompt makes it clear.
+The scores arrive with the analysis; this pane only draws them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,49 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
-from lenstop.models.head_scores import HeadScores
-from lenstop.tui.format import clip, shade, visible
+from lenstop.models.results import LayerAttention
+from lenstop.models.tokens import visible
+from lenstop.tui.format import clip, shade
+
+FIXED = 3 + 3 + 17 + 16  # head, mark, top source and its weight, role ("  prev-token .99")
+
+
+def heads_text(
+    attention: LayerAttention,
+    tokens: Sequence[str],
+    position: int,
+    knocked: frozenset[int],
+    head: int,
+    focused: bool,
+    width: int,
+) -> Text:
+    """One line a head: its attention from `position` over every earlier token, binned when the prompt
+    is longer than the pane is wide (a bin shows its strongest weight), then its top source and role."""
+    pattern = attention.pattern
+    n_src = position + 1
+    cells = max(4, width - FIXED)
+    per = 2 if 2 * n_src <= cells else 1  # two cells a token when there is room
+    bins = np.array_split(np.arange(n_src), min(n_src, cells // per))
+    binned = "" if len(bins) == n_src else f", {n_src / len(bins):.1f} tokens a cell"
+    out = Text()
+    note = f"from {position} {clip(visible(tokens[position]), 12)!r} over tokens 0..{position}{binned}"
+    out.append(clip(note, width) + "\n", style="dim")
+    heads = pattern.shape[0]
+    for h in range(heads):
+        row = pattern[h, position, :n_src]
+        selected = "reverse bold" if focused else "bold"
+        out.append(Text(f"H{h:<2}", style=selected if h == head else ""))
+        out.append(" ✗ " if h in knocked else "   ", style="bold")
+        for group in bins:
+            out.append(shade(float(row[group].max())) * per)
+        src = int(np.argmax(row))
+        out.append(f"  {clip(visible(tokens[src]), 10):<10} {float(row[src]):.2f}".replace("0.", " ."))
+        role = attention.scores[h].role() if h < len(attention.scores) else None
+        if role:
+            out.append(f"  {role[0]} {role[1]:.2f}".replace("0.", "."), style="italic")
+        if h < heads - 1:
+            out.append("\n")
+    return out
 
 
 class HeadsView(Widget, can_focus=True):
@@ -26,71 +68,40 @@ class HeadsView(Widget, can_focus=True):
     HeadsView { height: 1fr; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.pattern: np.ndarray | None = None  # (heads, query, key) at this layer
-        self.tokens: list[str] = []
-        self.position = 0
-        self.scores: list[HeadScores] = []
-        self.knocked: set[int] = set()
-        self.head = 0
-
-    def show(
-        self,
-        pattern: np.ndarray | None,
-        tokens: Sequence[str],
-        position: int,
-        scores: list[HeadScores],
-        knocked: set[int],
-        head: int,
-    ) -> None:
-        self.pattern, self.tokens, self.position = pattern, list(tokens), position
-        self.scores, self.knocked = scores, knocked
-        self.head = min(head, (pattern.shape[0] - 1) if pattern is not None else 0)
-        self.refresh()
-
-    def action_move(self, step: int) -> None:
-        if self.pattern is None:
-            return
-        self.head = (self.head + step) % self.pattern.shape[0]
-        self.refresh()
-        self.post_message(self.HeadSelected(self.head))
-
     @dataclass
     class HeadSelected(Message):
         head: int
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.attention: LayerAttention | None = None
+        self.tokens: Sequence[str] = ()
+        self.position = 0
+        self.knocked: frozenset[int] = frozenset()
+        self.head = 0
+
+    def show(
+        self,
+        attention: LayerAttention | None,
+        tokens: Sequence[str],
+        position: int,
+        knocked: frozenset[int],
+        head: int,
+    ) -> None:
+        self.attention, self.tokens, self.position, self.knocked = attention, tokens, position, knocked
+        self.head = min(head, attention.pattern.shape[0] - 1) if attention is not None else 0
+        self.refresh()
+
+    def action_move(self, step: int) -> None:
+        if self.attention is None:
+            return
+        self.head = (self.head + step) % self.attention.pattern.shape[0]
+        self.refresh()
+        self.post_message(self.HeadSelected(self.head))
+
     def render(self) -> Text:
-        if self.pattern is None:
+        if self.attention is None:
             return Text("no attention pattern yet", style="dim")
-        heads = self.pattern.shape[0]
-        width = self.size.width
-        fixed = 3 + 3 + 2 + 10 + 4 + 16  # head, mark, gap, top token, weight, role
-        n_src = self.position + 1
-        cells = max(4, width - fixed)
-        # Every source position stays on screen: one or two cells each, or bins (the max of each) when long.
-        per = 2 if 2 * n_src <= cells else 1
-        bins = np.array_split(np.arange(n_src), min(n_src, cells // per))
-        out = Text()
-        binned = "" if len(bins) == n_src else f", {n_src / len(bins):.1f} tokens a cell"
-        note = f"from {self.position} {clip(visible(self.tokens[self.position]), 12)!r} over tokens 0..{self.position}{binned}"
-        out.append(clip(note, width) + "\n", style="dim")
-        for h in range(heads):
-            row = self.pattern[h, self.position, : self.position + 1]
-            label = Text(
-                f"H{h:<2}",
-                style="reverse bold" if h == self.head and self.has_focus else ("bold" if h == self.head else ""),
-            )
-            out.append_text(label)
-            out.append(" ✗ " if h in self.knocked else "   ", style="bold")
-            for group in bins:
-                out.append(shade(float(row[group].max())) * per)
-            src = int(np.argmax(self.pattern[h, self.position, : self.position + 1]))
-            weight = float(self.pattern[h, self.position, src])
-            out.append(f"  {clip(visible(self.tokens[src]), 10):<10} {weight:.2f}".replace("0.", " ."))
-            role = self.scores[h].role() if h < len(self.scores) else None
-            if role:
-                out.append(f"  {role[0]} {role[1]:.2f}".replace("0.", "."), style="italic")
-            if h < heads - 1:
-                out.append("\n")
-        return out
+        return heads_text(
+            self.attention, self.tokens, self.position, self.knocked, self.head, self.has_focus, self.size.width
+        )

@@ -7,7 +7,29 @@ from rich.text import Text
 from textual.widget import Widget
 
 from lenstop.models.results import Analysis
-from lenstop.tui.format import bar, clip, percent, visible
+from lenstop.models.tokens import visible
+from lenstop.tui.format import bar, clip, percent
+
+
+def predictions_text(analysis: Analysis, position: int, layer: int, width: int, height: int) -> Text:
+    """The top predictions with bars, as many as fit above the lens; then the lens's top 3 a layer."""
+    out = Text()
+    preds = analysis.predictions.at(position)
+    top = preds[0].prob if preds else 0.0
+    rows = max(1, min(len(preds), height - len(analysis.lens) - 2))
+    for p in preds[:rows]:
+        out.append(f"{clip(visible(p.token), 12):<12} {percent(p.prob)} ")
+        out.append(bar(p.prob, top, max(0, min(20, width - 20))) + "\n")
+    out.append("lens", style="bold")
+    out.append("  top token of each layer's residual\n", style="dim")
+    for n, lens in enumerate(analysis.lens):
+        marker = "▶" if n == layer else " "
+        out.append(f"{marker}L{n:<2} ", style="bold" if n == layer else "")
+        for guess in lens.at(position)[:3]:
+            out.append(f"{clip(visible(guess.token), 10)} {percent(guess.prob)}  ")
+        if n < len(analysis.lens) - 1:
+            out.append("\n")
+    return out
 
 
 class PredictionsView(Widget):
@@ -26,25 +48,6 @@ class PredictionsView(Widget):
         self.refresh()
 
     def render(self) -> Text:
-        a = self.analysis
-        if a is None:
+        if self.analysis is None:
             return Text("no predictions yet", style="dim")
-        width = self.size.width
-        out = Text()
-        preds = a.predictions.at(self.position)
-        top = preds[0].prob if preds else 0.0
-        rows = max(1, min(len(preds), self.size.height - len(a.lens) - 2))
-        for p in preds[:rows]:
-            out.append(f"{clip(visible(p.token), 12):<12} {percent(p.prob)} ")
-            out.append(bar(p.prob, top, max(0, min(20, width - 20))) + "\n")
-        out.append("lens", style="bold")
-        out.append("  top token of each layer's residual\n", style="dim")
-        for layer, lens in enumerate(a.lens):
-            guesses = lens.at(self.position)[:3]
-            marker = "▶" if layer == self.selected_layer else " "
-            out.append(f"{marker}L{layer:<2} ", style="bold" if layer == self.selected_layer else "")
-            for g in guesses:
-                out.append(f"{clip(visible(g.token), 10)} {percent(g.prob)}  ")
-            if layer < len(a.lens) - 1:
-                out.append("\n")
-        return out
+        return predictions_text(self.analysis, self.position, self.selected_layer, self.size.width, self.size.height)

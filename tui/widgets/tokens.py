@@ -9,65 +9,44 @@ from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
+from textual.geometry import Size
 from textual.widget import Widget
 
-from lenstop.tui.format import block, clip, visible, wrap_tokens
+from lenstop.models.tokens import visible
+from lenstop.tui.format import block, clip, wrap_tokens
 
 MAX_TOKEN_WIDTH = 14
 
 
-class TokenStrip(Widget):
-    DEFAULT_CSS = """
-    TokenStrip { height: auto; }
-    """
+def token_window(cells: Sequence[str], width: int, max_rows: int, cursor: int) -> list[list[int]]:
+    """The rows of token indices to show: all of them if they fit, else `max_rows` around the cursor."""
+    rows = wrap_tokens(list(cells), max(8, width))
+    if len(rows) <= max_rows:
+        return rows
+    at = next((r for r, row in enumerate(rows) if cursor in row), 0)
+    start = min(max(0, at - max_rows // 2), len(rows) - max_rows)
+    return rows[start : start + max_rows]
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.tokens: list[str] = []
-        self.values: list[float] = []
-        self.cursor = 0
-        self.max_rows = 3
 
-    def show(self, tokens: Sequence[str], values: Sequence[float], cursor: int) -> None:
-        self.tokens = [clip(visible(t), MAX_TOKEN_WIDTH) for t in tokens]
-        self.values = list(values)
-        self.cursor = cursor
-        self.refresh(layout=True)
-
-    def _window(self, width: int) -> list[list[int]]:
-        rows = wrap_tokens(self.tokens, max(8, width))
-        if len(rows) <= self.max_rows:
-            return rows
-        at = next((r for r, row in enumerate(rows) if self.cursor in row), 0)
-        start = min(max(0, at - self.max_rows // 2), len(rows) - self.max_rows)
-        return rows[start : start + self.max_rows]
-
-    def get_content_height(self, container, viewport, width: int) -> int:
-        return max(2, 2 * len(self._window(width)))
-
-    def render(self) -> Text:
-        if not self.tokens:
-            return Text("(no tokens yet)", style="dim")
-        top = max((v for v in self.values if v == v), default=0.0)
-        out = Text()
-        for r, row in enumerate(self._window(self.size.width)):
-            line, strip = Text(), Text()
-            for i in row:
-                tok = self.tokens[i]
-                value = self.values[i] if i < len(self.values) else 0.0
-                intensity = 0.0 if top <= 0 else max(0.0, min(1.0, value / top))
-                style = Style(reverse=True, bold=True) if i == self.cursor else _heat(intensity)
-                line.append(tok, style=style)
-                line.append(" ")
-                mark = block(value, top)
-                strip.append(mark.center(len(tok)), style="bold" if i == self.cursor else "")
-                strip.append(" ")
-            if r:
-                out.append("\n")
-            out.append_text(line)
+def token_strip_text(cells: Sequence[str], values: Sequence[float], cursor: int, rows: list[list[int]]) -> Text:
+    """Each row of tokens over its strip of blocks; the cursor's token in reverse video."""
+    top = max((v for v in values if v == v), default=0.0)
+    out = Text()
+    for r, row in enumerate(rows):
+        line, strip = Text(), Text()
+        for i in row:
+            value = values[i] if i < len(values) else 0.0
+            intensity = 0.0 if top <= 0 else max(0.0, min(1.0, value / top))
+            line.append(cells[i], style=Style(reverse=True, bold=True) if i == cursor else _heat(intensity))
+            line.append(" ")
+            strip.append(block(value, top).center(len(cells[i])), style="bold" if i == cursor else "")
+            strip.append(" ")
+        if r:
             out.append("\n")
-            out.append_text(strip)
-        return out
+        out.append_text(line)
+        out.append("\n")
+        out.append_text(strip)
+    return out
 
 
 def _heat(intensity: float) -> Style:
@@ -79,3 +58,31 @@ def _heat(intensity: float) -> Style:
     if intensity < 0.7:
         return Style(bgcolor="color(94)")
     return Style(bgcolor="color(130)", bold=True)
+
+
+class TokenStrip(Widget):
+    DEFAULT_CSS = """
+    TokenStrip { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.cells: list[str] = []
+        self.values: list[float] = []
+        self.cursor = 0
+        self.max_rows = 3
+
+    def show(self, tokens: Sequence[str], values: Sequence[float], cursor: int) -> None:
+        self.cells = [clip(visible(t), MAX_TOKEN_WIDTH) for t in tokens]
+        self.values = list(values)
+        self.cursor = cursor
+        self.refresh(layout=True)
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return max(2, 2 * len(token_window(self.cells, width, self.max_rows, self.cursor)))
+
+    def render(self) -> Text:
+        if not self.cells:
+            return Text("(no tokens yet)", style="dim")
+        rows = token_window(self.cells, self.size.width, self.max_rows, self.cursor)
+        return token_strip_text(self.cells, self.values, self.cursor, rows)

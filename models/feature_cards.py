@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,25 +72,36 @@ def _card(raw: dict[str, Any]) -> FeatureCard:
 
 
 class Cards:
-    """The cards of one dictionary, read on first use, plus labels from elsewhere."""
+    """The cards of one dictionary, read on first use, plus labels from elsewhere.
+
+    Readers on other threads (the app's workers) may ask while the file is read
+    or labels are added, so both are replaced whole, never emptied and refilled.
+    """
 
     def __init__(self, path: Path | None = None, labels: dict[int, str] | None = None) -> None:
         self.path = path if path is not None and path.is_file() else None
-        self.labels = dict(labels or {})
+        self.labels: dict[int, str] = dict(labels or {})
         self._raw: dict[int, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def beside(cls, directory: str | Path | None) -> Cards:
         return cls(Path(directory) / CARDS_FILE if directory else None)
 
+    def add_labels(self, labels: dict[int, str]) -> None:
+        """Labels from another source; they take precedence over the cards' own."""
+        self.labels = {**self.labels, **labels}
+
     def _load(self) -> dict[int, dict[str, Any]]:
-        if self._raw is None:
-            self._raw = {}
-            if self.path is not None:
-                with gzip.open(self.path, "rt", encoding="utf-8") as fh:
-                    doc = json.load(fh)
-                self._raw = {int(f["id"]): f for f in doc["features"]}
-        return self._raw
+        with self._lock:
+            if self._raw is None:
+                raw: dict[int, dict[str, Any]] = {}
+                if self.path is not None:
+                    with gzip.open(self.path, "rt", encoding="utf-8") as fh:
+                        doc = json.load(fh)
+                    raw = {int(f["id"]): f for f in doc["features"]}
+                self._raw = raw
+            return self._raw
 
     def label(self, feature: int) -> str | None:
         if feature in self.labels:

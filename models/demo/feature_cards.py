@@ -6,7 +6,7 @@ row promotes and suppresses through the unembedding, and a short label when
 Python's own tokenizer says what most of its top contexts have in common
 (a keyword, a docstring, a comment, an indentation level...).
 Cards are written beside each dictionary as `feature_cards.json.gz`, the file
-`lenstop.models.cards` reads for any dictionary.
+`lenstop.models.feature_cards` reads for any dictionary.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenstop.models.cards import CARDS_FILE
 from lenstop.models.demo.corpus import SEPARATOR, char_tags
-from lenstop.models.tokens import token_texts
+from lenstop.models.feature_cards import CARDS_FILE
+from lenstop.models.tokens import token_texts, visible
 
 log = logging.getLogger("lenstop.demo")
 
@@ -100,10 +100,6 @@ _TAG_PHRASES = {
 }
 
 
-def visible(token: str) -> str:
-    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·")
-
-
 def label_for(
     tokens: list[str], previous: list[str], tags: list[str], positions: list[int] | None = None
 ) -> str | None:
@@ -172,11 +168,11 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
         logit_effect = sae.W_dec.cpu() @ unembed.T  # (d_sae, vocab)
         promoted = logit_effect.topk(N_LOGIT_TOKENS, dim=1)
         suppressed = (-logit_effect).topk(N_LOGIT_TOKENS, dim=1)
-        cards = []
+        cards: list[dict[str, Any]] = []
         for f in range(d_sae):
             contexts, peak_tokens, peak_prev, peak_tags, peak_pos = [], [], [], [], []
             for value, (w, p), neigh in zip(
-                top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist(), strict=False
+                top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist(), strict=True
             ):
                 if value <= 0:
                     continue

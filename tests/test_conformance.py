@@ -1,0 +1,179 @@
+"""One contract, two engines: the real `Engine` on the bundled demo and the
+`FakeEngine` the app's tests use must both keep every promise of
+`EngineProtocol`, so the fake cannot drift from what the app really gets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lenstop.models.errors import IncompatibleError, LenstopError, UsageError
+from lenstop.models.head_scores import head_scores
+from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
+from lenstop.models.protocol import EngineProtocol
+from lenstop.models.results import Analysis
+
+from fake_engine import FakeEngine
+
+PROMPT = "def add(first, second):\n    return first + second\n\ndef sub(first, second):\n    return first"
+
+
+@pytest.fixture(scope="module", params=["demo", "fake"])
+def engine(request: pytest.FixtureRequest) -> EngineProtocol:
+    if request.param == "fake":
+        return FakeEngine()
+    from lenstop.models.engine import Engine
+
+    return Engine.load("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clean(engine: EngineProtocol) -> Analysis:
+    return engine.analyse(PROMPT, top_k=8, n_predictions=5)
+
+
+def _top_feature(analysis: Analysis, layer: int) -> int:
+    lf = analysis.layer(layer)
+    assert lf is not None
+    return lf.features(len(analysis.tokens) - 1)[0].id
+
+
+def test_is_an_engine_protocol(engine: EngineProtocol) -> None:
+    assert isinstance(engine, EngineProtocol)
+
+
+def test_info_describes_the_model_and_its_dictionaries(engine: EngineProtocol) -> None:
+    info = engine.info()
+    assert info.n_layers > 0 and info.n_heads > 0 and info.n_ctx > 0 and info.d_vocab > 0
+    layers = [d.layer for d in info.dictionaries]
+    assert layers == sorted(layers) and all(0 <= layer < info.n_layers for layer in layers)
+    assert all(d.d_sae > 0 and d.hook.startswith(f"blocks.{d.layer}.") for d in info.dictionaries)
+
+
+def test_analysis_shapes_agree(engine: EngineProtocol, clean: Analysis) -> None:
+    info, seq = engine.info(), len(clean.tokens)
+    assert len(clean.token_ids) == seq and clean.prompt == PROMPT
+    assert [lf.layer for lf in clean.layers] == [d.layer for d in info.dictionaries]
+    assert [att.layer for att in clean.attention] == list(range(info.n_layers))
+    assert len(clean.lens) == info.n_layers
+    assert clean.predictions.ids.shape == (seq, 5) and len(clean.predictions.strings) == seq
+    assert clean.interventions == () and clean.clean_predictions is None and clean.kl is None and clean.shifts is None
+
+
+def test_features_are_sorted_positive_and_within_the_dictionary(engine: EngineProtocol, clean: Analysis) -> None:
+    sizes = {d.layer: d.d_sae for d in engine.info().dictionaries}
+    for lf in clean.layers:
+        assert lf.top_ids.shape == lf.top_acts.shape == (len(clean.tokens), 8)
+        assert (np.diff(lf.top_acts, axis=1) <= 0).all() and (lf.top_acts >= 0).all()
+        assert (lf.top_ids >= 0).all() and (lf.top_ids < sizes[lf.layer]).all()
+        assert list(lf.union_ids) == sorted(set(lf.top_ids[lf.top_acts > 0].tolist()))
+        for pos in range(len(clean.tokens)):
+            shown = lf.features(pos)
+            assert all(f.act > 0 for f in shown) and int(lf.l0[pos]) >= len(shown)
+            for f in shown:
+                across = lf.activation_of(f.id)
+                assert across is not None and across[pos] == pytest.approx(f.act)
+        assert set(lf.labels) <= set(lf.union_ids.tolist())
+        assert (lf.relative_error >= 0).all() and (lf.error_norm >= 0).all()
+
+
+def test_attention_is_causal_and_normalised_with_head_scores(engine: EngineProtocol, clean: Analysis) -> None:
+    seq, heads = len(clean.tokens), engine.info().n_heads
+    for att in clean.attention:
+        assert att.pattern.shape == (heads, seq, seq)
+        np.testing.assert_allclose(att.pattern.sum(-1), 1.0, atol=1e-4)
+        assert np.abs(np.triu(att.pattern, k=1)).max() < 1e-6  # nothing attends to the future
+        assert att.scores == head_scores(att.pattern, clean.token_ids)
+
+
+def test_predictions_are_a_sorted_distribution(clean: Analysis) -> None:
+    for top in (clean.predictions, *clean.lens):
+        assert (np.diff(top.probs, axis=1) <= 1e-7).all()
+        assert (top.probs > 0).all() and (top.probs.sum(axis=1) <= 1 + 1e-5).all()
+
+
+def test_the_last_layers_lens_is_the_prediction(clean: Analysis) -> None:
+    np.testing.assert_array_equal(clean.lens[-1].ids[:, 0], clean.predictions.ids[:, 0])
+
+
+def test_an_empty_intervention_list_is_the_clean_analysis(engine: EngineProtocol, clean: Analysis) -> None:
+    again = engine.analyse(PROMPT, (), top_k=8, n_predictions=5)
+    np.testing.assert_array_equal(again.predictions.ids, clean.predictions.ids)
+    np.testing.assert_allclose(again.predictions.probs, clean.predictions.probs, atol=1e-6)
+
+
+def test_an_ablated_feature_reads_zero_keeps_its_label_and_moves_the_predictions(
+    engine: EngineProtocol, clean: Analysis
+) -> None:
+    layer = clean.layers[-1].layer
+    feature = _top_feature(clean, layer)
+    ablated = engine.analyse(PROMPT, [FeatureAblation(layer, feature)], top_k=8, n_predictions=5)
+    lf = ablated.layer(layer)
+    assert lf is not None and feature not in lf.top_ids[lf.top_acts > 0]
+    across = lf.activation_of(feature)
+    assert across is None or not across.any()
+    card = engine.card(layer, feature)
+    if card is not None and card.label:  # its label still arrives, so the app can list it to restore it
+        assert lf.labels[feature] == card.label
+    assert ablated.clean_predictions is not None and ablated.kl is not None and ablated.shifts is not None
+    np.testing.assert_array_equal(ablated.clean_predictions.ids, clean.predictions.ids)
+    assert ablated.kl.shape == (len(clean.tokens),) and (ablated.kl >= 0).all() and ablated.kl.max() > 1e-4
+    last = ablated.shifts[-1]
+    assert {s.id for s in last} >= set(clean.predictions.ids[-1].tolist())
+
+
+def test_a_clamped_feature_reads_its_value_everywhere(engine: EngineProtocol, clean: Analysis) -> None:
+    layer = clean.layers[0].layer
+    feature = _top_feature(clean, layer)
+    clamped = engine.analyse(PROMPT, [FeatureClamp(layer, feature, 7.5)], top_k=8)
+    lf = clamped.layer(layer)
+    assert lf is not None
+    np.testing.assert_allclose(lf.activation_of(feature), 7.5)
+
+
+def test_an_intervention_at_a_position_leaves_earlier_positions_alone(engine: EngineProtocol, clean: Analysis) -> None:
+    at = len(clean.tokens) - 4
+    steered = engine.analyse(PROMPT, [FeatureSteer(clean.layers[0].layer, 1, 12.0, position=at)], n_predictions=5)
+    assert steered.kl is not None
+    assert steered.kl[:at].max() < 1e-5 and steered.kl[at:].max() > 1e-4
+    assert steered.interventions == (FeatureSteer(clean.layers[0].layer, 1, 12.0, position=at),)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        FeatureAblation(0, 10**7),
+        FeatureSteer(99, 1, 1.0),
+        HeadKnockout(0, 99),
+        FeatureAblation(0, 1, position=10**4),
+    ],
+    ids=["feature", "layer", "head", "position"],
+)
+def test_out_of_range_interventions_are_usage_errors(engine: EngineProtocol, bad: object) -> None:
+    with pytest.raises(UsageError):
+        engine.analyse(PROMPT, [bad])  # type: ignore[list-item]
+
+
+def test_a_prompt_longer_than_the_context_is_incompatible(engine: EngineProtocol) -> None:
+    with pytest.raises(IncompatibleError, match="context"):
+        engine.analyse(" x" * (engine.info().n_ctx + 5))
+
+
+def test_generation_is_seeded_and_intervened_only_when_asked(engine: EngineProtocol) -> None:
+    plain = engine.generate(PROMPT, max_new_tokens=4)
+    assert plain.intervened is None and 1 <= len(plain.clean.token_ids) <= 4
+    assert len(plain.clean.tokens) == len(plain.clean.token_ids)
+    assert engine.generate(PROMPT, max_new_tokens=4) == plain
+    steered = engine.generate(PROMPT, [HeadKnockout(0, 0)], max_new_tokens=4, seed=1)
+    assert steered.intervened is not None and steered.interventions == (HeadKnockout(0, 0),)
+    with pytest.raises(UsageError):
+        engine.generate(PROMPT, max_new_tokens=0)
+
+
+def test_cards_are_for_real_features_only(engine: EngineProtocol, clean: Analysis) -> None:
+    layer = clean.layers[0].layer
+    feature = _top_feature(clean, layer)
+    card = engine.card(layer, feature)
+    assert card is None or card.id == feature
+    with pytest.raises(LenstopError):
+        engine.card(layer, 10**7)

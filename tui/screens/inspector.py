@@ -1,0 +1,650 @@
+"""The inspector: panes that all answer for the same selection (layer, token,
+feature, head), over an engine that runs in worker threads.
+
+The selection, the interventions and the latest analysis are reactive
+attributes; each watcher redraws the panes that depend on it, from the pure
+functions in `lenstop.tui.views` and the panes' own text builders. The UI
+thread only draws: everything shown arrives in an `Analysis`, a `Generation`
+or a card fetched by a worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container, Horizontal
+from textual.events import DescendantBlur, DescendantFocus, Resize
+from textual.reactive import var
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Input, Label, Static
+
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.interventions import (
+    Adjustable,
+    FeatureAblation,
+    FeatureClamp,
+    FeatureSteer,
+    HeadKnockout,
+    Intervention,
+)
+from lenstop.models.prompts import unescape
+from lenstop.models.protocol import EngineProtocol
+from lenstop.models.results import Analysis, LayerFeatures, ModelInfo
+from lenstop.tui.messages import (
+    AnalysisFailed,
+    AnalysisFinished,
+    EngineLoaded,
+    GenerationFailed,
+    GenerationFinished,
+    failure_text,
+)
+from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.help import HelpScreen
+from lenstop.tui.screens.value import ValueScreen
+from lenstop.tui.session import InterventionList, Selection, Session
+from lenstop.tui.views import (
+    PANES,
+    analysed_text,
+    card_text,
+    feature_rows,
+    header_text,
+    knocked_heads,
+    pane_tabs,
+    quoted_token,
+    summary_text,
+    token_shading,
+)
+from lenstop.tui.widgets.effects import EffectsPane, InterventionTable, ShiftView
+from lenstop.tui.widgets.features import FeatureTable
+from lenstop.tui.widgets.heads import HeadsView
+from lenstop.tui.widgets.predictions import PredictionsView
+from lenstop.tui.widgets.tokens import TokenStrip
+
+TOP_K = 12
+N_PREDICTIONS = 10
+NEW_TOKENS = 24
+DEBOUNCE_S = 0.25
+COMPACT_WIDTH, COMPACT_HEIGHT = 100, 32
+SESSION_FILE = Path("lenstop-session.json")
+
+
+class Pane(Container):
+    """A bordered pane of the inspector; `z` can zoom it to fill the screen."""
+
+    ALLOW_MAXIMIZE = True
+
+
+class InspectorScreen(Screen[None]):
+    BINDINGS = [
+        Binding("q", "app.quit", "quit", id="quit"),
+        Binding("question_mark", "help", "help", id="help"),
+        Binding("h,left", "token(-1)", "token", key_display="←/→", id="token.previous"),
+        Binding("l,right", "token(1)", "token", show=False, id="token.next"),
+        Binding("left_square_bracket", "layer(-1)", "layer", key_display="[ ]", id="layer.previous"),
+        Binding("right_square_bracket", "layer(1)", "layer", show=False, id="layer.next"),
+        Binding("a", "ablate", "ablate", id="ablate"),
+        Binding("s", "steer", "steer", id="steer"),
+        Binding("c", "clamp", "clamp", id="clamp"),
+        Binding("plus,equals_sign", "nudge(1)", "steer +1", show=False, id="steer.more"),
+        Binding("minus", "nudge(-1)", "steer -1", show=False, id="steer.less"),
+        Binding("x", "knockout", "head", id="knockout"),
+        Binding("at", "scope", "scope", key_display="@", id="scope"),
+        Binding("g", "generate", "generate", id="generate"),
+        Binding("u", "undo", "undo", id="undo"),
+        Binding("slash", "focus_prompt", "prompt", key_display="/", id="prompt"),
+        Binding("escape", "leave_prompt", "leave prompt", id="prompt.leave"),
+        Binding("1", "pane('features')", "features", show=False, id="pane.features"),
+        Binding("2", "pane('heads')", "heads", show=False, id="pane.heads"),
+        Binding("3", "pane('predictions')", "predictions", show=False, id="pane.predictions"),
+        Binding("4", "pane('effects')", "effects", show=False, id="pane.effects"),
+        Binding("z", "zoom", "zoom pane", show=False, id="pane.zoom"),
+        Binding("less_than_sign", "split(-1)", "narrower left", show=False, id="pane.narrower"),
+        Binding("greater_than_sign", "split(1)", "wider left", show=False, id="pane.wider"),
+        Binding("w", "save_session", "save session", show=False, id="session.save"),
+    ]
+
+    # What the panes answer for. Watchers redraw; nothing else calls a redraw by hand.
+    info: var[ModelInfo | None] = var(None, init=False)
+    analysis: var[Analysis | None] = var(None, init=False)
+    prompt = var("", init=False)
+    current_layer = var(0, init=False)  # (a Widget's `layer` is its CSS layer)
+    position = var(-1, init=False)  # -1 until the first analysis: the last token
+    feature: var[int | None] = var(None, init=False)
+    head = var(0, init=False)
+    scope_all = var(True, init=False)  # interventions apply at every position, or only the selected one
+    interventions: var[InterventionList] = var(InterventionList, init=False)
+    # How they are laid out.
+    active_pane = var("features", init=False)
+    split = var(3, init=False)  # the left column's share of the grid, in sixths
+    compact = var(False, init=False)  # one pane at a time, for small terminals
+    editing = var(False, init=False)  # the prompt has the focus: keys type into it
+
+    def __init__(
+        self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
+    ) -> None:
+        super().__init__()
+        self.spec = spec  # what is loaded, for the header and for `w`
+        self.session_path = session_path or SESSION_FILE
+        self.show_timings = show_timings  # off for snapshot tests, whose screens must not vary
+        self.engine: EngineProtocol | None = None
+        self.request = 0  # only the latest analysis counts
+        self._debounce: Timer | None = None
+        self._analysis_seconds: float | None = None
+        sel = session.selection
+        self.set_reactive(InspectorScreen.prompt, session.prompt)
+        self.set_reactive(InspectorScreen.current_layer, sel.layer)
+        self.set_reactive(InspectorScreen.position, sel.position)
+        self.set_reactive(InspectorScreen.feature, sel.feature)
+        self.set_reactive(InspectorScreen.head, sel.head)
+        self.set_reactive(InspectorScreen.interventions, InterventionList(session.entries))
+
+    # ---------------------------------------------------------------- layout
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        with Horizontal(id="prompt-row"):
+            yield Label("❯", id="prompt-mark")
+            yield Input(
+                value=self.prompt,
+                placeholder=r"type a prompt; \n is a newline",
+                id="prompt",
+                select_on_focus=False,
+            )
+        with Pane(id="tokens-pane", classes="pane"):
+            yield TokenStrip(id="tokens")
+        with Container(id="grid"):
+            with Pane(id="features-pane", classes="pane grid-pane -active"):
+                yield FeatureTable(id="features")
+            with Pane(id="heads-pane", classes="pane grid-pane"):
+                yield HeadsView(id="heads")
+            with Pane(id="predictions-pane", classes="pane grid-pane"):
+                yield PredictionsView(id="predictions")
+            with Pane(id="effects-pane", classes="pane grid-pane"):
+                yield EffectsPane()
+        yield Static(id="summary")
+        yield Static(id="status")
+        with Horizontal(id="bottom"):
+            yield Label(id="mode")
+            yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#tokens-pane").border_title = "tokens"
+        for pane in PANES:
+            self.query_one(f"#{pane}-pane").border_title = pane
+        self._apply_size(self.app.size.width, self.app.size.height)
+        self._draw_header()
+        self._draw_interventions()
+        self.status(f"loading {self.spec.model}…")
+        # With a prompt to look at, keys navigate; with none, the user's first job is to type one.
+        self.query_one(FeatureTable if self.prompt.strip() else Input).focus()
+        self.watch_editing(self.editing)
+
+    def on_resize(self, event: Resize) -> None:
+        self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        self.compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+        self.query_one(TokenStrip).max_rows = 1 if height < 28 else (2 if self.compact else 3)
+
+    def attach(self, loaded: EngineLoaded) -> None:
+        """The engine is ready: start at its first dictionary's layer, unless a session said otherwise."""
+        self.engine, self.spec = loaded.engine, loaded.spec
+        info = loaded.info
+        layer = min(max(0, self.current_layer), info.n_layers - 1)
+        if layer == 0 and info.dictionaries and not self.interventions.entries:
+            layer = info.dictionaries[0].layer
+        self.set_reactive(InspectorScreen.current_layer, layer)
+        self.info = info
+        timing = f" in {loaded.seconds:.1f} s" if self.show_timings else ""
+        self.status(f"ready{timing} · {info.device} · {info.dtype}")
+        self.run_analysis()
+
+    # ---------------------------------------------------------------- analysis
+    @on(Input.Changed, "#prompt")
+    def _prompt_changed(self, event: Input.Changed) -> None:
+        self.prompt = event.value
+
+    def watch_prompt(self) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_S, self.run_analysis)
+
+    @on(Input.Submitted, "#prompt")
+    def _prompt_submitted(self) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self.run_analysis()
+        self.action_leave_prompt()
+
+    def run_analysis(self) -> None:
+        """Analyse the current prompt with the active interventions; only the latest request counts."""
+        if self.engine is None:
+            return
+        self.request += 1
+        prompt = unescape(self.prompt)
+        if not prompt.strip():
+            self.status("type a prompt")
+            return
+        self.status("analysing…")
+        self._analyse(self.engine, self.request, prompt, self.interventions.active)
+
+    @work(thread=True, exclusive=True, group="analysis", exit_on_error=False)
+    def _analyse(
+        self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...]
+    ) -> None:
+        tic = time.monotonic()
+        try:
+            analysis = engine.analyse(prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS)
+        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
+            self.post_message(AnalysisFailed(request, failure_text(err)))
+            return
+        self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
+
+    def on_analysis_finished(self, message: AnalysisFinished) -> None:
+        if message.request == self.request:  # else a newer request is on its way: this one is stale
+            self._analysis_seconds = message.seconds if self.show_timings else None
+            self.analysis = message.analysis
+
+    def on_analysis_failed(self, message: AnalysisFailed) -> None:
+        if message.request == self.request:
+            hint = " (u undoes the last change)" if self.interventions.entries else ""
+            self.status(message.error + hint, error=True)
+
+    def watch_analysis(self, previous: Analysis | None, analysis: Analysis | None) -> None:
+        if analysis is None:
+            return
+        n = len(analysis.tokens)
+        at_end = previous is not None and self.position == len(previous.tokens) - 1
+        if self.position < 0 or self.position >= n or at_end:
+            self.set_reactive(InspectorScreen.position, n - 1)  # follow the end of the prompt while typing there
+        self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
+        self._draw_selection()
+
+    # ---------------------------------------------------------------- watchers
+    def watch_info(self) -> None:
+        self._draw_header()
+
+    def watch_current_layer(self) -> None:
+        self._draw_selection()
+
+    def watch_position(self) -> None:
+        self._draw_selection()
+
+    def watch_feature(self) -> None:
+        self._draw_tokens()
+
+    def watch_head(self) -> None:
+        self._draw_heads()
+
+    def watch_scope_all(self, scope_all: bool) -> None:
+        self._draw_header()
+        self.status("interventions now apply to " + ("all positions" if scope_all else "the selected token only"))
+
+    def watch_interventions(self) -> None:
+        self._draw_interventions()
+        self._draw_features()
+        self._draw_heads()
+        self.run_analysis()
+
+    def watch_active_pane(self) -> None:
+        self._draw_tabs()
+        self._draw_summary()
+
+    def watch_split(self, split: int) -> None:
+        self.query_one("#grid").styles.grid_columns = f"{split}fr {6 - split}fr"
+
+    def watch_compact(self, compact: bool) -> None:
+        self.set_class(compact, "-compact")
+        self._draw_tabs()
+        self._draw_selection()
+
+    def watch_editing(self, editing: bool) -> None:
+        mode = self.query_one("#mode", Label)
+        mode.update(" EDIT " if editing else " KEYS ")
+        mode.set_class(editing, "-editing")
+        self.refresh_bindings()
+
+    @on(DescendantFocus)
+    @on(DescendantBlur)
+    def _focus_moved(self) -> None:
+        self.editing = self.query_one("#prompt", Input).has_focus
+        for pane in PANES:
+            if self.query_one(f"#{pane}-pane").has_focus_within:
+                self.active_pane = pane
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While typing in the prompt the footer offers esc; otherwise `/` to go there."""
+        if action == "focus_prompt":
+            return not self.editing
+        if action == "leave_prompt":
+            return self.editing
+        return True
+
+    # ---------------------------------------------------------------- drawing
+    def _layer_features(self) -> LayerFeatures | None:
+        return self.analysis.layer(self.current_layer) if self.analysis is not None else None
+
+    def _draw_selection(self) -> None:
+        self._draw_header()
+        self._draw_tokens()
+        self._draw_features()
+        self._draw_heads()
+        self._draw_predictions()
+        self._draw_effects()
+        self._draw_summary()
+
+    def _at(self) -> tuple[int, str] | None:
+        a = self.analysis
+        return (
+            (self.position, a.tokens[self.position]) if a is not None and 0 <= self.position < len(a.tokens) else None
+        )
+
+    def _draw_header(self) -> None:
+        text = header_text(self.info, self.spec.model, self.current_layer, self._at(), self.scope_all, self.compact)
+        self.query_one("#header", Static).update(text)
+
+    def _draw_tokens(self) -> None:
+        if self.analysis is None:
+            return
+        values, title = token_shading(self._layer_features(), self.feature, len(self.analysis.tokens))
+        self.query_one("#tokens-pane").border_title = title
+        self.query_one(TokenStrip).show(self.analysis.tokens, values, self.position)
+
+    def _draw_features(self) -> None:
+        a, layer, table = self.analysis, self.current_layer, self.query_one(FeatureTable)
+        if a is None:
+            return
+        token = quoted_token(a.tokens[self.position])
+        self.query_one("#features-pane").border_title = f"features · L{layer} · pos {self.position} {token}"
+        lf = self._layer_features()
+        if lf is None:
+            have = ", ".join(str(d.layer) for d in self.info.dictionaries) if self.info else ""
+            table.show([], None, empty=f"no dictionary at layer {layer} (dictionaries at: {have or 'none'})")
+            self.feature = None
+            return
+        table.show(feature_rows(lf, self.position, self.interventions.entries), self.feature)
+        if self.feature not in table.feature_ids:
+            self.feature = table.selected
+
+    def _draw_heads(self) -> None:
+        if self.analysis is None:
+            return
+        knocked = knocked_heads(self.interventions.entries, self.current_layer)
+        attention = self.analysis.attention_at(self.current_layer)
+        self.query_one(HeadsView).show(attention, self.analysis.tokens, self.position, knocked, self.head)
+        self.query_one("#heads-pane").border_title = f"heads · L{self.current_layer} · from pos {self.position}"
+
+    def _draw_predictions(self) -> None:
+        if self.analysis is None:
+            return
+        self.query_one(PredictionsView).show(self.analysis, self.position, self.current_layer)
+        self.query_one("#predictions-pane").border_title = f"predictions · after pos {self.position}"
+
+    def _draw_effects(self) -> None:
+        if self.analysis is None:
+            return
+        self.query_one(ShiftView).show(self.analysis, self.position)
+        n = len(self.interventions.active)
+        self.query_one("#effects-pane").border_title = f"effects · {n} active" if n else "effects"
+
+    def _draw_interventions(self) -> None:
+        self.query_one(InterventionTable).show(self.interventions.entries)
+
+    def _draw_summary(self) -> None:
+        if self.analysis is not None:
+            self.query_one("#summary", Static).update(summary_text(self.analysis, self.position))
+
+    def _draw_tabs(self) -> None:
+        tabs = pane_tabs(self.active_pane) if self.compact else ""
+        for pane in PANES:
+            widget = self.query_one(f"#{pane}-pane")
+            widget.set_class(pane == self.active_pane, "-active")
+            widget.border_subtitle = tabs
+
+    def status(self, text: str, error: bool = False) -> None:
+        status = self.query_one("#status", Static)
+        status.update((" error: " if error else " ") + text)
+        status.set_class(error, "-error")
+
+    # ---------------------------------------------------------------- selection
+    @on(DataTable.RowHighlighted, "#features")
+    def _feature_highlighted(self) -> None:
+        if self.analysis is not None:
+            self.feature = self.query_one(FeatureTable).selected
+
+    @on(DataTable.RowSelected, "#features")
+    def _feature_selected(self) -> None:
+        self.action_card()
+
+    @on(HeadsView.HeadSelected)
+    def _head_selected(self, event: HeadsView.HeadSelected) -> None:
+        self.head = event.head
+
+    def action_token(self, step: int) -> None:
+        if self.analysis is not None:
+            self.position = max(0, min(len(self.analysis.tokens) - 1, self.position + step))
+
+    def action_layer(self, step: int) -> None:
+        if self.info is not None:
+            self.current_layer = max(0, min(self.info.n_layers - 1, self.current_layer + step))
+
+    def action_pane(self, pane: str) -> None:
+        self.active_pane = pane
+        target = {"features": FeatureTable, "heads": HeadsView, "effects": InterventionTable}.get(pane)
+        if target is not None:
+            self.query_one(target).focus()
+
+    def action_zoom(self) -> None:
+        """Fill the screen with the active pane, or put it back."""
+        if self.maximized is not None:
+            self.minimize()
+        else:
+            self.maximize(self.query_one(f"#{self.active_pane}-pane"), container=False)
+
+    def action_split(self, step: int) -> None:
+        self.split = max(1, min(5, self.split + step))
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def action_leave_prompt(self) -> None:
+        if self.editing:
+            self.query_one(FeatureTable).focus()
+
+    def action_scope(self) -> None:
+        self.scope_all = not self.scope_all
+
+    # ---------------------------------------------------------------- interventions
+    def _scope(self) -> int | None:
+        return None if self.scope_all else self.position
+
+    def _selected_feature(self) -> tuple[int, int] | None:
+        if self._layer_features() is None or self.feature is None:
+            self.status("select a feature first (features pane, j/k)", error=True)
+            return None
+        return self.current_layer, self.feature
+
+    def _change(self, interventions: InterventionList, note: str) -> None:
+        self.interventions = interventions
+        self.status(note)
+
+    def action_ablate(self) -> None:
+        if (target := self._selected_feature()) is not None:
+            ablation = FeatureAblation(*target, position=self._scope())
+            changed = self.interventions.with_toggled(ablation)
+            on_now = changed.find(ablation.slot) is not None
+            self._change(changed, ("ablated" if on_now else "restored") + f" L{target[0]} #{target[1]}")
+
+    def action_knockout(self) -> None:
+        if self.info is not None:
+            knockout = HeadKnockout(self.current_layer, self.head, position=self._scope())
+            changed = self.interventions.with_toggled(knockout)
+            on_now = changed.find(knockout.slot) is not None
+            self._change(
+                changed, ("knocked out" if on_now else "restored") + f" head L{self.current_layer}.H{self.head}"
+            )
+
+    def _steer_now(self, layer: int, feature: int) -> float | None:
+        steer = self.interventions.find(FeatureSteer(layer, feature, 0.0, self._scope()).slot)
+        return steer.amount if isinstance(steer, FeatureSteer) else None
+
+    def action_steer(self) -> None:
+        if (target := self._selected_feature()) is None:
+            return
+        position = self._scope()
+
+        def done(value: float | None) -> None:
+            if value is not None:
+                steer = FeatureSteer(*target, value, position=position)
+                self._change(self.interventions.with_added(steer), f"steering L{target[0]} #{target[1]} by {value:+g}")
+
+        default = self._steer_now(*target)
+        question = f"steer L{target[0]} #{target[1]}: strength (× its decoder row)"
+        self.app.push_screen(ValueScreen(question, 5.0 if default is None else default), done)
+
+    def action_nudge(self, step: float) -> None:
+        if (target := self._selected_feature()) is not None:
+            strength = (self._steer_now(*target) or 0.0) + step
+            steer = FeatureSteer(*target, strength, position=self._scope())
+            self._change(self.interventions.with_added(steer), f"steering L{target[0]} #{target[1]} by {strength:+g}")
+
+    def action_clamp(self) -> None:
+        if (target := self._selected_feature()) is None:
+            return
+        position = self._scope()
+        lf = self._layer_features()
+        acts = lf.activation_of(target[1]) if lf is not None else None
+        default = float(acts.max()) * 2 if acts is not None and acts.max() > 0 else 10.0
+
+        def done(value: float | None) -> None:
+            if value is not None:
+                clamp = FeatureClamp(*target, value, position=position)
+                self._change(self.interventions.with_added(clamp), f"clamped L{target[0]} #{target[1]} to {value:g}")
+
+        self.app.push_screen(ValueScreen(f"clamp L{target[0]} #{target[1]} to value", default), done)
+
+    def action_undo(self) -> None:
+        undone = self.interventions.undone()
+        if undone is None:
+            self.status("nothing to undo")
+        else:
+            self._change(undone, "undone")
+
+    def _entry_index(self) -> int | None:
+        entries = self.interventions.entries
+        return min(max(0, self.query_one(InterventionTable).cursor_row), len(entries) - 1) if entries else None
+
+    def action_toggle_entry(self) -> None:
+        if (index := self._entry_index()) is not None:
+            changed = self.interventions.with_switched(index)
+            self._change(changed, "switched " + ("on" if changed.entries[index].enabled else "off"))
+
+    def action_remove_entry(self) -> None:
+        if (index := self._entry_index()) is not None:
+            self._change(self.interventions.without(index), "removed")
+
+    def action_clear_entries(self) -> None:
+        self._change(self.interventions.cleared(), "cleared all interventions")
+
+    def action_edit_entry(self) -> None:
+        if (index := self._entry_index()) is None:
+            return
+        iv = self.interventions.entries[index].intervention
+        if not isinstance(iv, Adjustable):
+            self.status("only steers and clamps have a value to edit")
+            return
+
+        def done(value: float | None) -> None:
+            if value is not None:
+                self._change(self.interventions.with_amount(index, value), f"{iv.kind} set to {value:g}")
+
+        self.app.push_screen(ValueScreen(f"{iv.describe()}: new {iv.value_name}", iv.amount), done)
+
+    # ---------------------------------------------------------------- generation and cards
+    def action_generate(self) -> None:
+        prompt = unescape(self.prompt)
+        if self.engine is None or not prompt.strip():
+            return
+        self.query_one(ShiftView).show_generation(None, "generating…")
+        self.active_pane = "effects"
+        self._generate(self.engine, prompt, self.interventions.active)
+
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
+    def _generate(self, engine: EngineProtocol, prompt: str, interventions: tuple[Intervention, ...]) -> None:
+        try:
+            result = engine.generate(prompt, interventions, max_new_tokens=NEW_TOKENS, temperature=0.0)
+        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
+            self.post_message(GenerationFailed(failure_text(err)))
+            return
+        self.post_message(GenerationFinished(result))
+
+    def on_generation_finished(self, message: GenerationFinished) -> None:
+        self.query_one(ShiftView).show_generation(message.generation)
+
+    def on_generation_failed(self, message: GenerationFailed) -> None:
+        self.query_one(ShiftView).show_generation(None)
+        self.status(message.error, error=True)
+
+    def action_card(self) -> None:
+        target, lf = self._selected_feature(), self._layer_features()
+        if target is None or lf is None or self.engine is None or self.analysis is None:
+            return
+        acts = lf.activation_of(target[1])
+        across = None if acts is None else [float(a) for a in acts]
+        width = max(20, int(self.size.width * 0.95) - 4)  # the card's text area
+        self._open_card(self.engine, *target, self.analysis.tokens, across, width)
+
+    @work(thread=True, exclusive=True, group="card", exit_on_error=False)
+    def _open_card(
+        self,
+        engine: EngineProtocol,
+        layer: int,
+        feature: int,
+        tokens: Sequence[str],
+        acts: list[float] | None,
+        width: int,
+    ) -> None:
+        try:
+            card = engine.card(layer, feature)
+        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
+            self.app.call_from_thread(self.status, failure_text(err), True)
+            return
+        text = card_text(layer, feature, card, tokens, acts, width)
+        self.app.call_from_thread(self.app.push_screen, CardScreen(text))
+
+    # ---------------------------------------------------------------- session, help, palette
+    def session(self) -> Session:
+        """Everything `w` saves: the model and dictionaries, the prompt, the selection, the interventions."""
+        return Session(
+            model=self.spec.model,
+            saes=list(self.spec.saes),
+            labels=list(self.spec.labels),
+            prompt=self.prompt,
+            selection=Selection(self.current_layer, self.position, self.feature, self.head),
+            entries=self.interventions.entries,
+        )
+
+    def action_save_session(self) -> None:
+        path = self.session().save(self.session_path)
+        self.status(f"saved session to {path} (lenstop inspect --session {path})")
+
+    def action_help(self) -> None:
+        rows = [("anywhere", b) for b in (*self.app.BINDINGS, *self.BINDINGS) if isinstance(b, Binding)]
+        for where, widget in (("features", FeatureTable), ("heads", HeadsView), ("interventions", InterventionTable)):
+            rows += [(where, b) for b in widget.BINDINGS if isinstance(b, Binding)]
+        self.app.push_screen(HelpScreen(rows))
+
+    def system_commands(self) -> Iterator[SystemCommand]:
+        """The palette's entries: every binding of this screen, and two without a key."""
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.id not in ("quit", "help", "prompt.leave"):
+                action = binding.action
+                title = binding.description.capitalize() + f" ({binding.key.split(',')[0]})"
+                yield SystemCommand(title, f"lenstop: {binding.id}", lambda a=action: self.run_action(a))
+        yield SystemCommand("Clear interventions", "remove every intervention", self.action_clear_entries)
+        yield SystemCommand("Feature card", "open the selected feature's card", self.action_card)

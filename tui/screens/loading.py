@@ -1,0 +1,106 @@
+"""The loading screen: the heavy imports and the model load run in a worker while
+this modal shows each step over the (empty) inspector; a failure stays on screen
+with a box to edit the model and dictionaries and load again.
+
+It dismisses itself with the `EngineLoaded` message, which carries the engine,
+its facts (read in the worker) and the spec that was loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, LoadingIndicator
+
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import LenstopError
+from lenstop.models.protocol import EngineProtocol, Progress
+from lenstop.tui.messages import EngineLoaded, LoadFailed, LoadProgressed, failure_text
+
+# How the app turns a spec into an engine: `EngineSpec.load` for real, a fake in the app's tests.
+RETRY = "edit and press enter to load again, or ctrl+c to quit"  # q would type itself into the box
+
+EngineFactory = Callable[[EngineSpec, Progress], EngineProtocol]
+
+
+def load_engine(spec: EngineSpec, progress: Progress) -> EngineProtocol:
+    return spec.load(progress)
+
+
+class LoadingScreen(ModalScreen[EngineLoaded]):
+    BINDINGS = [Binding("q", "app.quit", "quit", id="loading.quit")]  # while loading; ctrl+c quits anywhere
+    DEFAULT_CSS = """
+    LoadingScreen { align: center middle; }
+    LoadingScreen > Vertical {
+        width: 70; height: auto; border: round $accent; padding: 1 2; background: $surface;
+    }
+    LoadingScreen LoadingIndicator { height: 1; }
+    LoadingScreen #loading-step { width: 100%; }
+    LoadingScreen #loading-step.-error { color: $error; text-style: bold; }
+    LoadingScreen #loading-retry { display: none; }
+    LoadingScreen.-failed LoadingIndicator { display: none; }
+    LoadingScreen.-failed #loading-retry { display: block; }
+    """
+
+    def __init__(self, spec: EngineSpec, factory: EngineFactory = load_engine) -> None:
+        super().__init__()
+        self.spec = spec
+        self.factory = factory
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"lenstop · loading {self.spec.model}", id="loading-title")
+            yield LoadingIndicator()
+            yield Label("starting", id="loading-step")
+            yield Input(value=self.spec.command_line(), id="loading-retry")
+
+    def on_mount(self) -> None:
+        self._load(self.spec)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def _load(self, spec: EngineSpec) -> None:
+        def progress(step: str) -> None:
+            self.post_message(LoadProgressed(step))
+
+        tic = time.monotonic()
+        try:
+            engine = self.factory(spec, progress)
+            info = engine.info()
+        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
+            self.post_message(LoadFailed(failure_text(err)))
+            return
+        self.post_message(EngineLoaded(engine, info, spec, time.monotonic() - tic))
+
+    def on_load_progressed(self, message: LoadProgressed) -> None:
+        self.query_one("#loading-step", Label).update(message.step + "…")
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        self._show_error(f"{message.error}\n{RETRY}")
+        self.query_one("#loading-retry", Input).focus()
+
+    def on_engine_loaded(self, message: EngineLoaded) -> None:
+        self.dismiss(message)
+
+    @on(Input.Submitted, "#loading-retry")
+    def _retry(self, event: Input.Submitted) -> None:
+        try:
+            self.spec = self.spec.retarget(event.value)
+        except LenstopError as err:
+            self._show_error(f"{err}\n{RETRY}")
+            return
+        self.remove_class("-failed")
+        self.query_one("#loading-step", Label).remove_class("-error")
+        self.query_one("#loading-title", Label).update(f"lenstop · loading {self.spec.model}")
+        self._load(self.spec)
+
+    def _show_error(self, text: str) -> None:
+        self.add_class("-failed")
+        step = self.query_one("#loading-step", Label)
+        step.update(text)
+        step.add_class("-error")

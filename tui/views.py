@@ -1,0 +1,188 @@
+"""What the inspector shows, as pure functions of the engine's results and the
+selection: the header, the summary line, pane titles, the feature rows, the
+shading of the tokens, and a feature's card (which the CLI prints too).
+
+Nothing here touches a widget, so each is unit-tested without a pilot
+(tests/test_views.py), and the screens only put the results on screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from lenstop.models.feature_cards import FeatureCard
+from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
+from lenstop.models.results import Analysis, LayerFeatures, ModelInfo
+from lenstop.models.tokens import visible
+from lenstop.tui.format import block, clip, percent, wrap_tokens
+from lenstop.tui.session import Entry
+
+PANES = ("features", "heads", "predictions", "effects")
+
+
+def quoted_token(token: str, width: int = 12) -> str:
+    """A token for a title: whitespace visible, clipped, quoted."""
+    return repr(clip(visible(token), width))
+
+
+def header_text(
+    info: ModelInfo | None,
+    title: str,
+    layer: int,
+    at: tuple[int, str] | None,
+    scope_all: bool,
+    compact: bool,
+) -> str:
+    """The top line: the model, the layer strip (dictionary layers plain, others dotted), the token, the scope."""
+    if info is None:
+        return f" lenstop · {title} · loading…"
+    pos = f" · pos {at[0]} {quoted_token(at[1])}" if at is not None else ""
+    scope = "all positions" if scope_all else "this token"
+    if compact:
+        return f" lenstop {title} · L{layer}/{info.n_layers - 1}{pos} · @{scope}"
+    dict_layers = {d.layer for d in info.dictionaries}
+    strip = " ".join(
+        f"[{n}]" if n == layer else (str(n) if n in dict_layers else f"·{n}") for n in range(info.n_layers)
+    )
+    kinds = sorted({d.architecture for d in info.dictionaries})
+    dicts = f"dict {'/'.join(kinds)}×{len(info.dictionaries)}" if info.dictionaries else "no dict"
+    return (
+        f" lenstop · {title} · {info.n_layers} layers · d={info.d_model} · {info.n_heads} heads · {dicts}"
+        f" · {info.device} {info.dtype} │ layer {strip}{pos} │ @ {scope}"
+    )
+
+
+def summary_text(analysis: Analysis, position: int) -> str:
+    """The compact layout's one line: the next-token guesses, the logit lens, the KL divergence."""
+    nxt = "  ".join(
+        f"{clip(visible(p.token), 8)} {percent(p.prob).strip()}" for p in analysis.predictions.at(position)[:3]
+    )
+    lens = " ".join(f"L{layer} {clip(visible(t.at(position)[0].token), 6)}" for layer, t in enumerate(analysis.lens))
+    kl = f" · KL {float(analysis.kl[position]):.2f}" if analysis.kl is not None else ""
+    return f" next {nxt} · lens {lens}{kl}"
+
+
+def pane_tabs(active: str) -> str:
+    """`[1 features] 2 heads 3 predictions 4 effects`: which pane the compact layout shows."""
+    return " ".join(f"[{i} {p}]" if p == active else f"{i} {p}" for i, p in enumerate(PANES, 1))
+
+
+def analysed_text(n_tokens: int, seconds: float | None, n_interventions: int) -> str:
+    timing = f" in {seconds * 1000:.0f} ms" if seconds is not None else ""
+    extra = f" · {n_interventions} interventions" if n_interventions else ""
+    return f"{n_tokens} tokens · analysed{timing}{extra}"
+
+
+def intervention_mark(intervention: Intervention) -> str:
+    """One glyph per kind, for the lists: ✗ removes, ⇢ steers, = sets."""
+    match intervention:
+        case FeatureAblation() | HeadKnockout():
+            return "✗"
+        case FeatureSteer():
+            return "⇢"
+        case FeatureClamp():
+            return "="
+
+
+def feature_of(intervention: Intervention) -> int | None:
+    return None if isinstance(intervention, HeadKnockout) else intervention.feature
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    feature: int
+    act: float
+    label: str | None
+    mark: str  # the glyph of an active intervention on it, or a space
+
+
+def feature_rows(lf: LayerFeatures, position: int, entries: Sequence[Entry]) -> list[FeatureRow]:
+    """The token's top features at this layer, then any feature an intervention here names (an ablated
+    feature reads 0 and leaves the top list, but stays listed so that it can be restored)."""
+    acts = [(f.id, f.act) for f in lf.features(position)]
+    listed = {f for f, _ in acts}
+    for e in entries:
+        feature = feature_of(e.intervention)
+        if e.intervention.layer == lf.layer and feature is not None and feature not in listed:
+            across = lf.activation_of(feature)
+            acts.append((feature, float(across[position]) if across is not None else 0.0))
+            listed.add(feature)
+    marks = {  # reversed: the first intervention on a feature gives its mark
+        feature: intervention_mark(e.intervention)
+        for e in reversed(entries)
+        if e.enabled and e.intervention.layer == lf.layer and (feature := feature_of(e.intervention)) is not None
+    }
+    return [FeatureRow(f, a, lf.labels.get(f), marks.get(f, " ")) for f, a in acts]
+
+
+def knocked_heads(entries: Sequence[Entry], layer: int) -> frozenset[int]:
+    return frozenset(
+        e.intervention.head
+        for e in entries
+        if e.enabled and isinstance(e.intervention, HeadKnockout) and e.intervention.layer == layer
+    )
+
+
+def token_shading(lf: LayerFeatures | None, feature: int | None, n_tokens: int) -> tuple[list[float], str]:
+    """What shades the tokens, and the pane's title: the selected feature's activation across the
+    prompt, or else the dictionary's relative reconstruction error."""
+    if lf is not None and feature is not None and (acts := lf.activation_of(feature)) is not None:
+        label = lf.labels.get(feature)
+        title = f"tokens · shaded by L{lf.layer} #{feature}" + (f" {label!r}" if label else "")
+        return [float(v) for v in acts], title
+    if lf is not None:
+        return [float(v) for v in lf.relative_error], f"tokens · shaded by L{lf.layer} reconstruction error"
+    return [0.0] * n_tokens, "tokens"
+
+
+def card_text(
+    layer: int,
+    feature: int,
+    card: FeatureCard | None,
+    prompt_tokens: Sequence[str] = (),
+    prompt_acts: Sequence[float] | None = None,
+    width: int = 100,
+) -> Text:
+    """A feature's card: label, how often it fires, its activation across the prompt (when given),
+    its top contexts with the peak bracketed, the tokens it promotes and suppresses."""
+    out = Text()
+    out.append(f"L{layer} #{feature}  ", style="bold")
+    out.append((card.label if card and card.label else "(no label)") + "\n", style="italic")
+    if card is None:
+        out.append("This dictionary has no feature cards; pass --labels for labels.\n", style="dim")
+    elif card.frequency is not None:
+        out.append(
+            f"fires on {percent(card.frequency).strip()} of held-out tokens"
+            f" · mean {card.mean_act or 0:.2f} · max {card.max_act or 0:.2f}\n"
+        )
+    if prompt_acts is not None:
+        out.append("\nthis prompt\n", style="bold")
+        top = max(prompt_acts, default=0.0)
+        cells = [visible(t) for t in prompt_tokens]
+        for row in wrap_tokens(cells, width):
+            for i in row:
+                act = prompt_acts[i]
+                strong = act > 0 and act >= 0.5 * top
+                out.append(cells[i], style="bold reverse" if strong else ("bold" if act > 0 else "dim"))
+                out.append(" ")
+            out.append("\n")
+            out.append(" ".join(block(prompt_acts[i], top).center(len(cells[i])) for i in row) + "\n")
+    if card is not None and card.contexts:
+        out.append("\ntop contexts\n", style="bold")
+        for c in card.contexts:
+            out.append(f"{c.act:7.2f}  ", style="dim")
+            for i, (tok, act) in enumerate(zip(c.tokens, c.acts, strict=True)):
+                if i == c.focus:  # brackets as well as reverse video, so it reads without colour
+                    out.append(f"⟦{visible(tok)}⟧", style="bold reverse")
+                else:
+                    out.append(visible(tok), style="bold" if act > 0 else "")
+            out.append("\n")
+    if card is not None and card.promoted:
+        out.append("\npromotes   ", style="bold")
+        out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.promoted) + "\n")
+        out.append("suppresses ", style="bold")
+        out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.suppressed) + "\n")
+    return out
