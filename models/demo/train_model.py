@@ -1,7 +1,7 @@
 """Tokenizer and language model of the demo.
 
 The recipe is the one measured to grow an induction circuit on a 2-core CPU
-(see shared/FACTS.md): 3 layers, width 128, 8 heads, context 128, batch 8,
+(its training curve is in artifacts/MODEL_CARD.md): 3 layers, width 128, 8 heads, context 128, batch 8,
 AdamW 3e-3 with warm-up and cosine decay, and a quarter of the training
 sequences replaced by a random span tiled across the context, so that copying
 earlier text pays off.

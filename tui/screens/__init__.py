@@ -1,1 +1,2 @@
-"""Modal screens: help, a feature's card, a value prompt."""
+"""The app's screens: the inspector, the loading screen over it, and the modals (help, a
+feature's card, a value prompt)."""
