@@ -18,9 +18,28 @@ import numpy as np
 import torch
 
 from lenstop.models import dictionaries as dicts
+from lenstop.models.circuits import attribution, patching, roles
+from lenstop.models.circuits.direct import direct_attribution
+from lenstop.models.circuits.graph import CIRCUIT_KINDS, find_circuit
+from lenstop.models.circuits.metric import resolve as resolve_metric
+from lenstop.models.circuits.results import (
+    Attribution,
+    Circuit,
+    DirectAttribution,
+    HeadRoles,
+    MetricValue,
+    Patching,
+)
+from lenstop.models.circuits.spec import Direction, Metric, Node, NodeKind
 from lenstop.models.demo import DEMO_NAME
 from lenstop.models.dictionaries import Dictionary
-from lenstop.models.errors import IncompatibleError, NumericError, OutOfMemoryError, UsageError
+from lenstop.models.errors import (
+    IncompatibleError,
+    LengthMismatchError,
+    NumericError,
+    OutOfMemoryError,
+    UsageError,
+)
 from lenstop.models.feature_cards import FeatureCard, read_labels
 from lenstop.models.head_scores import head_scores
 from lenstop.models.hooks import Capture, RunPlan, dictionary_at
@@ -63,6 +82,7 @@ class Engine:
         self.name = name or str(model.cfg.model_name)
         self.processing = processing or Processing()
         self.prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True)) if prepend_bos is None else prepend_bos
+        self.model.requires_grad_(False)  # lenstop never trains: gradients are taken at activations only
         self._lock = threading.RLock()
         self._token_strings: dict[int, str] = {}
         self._clean_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
@@ -162,6 +182,7 @@ class Engine:
         for d in self.dictionaries:
             d.sae.to(device=self._layer_device(d.layer), dtype=dtype)
             d.sae.eval()
+            d.sae.requires_grad_(False)
 
     def _layer_device(self, layer: int) -> torch.device:
         param = next(self.model.blocks[layer].parameters(), None)
@@ -271,9 +292,9 @@ class Engine:
 
     # ------------------------------------------------------------------ runs
     @contextmanager
-    def _forward_guard(self, interventions: Sequence[Intervention], tokens: int) -> Iterator[None]:
-        """One lock for the shared hooks; out-of-memory becomes one line."""
-        with self._lock, torch.no_grad():
+    def _forward_guard(self, tokens: int, *, grad: bool = False) -> Iterator[None]:
+        """One lock for the shared hooks; out-of-memory becomes one line. Gradients only when asked."""
+        with self._lock, torch.set_grad_enabled(grad):
             try:
                 yield
             except torch.OutOfMemoryError as err:
@@ -313,7 +334,7 @@ class Engine:
             resid_layers=range(self.n_layers) if lens else (),
         )
         hooks = plan.hooks
-        with self._forward_guard(interventions, tokens.shape[-1]):
+        with self._forward_guard(tokens.shape[-1]):
             if hooks:
                 with self.model.hooks(fwd_hooks=hooks):
                     logits = self.model(tokens)[0]
@@ -389,7 +410,7 @@ class Engine:
 
     def _lens_logprobs(self, resid: torch.Tensor) -> torch.Tensor:
         """What a layer's residual stream would predict: through the final norm and the unembedding."""
-        with self._forward_guard((), resid.shape[0]):
+        with self._forward_guard(resid.shape[0]):
             x = resid.to(self._out_device).unsqueeze(0)
             return self.model.unembed(self.model.ln_final(x))[0].float().log_softmax(-1)
 
@@ -452,6 +473,143 @@ class Engine:
                 )
             )
         return tuple(out)
+
+    # ------------------------------------------------------------------ circuits
+    def _prompt_pair(self, prompt: str, corrupt: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt's tokens, and a corrupted prompt's, which must line up with them token for token."""
+        tokens = self.tokenize(prompt)
+        if corrupt is None:
+            return tokens, None
+        other = self.tokenize(corrupt)
+        if other.shape != tokens.shape:
+            clean_text = self.token_strings(tokens[0].tolist())
+            corrupt_text = self.token_strings(other[0].tolist())
+            raise LengthMismatchError(
+                f"the clean prompt is {tokens.shape[-1]} tokens and the corrupted one {other.shape[-1]}; "
+                "patching needs them equally long, token for token",
+                clean_text,
+                corrupt_text,
+            )
+        return tokens, other
+
+    def attribute(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        path: Sequence[Node] = (),
+        top: int | None = 30,
+        steps: int = 0,
+        real: int = 0,
+    ) -> Attribution:
+        """Every node's attribution to the metric (or, with `path`, to the last node followed upstream from it):
+        features and error nodes at every dictionary, heads, MLPs and embeddings, at every position.
+
+        The baseline is zero, or the node's value on `corrupt`. `steps` > 0 uses integrated gradients;
+        `real` measures the real effect of removing each of the top `real` nodes (batched runs).
+        """
+        tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
+        with self._forward_guard(tokens.shape[-1], grad=True):
+            mv, value, scores, totals = attribution.attribute(
+                self, tokens, corrupt_tokens, metric, path=path, top=top, steps=steps
+            )
+        if real:
+            if path:
+                raise UsageError("real effects are measured on the metric; go back to it to measure them")
+            measured = self._effects(tokens, corrupt_tokens, mv, [s.node for s in scores[:real]])
+            scores = list(attribution.with_real(scores, measured))
+        return attribution.as_result(self, prompt, tokens, corrupt, mv, value, scores, totals, path, steps)
+
+    def effects(
+        self, prompt: str, metric: Metric, nodes: Sequence[Node], *, corrupt: str | None = None
+    ) -> tuple[float, ...]:
+        """The real fall of the metric when each node alone is removed (set to zero, or to its corrupted value)."""
+        tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
+        with self._forward_guard(tokens.shape[-1]):
+            logits, _ = self._run(tokens, ())
+            mv = resolve_metric(metric, self.model.tokenizer, logits.unsqueeze(0), self.token_strings)
+        return tuple(self._effects(tokens, corrupt_tokens, mv, nodes))
+
+    def _effects(
+        self, tokens: torch.Tensor, corrupt: torch.Tensor | None, metric: MetricValue, nodes: Sequence[Node]
+    ) -> list[float]:
+        with self._forward_guard(tokens.shape[-1]):
+            return attribution.real_effects(self, tokens, corrupt, metric, nodes)
+
+    def direct(self, prompt: str, metric: Metric = Metric(), *, sources: bool = False) -> DirectAttribution:
+        """Direct logit attribution of the metric: embeddings, each head (by source position with `sources`),
+        each MLP and the biases, through the final norm with its scale frozen; the parts add up to the metric."""
+        tokens = self.tokenize(prompt)
+        with self._forward_guard(tokens.shape[-1], grad=True):
+            return direct_attribution(self, tokens, metric, sources=sources)
+
+    def patch(
+        self,
+        clean: str,
+        corrupt: str,
+        metric: Metric = Metric(),
+        *,
+        direction: Direction = "clean->corrupt",
+        head_positions: bool = True,
+        features: int = 50,
+        progress: Callable[[float], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Patching:
+        """Activation patching between two prompts of equal token length, each cell beside its attribution-patching
+        estimate: every layer's residual stream at every position, every head (at every position, and at each
+        position with `head_positions`), and the `features` features with the largest estimates."""
+        clean_tokens, corrupt_tokens = self._prompt_pair(clean, corrupt)
+        assert corrupt_tokens is not None
+        with self._forward_guard(clean_tokens.shape[-1], grad=True):
+            found = patching.patch(
+                self,
+                clean_tokens,
+                corrupt_tokens,
+                metric,
+                direction=direction,
+                head_positions=head_positions,
+                features=features,
+                progress=progress,
+                cancelled=cancelled,
+            )
+        return patching.as_result(self, clean, corrupt, clean_tokens, corrupt_tokens, direction, found)
+
+    def head_roles(self, *, refresh: bool = False) -> HeadRoles:
+        """Each head's previous-token, duplicate-token and induction scores on repeated random tokens;
+        computed once per model and kept on disk (`refresh` computes them again)."""
+        with self._forward_guard(2 * roles.SPAN + 1):
+            found, _ = roles.head_roles(self, refresh=refresh)
+        return found
+
+    def circuit(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        node_threshold: float = 0.1,
+        edge_threshold: float = 0.1,
+        max_children: int = 6,
+        max_nodes: int = 30,
+        kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
+    ) -> Circuit:
+        """The circuit behind the metric: walking back from it, each node's strongest upstream nodes and the
+        edges between them, above the thresholds (shares of the strongest at each step)."""
+        tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
+        with self._forward_guard(tokens.shape[-1], grad=True):
+            return find_circuit(
+                self,
+                prompt,
+                tokens,
+                corrupt_tokens,
+                metric,
+                node_threshold=node_threshold,
+                edge_threshold=edge_threshold,
+                max_children=max_children,
+                max_nodes=max_nodes,
+                kinds=kinds,
+            )
 
     # ------------------------------------------------------------------ generation
     def generate(

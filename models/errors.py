@@ -47,6 +47,38 @@ class IncompatibleError(LenstopError):
     code = ExitCode.INCOMPATIBLE
 
 
+class LengthMismatchError(IncompatibleError):
+    """Two prompts that must line up token for token (patching) do not; `alignment` shows where."""
+
+    def __init__(self, message: str, clean: list[str], corrupt: list[str]) -> None:
+        super().__init__(message)
+        self.clean, self.corrupt = clean, corrupt
+
+    def alignment(self) -> list[str]:
+        """Two rows, one column per position, the first differing position marked with ^."""
+        from lenstop.models.tokens import visible
+
+        n = max(len(self.clean), len(self.corrupt))
+        cells = [
+            (
+                visible(self.clean[i]) if i < len(self.clean) else "",
+                visible(self.corrupt[i]) if i < len(self.corrupt) else "",
+            )
+            for i in range(n)
+        ]
+        widths = [max(len(a), len(b), 1) for a, b in cells]
+        first = next((i for i, (a, b) in enumerate(cells) if a != b), n)
+        return [
+            "clean   " + " ".join(a.ljust(w) for (a, _), w in zip(cells, widths, strict=True)),
+            "corrupt " + " ".join(b.ljust(w) for (_, b), w in zip(cells, widths, strict=True)),
+            "        " + " ".join(("^" if i == first else " ").ljust(w) for i, w in enumerate(widths)),
+        ]
+
+
+class CancelledError(LenstopError):
+    code = ExitCode.INTERRUPTED
+
+
 class OutOfMemoryError(LenstopError):
     code = ExitCode.OUT_OF_MEMORY
 

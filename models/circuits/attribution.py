@@ -1,0 +1,235 @@
+"""Feature attribution (Marks et al. 2024, Sparse Feature Circuits), for every node at once.
+
+A node's attribution to a target is the target's gradient at the node, dotted
+with the node's clean value minus its baseline value (zero, or its value on a
+corrupted prompt): the linear estimate of how much the target falls when the node
+is removed. One forward and one backward pass give every node; integrated
+gradients (`steps` points from the baseline to the clean value, a batched pass
+per group of nodes) is the option where the linear estimate is poor. The real
+effect of removing each of the top nodes, one batch row each, is measured on request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lenstop.models.circuits.metric import metric_value, resolve
+from lenstop.models.circuits.results import Attribution, MetricValue, NodeScore
+from lenstop.models.circuits.spec import Metric, Node
+from lenstop.models.circuits.tracing import (
+    Edit,
+    Grads,
+    HookFn,
+    SetError,
+    SetFeature,
+    SetSite,
+    Trace,
+    Values,
+    chunks,
+    dictionary_hooks,
+    run_rows,
+    site_hook,
+    trace,
+)
+from lenstop.models.errors import UsageError
+from lenstop.models.hooks import _unflat, decode_full
+from lenstop.models.results import frozen_array
+
+if TYPE_CHECKING:
+    from lenstop.models.engine import Engine
+
+ROWS = 32  # batch rows per pass when measuring real effects
+
+
+def node_scores(
+    engine: Engine, grads: Grads, values: Values, base: Values, *, skip: Node | None = None
+) -> list[NodeScore]:
+    """Every node's attribution (grad · (value - baseline)); nodes with no path to the target are left out."""
+    out: list[NodeScore] = []
+    for d in engine.dictionaries:
+        key = d.key
+        f, fb, g = values.feats[key], base.feats[key], grads.feats[key]
+        delta = (f - fb).float()
+        attr = g.float() * delta
+        for pos, feature in (delta != 0).nonzero().tolist():
+            score = float(attr[pos, feature])
+            if score != 0.0:
+                node = Node("feature", d.layer, pos, feature=feature)
+                out.append(NodeScore(node, score, float(f[pos, feature]), d.cards.label(feature)))
+        err = (grads.errors[key].float() * (values.errors[key] - base.errors[key]).float()).sum(-1)
+        out += [NodeScore(Node("error", d.layer, pos), float(v)) for pos, v in enumerate(err.tolist()) if v != 0.0]
+    for layer in range(engine.n_layers):
+        heads = (grads.heads[layer].float() * (values.heads[layer] - base.heads[layer]).float()).sum(-1)
+        for pos, row in enumerate(heads.tolist()):
+            out += [NodeScore(Node("head", layer, pos, head=h), v) for h, v in enumerate(row) if v != 0.0]
+        mlp = (grads.mlps[layer].float() * (values.mlps[layer] - base.mlps[layer]).float()).sum(-1)
+        out += [NodeScore(Node("mlp", layer, pos), v) for pos, v in enumerate(mlp.tolist()) if v != 0.0]
+    embed = (grads.embed.float() * (values.embed - base.embed).float()).sum(-1)
+    out += [NodeScore(Node("embed", None, pos), v) for pos, v in enumerate(embed.tolist()) if v != 0.0]
+    return [s for s in out if s.node != skip]
+
+
+def baseline(engine: Engine, values: Values, tokens: torch.Tensor, corrupt: torch.Tensor | None) -> Values:
+    if corrupt is None:
+        return values.zeros_like()
+    found = trace(engine, corrupt, differentiable=False)
+    assert isinstance(found, Values)
+    return found
+
+
+def target_of(tr: Trace, metric: MetricValue, path: Sequence[Node]) -> torch.Tensor:
+    """The scalar to explain: the metric, or the last node of `path` followed from it."""
+    value = metric_value(tr.logits, metric)[0]
+    for node in path:
+        value = tr.value_of(node, value)
+    return value
+
+
+def attribute(
+    engine: Engine,
+    tokens: torch.Tensor,
+    corrupt: torch.Tensor | None,
+    metric: Metric,
+    *,
+    path: Sequence[Node] = (),
+    top: int | None = 30,
+    steps: int = 0,
+) -> tuple[MetricValue, float, list[NodeScore], np.ndarray]:
+    """The metric resolved, the target's value, the nodes ranked by |attribution| (top `top`), the head totals."""
+    tr = trace(engine, tokens)
+    assert isinstance(tr, Trace)
+    mv = resolve(metric, engine.model.tokenizer, tr.logits.detach(), engine.token_strings)
+    base = baseline(engine, tr.values, tokens, corrupt)
+    target = target_of(tr, mv, path)
+    if steps:
+        if path:
+            raise UsageError("integrated gradients explain the metric only; follow nodes with the gradient method")
+        grads = integrated_grads(engine, tokens, mv, tr.values, base, steps)
+    else:
+        grads = tr.grads(target)
+    scores = node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None)
+    totals = np.zeros((engine.n_layers, engine.n_heads))
+    for s in scores:
+        if s.node.kind == "head":
+            assert s.node.layer is not None and s.node.head is not None
+            totals[s.node.layer, s.node.head] += s.attribution
+    scores.sort(key=lambda s: -abs(s.attribution))
+    return mv, float(target.detach()), scores[:top] if top is not None else scores, totals
+
+
+# ---------------------------------------------------------------- integrated gradients
+def integrated_grads(
+    engine: Engine, tokens: torch.Tensor, metric: MetricValue, values: Values, base: Values, steps: int
+) -> Grads:
+    """For each group of nodes (a dictionary's features and errors; a layer's heads; a layer's MLP; the
+    embeddings), the metric's gradient averaged along the straight path from the baseline to the clean values
+    of that group, the rest of the model clean: `steps` rows of one batched pass per group."""
+    alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # the midpoint rule
+
+    def along(clean: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        shape = (steps,) + (1,) * clean.dim()
+        a = alphas.to(clean.device).view(shape).to(clean.dtype)
+        return (start.unsqueeze(0) + a * (clean - start).unsqueeze(0)).detach().requires_grad_(True)
+
+    def mean_grad(hooks: list[tuple[str, HookFn]], leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        logits = run_rows(engine, tokens, steps, (), leaves=lambda rows: hooks)
+        found = torch.autograd.grad(metric_value(logits, metric).sum(), leaves, allow_unused=True)
+        return [torch.zeros_like(x[0]) if g is None else g.mean(0) for x, g in zip(leaves, found, strict=True)]
+
+    feats, errors, heads, mlps = {}, {}, {}, {}
+    for d in engine.dictionaries:
+        f_path, err_path = (
+            along(values.feats[d.key], base.feats[d.key]),
+            along(values.errors[d.key], base.errors[d.key]),
+        )
+
+        def on_output(
+            out: torch.Tensor, x_in: torch.Tensor, f: torch.Tensor, d: Any = d, fp: Any = f_path, ep: Any = err_path
+        ) -> torch.Tensor:
+            return _unflat((decode_full(d.sae, x_in.detach(), fp) + ep).to(out.dtype), out)
+
+        feats[d.key], errors[d.key] = mean_grad(dictionary_hooks(d, d.key, on_output), [f_path, err_path])
+
+    def replace_site(site: Any, layer: int, clean: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        path = along(clean, start)
+        (grad,) = mean_grad([(site_hook(site, layer), lambda x, hook, p=path: p.to(x.dtype))], [path])
+        return grad
+
+    for layer in range(engine.n_layers):
+        heads[layer] = replace_site("z", layer, values.heads[layer], base.heads[layer])
+        mlps[layer] = replace_site("mlp", layer, values.mlps[layer], base.mlps[layer])
+    embed = replace_site("resid_pre", 0, values.embed, base.embed)
+    return Grads(feats, errors, heads, mlps, embed, {0: embed})
+
+
+# ---------------------------------------------------------------- real effects
+def removal(node: Node, row: int, key_of: dict[int, str], base: Values) -> Edit:
+    """The edit that removes `node` in batch row `row`: it takes its baseline value."""
+    if node.kind == "feature":
+        assert node.layer is not None and node.position is not None and node.feature is not None
+        key = key_of[node.layer]
+        return SetFeature(key, row, node.position, node.feature, float(base.feats[key][node.position, node.feature]))
+    if node.kind == "error":
+        assert node.layer is not None and node.position is not None
+        key = key_of[node.layer]
+        return SetError(key, row, node.position, base.errors[key][node.position])
+    if node.kind == "embed":
+        assert node.position is not None
+        return SetSite("resid_pre", 0, row, node.position, base.embed[node.position])
+    assert node.layer is not None
+    pos: Any = slice(None) if node.position is None else node.position
+    if node.kind == "head":
+        assert node.head is not None
+        return SetSite("z", node.layer, row, node.position, base.heads[node.layer][pos, node.head], head=node.head)
+    return SetSite("mlp", node.layer, row, node.position, base.mlps[node.layer][pos])
+
+
+def real_effects(
+    engine: Engine, tokens: torch.Tensor, corrupt: torch.Tensor | None, metric: MetricValue, nodes: Sequence[Node]
+) -> list[float]:
+    """How much the metric really falls when each node alone is removed: one batch row per node."""
+    values = trace(engine, tokens, differentiable=False)
+    assert isinstance(values, Values)
+    base = baseline(engine, values, tokens, corrupt)
+    key_of = {d.layer: d.key for d in engine.dictionaries}
+    out: list[float] = []
+    for rows in chunks(len(nodes), ROWS):
+        edits = [removal(nodes[i], row, key_of, base) for row, i in enumerate(rows)]
+        logits = run_rows(engine, tokens, len(rows), edits)
+        out += (metric.clean - metric_value(logits, metric)).tolist()
+    return out
+
+
+def with_real(scores: Sequence[NodeScore], real: Sequence[float]) -> tuple[NodeScore, ...]:
+    return tuple(replace(s, real=r) for s, r in zip(scores, real, strict=False)) + tuple(scores[len(real) :])
+
+
+def as_result(
+    engine: Engine,
+    prompt: str,
+    tokens: torch.Tensor,
+    corrupt_prompt: str | None,
+    metric: MetricValue,
+    target_value: float,
+    scores: Sequence[NodeScore],
+    totals: np.ndarray,
+    path: Sequence[Node],
+    steps: int,
+) -> Attribution:
+    return Attribution(
+        model=engine.name,
+        prompt=prompt,
+        tokens=tuple(engine.token_strings(tokens[0].tolist())),
+        metric=metric,
+        path=tuple(path),
+        method=f"integrated-gradients:{steps}" if steps else "gradient",
+        corrupt_prompt=corrupt_prompt,
+        nodes=tuple(scores),
+        head_totals=frozen_array(totals, np.float32),
+        target_value=target_value,
+    )

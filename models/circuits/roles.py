@@ -1,0 +1,142 @@
+"""Each head's role on a standard task, the way the induction-head papers measure it:
+sequences of random tokens repeated once, where a previous-token head attends to the
+token before, a duplicate-token head to the earlier copy of the current token, and an
+induction head to the token after that copy.
+
+Computed once per model (its name, weight processing and a fingerprint of its
+weights) and kept in the user's cache directory, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lenstop.models.circuits.results import HeadRoles
+from lenstop.models.head_scores import HeadScores, head_scores
+
+if TYPE_CHECKING:
+    from lenstop.models.engine import Engine
+
+SEQUENCES, SPAN, SEED = 8, 30, 0
+VERSION = 1  # of the task and the file: a change makes old files stale
+
+
+def cache_dir() -> Path:
+    """`$LENSTOP_CACHE`, else `$XDG_CACHE_HOME/lenstop`, else `~/.cache/lenstop`."""
+    if explicit := os.environ.get("LENSTOP_CACHE"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "lenstop"
+
+
+def fingerprint(engine: Engine) -> str:
+    """A digest of what the roles depend on: the model's name, its weight processing, and its weights."""
+    digest = hashlib.sha256(f"v{VERSION}|{engine.name}|{engine.processing.describe()}|{engine.prepend_bos}".encode())
+    with torch.no_grad():
+        for name, param in engine.model.named_parameters():
+            flat = param.detach().flatten()
+            probe = flat[
+                :: max(1, flat.numel() // 4096)
+            ].double()  # a strided sample: cheap, and any retraining moves it
+            digest.update(
+                f"{name}{tuple(param.shape)}{probe.sum().item():.10e}{probe.abs().sum().item():.10e}".encode()
+            )
+    return digest.hexdigest()[:24]
+
+
+def compute(engine: Engine, sequences: int = SEQUENCES, span: int = SPAN, seed: int = SEED) -> HeadRoles:
+    """Run the task: `sequences` of `span` random tokens repeated once, after BOS when the model uses one."""
+    tokenizer = engine.model.tokenizer
+    special = set(tokenizer.all_special_ids)
+    allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    generator = torch.Generator().manual_seed(seed)
+    picks = allowed[torch.stack([torch.randperm(len(allowed), generator=generator)[:span] for _ in range(sequences)])]
+    tokens = torch.cat([picks, picks], dim=1)
+    bos = tokenizer.bos_token_id
+    if engine.prepend_bos and bos is not None:
+        tokens = torch.cat([torch.full((sequences, 1), bos), tokens], dim=1)
+    tokens = tokens[:, : engine.n_ctx].to(engine.model.cfg.device)
+    patterns: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int) -> Any:
+        def hook(x: torch.Tensor, hook: Any) -> None:
+            patterns[layer] = x.detach().float().cpu()
+
+        return hook
+
+    hooks = [(f"blocks.{layer}.attn.hook_pattern", keep(layer)) for layer in range(engine.n_layers)]
+    with engine.model.hooks(fwd_hooks=hooks):
+        engine.model(tokens)
+    layers = []
+    for layer in range(engine.n_layers):
+        per_sequence = [
+            head_scores(patterns[layer][b].numpy().astype(np.float32), tokens[b].tolist()) for b in range(sequences)
+        ]
+        layers.append(tuple(_mean([s[h] for s in per_sequence]) for h in range(engine.n_heads)))
+    return HeadRoles(engine.name, tuple(layers), sequences, span)
+
+
+def _mean(scores: list[HeadScores]) -> HeadScores:
+    def avg(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return float(np.mean(known)) if known else None
+
+    return HeadScores(
+        avg([s.previous for s in scores]), avg([s.duplicate for s in scores]), avg([s.induction for s in scores])
+    )
+
+
+def read(path: Path) -> HeadRoles | None:
+    """The cached roles, or None when the file is missing, unreadable or from another version."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("version") != VERSION:
+            return None
+        layers = tuple(tuple(HeadScores(*scores) for scores in layer) for layer in doc["layers"])
+        return HeadRoles(str(doc["model"]), layers, int(doc["sequences"]), int(doc["span"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write(path: Path, roles: HeadRoles) -> None:
+    """Atomically: a temporary file beside it, flushed to disk, then renamed over it."""
+    doc = {
+        "version": VERSION,
+        "model": roles.model,
+        "sequences": roles.sequences,
+        "span": roles.span,
+        "layers": [[[s.previous, s.duplicate, s.induction] for s in layer] for layer in roles.layers],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def head_roles(engine: Engine, *, refresh: bool = False) -> tuple[HeadRoles, Path]:
+    """The model's head roles from the cache, or computed (and cached) when missing, stale or `refresh`."""
+    path = cache_dir() / "head-roles" / f"{fingerprint(engine)}.json"
+    cached = None if refresh else read(path)
+    if cached is not None:
+        return cached, path
+    roles = compute(engine)
+    try:
+        write(path, roles)
+    except OSError:
+        pass  # a read-only home: the roles are still right, only not kept
+    return roles, path
