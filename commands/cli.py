@@ -7,23 +7,37 @@ SAELens are imported inside the commands that need them.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from lenstop.commands import circuits
+from lenstop.commands.common import (
+    AblateOpt,
+    ClampOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DtypeOpt,
+    HeadOpt,
+    JsonOpt,
+    LabelsOpt,
+    ModelArg,
+    NDevicesOpt,
+    PromptOpt,
+    SaeOpt,
+    SteerOpt,
+    load_engine,
+    print_json,
+    user_errors,
+)
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import ExitCode, LenstopError, describe
+from lenstop.models.errors import ExitCode, LenstopError
 from lenstop.models.interventions import parse_all
 from lenstop.models.prompts import unescape
-from lenstop.models.protocol import EngineProtocol
 
-COMMANDS = ("trace", "generate", "info", "card", "inspect")
+COMMANDS = ("trace", "generate", "info", "card", "attribute", "patch", "heads", "circuit", "inspect")
 ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
 
 app = typer.Typer(
@@ -38,48 +52,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
 # ---------------------------------------------------------------- shared options
-ModelArg = Annotated[
-    str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
-]
-SaeOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--sae",
-        help="Dictionary: RELEASE:SAE_ID, RELEASE (all its SAEs), a SAELens directory, a folder of them, or demo. "
-        "Repeatable. Defaults to demo for the demo model.",
-    ),
-]
-LabelsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--labels", help="Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable."),
-]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
-DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16.")]
-NDevicesOpt = Annotated[int | None, typer.Option("--n-devices", help="Split the model across this many GPUs.")]
-DeviceMapOpt = Annotated[
-    str | None,
-    typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-PromptOpt = Annotated[
-    str, typer.Option("--prompt", "-p", help=r"The text to run; \n and \t are a newline and a tab, \\ a backslash.")
-]
-AblateOpt = Annotated[
-    list[str] | None, typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
-]
-SteerOpt = Annotated[
-    list[str] | None,
-    typer.Option("--steer", help="Add STRENGTH x the feature's decoder row: LAYER:FEATURE:STRENGTH[@POS]."),
-]
-ClampOpt = Annotated[
-    list[str] | None, typer.Option("--clamp", help="Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS].")
-]
-HeadOpt = Annotated[
-    list[str] | None, typer.Option("--ablate-head", help="Zero an attention head's output: LAYER.HEAD[@POS].")
-]
-
-
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -98,60 +72,6 @@ def _root(
 
 
 # ---------------------------------------------------------------- plumbing
-def _fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"lenstop: error: {message}", err=True)
-    return typer.Exit(int(code))
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Every failure becomes one line on stderr and an exit code; no traceback unless LENSTOP_DEBUG is set."""
-    try:
-        yield
-    except LenstopError as err:
-        raise _fail(str(err), err.code) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", ExitCode.INTERRUPTED) from None
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as err:  # noqa: BLE001 - the edge of the program
-        if os.environ.get("LENSTOP_DEBUG"):
-            raise
-        raise _fail(f"{describe(err)} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
-
-
-def _progress(enabled: bool) -> Callable[[str], None] | None:
-    """Loading steps on stderr, only for a person watching a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-
-    def say(step: str) -> None:
-        sys.stderr.write(f"\r\033[K{step}…")
-        sys.stderr.flush()
-        if step == "ready":
-            sys.stderr.write("\r\033[K")
-
-    return say
-
-
-def _load(
-    model: str,
-    saes: list[str] | None,
-    device: str,
-    dtype: str,
-    n_devices: int | None,
-    device_map: str | None,
-    labels: list[str] | None = None,
-) -> EngineProtocol:
-    """The engine the options name, loaded as the app loads it (`EngineSpec`), with progress on a terminal."""
-    spec = EngineSpec(model, tuple(saes or ()), device, dtype, n_devices, device_map, tuple(labels or ()))
-    return spec.load(_progress(True))
-
-
-def _print_json(doc: object) -> None:
-    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
-
-
 # ---------------------------------------------------------------- commands
 @app.command()
 def trace(
@@ -174,12 +94,12 @@ def trace(
     device_map: DeviceMapOpt = None,
 ) -> None:
     """Run a prompt and show each token's top features per layer and the predictions."""
-    with _user_errors():
+    with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
-        engine = _load(model, sae, device, dtype, n_devices, device_map, labels)
+        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         analysis = engine.analyse(unescape(prompt), interventions, top_k=top_k, n_predictions=n_predictions)
         if as_json:
-            _print_json(analysis.to_json())
+            print_json(analysis.to_json())
         else:
             from lenstop.commands.render import render_trace
 
@@ -205,14 +125,14 @@ def generate(
     device_map: DeviceMapOpt = None,
 ) -> None:
     """Continue a prompt, clean and with the interventions, side by side."""
-    with _user_errors():
+    with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
-        engine = _load(model, sae, device, dtype, n_devices, device_map)
+        engine = load_engine(model, sae, device, dtype, n_devices, device_map)
         result = engine.generate(
             unescape(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
         )
         if as_json:
-            _print_json(result.to_json())
+            print_json(result.to_json())
         else:
             from lenstop.commands.render import render_generation
 
@@ -230,11 +150,11 @@ def info(
     device_map: DeviceMapOpt = None,
 ) -> None:
     """Describe the model and its dictionaries: shapes, device, memory, hooks, sparsity."""
-    with _user_errors():
-        engine = _load(model, sae, device, dtype, n_devices, device_map)
+    with user_errors():
+        engine = load_engine(model, sae, device, dtype, n_devices, device_map)
         facts = engine.info()
         if as_json:
-            _print_json(facts.to_json())
+            print_json(facts.to_json())
         else:
             from lenstop.commands.render import render_info
 
@@ -252,12 +172,12 @@ def card(
     dtype: DtypeOpt = "float32",
 ) -> None:
     """Show a feature's card: label, top contexts, frequency, promoted and suppressed tokens."""
-    with _user_errors():
+    with user_errors():
         layer_text, sep, feature_text = feature.partition(":")
         if not sep or not layer_text.isdigit() or not feature_text.isdigit():
             raise LenstopError(f"bad feature {feature!r}: expected LAYER:FEATURE, e.g. 1:204", ExitCode.USAGE)
         layer, index = int(layer_text), int(feature_text)
-        engine = _load(model, sae, device, dtype, None, None, labels)
+        engine = load_engine(model, sae, device, dtype, None, None, labels)
         found = engine.card(layer, index)
         if found is None:
             raise LenstopError(
@@ -265,7 +185,7 @@ def card(
                 ExitCode.NOT_FOUND,
             )
         if as_json:
-            _print_json({"layer": layer, **found.to_json()})
+            print_json({"layer": layer, **found.to_json()})
         else:
             from lenstop.commands.render import render_card
 
@@ -289,7 +209,7 @@ def inspect(
     device_map: DeviceMapOpt = None,
 ) -> None:
     """Open the interactive inspector (the default command: lenstop MODEL --sae SPEC)."""
-    with _user_errors():
+    with user_errors():
         from lenstop.tui.app import LenstopApp
         from lenstop.tui.session import Session
 
@@ -304,6 +224,10 @@ def inspect(
             state.prompt = prompt
         spec = EngineSpec(state.model, tuple(state.saes), device, dtype, n_devices, device_map, tuple(state.labels))
         LenstopApp(spec, session=state, session_path=session).run()
+
+
+for command in (circuits.attribute, circuits.patch, circuits.heads, circuits.circuit):
+    app.command()(command)
 
 
 def route(argv: list[str]) -> list[str]:

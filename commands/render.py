@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.results import Analysis, Generation, ModelInfo, TopTokens
 from lenstop.models.tokens import visible
 from lenstop.tui.format import percent
-from lenstop.tui.views import card_text
+from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
 
 console = Console()
 
@@ -116,3 +118,101 @@ def render_info(info: ModelInfo) -> None:
 
 def render_card(layer: int, card: FeatureCard) -> None:
     console.print(card_text(layer, card.id, card, width=console.width))
+
+
+# ---------------------------------------------------------------- circuits
+def render_attribution(found: Attribution) -> None:
+    target = "the metric" if found.target is None else node_text(found.target, found.tokens)
+    console.print(f"[bold]{found.metric.describe()}[/] = {found.metric.clean:.4f}", highlight=False)
+    baseline = f"corrupted prompt {found.corrupt_prompt!r}" if found.corrupt_prompt else "zero"
+    console.print(f"[dim]explaining {target} ({found.target_value:+.4f}); baseline {baseline}; {found.method}[/]")
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("node", "token", "attribution", "real", "activation", "label"):
+        table.add_column(column, justify="right" if column in ("attribution", "real", "activation") else "left")
+    for s in found.nodes:
+        pos = s.node.position
+        token = visible(found.tokens[pos]) if pos is not None else ""
+        table.add_row(
+            node_text(s.node),
+            token,
+            f"{s.attribution:+.4f}",
+            "" if s.real is None else f"{s.real:+.4f}",
+            "" if s.activation is None else f"{s.activation:.3f}",
+            s.label or "",
+        )
+    console.print(table)
+    if found.correlation is not None:
+        console.print(f"[dim]predicted and real effects correlate at r = {found.correlation:.2f}[/]")
+
+
+def render_direct(found: DirectAttribution) -> None:
+    console.print(f"\n[bold]direct logit attribution[/] of {found.metric.describe()} = {found.total:.4f}")
+    rows = [f"L{layer}" for layer in range(found.heads.shape[0])]
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("layer")
+    for head in range(found.heads.shape[1]):
+        table.add_column(f"H{head}", justify="right")
+    table.add_column("mlp", justify="right")
+    for layer, name in enumerate(rows):
+        table.add_row(name, *(f"{v:+.2f}" for v in found.heads[layer]), f"{found.mlps[layer]:+.2f}")
+    console.print(table)
+    parts = f"embeddings {found.embed:+.3f} · biases {found.bias:+.3f}"
+    if found.normaliser:
+        parts += f" · -logsumexp {found.normaliser:+.3f}"
+    console.print(f"[dim]{parts}; the parts add up to the metric[/]")
+
+
+def render_patching(found: Patching) -> None:
+    console.print(
+        f"[bold]{found.metric.describe()}[/]: clean {found.clean_metric:.4f}, corrupted {found.corrupt_metric:.4f}"
+    )
+    console.print(
+        f"[dim]direction {found.direction}: each cell is the share of the difference that patching it carries[/]"
+    )
+    console.print(f"[dim]positions: {' '.join(f'{i}:{visible(t)}' for i, t in enumerate(found.tokens))}[/]")
+    layers = [f"L{layer}" for layer in range(found.resid.shape[0])]
+    console.print("\n[bold]residual stream[/] (layer × position)")
+    console.print(grid_text(found.resid, layers, [str(i % 10) for i in range(found.resid.shape[1])]))
+    console.print("[bold]heads[/] (layer × head, every position)")
+    console.print(grid_text(found.heads, layers, [str(h % 10) for h in range(found.heads.shape[1])]))
+    table = Table(show_edge=False, pad_edge=False, title="strongest heads", title_justify="left")
+    for column in ("head", "restored", "estimate"):
+        table.add_column(column, justify="left" if column == "head" else "right")
+    order = np.argsort(-np.abs(found.heads), axis=None)[:8]
+    for index in order:
+        layer, head = np.unravel_index(index, found.heads.shape)
+        table.add_row(
+            f"L{layer}.H{head}", f"{found.heads[layer, head]:+.3f}", f"{found.heads_estimate[layer, head]:+.3f}"
+        )
+    console.print(table)
+    if found.features:
+        features = Table(show_edge=False, pad_edge=False, title="features", title_justify="left")
+        for column in ("feature", "restored", "estimate", "label"):
+            features.add_column(column, justify="right" if column in ("restored", "estimate") else "left")
+        for f in found.features[:15]:
+            features.add_row(
+                f"L{f.layer} #{f.feature}@{f.position}", f"{f.restored:+.3f}", f"{f.estimate:+.3f}", f.label or ""
+            )
+        console.print(features)
+    agreement = ", ".join(f"{k} {v:.2f}" for k, v in found.agreement().items() if v is not None)
+    console.print(f"[dim]attribution patching agrees with patching at r = {agreement}[/]")
+
+
+def render_heads(roles: HeadRoles) -> None:
+    table = Table(show_edge=False, pad_edge=False, title=f"head roles of {roles.model}", title_justify="left")
+    for column in ("head", "previous-token", "duplicate-token", "induction", "role"):
+        table.add_column(column, justify="left" if column in ("head", "role") else "right")
+    for layer, scores in enumerate(roles.layers):
+        for head, s in enumerate(scores):
+            role = s.role()
+            table.add_row(
+                f"L{layer}.H{head}",
+                *(f"{v:.2f}" if v is not None else "" for v in (s.previous, s.duplicate, s.induction)),
+                f"{role[0]} {role[1]:.2f}" if role else "",
+            )
+    console.print(table)
+    console.print(f"[dim]{roles.sequences} sequences of {roles.span} random tokens, each repeated once[/]")
+
+
+def render_circuit(found: Circuit) -> None:
+    console.print(circuit_text(found, console.width))

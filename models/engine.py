@@ -20,7 +20,7 @@ import torch
 from lenstop.models import dictionaries as dicts
 from lenstop.models.circuits import attribution, patching, roles
 from lenstop.models.circuits.direct import direct_attribution
-from lenstop.models.circuits.graph import CIRCUIT_KINDS, find_circuit
+from lenstop.models.circuits.graph import find_circuit
 from lenstop.models.circuits.metric import resolve as resolve_metric
 from lenstop.models.circuits.results import (
     Attribution,
@@ -30,7 +30,7 @@ from lenstop.models.circuits.results import (
     MetricValue,
     Patching,
 )
-from lenstop.models.circuits.spec import Direction, Metric, Node, NodeKind
+from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
 from lenstop.models.demo import DEMO_NAME
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import (
@@ -591,11 +591,12 @@ class Engine:
         node_threshold: float = 0.1,
         edge_threshold: float = 0.1,
         max_children: int = 6,
-        max_nodes: int = 30,
+        max_nodes: int = 24,
         kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
+        steps: int = 0,
     ) -> Circuit:
-        """The circuit behind the metric: walking back from it, each node's strongest upstream nodes and the
-        edges between them, above the thresholds (shares of the strongest at each step)."""
+        """The circuit behind the metric: its strongest nodes (by effect on the metric) and the edges between
+        them, above the thresholds (shares of the strongest); `steps` > 0 uses integrated gradients."""
         tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
         with self._forward_guard(tokens.shape[-1], grad=True):
             return find_circuit(
@@ -609,6 +610,7 @@ class Engine:
                 max_children=max_children,
                 max_nodes=max_nodes,
                 kinds=kinds,
+                steps=steps,
             )
 
     # ------------------------------------------------------------------ generation

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
+
 if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap (no numpy)
+    from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
     from lenstop.models.interventions import Intervention
     from lenstop.models.results import Analysis, Generation, ModelInfo
@@ -53,4 +56,66 @@ class EngineProtocol(Protocol):
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         """The feature's card, None when its dictionary has neither cards nor a label for it."""
+        ...
+
+    # ---------------------------------------------------------------- circuits
+    def attribute(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        path: Sequence[Node] = (),
+        top: int | None = 30,
+        steps: int = 0,
+        real: int = 0,
+    ) -> Attribution:
+        """Every node's attribution to the metric, or to the last node of `path` followed upstream from it,
+        ranked by size; the baseline is zero or `corrupt`'s values; `steps` > 0 for integrated gradients;
+        the real effect of the top `real` nodes measured."""
+        ...
+
+    def effects(
+        self, prompt: str, metric: Metric, nodes: Sequence[Node], *, corrupt: str | None = None
+    ) -> tuple[float, ...]:
+        """The real fall of the metric when each node alone is removed."""
+        ...
+
+    def direct(self, prompt: str, metric: Metric = Metric(), *, sources: bool = False) -> DirectAttribution:
+        """Direct logit attribution; its parts add up to the metric."""
+        ...
+
+    def patch(
+        self,
+        clean: str,
+        corrupt: str,
+        metric: Metric = Metric(),
+        *,
+        direction: Direction = "clean->corrupt",
+        head_positions: bool = True,
+        features: int = 50,
+        progress: Callable[[float], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Patching:
+        """Activation patching between two prompts of equal token length, beside its linear estimate."""
+        ...
+
+    def head_roles(self, *, refresh: bool = False) -> HeadRoles:
+        """Each head's scores on the standard task of repeated random tokens."""
+        ...
+
+    def circuit(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        node_threshold: float = 0.1,
+        edge_threshold: float = 0.1,
+        max_children: int = 6,
+        max_nodes: int = 24,
+        kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
+        steps: int = 0,
+    ) -> Circuit:
+        """The strongest nodes behind the metric and the edges between them."""
         ...

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LENSTOP_CACHE", tempfile.mkdtemp(prefix="lenstop-test-cache-"))  # not the user's cache
 
 from helpers import build_model, build_sae  # noqa: E402
 

@@ -11,17 +11,29 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
+from lenstop.models.circuits.results import (
+    Attribution,
+    Circuit,
+    DirectAttribution,
+    Edge,
+    FeaturePatch,
+    HeadRoles,
+    MetricValue,
+    NodeScore,
+    Patching,
+)
+from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import IncompatibleError, NumericError, UsageError
+from lenstop.models.errors import CancelledError, IncompatibleError, LengthMismatchError, NumericError, UsageError
 from lenstop.models.feature_cards import Context, FeatureCard
-from lenstop.models.head_scores import head_scores
+from lenstop.models.head_scores import HeadScores, head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
 from lenstop.models.protocol import EngineProtocol, Progress
 from lenstop.models.results import (
@@ -266,6 +278,251 @@ class FakeEngine:
         context = Context(("def", " add", "(", "first", ",", " second"), (0.0, 0.0, 0.0, 1.2, 0.0, 4.5), 5, 4.5)
         return FeatureCard(
             feature, LABELS[feature], 0.012, 2.0, 4.5, (context,), ((" second", 1.5),), ((" def", -0.9),)
+        )
+
+    # ---------------------------------------------------------------- circuits
+    def _metric_value(self, prompt: str, metric: Metric) -> MetricValue:
+        tokens = tokenize(prompt)
+        at = _at(metric.position, len(tokens))
+        assert isinstance(at, int)
+        logits = self._logits(tokens, (), self.n_layers)[at]
+
+        def token(text: str | None, what: str) -> int | None:
+            if text is None:
+                return None
+            if text.startswith("#") and text[1:].isdigit() and int(text[1:]) < len(VOCAB):
+                return int(text[1:])
+            if text not in VOCAB:
+                raise UsageError(f"{what} {text!r} is not one token; name a single token or #ID")
+            return VOCAB.index(text)
+
+        target = token(metric.target, "--target")
+        target = int(np.argmax(logits)) if target is None else target
+        wrong = token(metric.wrong, "--wrong")
+        if wrong == target:
+            raise UsageError("the wrong token is the target itself; name another token")
+        if wrong is not None:
+            value = float(logits[target] - logits[wrong])
+        else:
+            value = float(logits[target] - np.log(np.exp(logits).sum()))
+        return MetricValue(at, VOCAB[target], target, None if wrong is None else VOCAB[wrong], wrong, value)
+
+    def _pair(self, prompt: str, corrupt: str | None) -> None:
+        if corrupt is not None and len(tokenize(corrupt)) != len(tokenize(prompt)):
+            raise LengthMismatchError(
+                f"the clean prompt is {len(tokenize(prompt))} tokens and the corrupted one {len(tokenize(corrupt))}",
+                tokenize(prompt),
+                tokenize(corrupt),
+            )
+
+    def _nodes(self, prompt: str, limit: Node | None, metric: MetricValue) -> list[NodeScore]:
+        """Every node upstream of `limit` (or of the metric's position), with a deterministic attribution."""
+        tokens = tokenize(prompt)
+        last = metric.position if limit is None or limit.position is None else limit.position
+        top_layer = self.n_layers if limit is None or limit.layer is None else limit.layer
+        out: list[NodeScore] = []
+        for pos in range(last + 1):
+            acts = {layer: self._features(tokens, layer, ()) for layer in range(top_layer)}
+            for layer in range(top_layer):
+                for feature in np.nonzero(acts[layer][pos])[0].tolist():
+                    node = Node("feature", layer, pos, feature=feature)
+                    out.append(
+                        NodeScore(node, self._score(node), float(acts[layer][pos, feature]), LABELS.get(feature))
+                    )
+                out.append(NodeScore(Node("error", layer, pos), self._score(Node("error", layer, pos))))
+                out.append(NodeScore(Node("mlp", layer, pos), self._score(Node("mlp", layer, pos))))
+                for head in range(self.n_heads):
+                    node = Node("head", layer, pos, head=head)
+                    out.append(NodeScore(node, self._score(node)))
+            out.append(NodeScore(Node("embed", None, pos), self._score(Node("embed", None, pos))))
+        return [s for s in out if s.node != limit]
+
+    @staticmethod
+    def _score(node: Node) -> float:
+        base = ((_hash(node) % 2001) - 1000) / 500.0
+        if node.kind == "head" and (node.layer, node.head) in ((1, 1), (0, 0)):
+            base = 3.0 + base / 10  # the fake's circuit: L0.H0 feeds L1.H1, as the real demo's
+        return base
+
+    def attribute(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        path: Sequence[Node] = (),
+        top: int | None = 30,
+        steps: int = 0,
+        real: int = 0,
+    ) -> Attribution:
+        with self.lock:
+            self.calls.append(("attribute", (prompt, metric, corrupt, tuple(path), steps)))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self._pair(prompt, corrupt)
+        mv = self._metric_value(prompt, metric)
+        target = path[-1] if path else None
+        if target is not None and not target.followable:
+            raise UsageError(f"{target.describe()} is an input of the graph: nothing upstream explains it")
+        if real and path:
+            raise UsageError("real effects are measured on the metric; go back to it to measure them")
+        scores = sorted(self._nodes(prompt, target, mv), key=lambda s: -abs(s.attribution))
+        totals = np.zeros((self.n_layers, self.n_heads))
+        for sc in scores:
+            if sc.node.kind == "head" and sc.node.layer is not None and sc.node.head is not None:
+                totals[sc.node.layer, sc.node.head] += sc.attribution
+        kept = scores[:top] if top is not None else scores
+        kept = [replace(sc, real=sc.attribution * 1.25) if i < real else sc for i, sc in enumerate(kept)]
+        return Attribution(
+            model="fake",
+            prompt=prompt,
+            tokens=tuple(tokenize(prompt)),
+            metric=mv,
+            path=tuple(path),
+            method=f"integrated-gradients:{steps}" if steps else "gradient",
+            corrupt_prompt=corrupt,
+            nodes=tuple(kept),
+            head_totals=frozen_array(totals, np.float32),
+            target_value=mv.clean if target is None else self._score(target),
+        )
+
+    def effects(
+        self, prompt: str, metric: Metric, nodes: Sequence[Node], *, corrupt: str | None = None
+    ) -> tuple[float, ...]:
+        with self.lock:
+            self.calls.append(("effects", (prompt, tuple(nodes))))
+        self._pair(prompt, corrupt)
+        return tuple(self._score(n) * 1.25 for n in nodes)
+
+    def direct(self, prompt: str, metric: Metric = Metric(), *, sources: bool = False) -> DirectAttribution:
+        mv = self._metric_value(prompt, metric)
+        heads = np.array(
+            [
+                [self._score(Node("head", lay, mv.position, head=h)) for h in range(self.n_heads)]
+                for lay in range(self.n_layers)
+            ]
+        )
+        mlps = np.array([self._score(Node("mlp", lay, mv.position)) for lay in range(self.n_layers)])
+        embed, bias = 0.5, -0.25
+        normaliser = mv.clean - (embed + heads.sum() + mlps.sum() + bias)
+        seq = len(tokenize(prompt))
+        spread = np.repeat(heads[:, :, None] / seq, seq, axis=2) if sources else None
+        return DirectAttribution(
+            mv,
+            mv.clean,
+            embed,
+            frozen_array(heads, np.float32),
+            frozen_array(mlps, np.float32),
+            bias,
+            normaliser,
+            None if spread is None else frozen_array(spread, np.float32),
+        )
+
+    def patch(
+        self,
+        clean: str,
+        corrupt: str,
+        metric: Metric = Metric(),
+        *,
+        direction: Direction = "clean->corrupt",
+        head_positions: bool = True,
+        features: int = 50,
+        progress: Callable[[float], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Patching:
+        with self.lock:
+            self.calls.append(("patch", (clean, corrupt, metric, direction)))
+        if direction not in ("clean->corrupt", "corrupt->clean"):
+            raise UsageError(f"--direction {direction!r}: expected clean->corrupt or corrupt->clean")
+        self._pair(clean, corrupt)
+        mv = self._metric_value(clean, metric)
+        other = self._metric_value(corrupt, Metric(metric.position, mv.target, mv.wrong)).clean
+        if abs(mv.clean - other) < 1e-6:
+            raise UsageError(f"{mv.describe()} is the same on both prompts: there is no difference to patch")
+        seq = len(tokenize(clean))
+        steps = 4
+        for step in range(steps):
+            if cancelled is not None and cancelled():
+                raise CancelledError("patching cancelled")
+            if self.delay_s:
+                time.sleep(self.delay_s / steps)
+            if progress is not None:
+                progress((step + 1) / steps)
+
+        def grid(*shape: int) -> NDArray[np.float32]:
+            values = np.array([(_hash(clean, shape, i) % 1000) / 1000.0 for i in range(int(np.prod(shape)))])
+            return frozen_array(values.reshape(shape), np.float32)
+
+        heads = np.zeros((self.n_layers, self.n_heads))
+        heads[0, 0], heads[1, 1] = 0.95, 0.9
+        return Patching(
+            clean_prompt=clean,
+            corrupt_prompt=corrupt,
+            tokens=tuple(tokenize(clean)),
+            corrupt_tokens=tuple(tokenize(corrupt)),
+            metric=mv,
+            clean_metric=mv.clean,
+            corrupt_metric=other,
+            direction=direction,
+            resid=grid(self.n_layers, seq),
+            resid_estimate=grid(self.n_layers, seq),
+            heads=frozen_array(heads, np.float32),
+            heads_estimate=frozen_array(heads * 0.8, np.float32),
+            head_positions=grid(self.n_layers, self.n_heads, seq) if head_positions else None,
+            head_positions_estimate=grid(self.n_layers, self.n_heads, seq) if head_positions else None,
+            features=tuple(FeaturePatch(0, seq - 1, f, 0.5, 0.4, LABELS.get(f)) for f in sorted(LABELS)[:features]),
+        )
+
+    def head_roles(self, *, refresh: bool = False) -> HeadRoles:
+        def scores(layer: int, head: int) -> HeadScores:
+            if (layer, head) == (0, 0):
+                return HeadScores(0.9, 0.0, 0.0)
+            if (layer, head) == (1, 1):
+                return HeadScores(0.05, 0.02, 0.8)
+            return HeadScores(0.1, 0.01, 0.01)
+
+        return HeadRoles(
+            "fake", tuple(tuple(scores(lay, h) for h in range(self.n_heads)) for lay in range(self.n_layers)), 8, 30
+        )
+
+    def circuit(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        node_threshold: float = 0.1,
+        edge_threshold: float = 0.1,
+        max_children: int = 6,
+        max_nodes: int = 24,
+        kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
+        steps: int = 0,
+    ) -> Circuit:
+        found = self.attribute(prompt, metric, corrupt=corrupt, top=None)
+        ranked = [sc for sc in found.nodes if sc.node.kind in kinds]
+        floor = node_threshold * abs(ranked[0].attribution) if ranked else 0.0
+        chosen = [sc for sc in ranked[:max_nodes] if abs(sc.attribution) >= floor]
+        picked = {sc.node for sc in chosen}
+        edges = []
+        feeding: set[Node] = set()
+        for sc in chosen:
+            if sc.node.followable:
+                upstream = [u for u in self._nodes(prompt, sc.node, found.metric) if u.node in picked][:max_children]
+                edges += [Edge(u.node, sc.node, u.attribution) for u in upstream]
+                feeding |= {u.node for u in upstream}
+        edges += [Edge(sc.node, None, sc.attribution) for sc in chosen if sc.node not in feeding]
+        return Circuit(
+            "fake",
+            prompt,
+            tuple(tokenize(prompt)),
+            tuple(_hash(t) % 1000 for t in tokenize(prompt)),
+            found.metric,
+            0.5,
+            tuple(chosen),
+            tuple(edges),
+            node_threshold,
+            edge_threshold,
+            self.n_layers,
         )
 
 

@@ -157,7 +157,9 @@ def test_attributions_equal_autograd_through_hand_written_hooks(engine: Engine, 
     mv = found.metric
     hand = HandSplice(hf, saes, _tokens(engine))
     hand.backward(_metric(hand.logits, mv.position, mv.target_id))
-    assert found.metric.clean == pytest.approx(float(_metric(hand.logits, mv.position, mv.target_id)), abs=1e-5)
+    assert found.metric.clean == pytest.approx(
+        float(_metric(hand.logits.detach(), mv.position, mv.target_id)), abs=1e-5
+    )
     by_node = {s.node: s.attribution for s in found.nodes}
     checked = {"feature": 0, "error": 0, "head": 0, "embed": 0}
     for layer in (0, 1):

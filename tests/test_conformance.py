@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from lenstop.models.errors import IncompatibleError, LenstopError, UsageError
+from lenstop.models.circuits.spec import Metric, Node
+from lenstop.models.errors import CancelledError, IncompatibleError, LengthMismatchError, LenstopError, UsageError
 from lenstop.models.head_scores import head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from lenstop.models.protocol import EngineProtocol
@@ -177,3 +180,88 @@ def test_cards_are_for_real_features_only(engine: EngineProtocol, clean: Analysi
     assert card is None or card.id == feature
     with pytest.raises(LenstopError):
         engine.card(layer, 10**7)
+
+
+# ---------------------------------------------------------------- circuits
+def test_attribution_ranks_nodes_and_resolves_the_metric(engine: EngineProtocol, clean: Analysis) -> None:
+    found = engine.attribute(PROMPT, Metric(), top=12)
+    last = len(clean.tokens) - 1
+    assert found.metric.position == last and found.metric.target_id == int(clean.predictions.ids[last, 0])
+    np.testing.assert_allclose(found.metric.clean, np.log(clean.predictions.probs[last, 0]), atol=1e-4)
+    sizes = [abs(s.attribution) for s in found.nodes]
+    assert 0 < len(found.nodes) <= 12 and sizes == sorted(sizes, reverse=True)
+    assert all(s.node.position is None or s.node.position <= last for s in found.nodes)
+    assert found.head_totals.shape == (engine.info().n_layers, engine.info().n_heads)
+    assert found.target is None and found.corrupt_prompt is None and found.method == "gradient"
+    assert json.loads(json.dumps(found.to_json()))["nodes"][0]["kind"] in ("feature", "error", "head", "mlp", "embed")
+
+
+def test_a_wrong_token_makes_a_logit_difference(engine: EngineProtocol, clean: Analysis) -> None:
+    second = clean.predictions.strings[-1][1]
+    found = engine.attribute(PROMPT, Metric(wrong=second), top=3)
+    assert found.metric.wrong == second and found.metric.is_logit_diff and found.metric.clean > 0
+    with pytest.raises(UsageError):
+        engine.attribute(PROMPT, Metric(target=second, wrong=second))
+
+
+def test_following_a_node_explains_it_and_leaves_it_out(engine: EngineProtocol) -> None:
+    top = engine.attribute(PROMPT, Metric(), top=None)
+    head = next(s.node for s in top.nodes if s.node.kind == "head" and s.node.layer == 1)
+    up = engine.attribute(PROMPT, Metric(), path=(head,), top=None)
+    assert up.target == head and head not in {s.node for s in up.nodes}
+    assert all(s.node.layer is None or s.node.layer <= 1 for s in up.nodes)
+    with pytest.raises(UsageError):
+        engine.attribute(PROMPT, Metric(), path=(Node("embed", None, 1),))
+    with pytest.raises(UsageError):
+        engine.attribute(PROMPT, Metric(), path=(head,), real=2)
+
+
+def test_real_effects_come_with_the_top_nodes(engine: EngineProtocol) -> None:
+    found = engine.attribute(PROMPT, Metric(), top=6, real=4)
+    assert [s.real is not None for s in found.nodes] == [True] * 4 + [False] * 2
+    again = engine.effects(PROMPT, Metric(), [s.node for s in found.nodes[:4]])
+    np.testing.assert_allclose(again, [s.real for s in found.nodes[:4]], atol=1e-4)
+
+
+def test_a_corrupted_prompt_must_line_up(engine: EngineProtocol) -> None:
+    with pytest.raises(LengthMismatchError):
+        engine.attribute(PROMPT, Metric(), corrupt=PROMPT + " x y")
+    with pytest.raises(LengthMismatchError):
+        engine.patch(PROMPT, PROMPT + " x y", Metric())
+
+
+def test_direct_attribution_adds_up(engine: EngineProtocol) -> None:
+    found = engine.direct(PROMPT, Metric(), sources=True)
+    parts = found.embed + float(found.heads.sum()) + float(found.mlps.sum()) + found.bias + found.normaliser
+    assert parts == pytest.approx(found.total, abs=1e-3)
+    assert found.head_sources is not None and found.head_sources.shape[:2] == found.heads.shape
+
+
+def test_patching_grids_progress_and_cancellation(engine: EngineProtocol, clean: Analysis) -> None:
+    corrupt = PROMPT.replace("first", "other")
+    seen: list[float] = []
+    found = engine.patch(PROMPT, corrupt, Metric(), direction="corrupt->clean", features=3, progress=seen.append)
+    info, seq = engine.info(), len(clean.tokens)
+    assert found.resid.shape == (info.n_layers, seq) and found.heads.shape == (info.n_layers, info.n_heads)
+    assert found.head_positions is not None and found.head_positions.shape == (info.n_layers, info.n_heads, seq)
+    assert found.direction == "corrupt->clean" and len(found.features) <= 3
+    assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    with pytest.raises(CancelledError):
+        engine.patch(PROMPT, corrupt, Metric(), cancelled=lambda: True)
+    with pytest.raises(UsageError):
+        engine.patch(PROMPT, PROMPT, Metric())
+
+
+def test_head_roles_cover_every_head(engine: EngineProtocol) -> None:
+    roles = engine.head_roles()
+    info = engine.info()
+    assert len(roles.layers) == info.n_layers and all(len(layer) == info.n_heads for layer in roles.layers)
+    assert all(0 <= (s.previous or 0) <= 1 for layer in roles.layers for s in layer)
+
+
+def test_a_circuits_edges_join_its_nodes(engine: EngineProtocol) -> None:
+    found = engine.circuit(PROMPT, Metric(), max_nodes=10)
+    chosen = {s.node for s in found.nodes}
+    assert 0 < len(chosen) <= 10 and all(s.node.kind in ("feature", "error", "head", "embed") for s in found.nodes)
+    assert found.edges and all(e.source in chosen and (e.target is None or e.target in chosen) for e in found.edges)
+    assert any(e.target is None for e in found.edges)

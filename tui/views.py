@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from rich.text import Text
 
+from lenstop.models.circuits.results import Circuit, NodeScore
+from lenstop.models.circuits.spec import Node
 from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
 from lenstop.models.results import Analysis, LayerFeatures, ModelInfo
 from lenstop.models.tokens import visible
-from lenstop.tui.format import block, clip, percent, wrap_tokens
+from lenstop.tui.format import block, clip, percent, shade, wrap_tokens
 from lenstop.tui.session import Entry
 
 PANES = ("features", "heads", "predictions", "effects")
@@ -185,4 +188,73 @@ def card_text(
         out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.promoted) + "\n")
         out.append("suppresses ", style="bold")
         out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.suppressed) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- circuits
+def node_text(node: Node, tokens: Sequence[str] | None = None) -> str:
+    """A node, short: `L1.H5@39`, `L1 #446@23`, `L0 err@20`, `emb '·range'@19`."""
+    at = "" if node.position is None else f"@{node.position}"
+    match node.kind:
+        case "feature":
+            return f"L{node.layer} #{node.feature}{at}"
+        case "head":
+            return f"L{node.layer}.H{node.head}{at or '@all'}"
+        case "error":
+            return f"L{node.layer} err{at}"
+        case "mlp":
+            return f"L{node.layer} mlp{at or '@all'}"
+        case _:
+            token = f" {quoted_token(tokens[node.position], 10)}" if tokens and node.position is not None else ""
+            return f"emb{token}{at}"
+
+
+def signed_short(value: float) -> str:
+    return f"{value:+.2f}" if abs(value) < 100 else f"{value:+.0f}"
+
+
+def circuit_text(circuit: Circuit, width: int = 100) -> Text:
+    """The circuit by layer, the metric on top and the inputs at the bottom; within a layer, by position.
+    Then its edges, strongest first: `source → target weight`."""
+    out = Text()
+    m = circuit.metric
+    out.append("metric  ", style="bold")
+    out.append(f"{m.describe()} = {m.clean:.3f}  (p {percent(circuit.target_prob).strip()})\n")
+    layers: dict[int | None, list[NodeScore]] = {}
+    for s in circuit.nodes:
+        layers.setdefault(s.node.layer, []).append(s)
+    order = sorted((k for k in layers if k is not None), reverse=True) + ([None] if None in layers else [])
+    for layer in order:
+        label = "emb" if layer is None else f"L{layer}"
+        out.append(f"{label:<8}", style="bold")
+        items = sorted(layers[layer], key=lambda s: (s.node.position or 0, -abs(s.attribution)))
+        line = "   ".join(f"{node_text(s.node, circuit.tokens)} {signed_short(s.attribution)}" for s in items)
+        out.append(clip(line, max(20, width - 8)) + "\n")
+    if circuit.edges:
+        out.append("edges   ", style="bold")
+        strongest = sorted(circuit.edges, key=lambda e: -abs(e.weight))
+        parts = [
+            f"{node_text(e.source)} → {'metric' if e.target is None else node_text(e.target)} {signed_short(e.weight)}"
+            for e in strongest
+        ]
+        out.append(clip(" · ".join(parts), max(20, 3 * width - 8)))
+    return out
+
+
+def grid_text(
+    grid: np.ndarray, rows: Sequence[str], columns: Sequence[str] | None = None, mark: tuple[int, int] | None = None
+) -> Text:
+    """A heatmap of shares (1.0 is all of the difference) in `·░▒▓█`, `−` where a cell works against it;
+    reads without colour. `mark` brackets one cell."""
+    out = Text()
+    label = max((len(r) for r in rows), default=0)
+    if columns is not None:
+        out.append(" " * (label + 1) + "".join(c[:1] for c in columns) + "\n", style="dim")
+    for r, name in enumerate(rows):
+        out.append(f"{name:<{label}} ", style="bold")
+        for c, value in enumerate(grid[r]):
+            v = float(value)
+            glyph = "−" if v <= -0.05 else shade(min(1.0, max(0.0, v)))
+            out.append(glyph, style="reverse" if mark == (r, c) else ("bold" if abs(v) >= 0.5 else ""))
+        out.append("\n")
     return out

@@ -11,8 +11,8 @@ effect of removing each of the top nodes, one batch row each, is measured on req
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -107,9 +107,7 @@ def attribute(
     base = baseline(engine, tr.values, tokens, corrupt)
     target = target_of(tr, mv, path)
     if steps:
-        if path:
-            raise UsageError("integrated gradients explain the metric only; follow nodes with the gradient method")
-        grads = integrated_grads(engine, tokens, mv, tr.values, base, steps)
+        grads = integrated_grads(engine, tokens, batch_target(engine, tr, mv, path), tr.values, base, steps)
     else:
         grads = tr.grads(target)
     scores = node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None)
@@ -123,12 +121,57 @@ def attribute(
 
 
 # ---------------------------------------------------------------- integrated gradients
+@dataclass
+class BatchTarget:
+    """A target read from each row of a batched run: `hooks` capture what `value(logits)` needs, per row."""
+
+    hooks: list[tuple[str, HookFn]]
+    value: Callable[[torch.Tensor], torch.Tensor]  # logits (rows, seq, vocab) -> (rows,)
+
+
+def batch_target(engine: Engine, tr: Trace, metric: MetricValue, path: Sequence[Node]) -> BatchTarget:
+    """The metric, or the last node of `path` as `Trace.value_of` defines it (a head's or an MLP's contribution
+    uses its parent's gradient at the clean run, held fixed)."""
+    if not path:
+        return BatchTarget([], lambda logits: metric_value(logits, metric))
+    node = path[-1]
+    seen: dict[str, torch.Tensor] = {}
+    if node.kind == "feature":
+        assert node.layer is not None and node.position is not None and node.feature is not None
+        key, d = tr.dictionary_at(node.layer)
+        pos, feature = node.position, node.feature
+
+        def capture(out: torch.Tensor, x_in: torch.Tensor, f: torch.Tensor) -> None:
+            seen["f"] = f
+
+        return BatchTarget(dictionary_hooks(d, key, capture), lambda logits: seen["f"][:, pos, feature])
+    if node.kind not in ("head", "mlp"):
+        raise UsageError(f"{node.describe()} is an input of the graph: nothing upstream explains it")
+    assert node.layer is not None
+    parent = target_of(tr, metric, path[:-1])
+    leaf = tr.leaves.heads[node.layer] if node.kind == "head" else tr.leaves.mlps[node.layer]
+    (grad,) = torch.autograd.grad(parent, [leaf], retain_graph=True, allow_unused=True)
+    grad = torch.zeros_like(leaf) if grad is None else grad.detach()
+    at: Any = slice(None) if node.position is None else node.position
+    index: tuple[Any, ...] = (slice(None), at, node.head) if node.kind == "head" else (slice(None), at)
+    g = grad[(0, *index[1:])]
+
+    def capture_site(x: torch.Tensor, hook: Any) -> None:
+        seen["x"] = x
+
+    def value(logits: torch.Tensor) -> torch.Tensor:
+        return (seen["x"][index] * g).flatten(1).sum(-1)
+
+    return BatchTarget([(site_hook("z" if node.kind == "head" else "mlp", node.layer), capture_site)], value)
+
+
 def integrated_grads(
-    engine: Engine, tokens: torch.Tensor, metric: MetricValue, values: Values, base: Values, steps: int
+    engine: Engine, tokens: torch.Tensor, target: BatchTarget, values: Values, base: Values, steps: int
 ) -> Grads:
     """For each group of nodes (a dictionary's features and errors; a layer's heads; a layer's MLP; the
-    embeddings), the metric's gradient averaged along the straight path from the baseline to the clean values
-    of that group, the rest of the model clean: `steps` rows of one batched pass per group."""
+    embeddings), the target's gradient averaged along the straight path from the baseline to the clean values
+    of that group, the rest of the model clean: `steps` rows of one batched pass per group. The target's own
+    hooks run first, so a group at the target's own site is upstream of nothing and gets no gradient."""
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # the midpoint rule
 
     def along(clean: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -137,8 +180,11 @@ def integrated_grads(
         return (start.unsqueeze(0) + a * (clean - start).unsqueeze(0)).detach().requires_grad_(True)
 
     def mean_grad(hooks: list[tuple[str, HookFn]], leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-        logits = run_rows(engine, tokens, steps, (), leaves=lambda rows: hooks)
-        found = torch.autograd.grad(metric_value(logits, metric).sum(), leaves, allow_unused=True)
+        logits = run_rows(engine, tokens, steps, (), leaves=lambda rows: [*target.hooks, *hooks])
+        value = target.value(logits).sum()
+        if not value.requires_grad:
+            return [torch.zeros_like(x[0]) for x in leaves]
+        found = torch.autograd.grad(value, leaves, allow_unused=True)
         return [torch.zeros_like(x[0]) if g is None else g.mean(0) for x, g in zip(leaves, found, strict=True)]
 
     feats, errors, heads, mlps = {}, {}, {}, {}

@@ -99,7 +99,6 @@ def graph_json(circuit: Circuit, slug: str = "lenstop") -> JsonObject:
             "lenstop": {
                 **m.to_json(),
                 "edge_threshold": circuit.edge_threshold,
-                "metric_description": m.describe(),
             },
         },
         "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},

@@ -1,35 +1,32 @@
-"""A circuit: the nodes and edges above thresholds, found by walking back from the metric.
+"""A circuit: the nodes and edges above thresholds, the way sparse feature circuits are drawn.
 
-The metric's top upstream nodes (by |attribution|, each at least `node_threshold`
-of the largest) join the circuit with an edge to the metric. Each followable node
-(a feature, a head, an MLP) is then explained the same way: its own top upstream
-nodes (each at least `edge_threshold` of its largest) join with an edge to it, and
-so on, breadth first, until `max_nodes` nodes. One forward pass serves the whole
-walk; each followed node costs one backward pass. Only nodes of `kinds` are shown;
-the others' effects still flow through the gradients of those shown.
+Nodes: the strongest by their effect on the metric (|attribution| at least
+`node_threshold` of the largest, at most `max_nodes`). Edges: each chosen node that
+can be followed (a feature, a head, an MLP) is explained in turn, and its strongest
+upstream nodes among the chosen ones (at least `edge_threshold` of its largest, at
+most `max_children`) get an edge to it, weighted by their attribution to its value.
+A chosen node that feeds no other gets an edge to the metric, weighted by its effect.
+One forward pass serves the whole graph; each followed node costs one backward pass
+(or, with `steps`, one batched pass of integrated gradients per group of nodes).
+Only nodes of `kinds` are shown; the others' effects still flow through the
+gradients of those shown.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
-from lenstop.models.circuits.attribution import baseline, node_scores, target_of
+from lenstop.models.circuits.attribution import baseline, batch_target, integrated_grads, node_scores, target_of
 from lenstop.models.circuits.metric import resolve
 from lenstop.models.circuits.results import Circuit, Edge, NodeScore
-from lenstop.models.circuits.spec import Metric, Node, NodeKind
+from lenstop.models.circuits.spec import CIRCUIT_KINDS, Metric, Node, NodeKind
 from lenstop.models.circuits.tracing import Trace, trace
 
 if TYPE_CHECKING:
     from lenstop.models.engine import Engine
-
-
-# MLP outputs are left out by default: without a dictionary of their own, an MLP is one opaque node as large
-# as its layer, and its effects still reach the circuit through the nodes it feeds.
-CIRCUIT_KINDS: tuple[NodeKind, ...] = ("feature", "error", "head", "embed")
 
 
 def _strongest(scores: list[NodeScore], threshold: float, limit: int) -> list[NodeScore]:
@@ -50,37 +47,34 @@ def find_circuit(
     node_threshold: float = 0.1,
     edge_threshold: float = 0.1,
     max_children: int = 6,
-    max_nodes: int = 30,
+    max_nodes: int = 24,
     kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
+    steps: int = 0,
 ) -> Circuit:
     tr = trace(engine, tokens)
     assert isinstance(tr, Trace)
     mv = resolve(metric, engine.model.tokenizer, tr.logits.detach(), engine.token_strings)
     base = baseline(engine, tr.values, tokens, corrupt)
-    to_metric = node_scores(engine, tr.grads(target_of(tr, mv, ())), tr.values, base)
     shown = set(kinds)
-    by_node = {s.node: s for s in to_metric}
-    nodes: dict[Node, NodeScore] = {}
+
+    def scores(path: tuple[Node, ...]) -> list[NodeScore]:
+        if steps:
+            grads = integrated_grads(engine, tokens, batch_target(engine, tr, mv, path), tr.values, base, steps)
+        else:
+            grads = tr.grads(target_of(tr, mv, path))
+        return node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None)
+
+    chosen = _strongest([s for s in scores(()) if s.node.kind in shown], node_threshold, max_nodes)
+    selected = {s.node for s in chosen}
     edges: list[Edge] = []
-    queue: deque[tuple[Node, ...]] = deque()
-    for s in _strongest([s for s in to_metric if s.node.kind in shown], node_threshold, max_children):
-        nodes[s.node] = s
-        edges.append(Edge(s.node, None, s.attribution))
+    feeding: set[Node] = set()  # nodes with an edge into another chosen node
+    for s in chosen:
         if s.node.followable:
-            queue.append((s.node,))
-    while queue and len(nodes) < max_nodes:
-        path = queue.popleft()
-        target = path[-1]
-        upstream = node_scores(engine, tr.grads(target_of(tr, mv, path)), tr.values, base, skip=target)
-        upstream = [s for s in upstream if s.node.kind in shown]
-        for s in _strongest(upstream, edge_threshold, max_children):
-            if s.node not in nodes:
-                if len(nodes) >= max_nodes:
-                    break
-                nodes[s.node] = by_node.get(s.node, NodeScore(s.node, 0.0, s.activation, s.label))
-                if s.node.followable:
-                    queue.append((*path, s.node))
-            edges.append(Edge(s.node, target, s.attribution))
+            upstream = [u for u in scores((s.node,)) if u.node in selected]
+            for u in _strongest(upstream, edge_threshold, max_children):
+                edges.append(Edge(u.node, s.node, u.attribution))
+                feeding.add(u.node)
+    edges += [Edge(s.node, None, s.attribution) for s in chosen if s.node not in feeding]
     probs = tr.logits[0, mv.position].detach().float().softmax(-1)
     return Circuit(
         model=engine.name,
@@ -89,7 +83,7 @@ def find_circuit(
         token_ids=tuple(int(i) for i in tokens[0].tolist()),
         metric=mv,
         target_prob=float(probs[mv.target_id]),
-        nodes=tuple(sorted(nodes.values(), key=lambda s: -abs(s.attribution))),
+        nodes=tuple(chosen),
         edges=tuple(edges),
         node_threshold=node_threshold,
         edge_threshold=edge_threshold,

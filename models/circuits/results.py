@@ -49,8 +49,9 @@ class MetricValue:
             "target_id": self.target_id,
             "wrong": self.wrong,
             "wrong_id": self.wrong_id,
-            "metric": "logit_diff" if self.is_logit_diff else "logprob",
-            "value": _round(self.clean),
+            "metric": _round(self.clean),
+            "metric_kind": "logit_diff" if self.is_logit_diff else "logprob",
+            "metric_description": self.describe(),
         }
 
 

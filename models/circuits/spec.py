@@ -13,6 +13,7 @@ Nodes, and how each is removed ("ablated") to measure its effect:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,9 @@ from lenstop.models.errors import UsageError
 NodeKind = Literal["feature", "error", "head", "mlp", "embed"]
 KINDS: tuple[NodeKind, ...] = ("feature", "error", "head", "mlp", "embed")
 Direction = Literal["clean->corrupt", "corrupt->clean"]
+# What a circuit shows by default. MLP outputs are left out: without a dictionary of their own, an MLP is one
+# opaque node as large as its layer, and its effects still reach the circuit through the nodes it feeds.
+CIRCUIT_KINDS: tuple[NodeKind, ...] = ("feature", "error", "head", "embed")
 DIRECTIONS: tuple[Direction, ...] = ("clean->corrupt", "corrupt->clean")
 
 
@@ -83,3 +87,25 @@ class Node:
             "feature": self.feature,
             "head": self.head,
         }
+
+
+_FEATURE = re.compile(r"^(?P<layer>\d+):(?P<feature>\d+)@(?P<pos>\d+)$")
+_HEAD = re.compile(r"^(?P<layer>\d+)\.(?P<head>\d+)(?:@(?P<pos>\d+))?$")
+_SITE = re.compile(r"^(?P<kind>err|mlp):(?P<layer>\d+)(?:@(?P<pos>\d+))?$")
+_EMBED = re.compile(r"^emb@(?P<pos>\d+)$")
+NODE_SYNTAX = "L:F@POS (a feature), L.H[@POS] (a head), mlp:L[@POS], err:L@POS or emb@POS"
+
+
+def parse_node(spec: str) -> Node:
+    """A node as the CLI names it, in the syntax of the interventions: `1:446@23`, `1.5@39`, `mlp:0@3`."""
+    text = spec.strip()
+    if m := _FEATURE.match(text):
+        return Node("feature", int(m["layer"]), int(m["pos"]), feature=int(m["feature"]))
+    if m := _HEAD.match(text):
+        return Node("head", int(m["layer"]), None if m["pos"] is None else int(m["pos"]), head=int(m["head"]))
+    if m := _SITE.match(text):
+        kind: NodeKind = "error" if m["kind"] == "err" else "mlp"
+        return Node(kind, int(m["layer"]), None if m["pos"] is None else int(m["pos"]))
+    if m := _EMBED.match(text):
+        return Node("embed", None, int(m["pos"]))
+    raise UsageError(f"bad node {spec!r}: expected {NODE_SYNTAX}")

@@ -120,7 +120,10 @@ class Trace:
     def grads(self, target: torch.Tensor) -> Grads:
         """The gradient of a scalar `target` at every node (the graph is kept for the next target)."""
         leaves = self.leaves.all()
-        found = torch.autograd.grad(target, leaves, retain_graph=True, allow_unused=True)
+        if not target.requires_grad:  # nothing upstream of it varies
+            found: tuple[torch.Tensor | None, ...] = (None,) * len(leaves)
+        else:
+            found = torch.autograd.grad(target, leaves, retain_graph=True, allow_unused=True)
         by_id = {
             id(leaf): g if g is not None else torch.zeros_like(leaf) for leaf, g in zip(leaves, found, strict=True)
         }
@@ -200,6 +203,7 @@ def trace(
     values, leaves = Values(), Leaves()
     dictionaries = {d.key: d for d in engine.dictionaries}
     hooks: list[tuple[str, HookFn]] = []
+    splices: list[tuple[str, HookFn]] = []  # after the sites' leaves, so a dictionary reads a head's, say, as upstream
 
     for key, d in dictionaries.items():
 
@@ -218,7 +222,7 @@ def trace(
             spliced = decode_full(d.sae, x_in.detach(), f_leaf) + error_leaf
             return _unflat((spliced.to(out.dtype) + (flat - flat.detach())), out)
 
-        hooks += dictionary_hooks(d, key, on_output)
+        splices += dictionary_hooks(d, key, on_output)
 
     def site(
         store: dict[int, torch.Tensor], leaf_store: dict[int, torch.Tensor] | None, live: Any, layer: int
@@ -242,7 +246,7 @@ def trace(
         leaf_store = embed_leaf if layer == 0 else (leaves.resid if resid_leaves else None)
         hooks.append((site_hook("resid_pre", layer), site(values.resid, leaf_store, None, layer)))
 
-    with _hooked(engine, hooks):
+    with _hooked(engine, hooks + splices):
         logits = engine.model(tokens)
     values.logits = logits.detach()
     if not differentiable:

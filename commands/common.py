@@ -1,0 +1,116 @@
+"""What every `lenstop` command shares: its options, one-line errors with exit codes,
+loading the engine, and printing JSON. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, describe
+from lenstop.models.protocol import EngineProtocol
+
+ModelArg = Annotated[
+    str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
+]
+SaeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sae",
+        help="Dictionary: RELEASE:SAE_ID, RELEASE (all its SAEs), a SAELens directory, a folder of them, or demo. "
+        "Repeatable. Defaults to demo for the demo model.",
+    ),
+]
+LabelsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--labels", help="Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16.")]
+NDevicesOpt = Annotated[int | None, typer.Option("--n-devices", help="Split the model across this many GPUs.")]
+DeviceMapOpt = Annotated[
+    str | None,
+    typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+PromptOpt = Annotated[
+    str, typer.Option("--prompt", "-p", help=r"The text to run; \n and \t are a newline and a tab, \\ a backslash.")
+]
+AblateOpt = Annotated[
+    list[str] | None, typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
+]
+SteerOpt = Annotated[
+    list[str] | None,
+    typer.Option("--steer", help="Add STRENGTH x the feature's decoder row: LAYER:FEATURE:STRENGTH[@POS]."),
+]
+ClampOpt = Annotated[
+    list[str] | None, typer.Option("--clamp", help="Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS].")
+]
+HeadOpt = Annotated[
+    list[str] | None, typer.Option("--ablate-head", help="Zero an attention head's output: LAYER.HEAD[@POS].")
+]
+
+
+def fail(message: str, code: ExitCode) -> typer.Exit:
+    typer.echo(f"lenstop: error: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Every failure becomes one line on stderr and an exit code; no traceback unless LENSTOP_DEBUG is set."""
+    try:
+        yield
+    except LenstopError as err:
+        if isinstance(err, LengthMismatchError):  # the one line, then why: the two tokenisations side by side
+            typer.echo(f"lenstop: error: {err}", err=True)
+            for line in err.alignment():
+                typer.echo(line.rstrip(), err=True)
+            raise typer.Exit(int(err.code)) from None
+        raise fail(str(err), err.code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", ExitCode.INTERRUPTED) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as err:  # noqa: BLE001 - the edge of the program
+        if os.environ.get("LENSTOP_DEBUG"):
+            raise
+        raise fail(f"{describe(err)} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
+
+
+def progress_line(enabled: bool) -> Callable[[str], None] | None:
+    """Loading steps on stderr, only for a person watching a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def say(step: str) -> None:
+        sys.stderr.write(f"\r\033[K{step}…")
+        sys.stderr.flush()
+        if step == "ready":
+            sys.stderr.write("\r\033[K")
+
+    return say
+
+
+def load_engine(
+    model: str,
+    saes: list[str] | None,
+    device: str,
+    dtype: str,
+    n_devices: int | None,
+    device_map: str | None,
+    labels: list[str] | None = None,
+) -> EngineProtocol:
+    """The engine the options name, loaded as the app loads it (`EngineSpec`), with progress on a terminal."""
+    spec = EngineSpec(model, tuple(saes or ()), device, dtype, n_devices, device_map, tuple(labels or ()))
+    return spec.load(progress_line(True))
+
+
+def print_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
