@@ -342,6 +342,8 @@ class FakeEngine:
         base = ((_hash(node) % 2001) - 1000) / 500.0
         if node.kind == "head" and (node.layer, node.head) in ((1, 1), (0, 0)):
             base = 3.0 + base / 10  # the fake's circuit: L0.H0 feeds L1.H1, as the real demo's
+        if node.kind == "embed" and node.position == 1:
+            base = 4.0 + base / 10  # and one strong input
         return base
 
     def attribute(
@@ -357,6 +359,19 @@ class FakeEngine:
     ) -> Attribution:
         with self.lock:
             self.calls.append(("attribute", (prompt, metric, corrupt, tuple(path), steps)))
+        return self._attribute(prompt, metric, corrupt=corrupt, path=path, top=top, steps=steps, real=real)
+
+    def _attribute(
+        self,
+        prompt: str,
+        metric: Metric,
+        *,
+        corrupt: str | None = None,
+        path: Sequence[Node] = (),
+        top: int | None = 30,
+        steps: int = 0,
+        real: int = 0,
+    ) -> Attribution:
         if self.delay_s:
             time.sleep(self.delay_s)
         self._pair(prompt, corrupt)
@@ -436,7 +451,9 @@ class FakeEngine:
             raise UsageError(f"--direction {direction!r}: expected clean->corrupt or corrupt->clean")
         self._pair(clean, corrupt)
         mv = self._metric_value(clean, metric)
+        # The fake reads each token alone, so the corrupted prompt's metric is made to differ by hand.
         other = self._metric_value(corrupt, Metric(metric.position, mv.target, mv.wrong)).clean
+        other -= 0.0 if corrupt == clean else 1.0 + (_hash(corrupt) % 100) / 100
         if abs(mv.clean - other) < 1e-6:
             raise UsageError(f"{mv.describe()} is the same on both prompts: there is no difference to patch")
         seq = len(tokenize(clean))
@@ -498,7 +515,9 @@ class FakeEngine:
         kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
         steps: int = 0,
     ) -> Circuit:
-        found = self.attribute(prompt, metric, corrupt=corrupt, top=None)
+        with self.lock:
+            self.calls.append(("circuit", (prompt, metric, corrupt, steps)))
+        found = self._attribute(prompt, metric, corrupt=corrupt, top=None)
         ranked = [sc for sc in found.nodes if sc.node.kind in kinds]
         floor = node_threshold * abs(ranked[0].attribution) if ranked else 0.0
         chosen = [sc for sc in ranked[:max_nodes] if abs(sc.attribution) >= floor]

@@ -5,6 +5,7 @@ the messages the app's workers post. And the public API is importable as documen
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import subprocess
@@ -17,11 +18,16 @@ import pytest
 
 import lenstop.models as api
 from lenstop.models import feature_cards, head_scores, interventions, results
+from lenstop.models.circuits import results as circuit_results
+from lenstop.models.circuits import spec as circuit_spec
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.protocol import EngineProtocol
 from lenstop.tui import messages
 
 NAMESPACE = {
+    **vars(collections.abc),
+    **vars(circuit_results),
+    **vars(circuit_spec),
     **vars(results),
     **vars(interventions),
     **vars(feature_cards),
@@ -60,7 +66,8 @@ def test_the_engine_protocol_has_no_any() -> None:
         for arg, hint in typing.get_type_hints(method, NAMESPACE).items():
             found += _any_in(hint, set(), f"EngineProtocol.{name}({arg})")
     assert found == []
-    assert {"info", "analyse", "generate", "card"} <= {n for n, _ in inspect.getmembers(EngineProtocol)}
+    names = {n for n, _ in inspect.getmembers(EngineProtocol)}
+    assert {"info", "analyse", "generate", "card", "attribute", "patch", "circuit", "head_roles"} <= names
 
 
 @pytest.mark.parametrize(
@@ -72,6 +79,10 @@ def test_the_engine_protocol_has_no_any() -> None:
         messages.AnalysisFailed,
         messages.GenerationFinished,
         messages.LoadProgressed,
+        messages.AttributionFinished,
+        messages.CircuitFinished,
+        messages.PatchFinished,
+        messages.HeadRolesFound,
     ],
     ids=lambda c: c.__name__,
 )

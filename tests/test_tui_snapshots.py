@@ -73,3 +73,19 @@ class TestSnapshots:
     def test_error(self, snap_compare) -> None:
         error = NotFoundError("no model named 'gtp2' on disk or on the hub; check the name or pass a local directory")
         assert snap_compare(app_with(FakeFactory(error=error)), terminal_size=(100, 30), run_before=settle)
+
+    def test_circuit_view(self, snap_compare) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("t")
+            await settle(pilot)
+
+        assert snap_compare(app_with(FakeFactory()), terminal_size=(120, 40), run_before=run_before)
+
+    def test_circuit_view_at_80x24(self, snap_compare) -> None:
+        async def run_before(pilot) -> None:
+            await settle(pilot)
+            await pilot.press("t")
+            await settle(pilot)
+
+        assert snap_compare(app_with(FakeFactory()), terminal_size=(80, 24), run_before=run_before)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, Patching
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError, describe
 from lenstop.models.protocol import EngineProtocol
@@ -61,3 +62,50 @@ class GenerationFailed(Message):
 def failure_text(err: BaseException) -> str:
     """One line for the screen: ours as they are, anything else marked as lenstop's own fault."""
     return describe(err) if isinstance(err, LenstopError) else f"internal error: {describe(err)}"
+
+
+@dataclass
+class AttributionFinished(Message):
+    request: int
+    attribution: Attribution
+
+
+@dataclass
+class CircuitFinished(Message):
+    request: int
+    circuit: Circuit
+
+
+@dataclass
+class PatchProgressed(Message):
+    request: int
+    share: float
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PatchProgressed)
+
+
+@dataclass
+class PatchFinished(Message):
+    request: int
+    patching: Patching
+
+
+@dataclass
+class EffectsMeasured(Message):
+    request: int
+    real: tuple[float, ...]
+
+
+@dataclass
+class CircuitFailed(Message):
+    """Any of the circuit screen's workers failed; `what` says which (attribution, circuit, patching, effects)."""
+
+    request: int
+    what: str
+    error: str
+
+
+@dataclass
+class HeadRolesFound(Message):
+    roles: HeadRoles

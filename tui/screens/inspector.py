@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
+from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.interventions import (
     Adjustable,
@@ -42,8 +43,10 @@ from lenstop.tui.messages import (
     EngineLoaded,
     GenerationFailed,
     GenerationFinished,
+    HeadRolesFound,
     failure_text,
 )
+from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.help import HelpScreen
 from lenstop.tui.screens.value import ValueScreen
@@ -96,6 +99,7 @@ class InspectorScreen(Screen[None]):
         Binding("x", "knockout", "head", id="knockout"),
         Binding("at", "scope", "scope", key_display="@", id="scope"),
         Binding("g", "generate", "generate", id="generate"),
+        Binding("t", "circuit", "circuit", id="circuit"),
         Binding("u", "undo", "undo", id="undo"),
         Binding("slash", "focus_prompt", "prompt", key_display="/", id="prompt"),
         Binding("escape", "leave_prompt", "leave prompt", id="prompt.leave"),
@@ -124,6 +128,7 @@ class InspectorScreen(Screen[None]):
     split = var(3, init=False)  # the left column's share of the grid, in sixths
     compact = var(False, init=False)  # one pane at a time, for small terminals
     editing = var(False, init=False)  # the prompt has the focus: keys type into it
+    head_roles: var[HeadRoles | None] = var(None, init=False)  # each head's role on the standard task
 
     def __init__(
         self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
@@ -203,6 +208,21 @@ class InspectorScreen(Screen[None]):
         timing = f" in {loaded.seconds:.1f} s" if self.show_timings else ""
         self.status(f"ready{timing} · {info.device} · {info.dtype}")
         self.run_analysis()
+        self._find_head_roles(loaded.engine)
+
+    @work(thread=True, exclusive=True, group="head-roles", exit_on_error=False)
+    def _find_head_roles(self, engine: EngineProtocol) -> None:
+        try:
+            roles = engine.head_roles()
+        except BaseException:  # noqa: BLE001 - the pane then shows the prompt's roles alone
+            return
+        self.post_message(HeadRolesFound(roles))
+
+    def on_head_roles_found(self, message: HeadRolesFound) -> None:
+        self.head_roles = message.roles
+
+    def watch_head_roles(self) -> None:
+        self._draw_heads()
 
     # ---------------------------------------------------------------- analysis
     @on(Input.Changed, "#prompt")
@@ -376,7 +396,9 @@ class InspectorScreen(Screen[None]):
             return
         knocked = knocked_heads(self.interventions.entries, self.current_layer)
         attention = self.analysis.attention_at(self.current_layer)
-        self.query_one(HeadsView).show(attention, self.analysis.tokens, self.position, knocked, self.head)
+        roles = self.head_roles
+        task = roles.layers[self.current_layer] if roles is not None and self.current_layer < len(roles.layers) else ()
+        self.query_one(HeadsView).show(attention, self.analysis.tokens, self.position, knocked, self.head, task)
         self.query_one("#heads-pane").border_title = f"heads · L{self.current_layer} · from pos {self.position}"
 
     def _draw_predictions(self) -> None:
@@ -565,7 +587,13 @@ class InspectorScreen(Screen[None]):
 
         self.app.push_screen(ValueScreen(f"{iv.describe()}: new {iv.value_name}", iv.amount), done)
 
-    # ---------------------------------------------------------------- generation and cards
+    # ---------------------------------------------------------------- circuits, generation and cards
+    def action_circuit(self) -> None:
+        """Why this prediction: the circuit view for the selected token's next-token prediction."""
+        if self.engine is None or self.analysis is None:
+            return
+        self.app.push_screen(CircuitScreen(self.engine, self.analysis.prompt, self.position))
+
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
         if self.engine is None or not prompt.strip():

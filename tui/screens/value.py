@@ -1,4 +1,4 @@
-"""A one-line prompt for a number (a steering strength, a clamp value)."""
+"""One-line prompts: a number (a steering strength, a clamp value), or a text (a token, a prompt)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,37 @@ class ValueScreen(ModalScreen[float | None]):
             self.query_one("#value-error", Label).update("the value must be a finite number")
             return
         self.dismiss(value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TextScreen(ModalScreen[str | None]):
+    """A one-line prompt for a text (a token, a corrupted prompt); empty means none."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel", id="text.cancel")]
+    DEFAULT_CSS = """
+    TextScreen { align: center middle; }
+    TextScreen > Vertical {
+        width: 90%; max-width: 100; height: auto; border: round $accent; padding: 0 1; background: $surface;
+    }
+    """
+
+    def __init__(self, question: str, default: str = "", hint: str = "enter to apply · esc to cancel") -> None:
+        super().__init__()
+        self.question, self.default, self.hint = question, default, hint
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            yield Input(value=self.default, id="text-input")
+            yield Label(self.hint, classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#text-input", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

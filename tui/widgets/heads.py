@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widget import Widget
 
+from lenstop.models.head_scores import HeadScores
 from lenstop.models.results import LayerAttention
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, shade
@@ -29,9 +30,11 @@ def heads_text(
     head: int,
     focused: bool,
     width: int,
+    task: Sequence[HeadScores] = (),
 ) -> Text:
     """One line a head: its attention from `position` over every earlier token, binned when the prompt
-    is longer than the pane is wide (a bin shows its strongest weight), then its top source and role."""
+    is longer than the pane is wide (a bin shows its strongest weight), then its top source and its role on
+    this prompt; then the roles the heads of this layer play on the standard task, where clear."""
     pattern = attention.pattern
     n_src = position + 1
     cells = max(4, width - FIXED)
@@ -56,6 +59,10 @@ def heads_text(
             out.append(f"  {role[0]} {role[1]:.2f}".replace("0.", "."), style="italic")
         if h < heads - 1:
             out.append("\n")
+    known = [(h, r) for h, s in enumerate(task) if (r := s.role()) is not None]
+    if known:
+        roles = " · ".join(f"H{h} {name} {score:.2f}".replace("0.", ".") for h, (name, score) in known)
+        out.append(clip(f"\nstandard task: {roles}", width + 1), style="dim")
     return out
 
 
@@ -79,6 +86,7 @@ class HeadsView(Widget, can_focus=True):
         self.position = 0
         self.knocked: frozenset[int] = frozenset()
         self.head = 0
+        self.task_roles: Sequence[HeadScores] = ()  # (`task` is taken by the message pump)
 
     def show(
         self,
@@ -87,8 +95,10 @@ class HeadsView(Widget, can_focus=True):
         position: int,
         knocked: frozenset[int],
         head: int,
+        task: Sequence[HeadScores] = (),
     ) -> None:
         self.attention, self.tokens, self.position, self.knocked = attention, tokens, position, knocked
+        self.task_roles = task
         self.head = min(head, attention.pattern.shape[0] - 1) if attention is not None else 0
         self.refresh()
 
@@ -103,5 +113,12 @@ class HeadsView(Widget, can_focus=True):
         if self.attention is None:
             return Text("no attention pattern yet", style="dim")
         return heads_text(
-            self.attention, self.tokens, self.position, self.knocked, self.head, self.has_focus, self.size.width
+            self.attention,
+            self.tokens,
+            self.position,
+            self.knocked,
+            self.head,
+            self.has_focus,
+            self.size.width,
+            self.task_roles,
         )

@@ -1,0 +1,233 @@
+"""The circuit view, driven by the pilot: on the fake engine for what each key asks of the engine
+and shows, and on the demo for the induction circuit walked by hand and the CLI's JSON equal to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Static
+from typer.testing import CliRunner
+
+from lenstop.commands.cli import app as cli
+from lenstop.models.circuits.spec import Metric, Node
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.tui.app import LenstopApp
+from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
+from lenstop.tui.session import Session
+
+from fake_engine import FakeEngine
+from pilot import PROMPT, make_app, screen_text, settle
+
+
+def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
+    return [args for kind, args in engine.calls if kind == name]
+
+
+async def open_circuit(pilot, app: LenstopApp) -> CircuitScreen:  # type: ignore[no-untyped-def]
+    await settle(pilot)
+    await pilot.press("t")
+    await settle(pilot)
+    assert isinstance(app.screen, CircuitScreen)
+    return app.screen
+
+
+async def test_the_circuit_view_explains_the_selected_tokens_prediction() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("left", "left")
+        position = app.inspector.position
+        screen = await open_circuit(pilot, app)
+        prompt, metric, corrupt, path, steps = calls(engine, "attribute")[-1]
+        assert (prompt, metric, corrupt, path, steps) == (PROMPT, Metric(position=position), None, (), 0)
+        assert screen.attribution is not None and screen.circuit is not None
+        table = screen.query_one(ContributorTable)
+        shown = [s.node for s in table.scores]
+        assert shown == [s.node for s in screen.attribution.nodes][: len(shown)]
+        text = screen_text(app)
+        assert f"at pos {position}" in text and "metric" in text and "contributors" in text
+        assert shown[0].describe().replace(" ", "") in text.replace(" ", "") or "L" in text
+
+
+async def test_enter_follows_a_node_and_backspace_comes_back() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        table = screen.query_one(ContributorTable)
+        row = next(i for i, s in enumerate(table.scores) if s.node.followable)
+        followed = table.scores[row].node
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert calls(engine, "attribute")[-1][3] == (followed,)
+        assert screen.attribution is not None and screen.attribution.target == followed
+        crumbs = str(screen.query_one("#crumbs", Static).render())
+        assert crumbs.startswith(" metric › ") and f"@{followed.position}" in crumbs
+        await pilot.press("backspace")
+        await settle(pilot)
+        assert calls(engine, "attribute")[-1][3] == () and screen.path == ()
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is app.inspector
+
+
+async def test_an_input_node_cannot_be_followed() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        table = screen.query_one(ContributorTable)
+        row = next(i for i, s in enumerate(table.scores) if not s.node.followable)
+        table.move_cursor(row=row)
+        before = len(calls(engine, "attribute"))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert len(calls(engine, "attribute")) == before and "nothing upstream explains it" in screen_text(app)
+
+
+async def test_target_wrong_token_and_integrated_gradients_change_the_metric() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("t")
+        await pilot.pause()
+        app.screen.query_one(Input).value = " first"
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("w")
+        await pilot.pause()
+        app.screen.query_one(Input).value = " second"
+        await pilot.press("enter")
+        await settle(pilot)
+        metric = calls(engine, "attribute")[-1][1]
+        assert metric == Metric(position=screen.metric.position, target=" first", wrong=" second")
+        assert "logit(' first') − logit(' second')" in screen_text(app)
+        await pilot.press("i")
+        await settle(pilot)
+        assert calls(engine, "attribute")[-1][4] == 8 and "integrated gradients (8)" in screen_text(app)
+
+
+async def test_a_corrupted_prompt_turns_on_patching() -> None:
+    app, engine = make_app()
+    corrupt = PROMPT.replace("first", "other")
+    async with app.run_test(size=(120, 45)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = corrupt
+        await pilot.press("enter")
+        await settle(pilot)
+        assert calls(engine, "patch")[-1][:2] == (PROMPT, corrupt) and calls(engine, "attribute")[-1][2] == corrupt
+        assert screen.patching is not None
+        text = screen_text(app)
+        assert "patching clean->corrupt" in text and "layer × position" in text and "layer × head" in text
+        await pilot.press("d")
+        await settle(pilot)
+        assert calls(engine, "patch")[-1][3] == "corrupt->clean" and "patching corrupt->clean" in screen_text(app)
+
+
+async def test_r_measures_real_effects_beside_the_predictions() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("r")
+        await settle(pilot)
+        measured = calls(engine, "effects")[-1][1]
+        assert len(measured) == 12
+        assert screen.attribution is not None
+        real = {s.node: s.real for s in screen.attribution.nodes if s.real is not None}
+        assert set(real) == set(measured) and all(real[n] == pytest.approx(engine._score(n) * 1.25) for n in real)
+
+
+async def test_a_failure_is_one_line_and_the_view_stays() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = "too short"
+        await pilot.press("enter")
+        await settle(pilot)
+        status = str(screen.query_one("#circuit-status", Static).render())
+        assert "error:" in status and "tokens" in status and app.is_running and app.screen is screen
+
+
+def test_the_circuit_screens_bindings_have_ids() -> None:
+    assert all(b.id for b in (*CircuitScreen.BINDINGS, *ContributorTable.BINDINGS))
+
+
+# ---------------------------------------------------------------- on the demo
+SPAN = " or keys Otherwise beha operand wait contin end us NO range seconds"
+INDUCTION = SPAN + SPAN.rsplit(" ", 1)[0]
+CORRUPT = " sub dict class also pro info attrs item save self show month" + SPAN.rsplit(" ", 1)[0]
+
+
+async def test_on_the_demo_the_view_walks_from_an_induction_head_to_the_previous_token_head() -> None:
+    session = Session(model="demo", prompt=INDUCTION)
+    app = LenstopApp(EngineSpec("demo", device="cpu"), session=session)
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = CORRUPT
+        await pilot.press("enter")
+        await pilot.press("i")
+        await settle(pilot)
+        assert screen.attribution is not None and screen.patching is not None
+        table = screen.query_one(ContributorTable)
+        last = len(screen.attribution.tokens) - 1
+        row, induction = next(
+            (i, s.node) for i, s in enumerate(table.scores) if s.node.kind == "head" and s.node.layer == 1
+        )
+        assert induction.head in {1, 2, 4, 5, 6} and induction.position == last  # an induction head, by the task
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await settle(pilot)
+        heads = [s.node for s in screen.attribution.nodes if s.node.kind == "head"]
+        assert (heads[0].layer, heads[0].head) == (0, 0), [h.describe() for h in heads[:4]]
+        await pilot.press("d")  # damage the clean run one head at a time: L0.H0 carries the most of layer 0
+        await settle(pilot)
+        assert screen.patching.direction == "corrupt->clean"
+        assert max(range(8), key=lambda h: screen.patching.heads[0, h]) == 0
+        shown = screen.attribution.to_json()
+    metric = screen.attribution.metric
+    result = CliRunner().invoke(
+        cli,
+        [
+            "attribute",
+            "--prompt",
+            INDUCTION,
+            "--corrupt",
+            CORRUPT,
+            "--steps",
+            "8",
+            "--top",
+            "2000",
+            "--position",
+            str(metric.position),
+            "--follow",
+            f"1.{induction.head}@{last}",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["metric"] == pytest.approx(shown["metric"], abs=1e-5) and doc["target_node"] == shown["target_node"]
+    assert len(doc["nodes"]) == len(shown["nodes"])
+    for a, b in zip(doc["nodes"], shown["nodes"], strict=True):
+        assert {k: a[k] for k in ("kind", "layer", "position", "feature", "head")} == {
+            k: b[k] for k in ("kind", "layer", "position", "feature", "head")
+        }
+        assert a["attribution"] == pytest.approx(b["attribution"], abs=1e-4)
+
+
+def test_export_writes_the_graph_atomically(tmp_path: Path) -> None:
+    from lenstop.tui.screens.circuit import write_atomically
+
+    target = tmp_path / "g.json"
+    write_atomically(target, '{"a": 1}\n')
+    assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["g.json"]
+    assert Node("head", 1, 3, head=2).followable

@@ -1,0 +1,517 @@
+"""The circuit view: why did the model predict this token?
+
+It explains one metric at one position (the inspector's selected token): the top
+prediction there, or a target typed with `t`, against a wrong token typed with `w`.
+The left pane ranks the contributors (features with their labels, heads, MLPs,
+error nodes, inputs) by their predicted effect; `r` measures the real effect of
+each beside it. Enter on a node follows it upstream ("why does this fire?"), and
+the breadcrumb is the way back. The right pane draws the circuit by layer and
+position and, once a corrupted prompt is set with `p`, the patching heatmaps
+(layer × position, layer × head), which read without colour.
+
+Every number comes from the engine in a worker; this screen only draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal, VerticalScroll
+from textual.reactive import var
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from lenstop.models.circuits.export import graph_json
+from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
+from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKind
+from lenstop.models.prompts import escape, unescape
+from lenstop.models.protocol import EngineProtocol
+from lenstop.models.tokens import visible
+from lenstop.tui.format import clip, percent
+from lenstop.tui.messages import (
+    AttributionFinished,
+    CircuitFailed,
+    CircuitFinished,
+    EffectsMeasured,
+    PatchFinished,
+    PatchProgressed,
+    failure_text,
+)
+from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.value import TextScreen
+from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
+
+TOP = 40  # rows in the contributors list
+REAL = 12  # nodes whose real effect `r` measures
+IG_STEPS = 8
+FILTERS: tuple[tuple[str, tuple[NodeKind, ...]], ...] = (
+    ("all", KINDS),
+    ("features", ("feature", "error")),
+    ("heads", ("head",)),
+    ("heads and features", ("feature", "error", "head")),
+)
+
+
+def crumbs_text(path: Sequence[Node], tokens: Sequence[str]) -> str:
+    """`metric › L1.H5@23 › L0.H0@12`: the way back."""
+    return " › ".join(["metric", *(node_text(n, tokens) for n in path)])
+
+
+def settings_text(attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str) -> str:
+    baseline = f"corrupted {clip(escape(corrupt), 30)!r}" if corrupt else "zero"
+    method = f"integrated gradients ({steps})" if steps else "gradient"
+    measured = attribution.correlation if attribution is not None else None
+    r = f" · predicted vs real r {measured:.2f}" if measured is not None else ""
+    return f"baseline {baseline} · {method} · showing {kinds}{r}"
+
+
+def metric_text(attribution: Attribution) -> str:
+    m = attribution.metric
+    line = f"{m.describe()} = {m.clean:.3f}"
+    if attribution.target is not None:
+        line += f" · explaining {node_text(attribution.target, attribution.tokens)} = {attribution.target_value:+.3f}"
+    return line
+
+
+def contributor_line(score: NodeScore, tokens: Sequence[str]) -> Text:
+    """`› L1.H5@23  ·range   +2.431  +6.120  label`: followable mark, node, its token, predicted, real, label."""
+    line = Text()
+    line.append("›" if score.node.followable else " ", style="bold")
+    line.append(f" {node_text(score.node):<14}")
+    pos = score.node.position
+    line.append(f" {clip(visible(tokens[pos]), 9) if pos is not None else 'all':<9}", style="dim")
+    line.append(f" {score.attribution:+8.3f}", style="bold" if abs(score.attribution) >= 0.5 else "")
+    line.append(f" {'' if score.real is None else format(score.real, '+8.3f'):>8}")
+    if score.activation is not None:
+        line.append(f" {score.activation:6.2f}", style="dim")
+    if score.label:
+        line.append(f"  {score.label}", style="italic")
+    return line
+
+
+def patching_text(patching: Patching) -> Text:
+    """The two grids, with the positions' tokens as a legend, and the strongest heads."""
+    out = Text()
+    out.append(f"patching {patching.direction}: ", style="bold")
+    out.append(f"clean {patching.clean_metric:.2f} · corrupted {patching.corrupt_metric:.2f}\n")
+    layers = [f"L{layer}" for layer in range(patching.resid.shape[0])]
+    out.append("residual stream, layer × position\n", style="bold")
+    out.append_text(grid_text(patching.resid, layers, [str(i % 10) for i in range(patching.resid.shape[1])]))
+    out.append("heads, layer × head\n", style="bold")
+    out.append_text(grid_text(patching.heads, layers, [str(h % 10) for h in range(patching.heads.shape[1])]))
+    ranked = sorted(
+        (
+            (float(patching.heads[lay, h]), lay, h)
+            for lay in range(patching.heads.shape[0])
+            for h in range(patching.heads.shape[1])
+        ),
+        reverse=True,
+    )[:4]
+    out.append("strongest  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
+    agreement = ", ".join(f"{k} {v:.2f}" for k, v in patching.agreement().items() if v is not None)
+    out.append(f"estimate agrees: {agreement}\n", style="dim")
+    out.append(" ".join(f"{i}:{clip(visible(t), 8)}" for i, t in enumerate(patching.tokens)), style="dim")
+    return out
+
+
+class ContributorTable(DataTable[Text]):
+    BINDINGS = [
+        Binding("j", "cursor_down", "next node", show=False, id="circuit.down"),
+        Binding("k", "cursor_up", "previous node", show=False, id="circuit.up"),
+    ]
+    DEFAULT_CSS = """
+    ContributorTable { height: 1fr; overflow-x: hidden; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(id="contributors", cursor_type="row", show_header=True, cell_padding=0)
+        self.scores: list[NodeScore] = []
+
+    def on_mount(self) -> None:
+        header = Text(f"  {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {'act':>6}  label", style="bold")
+        self.add_column(header, key="row", width=200)
+
+    def show(self, scores: Sequence[NodeScore], tokens: Sequence[str], empty: str) -> None:
+        row = self.cursor_row
+        self.clear()
+        self.scores = list(scores)
+        for i, s in enumerate(self.scores):
+            self.add_row(contributor_line(s, tokens), key=str(i))
+        if not self.scores:
+            self.add_row(Text("  " + empty, style="dim"), key="empty")
+        elif 0 <= row < len(self.scores):
+            self.move_cursor(row=row, animate=False)
+
+    @property
+    def selected(self) -> NodeScore | None:
+        return self.scores[self.cursor_row] if 0 <= self.cursor_row < len(self.scores) else None
+
+
+class CircuitScreen(Screen[None]):
+    BINDINGS = [
+        Binding("enter", "follow", "follow", id="circuit.follow"),
+        Binding("backspace", "back", "back", id="circuit.back"),
+        Binding("escape", "leave", "close", id="circuit.leave"),
+        Binding("r", "real", "real effects", id="circuit.real"),
+        Binding("t", "target", "target", id="circuit.target"),
+        Binding("w", "wrong", "wrong token", id="circuit.wrong"),
+        Binding("p", "corrupt", "corrupt", id="circuit.corrupt"),
+        Binding("d", "direction", "direction", show=False, id="circuit.direction"),
+        Binding("i", "integrated", "integrated gradients", show=False, id="circuit.integrated"),
+        Binding("f", "filter", "filter", id="circuit.filter"),
+        Binding("o", "card", "card", show=False, id="circuit.card"),
+        Binding("x", "export", "export graph", show=False, id="circuit.export"),
+    ]
+    DEFAULT_CSS = """
+    CircuitScreen { layout: vertical; }
+    CircuitScreen #circuit-header { height: 1; background: $primary-background; }
+    CircuitScreen #crumbs { height: 1; color: $accent; text-style: bold; }
+    CircuitScreen #settings { height: 1; color: $text-muted; }
+    CircuitScreen #circuit-body { height: 1fr; }
+    CircuitScreen .pane { border: round $panel-lighten-2; padding: 0 1; border-title-color: $text-muted; }
+    CircuitScreen .pane:focus-within { border: round $accent; }
+    CircuitScreen #contributors-pane { width: 3fr; }
+    CircuitScreen #drawing-pane { width: 2fr; }
+    CircuitScreen #circuit-status { height: 1; color: $text-muted; }
+    CircuitScreen #circuit-status.-error { color: $error; text-style: bold; }
+    CircuitScreen.-compact #circuit-body { layout: vertical; }
+    CircuitScreen.-compact #contributors-pane { width: 1fr; height: 3fr; }
+    CircuitScreen.-compact #drawing-pane { width: 1fr; height: 2fr; }
+    """
+
+    metric: var[Metric] = var(Metric(), init=False)
+    corrupt: var[str | None] = var(None, init=False)
+    path: var[tuple[Node, ...]] = var((), init=False)
+    steps = var(0, init=False)
+    direction: var[Direction] = var("clean->corrupt", init=False)
+    filter_index = var(0, init=False)
+    attribution: var[Attribution | None] = var(None, init=False)
+    circuit: var[Circuit | None] = var(None, init=False)
+    patching: var[Patching | None] = var(None, init=False)
+
+    def __init__(self, engine: EngineProtocol, prompt: str, position: int) -> None:
+        super().__init__()
+        self.engine, self.prompt = engine, prompt
+        self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
+        self.set_reactive(CircuitScreen.metric, Metric(position=position))
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="circuit-header")
+        yield Static(id="crumbs")
+        yield Static(id="settings")
+        with Horizontal(id="circuit-body"):
+            with Container(id="contributors-pane", classes="pane"):
+                yield ContributorTable()
+            with VerticalScroll(id="drawing-pane", classes="pane"):
+                yield Static(id="drawing")
+        yield Static(id="circuit-status")
+        yield Footer()
+
+    def on_resize(self) -> None:
+        self.set_class(self.app.size.width < 100, "-compact")
+
+    def on_mount(self) -> None:
+        self.query_one("#contributors-pane").border_title = "contributors"
+        self.query_one("#drawing-pane").border_title = "circuit"
+        self.set_class(self.app.size.width < 100, "-compact")
+        self.query_one(ContributorTable).focus()
+        self._draw_settings()
+        self.refresh_all()
+
+    # ---------------------------------------------------------------- work
+    def _next(self, what: str) -> int:
+        self.requests[what] += 1
+        return self.requests[what]
+
+    def refresh_all(self) -> None:
+        self.run_attribution()
+        self.run_circuit()
+        if self.corrupt:
+            self.run_patching()
+
+    def run_attribution(self) -> None:
+        self.status("attributing…")
+        self._attribute(self._next("attribution"), self.metric, self.corrupt, self.path, self.steps)
+
+    @work(thread=True, exclusive=True, group="attribution", exit_on_error=False)
+    def _attribute(self, request: int, metric: Metric, corrupt: str | None, path: tuple[Node, ...], steps: int) -> None:
+        try:
+            found = self.engine.attribute(self.prompt, metric, corrupt=corrupt, path=path, top=None, steps=steps)
+        except BaseException as err:  # noqa: BLE001 - shown on screen, the screen stays up
+            self.post_message(CircuitFailed(request, "attribution", failure_text(err)))
+            return
+        self.post_message(AttributionFinished(request, found))
+
+    def run_circuit(self) -> None:
+        self.query_one("#drawing-pane").border_title = "circuit · finding…"
+        self._find_circuit(self._next("circuit"), self.metric, self.corrupt, self.steps)
+
+    @work(thread=True, exclusive=True, group="circuit", exit_on_error=False)
+    def _find_circuit(self, request: int, metric: Metric, corrupt: str | None, steps: int) -> None:
+        try:
+            found = self.engine.circuit(self.prompt, metric, corrupt=corrupt, steps=steps, max_nodes=16)
+        except BaseException as err:  # noqa: BLE001
+            self.post_message(CircuitFailed(request, "circuit", failure_text(err)))
+            return
+        self.post_message(CircuitFinished(request, found))
+
+    def run_patching(self) -> None:
+        if not self.corrupt:
+            self.patching = None
+            return
+        self._patch(self._next("patching"), self.metric, self.corrupt, self.direction)
+
+    @work(thread=True, exclusive=True, group="patching", exit_on_error=False)
+    def _patch(self, request: int, metric: Metric, corrupt: str, direction: Direction) -> None:
+        worker = get_current_worker()
+
+        def progress(share: float) -> None:
+            self.post_message(PatchProgressed(request, share))
+
+        try:
+            found = self.engine.patch(
+                self.prompt,
+                corrupt,
+                metric,
+                direction=direction,
+                features=20,
+                progress=progress,
+                cancelled=lambda: worker.is_cancelled or request != self.requests["patching"],
+            )
+        except BaseException as err:  # noqa: BLE001
+            self.post_message(CircuitFailed(request, "patching", failure_text(err)))
+            return
+        self.post_message(PatchFinished(request, found))
+
+    @work(thread=True, exclusive=True, group="effects", exit_on_error=False)
+    def _measure(self, request: int, metric: Metric, corrupt: str | None, nodes: tuple[Node, ...]) -> None:
+        try:
+            real = self.engine.effects(self.prompt, metric, nodes, corrupt=corrupt)
+        except BaseException as err:  # noqa: BLE001
+            self.post_message(CircuitFailed(request, "effects", failure_text(err)))
+            return
+        self.post_message(EffectsMeasured(request, real))
+
+    # ---------------------------------------------------------------- results
+    def on_attribution_finished(self, message: AttributionFinished) -> None:
+        if message.request == self.requests["attribution"]:
+            self.attribution = message.attribution
+            self.status(f"{len(message.attribution.nodes)} nodes · enter follows one upstream, r measures real effects")
+
+    def on_circuit_finished(self, message: CircuitFinished) -> None:
+        if message.request == self.requests["circuit"]:
+            self.circuit = message.circuit
+
+    def on_patch_progressed(self, message: PatchProgressed) -> None:
+        if message.request == self.requests["patching"]:
+            self.status(f"patching… {percent(message.share).strip()}")
+
+    def on_patch_finished(self, message: PatchFinished) -> None:
+        if message.request == self.requests["patching"]:
+            self.patching = message.patching
+            self.status("patched")
+
+    def on_effects_measured(self, message: EffectsMeasured) -> None:
+        found = self.attribution
+        if message.request == self.requests["effects"] and found is not None:
+            shown = self._shown(found)
+            real = dict(zip((s.node for s in shown), message.real, strict=False))
+            nodes = tuple(replace(s, real=real[s.node]) if s.node in real else s for s in found.nodes)
+            self.attribution = replace(found, nodes=nodes)
+            self.status("real effects measured: each node alone removed, the metric measured")
+
+    def on_circuit_failed(self, message: CircuitFailed) -> None:
+        if message.request == self.requests[message.what]:
+            self.status(message.error, error=True)
+            if message.what == "circuit":
+                self.query_one("#drawing-pane").border_title = "circuit"
+
+    # ---------------------------------------------------------------- drawing
+    def _shown(self, found: Attribution) -> list[NodeScore]:
+        kinds = FILTERS[self.filter_index][1]
+        return [s for s in found.nodes if s.node.kind in kinds][:TOP]
+
+    def watch_attribution(self) -> None:
+        found = self.attribution
+        if found is None:
+            return
+        self.query_one("#circuit-header", Static).update(" circuit · " + metric_text(found))
+        self.query_one("#crumbs", Static).update(" " + crumbs_text(found.path, found.tokens))
+        self._draw_table()
+        self._draw_settings()
+
+    def _draw_table(self) -> None:
+        if self.attribution is not None:
+            empty = "nothing upstream: this node's value does not depend on earlier ones"
+            self.query_one(ContributorTable).show(self._shown(self.attribution), self.attribution.tokens, empty)
+
+    def _draw_settings(self) -> None:
+        self.query_one("#settings", Static).update(
+            " " + settings_text(self.attribution, self.corrupt, self.steps, FILTERS[self.filter_index][0])
+        )
+
+    def watch_circuit(self) -> None:
+        self._draw_drawing()
+
+    def watch_patching(self) -> None:
+        self._draw_drawing()
+
+    def _draw_drawing(self) -> None:
+        out = Text()
+        width = max(30, self.query_one("#drawing-pane").size.width - 2)
+        if self.circuit is not None:
+            out.append_text(circuit_text(self.circuit, width))
+            self.query_one("#drawing-pane").border_title = f"circuit · {len(self.circuit.nodes)} nodes"
+        if self.patching is not None:
+            out.append("\n\n")
+            out.append_text(patching_text(self.patching))
+        elif self.corrupt:
+            out.append("\n\npatching…", style="italic")
+        else:
+            out.append("\n\np: set a corrupted prompt of the same length to patch", style="dim")
+        self.query_one("#drawing", Static).update(out)
+
+    def status(self, text: str, error: bool = False) -> None:
+        line = self.query_one("#circuit-status", Static)
+        line.update((" error: " if error else " ") + text)
+        line.set_class(error, "-error")
+
+    # ---------------------------------------------------------------- what the user changes
+    def watch_metric(self) -> None:
+        self.set_reactive(CircuitScreen.path, ())  # a new metric starts at the metric
+        self.refresh_all()
+
+    def watch_path(self) -> None:
+        self.run_attribution()
+
+    def watch_steps(self) -> None:
+        self._draw_settings()
+        self.refresh_all()
+
+    def watch_corrupt(self) -> None:
+        self._draw_settings()
+        self.refresh_all()
+        if not self.corrupt:
+            self.patching = None
+
+    def watch_direction(self) -> None:
+        self.run_patching()
+
+    def watch_filter_index(self) -> None:
+        self._draw_table()
+        self._draw_settings()
+
+    @on(DataTable.RowSelected, "#contributors")
+    def _row_selected(self) -> None:  # the table takes enter itself
+        self.action_follow()
+
+    def action_follow(self) -> None:
+        score = self.query_one(ContributorTable).selected
+        if score is None:
+            return
+        if not score.node.followable:
+            self.status(f"{node_text(score.node)} is an input of the graph: nothing upstream explains it")
+            return
+        self.path = (*self.path, score.node)
+
+    def action_back(self) -> None:
+        if self.path:
+            self.path = self.path[:-1]
+
+    def action_leave(self) -> None:
+        if self.path:
+            self.action_back()
+        else:
+            self.app.pop_screen()
+
+    def action_real(self) -> None:
+        if self.path:
+            self.status("real effects are measured on the metric: backspace to it first", error=True)
+            return
+        if self.attribution is not None:
+            nodes = tuple(s.node for s in self._shown(self.attribution)[:REAL])
+            self.status(f"measuring {len(nodes)} real effects…")
+            self._measure(self._next("effects"), self.metric, self.corrupt, nodes)
+
+    def _ask(self, question: str, default: str, done: Callable[[str | None], None]) -> None:
+        self.app.push_screen(TextScreen(question, default), done)
+
+    def action_target(self) -> None:
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.metric = replace(self.metric, target=unescape(text) or None)
+
+        current = self.attribution.metric.target if self.attribution else ""
+        self._ask("target token (· or a space for a space; empty: the top prediction)", escape(current), done)
+
+    def action_wrong(self) -> None:
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.metric = replace(self.metric, wrong=unescape(text) or None)
+
+        self._ask("wrong token: explain logit(target) − logit(wrong); empty for log p(target)", "", done)
+
+    def action_corrupt(self) -> None:
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.corrupt = unescape(text) or None
+
+        self._ask("corrupted prompt, the same token length; empty for none", escape(self.corrupt or self.prompt), done)
+
+    def action_direction(self) -> None:
+        self.direction = "corrupt->clean" if self.direction == "clean->corrupt" else "clean->corrupt"
+        self.status(f"patching {self.direction}")
+
+    def action_integrated(self) -> None:
+        self.steps = 0 if self.steps else IG_STEPS
+
+    def action_filter(self) -> None:
+        self.filter_index = (self.filter_index + 1) % len(FILTERS)
+
+    def action_card(self) -> None:
+        score = self.query_one(ContributorTable).selected
+        if score is not None and score.node.kind == "feature":
+            assert score.node.layer is not None and score.node.feature is not None
+            self._open_card(score.node.layer, score.node.feature, max(20, int(self.size.width * 0.95) - 4))
+
+    @work(thread=True, exclusive=True, group="card", exit_on_error=False)
+    def _open_card(self, layer: int, feature: int, width: int) -> None:
+        try:
+            card = self.engine.card(layer, feature)
+        except BaseException as err:  # noqa: BLE001
+            self.app.call_from_thread(self.status, failure_text(err), True)
+            return
+        self.app.call_from_thread(self.app.push_screen, CardScreen(card_text(layer, feature, card, width=width)))
+
+    def action_export(self) -> None:
+        if self.circuit is None:
+            self.status("no circuit yet", error=True)
+            return
+        path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
+        write_atomically(path, json.dumps(graph_json(self.circuit), ensure_ascii=False) + "\n")
+        self.status(f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A temporary file beside it, flushed to disk, then renamed over it: never half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
