@@ -44,7 +44,8 @@ def first_paint_ms() -> float:
         "import asyncio, threading\n"
         "from lenstop.tui.app import LenstopApp\n"
         "gate = threading.Event()\n"
-        "app = LenstopApp(lambda p: gate.wait(30))\n"
+        "from lenstop.models.engine_spec import EngineSpec\n"
+        "app = LenstopApp(EngineSpec('demo'), factory=lambda spec, p: gate.wait(30))\n"
         "async def main():\n"
         "    async with app.run_test(size=(120, 40)) as pilot:\n"
         "        await pilot.pause()\n"
@@ -142,6 +143,22 @@ def main() -> None:
         warmup=1,
     )
     rows.append(("engine.generate, 16 new tokens, clean + steered", ours, f"{ours / base_forward:.0f} × A"))
+
+    # Circuits: every node of the prompt attributed to its last token's prediction, against one analysis.
+    analysis_ms = median_ms(lambda: engine.analyse(prompt), args.repeats)
+    circuit_repeats = max(5, args.repeats // 3)
+    ours = median_ms(lambda: engine.attribute(prompt, top=None), circuit_repeats)
+    rows.append(("engine.attribute, every node (gradient)", ours, f"{ours / analysis_ms:.2f} × analyse"))
+    ours = median_ms(lambda: engine.attribute(prompt, top=None, steps=8), max(3, circuit_repeats // 3), warmup=1)
+    rows.append(("engine.attribute, every node (integrated gradients, 8)", ours, f"{ours / analysis_ms:.2f} × analyse"))
+    ours = median_ms(lambda: engine.direct(prompt, sources=True), circuit_repeats)
+    rows.append(("engine.direct (direct logit attribution, by source)", ours, f"{ours / analysis_ms:.2f} × analyse"))
+    ours = median_ms(lambda: engine.circuit(prompt), max(3, circuit_repeats // 3), warmup=1)
+    rows.append(("engine.circuit (24 nodes, their edges)", ours, f"{ours / analysis_ms:.2f} × analyse"))
+    corrupt = engine.model.tokenizer.decode(list(reversed(ids)))
+    if engine.tokenize(corrupt).shape == tokens.shape:
+        ours = median_ms(lambda: engine.patch(prompt, corrupt, features=20), 3, warmup=1)
+        rows.append(("engine.patch (every grid, 20 features)", ours, f"{ours / analysis_ms:.0f} × analyse"))
 
     info = engine.info()
     print(

@@ -446,3 +446,17 @@ def test_patching_refuses_prompts_that_do_not_line_up(engine: Engine) -> None:
         engine.patch(PROMPT, PROMPT, Metric())
     with pytest.raises(UsageError, match="direction"):
         engine.patch(PROMPT, CORRUPT, Metric(), direction="sideways")  # type: ignore[arg-type]
+
+
+def test_no_hook_outlives_its_run(engine: Engine) -> None:
+    """Every method scopes its hooks to the run, also when the run fails half way."""
+    engine.attribute(PROMPT, top=3, steps=2, real=2)
+    engine.direct(PROMPT)
+    engine.patch(PROMPT, CORRUPT, Metric(wrong="("), head_positions=False, features=2)
+    engine.analyse(PROMPT, [FeatureAblation(1, 3)])
+    with pytest.raises(UsageError):
+        engine.analyse(PROMPT, [FeatureAblation(1, 10**6)])
+    with pytest.raises(LengthMismatchError):
+        engine.attribute(PROMPT, corrupt="x")
+    points = {id(p): p for p in engine.model.hook_dict.values()}.values()
+    assert sum(len(p.fwd_hooks) + len(p.bwd_hooks) for p in points) == 0

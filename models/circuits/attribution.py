@@ -55,12 +55,16 @@ def node_scores(
         key = d.key
         f, fb, g = values.feats[key], base.feats[key], grads.feats[key]
         delta = (f - fb).float()
-        attr = g.float() * delta
-        for pos, feature in (delta != 0).nonzero().tolist():
-            score = float(attr[pos, feature])
+        where = (delta != 0).nonzero()  # (n, 2): position, feature; sparse, as dictionaries are
+        rows, cols = where[:, 0], where[:, 1]
+        scores = (g.float()[rows, cols] * delta[rows, cols]).tolist()
+        acts = f.float()[rows, cols].tolist()
+        labels: dict[int, str | None] = {}
+        for (pos, feature), score, act in zip(where.tolist(), scores, acts, strict=True):
             if score != 0.0:
-                node = Node("feature", d.layer, pos, feature=feature)
-                out.append(NodeScore(node, score, float(f[pos, feature]), d.cards.label(feature)))
+                if feature not in labels:
+                    labels[feature] = d.cards.label(feature)
+                out.append(NodeScore(Node("feature", d.layer, pos, feature=feature), score, act, labels[feature]))
         err = (grads.errors[key].float() * (values.errors[key] - base.errors[key]).float()).sum(-1)
         out += [NodeScore(Node("error", d.layer, pos), float(v)) for pos, v in enumerate(err.tolist()) if v != 0.0]
     for layer in range(engine.n_layers):

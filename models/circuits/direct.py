@@ -62,7 +62,7 @@ def direct_attribution(
         ("ln_final.hook_scale", freeze),
         (f"blocks.{n_layers - 1}.hook_resid_post", leaf),
     ]
-    with model.hooks(fwd_hooks=hooks):
+    with engine.hooks(hooks):
         logits = model(tokens)
     mv = resolve(metric, model.tokenizer, logits.detach(), engine.token_strings)
     pos = mv.position

@@ -73,7 +73,7 @@ def compute(engine: Engine, sequences: int = SEQUENCES, span: int = SPAN, seed: 
         return hook
 
     hooks = [(f"blocks.{layer}.attn.hook_pattern", keep(layer)) for layer in range(engine.n_layers)]
-    with engine.model.hooks(fwd_hooks=hooks):
+    with engine.hooks(hooks):
         engine.model(tokens)
     layers = []
     for layer in range(engine.n_layers):

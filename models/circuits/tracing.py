@@ -173,7 +173,7 @@ class Trace:
 
 @contextmanager
 def _hooked(engine: Engine, hooks: list[tuple[str, HookFn]]) -> Iterator[None]:
-    with engine.model.hooks(fwd_hooks=hooks):
+    with engine.hooks(hooks):
         yield
 
 
