@@ -1,5 +1,8 @@
-"""Make docs/screenshot.svg: the inspector on the bundled demo at 120x40, with an
-ablation active, exactly as a user would see it after a few keys.
+"""Make the README's screen captures, exactly as a user sees them after a few keys:
+
+- docs/screenshot.svg: the inspector on the bundled demo at 120x40, with an ablation active;
+- docs/circuit.svg: the circuit view on a repeated random span, with a corrupted prompt, integrated
+  gradients, and the strongest induction head of layer 1 followed upstream.
 
     python docs/screenshot.py
 """
@@ -9,31 +12,70 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from textual.pilot import Pilot
+from textual.widgets import Input
+
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.tui.app import LenstopApp
+from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
 from lenstop.tui.session import Session
 
+HERE = Path(__file__).resolve().parent
 PROMPT = r"def add(first, second):\n    return first + second\n\ndef sub(first, second):\n    return first - second"
 KEYS = ["right_square_bracket", "left", "left", "left", "j"]
+# The README's worked example: a span of single-token words, then the span again without its last word.
+SPAN = " or keys Otherwise beha operand wait contin end us NO range seconds"
+INDUCTION = SPAN + SPAN.rsplit(" ", 1)[0]
+CORRUPT = " sub dict class also pro info attrs item save self show month" + SPAN.rsplit(" ", 1)[0]
 
 
-async def main() -> None:
-    app = LenstopApp(EngineSpec("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False)
+async def settle(app: LenstopApp, pilot: Pilot[None]) -> None:
+    for _ in range(3):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+
+async def inspector() -> None:
+    app = LenstopApp(
+        EngineSpec("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False
+    )
     async with app.run_test(size=(120, 40)) as pilot:
-        for _ in range(3):
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+        await settle(app, pilot)
         await pilot.press(*KEYS)
         await pilot.press("a")
-        for _ in range(3):
-            await app.workers.wait_for_complete()
-            await pilot.pause()
+        await settle(app, pilot)
         await pilot.press("4")  # leave the focus on the interventions list, as after an edit
         await pilot.pause()
-        out = Path(__file__).resolve().parent / "screenshot.svg"
-        out.write_text(app.export_screenshot(title="lenstop · demo"))
-        print(f"wrote {out}")
+        (HERE / "screenshot.svg").write_text(app.export_screenshot(title="lenstop · demo"))
+
+
+async def circuit() -> None:
+    session = Session(model="demo", prompt=INDUCTION)
+    app = LenstopApp(EngineSpec("demo", device="cpu"), session=session, show_timings=False)
+    async with app.run_test(size=(140, 42)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("t")
+        await settle(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = CORRUPT
+        await pilot.press("enter")
+        await pilot.press("w")
+        await pilot.pause()
+        app.screen.query_one(Input).value = " range"
+        await pilot.press("enter", "i", "d")
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, CircuitScreen)
+        table = screen.query_one(ContributorTable)
+        row = next(i for i, s in enumerate(table.scores) if s.node.kind == "head" and s.node.layer == 1)
+        table.move_cursor(row=row)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        (HERE / "circuit.svg").write_text(app.export_screenshot(title="lenstop · circuit"))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(inspector())
+    asyncio.run(circuit())
+    print(f"wrote {HERE / 'screenshot.svg'} and {HERE / 'circuit.svg'}")
