@@ -36,9 +36,7 @@ async def settle(app: LenstopApp, pilot: Pilot[None]) -> None:
 
 
 async def inspector() -> None:
-    app = LenstopApp(
-        EngineSpec("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False
-    )
+    app = LenstopApp(EngineSpec("demo", device="cpu"), session=Session(model="demo", prompt=PROMPT), show_timings=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(app, pilot)
         await pilot.press(*KEYS)

@@ -29,7 +29,7 @@ from textual.binding import Binding
 from textual.containers import Container, Horizontal, VerticalScroll
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from lenstop.models.circuits.export import graph_json
@@ -51,6 +51,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.value import TextScreen
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
+from lenstop.tui.widgets.footer import LazyFooter
 
 TOP = 40  # rows in the contributors list
 REAL = 12  # nodes whose real effect `r` measures
@@ -216,7 +217,7 @@ class CircuitScreen(Screen[None]):
             with VerticalScroll(id="drawing-pane", classes="pane"):
                 yield Static(id="drawing")
         yield Static(id="circuit-status")
-        yield Footer()
+        yield LazyFooter()
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.width < 100, "-compact")

@@ -22,7 +22,7 @@ from textual.events import DescendantBlur, DescendantFocus, Resize
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
@@ -65,6 +65,7 @@ from lenstop.tui.views import (
 )
 from lenstop.tui.widgets.effects import EffectsPane, InterventionTable, ShiftView
 from lenstop.tui.widgets.features import FeatureTable
+from lenstop.tui.widgets.footer import LazyFooter
 from lenstop.tui.widgets.heads import HeadsView
 from lenstop.tui.widgets.predictions import PredictionsView
 from lenstop.tui.widgets.tokens import TokenStrip
@@ -175,7 +176,7 @@ class InspectorScreen(Screen[None]):
         yield Static(id="status")
         with Horizontal(id="bottom"):
             yield Label(id="mode")
-            yield Footer()
+            yield LazyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#tokens-pane").border_title = "tokens"
@@ -187,7 +188,7 @@ class InspectorScreen(Screen[None]):
         self.status(f"loading {self.spec.model}…")
         # With a prompt to look at, keys navigate; with none, the user's first job is to type one.
         self.query_one(FeatureTable if self.prompt.strip() else Input).focus()
-        self.watch_editing(self.editing)
+        self.query_one("#mode", Label).update(" KEYS ")  # the focus events set it from here on
 
     def on_resize(self, event: Resize) -> None:
         self._apply_size(event.size.width, event.size.height)
