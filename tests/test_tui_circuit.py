@@ -231,3 +231,21 @@ def test_export_writes_the_graph_atomically(tmp_path: Path) -> None:
     write_atomically(target, '{"a": 1}\n')
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["g.json"]
     assert Node("head", 1, 3, head=2).followable
+
+
+async def test_c_cancels_a_patching_under_way_and_its_grids_never_arrive() -> None:
+    engine = FakeEngine(delay_s=1.0)
+    app, _ = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        await pilot.press("c")
+        await pilot.pause()
+        assert "patching cancelled" in str(screen.query_one("#circuit-status", Static).render())
+        await settle(pilot)
+        assert screen.patching is None  # the cancelled run's grids never arrive
+        assert app.is_running and app.screen is screen

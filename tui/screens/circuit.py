@@ -169,6 +169,7 @@ class CircuitScreen(Screen[None]):
         Binding("w", "wrong", "wrong token", id="circuit.wrong"),
         Binding("p", "corrupt", "corrupt", id="circuit.corrupt"),
         Binding("d", "direction", "direction", show=False, id="circuit.direction"),
+        Binding("c", "cancel", "cancel patching", show=False, id="circuit.cancel"),
         Binding("i", "integrated", "integrated gradients", show=False, id="circuit.integrated"),
         Binding("f", "filter", "filter", id="circuit.filter"),
         Binding("o", "card", "card", show=False, id="circuit.card"),
@@ -268,10 +269,18 @@ class CircuitScreen(Screen[None]):
         self.post_message(CircuitFinished(request, found))
 
     def run_patching(self) -> None:
+        request = self._next("patching")  # a patching still running sees it is stale, and stops
         if not self.corrupt:
             self.patching = None
             return
-        self._patch(self._next("patching"), self.metric, self.corrupt, self.direction)
+        self._patch(request, self.metric, self.corrupt, self.direction)
+
+    def action_cancel(self) -> None:
+        """Stop a patching under way; the grids stay as they were."""
+        running = any(w.group == "patching" and w.is_running for w in self.workers)
+        self._next("patching")
+        self.workers.cancel_group(self, "patching")
+        self.status("patching cancelled" if running else "nothing to cancel")
 
     @work(thread=True, exclusive=True, group="patching", exit_on_error=False)
     def _patch(self, request: int, metric: Metric, corrupt: str, direction: Direction) -> None:
@@ -404,7 +413,7 @@ class CircuitScreen(Screen[None]):
         self._draw_settings()
         self.refresh_all()
         if not self.corrupt:
-            self.patching = None
+            self.run_patching()  # clears the grids and stops one under way
 
     def watch_direction(self) -> None:
         self.run_patching()
