@@ -8,6 +8,7 @@ shared model for the duration of a pass.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -302,7 +303,7 @@ class Engine:
             points = dict(self.model.hook_dict)
             aliases = build_alias_to_canonical_map(points)
             self._hook_points = {**{a: points[c] for a, c in aliases.items() if c in points}, **points}
-        level = _HOOK_LEVEL
+        level = next(_HOOK_LEVELS)  # each context removes its own hooks only, nested or not
         added = []
         try:
             for name, fn in hooks:
@@ -535,6 +536,7 @@ class Engine:
         `real` measures the real effect of removing each of the top `real` nodes (batched runs).
         """
         tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
+        self._check_nodes(path, tokens.shape[-1])
         with self._forward_guard(tokens.shape[-1], grad=True):
             mv, value, scores, totals = attribution.attribute(
                 self, tokens, corrupt_tokens, metric, path=path, top=top, steps=steps
@@ -551,10 +553,29 @@ class Engine:
     ) -> tuple[float, ...]:
         """The real fall of the metric when each node alone is removed (set to zero, or to its corrupted value)."""
         tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
+        self._check_nodes(nodes, tokens.shape[-1])
         with self._forward_guard(tokens.shape[-1]):
             logits, _ = self._run(tokens, ())
             mv = resolve_metric(metric, self.model.tokenizer, logits.unsqueeze(0), self.token_strings)
         return tuple(self._effects(tokens, corrupt_tokens, mv, nodes))
+
+    def _check_nodes(self, nodes: Sequence[Node], seq: int) -> None:
+        """Every node exists in this model and prompt, or a usage error says which does not."""
+        layers = {d.layer: d for d in self.dictionaries}
+        for node in nodes:
+            what = node.describe()
+            if node.layer is not None and not 0 <= node.layer < self.n_layers:
+                raise UsageError(f"{what}: the model has layers 0..{self.n_layers - 1}")
+            if node.position is not None and not 0 <= node.position < seq:
+                raise UsageError(f"{what}: the prompt has positions 0..{seq - 1}")
+            if node.head is not None and not 0 <= node.head < self.n_heads:
+                raise UsageError(f"{what}: each layer has heads 0..{self.n_heads - 1}")
+            if node.kind in ("feature", "error"):
+                found = layers.get(node.layer if node.layer is not None else -1)
+                if found is None:
+                    raise UsageError(f"{what}: no dictionary at layer {node.layer}")
+                if node.feature is not None and not 0 <= node.feature < found.d_sae:
+                    raise UsageError(f"{what}: {found.key} has features 0..{found.d_sae - 1}")
 
     def _effects(
         self, tokens: torch.Tensor, corrupt: torch.Tensor | None, metric: MetricValue, nodes: Sequence[Node]
@@ -696,7 +717,7 @@ class Engine:
         return Continuation(tuple(new), tuple(self.token_strings(new)), text)
 
 
-_HOOK_LEVEL = 7_000_001  # lenstop's own level: removing its hooks leaves anyone else's in place
+_HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place
 
 
 def _named_features(interventions: Sequence[Intervention]) -> dict[int, set[int]]:

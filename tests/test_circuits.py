@@ -460,3 +460,34 @@ def test_no_hook_outlives_its_run(engine: Engine) -> None:
         engine.attribute(PROMPT, corrupt="x")
     points = {id(p): p for p in engine.model.hook_dict.values()}.values()
     assert sum(len(p.fwd_hooks) + len(p.bwd_hooks) for p in points) == 0
+
+
+def test_direct_attribution_in_half_precision_adds_up_within_its_rounding(tiny_model: Path, resid_saes: Path) -> None:
+    half = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu", dtype="bfloat16")
+    found = half.direct(PROMPT, Metric(), sources=True)
+    parts = found.embed + float(found.heads.sum()) + float(found.mlps.sum()) + found.bias + found.normaliser
+    assert parts == pytest.approx(found.total, rel=5e-2, abs=5e-2)
+
+
+def test_nodes_outside_the_model_or_prompt_are_usage_errors(engine: Engine) -> None:
+    for bad, message in [
+        (Node("head", 9, 1, head=1), "layers"),
+        (Node("head", 1, 1, head=99), "heads"),
+        (Node("head", 1, 99, head=1), "positions"),
+        (Node("feature", 1, 2, feature=10**6), "features"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            engine.attribute(PROMPT, path=(bad,))
+        with pytest.raises(UsageError, match=message):
+            engine.effects(PROMPT, Metric(), [bad])
+
+
+def test_nested_hook_contexts_remove_only_their_own(engine: Engine) -> None:
+    seen: list[str] = []
+    name = "blocks.1.hook_resid_pre"
+    with engine.hooks([(name, lambda x, hook: seen.append("outer"))]):
+        with engine.hooks([(name, lambda x, hook: seen.append("inner"))]):
+            engine.model(engine.tokenize(PROMPT))
+        engine.model(engine.tokenize(PROMPT))
+    engine.model(engine.tokenize(PROMPT))
+    assert seen == ["outer", "inner", "outer"]

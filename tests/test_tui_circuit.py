@@ -249,3 +249,40 @@ async def test_c_cancels_a_patching_under_way_and_its_grids_never_arrive() -> No
         await settle(pilot)
         assert screen.patching is None  # the cancelled run's grids never arrive
         assert app.is_running and app.screen is screen
+
+
+async def test_real_effects_stay_with_the_nodes_they_were_measured_for() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        engine.delay_s = 0.5
+        await pilot.press("r", "f")  # the filter changes what the table shows while they are measured
+        await settle(pilot)
+        measured = calls(engine, "effects")[-1][1]
+        assert screen.attribution is not None
+        real = {s.node: s.real for s in screen.attribution.nodes if s.real is not None}
+        assert set(real) == set(measured) and all(real[n] == pytest.approx(engine._score(n) * 1.25) for n in real)
+
+
+async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lenstop.tui.screens import circuit as circuit_module
+
+    def refuse(path: object, text: str) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(circuit_module, "write_atomically", refuse)
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("x")
+        await pilot.pause()
+        assert "cannot write" in str(screen.query_one("#circuit-status", Static).render()) and app.is_running
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = "too short"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert screen.attribution is None and screen.patching is None
+        assert "no attribution:" in screen_text(app) and "no patching:" in screen_text(app)

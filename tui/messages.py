@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, Patching
+from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError, describe
 from lenstop.models.protocol import EngineProtocol
@@ -94,6 +95,7 @@ class PatchFinished(Message):
 @dataclass
 class EffectsMeasured(Message):
     request: int
+    nodes: tuple[Node, ...]  # what was measured, in order: the table may have changed since
     real: tuple[float, ...]
 
 

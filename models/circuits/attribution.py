@@ -113,7 +113,7 @@ def attribute(
     if steps:
         grads = integrated_grads(engine, tokens, batch_target(engine, tr, mv, path), tr.values, base, steps)
     else:
-        grads = tr.grads(target)
+        grads = tr.grads(target, keep_graph=False)
     scores = node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None)
     totals = np.zeros((engine.n_layers, engine.n_heads))
     for s in scores:

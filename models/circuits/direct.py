@@ -27,13 +27,17 @@ from lenstop.models.results import frozen_array
 if TYPE_CHECKING:
     from lenstop.models.engine import Engine
 
-TOLERANCE = 1e-3  # relative: how closely the parts must add up before they are shown
+TOLERANCE = 1e-3  # relative, in float32: how closely the parts must add up before they are shown
 
 
 def direct_attribution(
     engine: Engine, tokens: torch.Tensor, metric: Metric, *, sources: bool = False
 ) -> DirectAttribution:
     model, n_layers = engine.model, engine.n_layers
+    if float(getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0) > 0:
+        raise IncompatibleError(
+            f"{engine.name} soft-caps its logits, so the metric is not a sum of parts: no direct attribution"
+        )
     seen: dict[str, torch.Tensor] = {}
 
     def keep(name: str) -> Any:
@@ -70,22 +74,32 @@ def direct_attribution(
     if mv.wrong_id is not None:
         quantity = quantity - logits[0, pos, mv.wrong_id].float()
     (grad,) = torch.autograd.grad(quantity, [seen["delta"]])
-    u = grad[0, pos].float()
+    u_out = grad[0, pos].float()
+    by_device: dict[torch.device, torch.Tensor] = {}
+
+    def on(x: torch.Tensor) -> torch.Tensor:
+        """`u` where `x` is: a model split across devices keeps each layer's activations on its own."""
+        if x.device not in by_device:
+            by_device[x.device] = u_out.to(x.device)
+        return by_device[x.device]
 
     def dot(x: torch.Tensor) -> float:
-        return float(x.float() @ u)
+        return float(x.float() @ on(x))
 
-    W_O, b_O = model.W_O, model.b_O  # (layers, heads, d_head, d_model), (layers, d_model)
     heads = np.zeros((n_layers, engine.n_heads))
     mlps = np.zeros(n_layers)
     head_sources = np.zeros((n_layers, engine.n_heads, tokens.shape[-1])) if sources else None
     bias = float(quantity.detach()) - dot(seen["final"][pos])
+    magnitude = abs(bias)  # of the parts, for the rounding the check below allows
     for layer in range(n_layers):
+        attn = model.blocks[layer].attn  # one layer's weights: the bridge's model.W_O stacks a copy of all
         z = seen[f"blocks.{layer}.attn.hook_z"][pos].float()  # (heads, d_head)
-        w_o = W_O[layer].detach().float()
+        w_o = attn.W_O.detach().to(z.device).float()  # (heads, d_head, d_model)
+        u = on(z)
         heads[layer] = torch.einsum("hd,hdm,m->h", z, w_o, u).cpu().numpy()
         mlps[layer] = dot(seen[f"blocks.{layer}.hook_mlp_out"][pos])
-        bias += dot(b_O[layer].detach())
+        bias += dot(attn.b_O.detach())
+        magnitude += float(np.abs(heads[layer]).sum()) + abs(mlps[layer])
         if head_sources is not None:
             v = seen[f"blocks.{layer}.attn.hook_v"].float()  # (seq, kv heads, d_head)
             if v.shape[1] != w_o.shape[0]:  # grouped-query attention: each value head serves several heads
@@ -96,7 +110,9 @@ def direct_attribution(
     embed = dot(seen["blocks.0.hook_resid_pre"][pos])
     normaliser = mv.clean - float(quantity.detach())
     parts = embed + heads.sum() + mlps.sum() + bias + normaliser
-    if abs(parts - mv.clean) > TOLERANCE * max(1.0, abs(mv.clean)):
+    # The model adds its residual stream up in its own precision, lenstop the parts in float32.
+    rounding = 8 * torch.finfo(model.cfg.dtype).eps * (magnitude + abs(embed) + abs(normaliser))
+    if abs(parts - mv.clean) > TOLERANCE * max(1.0, abs(mv.clean)) + rounding:
         raise IncompatibleError(
             f"direct attribution does not add up on {engine.name} ({parts:.4f} against {mv.clean:.4f}): its residual "
             "stream is not the sum of the embeddings, per-head outputs and MLP outputs lenstop reads"

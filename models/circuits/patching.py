@@ -107,12 +107,13 @@ def patch(
     # Attribution patching: the gradient at the base run, dotted with (source - base), as a share.
     tr = trace(engine, base_tokens, resid_leaves=True)
     assert isinstance(tr, Trace)
-    grads = tr.grads(metric_value(tr.logits, mv)[0])
+    grads = tr.grads(metric_value(tr.logits, mv)[0], keep_graph=False)
+    del tr  # the graph holds a whole forward pass: not through every patching batch
     sign = 1.0 if direction == "clean->corrupt" else -1.0
     scale = sign / (m_clean - m_corrupt)
 
     def estimate(g: torch.Tensor, src: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-        return (g.float() * (src - at).float()).sum(-1) * scale
+        return ((g.float() * (src - at).float()).sum(-1) * scale).cpu()  # layers may sit on other devices
 
     grids: dict[str, np.ndarray] = {
         "resid_estimate": torch.stack(

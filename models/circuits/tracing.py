@@ -117,13 +117,14 @@ class Trace:
     leaves: Leaves
     dictionaries: dict[str, Dictionary]
 
-    def grads(self, target: torch.Tensor) -> Grads:
-        """The gradient of a scalar `target` at every node (the graph is kept for the next target)."""
+    def grads(self, target: torch.Tensor, *, keep_graph: bool = True) -> Grads:
+        """The gradient of a scalar `target` at every node; the graph is kept for the next target unless
+        `keep_graph` is False (its last use frees a forward pass's worth of memory)."""
         leaves = self.leaves.all()
         if not target.requires_grad:  # nothing upstream of it varies
             found: tuple[torch.Tensor | None, ...] = (None,) * len(leaves)
         else:
-            found = torch.autograd.grad(target, leaves, retain_graph=True, allow_unused=True)
+            found = torch.autograd.grad(target, leaves, retain_graph=keep_graph, allow_unused=True)
         by_id = {
             id(leaf): g if g is not None else torch.zeros_like(leaf) for leaf, g in zip(leaves, found, strict=True)
         }

@@ -206,6 +206,7 @@ class CircuitScreen(Screen[None]):
         super().__init__()
         self.engine, self.prompt = engine, prompt
         self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
+        self.patch_error: str | None = None
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
 
     def compose(self) -> ComposeResult:
@@ -243,6 +244,7 @@ class CircuitScreen(Screen[None]):
             self.run_patching()
 
     def run_attribution(self) -> None:
+        self._next("effects")  # real effects under way were measured for what is being replaced
         self.status("attributing…")
         self._attribute(self._next("attribution"), self.metric, self.corrupt, self.path, self.steps)
 
@@ -270,6 +272,7 @@ class CircuitScreen(Screen[None]):
 
     def run_patching(self) -> None:
         request = self._next("patching")  # a patching still running sees it is stale, and stops
+        self.patch_error = None
         if not self.corrupt:
             self.patching = None
             return
@@ -311,7 +314,7 @@ class CircuitScreen(Screen[None]):
         except BaseException as err:  # noqa: BLE001
             self.post_message(CircuitFailed(request, "effects", failure_text(err)))
             return
-        self.post_message(EffectsMeasured(request, real))
+        self.post_message(EffectsMeasured(request, nodes, real))
 
     # ---------------------------------------------------------------- results
     def on_attribution_finished(self, message: AttributionFinished) -> None:
@@ -335,8 +338,7 @@ class CircuitScreen(Screen[None]):
     def on_effects_measured(self, message: EffectsMeasured) -> None:
         found = self.attribution
         if message.request == self.requests["effects"] and found is not None:
-            shown = self._shown(found)
-            real = dict(zip((s.node for s in shown), message.real, strict=False))
+            real = dict(zip(message.nodes, message.real, strict=True))
             nodes = tuple(replace(s, real=real[s.node]) if s.node in real else s for s in found.nodes)
             self.attribution = replace(found, nodes=nodes)
             self.status("real effects measured: each node alone removed, the metric measured")
@@ -344,8 +346,16 @@ class CircuitScreen(Screen[None]):
     def on_circuit_failed(self, message: CircuitFailed) -> None:
         if message.request == self.requests[message.what]:
             self.status(message.error, error=True)
-            if message.what == "circuit":
-                self.query_one("#drawing-pane").border_title = "circuit"
+            # What is on screen was computed for other settings: clear it rather than show it under these.
+            if message.what == "attribution":
+                self.attribution = None
+                self.query_one(ContributorTable).show([], (), f"no attribution: {message.error}")
+            elif message.what == "circuit":
+                self.circuit = None
+            elif message.what == "patching":
+                self.patch_error = message.error
+                self.patching = None
+                self._draw_drawing()
 
     # ---------------------------------------------------------------- drawing
     def _shown(self, found: Attribution) -> list[NodeScore]:
@@ -380,12 +390,17 @@ class CircuitScreen(Screen[None]):
     def _draw_drawing(self) -> None:
         out = Text()
         width = max(30, self.query_one("#drawing-pane").size.width - 2)
+        pane = self.query_one("#drawing-pane")
         if self.circuit is not None:
             out.append_text(circuit_text(self.circuit, width))
-            self.query_one("#drawing-pane").border_title = f"circuit · {len(self.circuit.nodes)} nodes"
+            pane.border_title = f"circuit · {len(self.circuit.nodes)} nodes"
+        elif pane.border_title != "circuit · finding…":
+            pane.border_title = "circuit"
         if self.patching is not None:
             out.append("\n\n")
             out.append_text(patching_text(self.patching))
+        elif self.corrupt and self.patch_error:
+            out.append(f"\n\nno patching: {self.patch_error}", style="bold")
         elif self.corrupt:
             out.append("\n\npatching…", style="italic")
         else:
@@ -509,7 +524,11 @@ class CircuitScreen(Screen[None]):
             self.status("no circuit yet", error=True)
             return
         path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
-        write_atomically(path, json.dumps(graph_json(self.circuit), ensure_ascii=False) + "\n")
+        try:
+            write_atomically(path, json.dumps(graph_json(self.circuit), ensure_ascii=False) + "\n")
+        except OSError as err:
+            self.status(f"cannot write {path}: {err.strerror or err}", error=True)
+            return
         self.status(f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer")
 
 
