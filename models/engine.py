@@ -695,14 +695,22 @@ class Engine:
     def _continue(
         self, tokens: torch.Tensor, interventions: Sequence[Intervention], max_new: int, temperature: float, seed: int
     ) -> Continuation:
+        """Greedy or sampled tokens with a KV cache: the prompt runs once with every intervention, then each new
+        token runs alone with the interventions that apply at every position (those limited to a prompt
+        position have done their work on the prompt's cached keys and values)."""
         generator = torch.Generator().manual_seed(seed)
         prompt_len = tokens.shape[-1]
+        everywhere = [iv for iv in interventions if iv.position is None]
         eos = self.model.tokenizer.eos_token_id
         new: list[int] = []
+        feed, cache = tokens, None
         for _ in range(max_new):
-            if tokens.shape[-1] >= self.n_ctx:
+            if prompt_len + len(new) >= self.n_ctx:
                 break
-            logits, _ = self._run(tokens, interventions, prompt_len=prompt_len)
+            if cache is None:
+                logits, cache = self._run_cached(feed, interventions, prompt_len, None)
+            else:
+                logits, cache = self._run_cached(feed, everywhere, 1, cache)
             last = logits[-1].float()
             if temperature == 0:
                 next_id = int(last.argmax())
@@ -712,9 +720,33 @@ class Engine:
             new.append(next_id)
             if eos is not None and next_id == eos:
                 break
-            tokens = torch.cat([tokens, torch.tensor([[next_id]], device=tokens.device)], dim=-1)
+            feed = torch.tensor([[next_id]], device=tokens.device)
         text = self.model.tokenizer.decode(new, clean_up_tokenization_spaces=False)
         return Continuation(tuple(new), tuple(self.token_strings(new)), text)
+
+    def _run_cached(
+        self, tokens: torch.Tensor, interventions: Sequence[Intervention], prompt_len: int, cache: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """One step of generation: the logits (seq, vocab) of `tokens` after those in `cache`, and the cache."""
+        plan = RunPlan(
+            self.dictionaries,
+            interventions,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            prompt_len=prompt_len,
+            capture_features=False,
+        )
+        past = {} if cache is None else {"past_key_values": cache}
+        with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
+            logits, cache = self.model(tokens, return_type="logits_and_cache", use_cache=True, **past)
+        logits = logits[0]
+        if interventions and not torch.isfinite(logits).all():
+            raise NumericError(
+                "the interventions made the model's output NaN or infinite ("
+                + "; ".join(i.describe() for i in interventions)
+                + "); use a smaller strength or value"
+            )
+        return logits, cache
 
 
 _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place

@@ -175,6 +175,8 @@ class RunPlan:
 
         def read(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
             x_in = sae_input(sae, x)
+            if not capture and not e.set_to and not d.is_transcoder:  # steering alone needs no features
+                return x + _unflat(_delta(sae, x_in, None, e).to(x.dtype), x)
             feats = sae.encode(x_in)
             state["x"], state["f"] = x_in, feats
             if capture:
@@ -226,10 +228,12 @@ def _apply_set(feats: torch.Tensor, e: _Edits) -> torch.Tensor:
     return edited
 
 
-def _delta(sae: Any, x_in: torch.Tensor, feats: torch.Tensor, e: _Edits) -> torch.Tensor:
-    """What the edits add to the activation at the dictionary's output hook, flat."""
-    delta = torch.zeros((*feats.shape[:-1], sae.W_dec.shape[-1]), dtype=sae.W_dec.dtype, device=sae.W_dec.device)
-    if e.set_to:
+def _delta(sae: Any, x_in: torch.Tensor, feats: torch.Tensor | None, e: _Edits) -> torch.Tensor:
+    """What the edits add to the activation at the dictionary's output hook, flat. `feats` may be None when
+    there are only steers, which need no features."""
+    batch = _flat(x_in).shape[:-1] if feats is None else feats.shape[:-1]
+    delta = torch.zeros((*batch, sae.W_dec.shape[-1]), dtype=sae.W_dec.dtype, device=sae.W_dec.device)
+    if e.set_to and feats is not None:
         delta = delta + decode_full(sae, x_in, _apply_set(feats, e)) - decode_full(sae, x_in, feats)
     for feature, pos, strength in e.steer:
         delta[:, _positions(pos)] += strength * sae.W_dec[feature]

@@ -252,3 +252,26 @@ def test_sampling_is_seeded_and_shared_by_both_runs(engine: Engine) -> None:
     c = engine.generate(PROMPT, max_new_tokens=8, temperature=1.0, seed=4)
     assert a.clean == b.clean and a.intervened == b.intervened
     assert a.clean != c.clean
+
+
+def test_cached_generation_equals_rerunning_the_whole_sequence(engine: Engine, resid_saes: Path, hf, tokens) -> None:
+    """With a KV cache, an intervention at a prompt position acts once, on the prompt, and one at every
+    position acts on each new token too: the same tokens as re-running everything at every step."""
+    sae = load_sae(resid_saes / "L1")
+    interventions = [FeatureSteer(1, 4, 9.0, position=3), FeatureSteer(1, 6, 5.0)]
+
+    def edit(x: torch.Tensor) -> torch.Tensor:
+        x = x + 5.0 * sae.W_dec[6]
+        x[3] += 9.0 * sae.W_dec[4]
+        return x
+
+    seq = tokens.clone()
+    expected: list[int] = []
+    for _ in range(6):
+        nxt = int(hf_logits_with_resid_edit(hf, seq, 1, edit)[-1].argmax())
+        expected.append(nxt)
+        seq = torch.cat([seq, torch.tensor([[nxt]])], dim=-1)
+    result = engine.generate(PROMPT, interventions, max_new_tokens=6)
+    assert result.intervened is not None
+    assert list(result.intervened.token_ids) == expected[: len(result.intervened.token_ids)]
+    assert len(result.intervened.token_ids) >= 3
