@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from lenstop.models import dictionaries as dicts
+from lenstop.models.attention import ScoreMasks, summarise
 from lenstop.models.circuits import attribution, patching, roles
 from lenstop.models.circuits.direct import direct_attribution
 from lenstop.models.circuits.graph import find_circuit
@@ -42,8 +44,7 @@ from lenstop.models.errors import (
     UsageError,
 )
 from lenstop.models.feature_cards import FeatureCard, read_labels
-from lenstop.models.head_scores import head_scores
-from lenstop.models.hooks import Capture, RunPlan, dictionary_at
+from lenstop.models.hooks import Capture, RunPlan, dictionary_at, resolve_position
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, Intervention
 from lenstop.models.loading import Processing, load_model
 from lenstop.models.protocol import Progress
@@ -55,6 +56,7 @@ from lenstop.models.results import (
     Generation,
     LayerAttention,
     LayerFeatures,
+    LogitLens,
     ModelInfo,
     TokenShift,
     TopTokens,
@@ -64,6 +66,9 @@ from lenstop.models.tokens import token_texts
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
+
+
+LensKey = tuple[tuple[int, ...], tuple[Intervention, ...]]
 
 
 class Engine:
@@ -86,7 +91,11 @@ class Engine:
         self.model.requires_grad_(False)  # lenstop never trains: gradients are taken at activations only
         self._lock = threading.RLock()
         self._token_strings: dict[int, str] = {}
-        self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
+        self._hook_points: dict[str, Any] | None = None
+        # The residual streams of the last analysis, by (token ids, interventions): one position's logit lens.
+        self._lens_cache: tuple[tuple[tuple[int, ...], tuple[Intervention, ...]], dict[int, torch.Tensor]] | None = (
+            None  # the bridge rebuilds its hook_dict on every access
+        )
         self._clean_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ loading
@@ -345,7 +354,7 @@ class Engine:
         *,
         prompt_len: int | None = None,
         capture_features: bool = False,
-        attention: bool = False,
+        on_attention: Callable[[int, torch.Tensor], None] | None = None,
         lens: bool = False,
     ) -> tuple[torch.Tensor, RunPlan]:
         """One forward pass with the plan's hooks; returns the logits (seq, vocab) and what it captured."""
@@ -356,7 +365,7 @@ class Engine:
             n_heads=self.n_heads,
             prompt_len=prompt_len or tokens.shape[-1],
             capture_features=capture_features,
-            attention_layers=range(self.n_layers) if attention else (),
+            on_attention=on_attention,
             resid_layers=range(self.n_layers) if lens else (),
         )
         hooks = plan.hooks
@@ -388,21 +397,35 @@ class Engine:
         n_predictions: int = 10,
         attention: bool = True,
         lens: bool = True,
+        full_attention: bool = False,
     ) -> Analysis:
-        """Read the prompt at every layer: features, attention, logit lens, predictions.
+        """Read the prompt at every layer: features, attention and head scores, predictions, and (with `lens`)
+        the logit lens of every layer at every position; `logit_lens` gives one position's alone, cheaply.
 
-        One forward pass (two with interventions: the clean one is cached per prompt).
+        One forward pass (two with interventions: the clean one is cached per prompt). Attention is kept as
+        each head's strongest keys per query; `full_attention` keeps the whole (query, key) square too.
         """
         tokens = self.tokenize(prompt)
         ids = tuple(int(i) for i in tokens[0].tolist())
-        logits, plan = self._run(tokens, interventions, capture_features=True, attention=attention, lens=lens)
-        logprobs = logits.float().log_softmax(-1)
+        masks = ScoreMasks.of(tokens[0]) if attention else None
+        kept: dict[int, LayerAttention] = {}
+
+        def on_attention(layer: int, pattern: torch.Tensor) -> None:
+            assert masks is not None
+            kept[layer] = summarise(layer, pattern, masks, keep=full_attention)
+
+        logits, plan = self._run(
+            tokens, interventions, capture_features=True, on_attention=on_attention if attention else None, lens=True
+        )
         cap = plan.capture
+        self._lens_cache = ((ids, tuple(interventions)), cap.resid)  # one position's lens, later, needs no pass
+        logprobs = logits.float().log_softmax(-1)
         named = _named_features(interventions)
         layers = tuple(self._layer_features(d, cap, top_k, named.get(d.layer, set())) for d in self.dictionaries)
-        patterns = tuple(self._layer_attention(layer, cap.patterns[layer], ids) for layer in sorted(cap.patterns))
-        lens_tops = tuple(
-            self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid)
+        lens_tops = (
+            tuple(self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid))
+            if lens
+            else ()
         )
         predictions = self._top_tokens(logprobs, n_predictions)
         clean_predictions = kl = shifts = None
@@ -417,7 +440,7 @@ class Engine:
             tokens=tuple(self.token_strings(ids)),
             token_ids=ids,
             layers=layers,
-            attention=patterns,
+            attention=tuple(kept[layer] for layer in sorted(kept)),
             lens=lens_tops,
             predictions=predictions,
             interventions=tuple(interventions),
@@ -425,6 +448,23 @@ class Engine:
             kl=kl,
             shifts=shifts,
         )
+
+    def logit_lens(
+        self, prompt: str, position: int, interventions: Sequence[Intervention] = (), *, n: int = 10
+    ) -> LogitLens:
+        """What each layer's residual stream would predict after `position`: through the final norm and the
+        unembedding, one position only. Reuses the last analysis of the same prompt and interventions."""
+        tokens = self.tokenize(prompt)
+        at = resolve_position(position, tokens.shape[-1])
+        assert at is not None
+        key = (tuple(int(i) for i in tokens[0].tolist()), tuple(interventions))
+        if self._lens_cache is None or self._lens_cache[0] != key:
+            _, plan = self._run(tokens, interventions, lens=True)
+            self._lens_cache = (key, plan.capture.resid)
+        resid = self._lens_cache[1]
+        stacked = torch.stack([resid[layer][at].to(self._out_device) for layer in sorted(resid)])  # (layers, d_model)
+        top = self._top_tokens(self._lens_logprobs(stacked), n)
+        return LogitLens(at, tuple(top.at(i) for i in range(len(resid))))
 
     def _clean_logprobs(self, tokens: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
         if self._clean_cache is not None and self._clean_cache[0] == ids:
@@ -451,11 +491,6 @@ class Engine:
             strings=tuple(tuple(strings[r * width : (r + 1) * width]) for r in range(ids.shape[0])),
         )
 
-    @staticmethod
-    def _layer_attention(layer: int, pattern: torch.Tensor, ids: Sequence[int]) -> LayerAttention:
-        frozen = frozen_array(pattern.float().cpu().numpy(), np.float32)
-        return LayerAttention(layer, frozen, head_scores(frozen, ids))
-
     def _layer_features(self, d: Dictionary, cap: Capture, top_k: int, named: set[int]) -> LayerFeatures:
         """The dictionary's top features; `named` are features the interventions name, labelled even when inactive."""
         feats = cap.features[d.key].float()
@@ -473,7 +508,7 @@ class Engine:
             top_ids=frozen_array(top.indices.cpu().numpy(), np.int64),
             top_acts=frozen_array(top_acts.cpu().numpy(), np.float32),
             union_ids=frozen_array(union.cpu().numpy(), np.int64),
-            union_acts=frozen_array(feats[:, union].cpu().numpy(), np.float32),
+            **_sparse_columns(feats[:, union]),
             error_norm=frozen_array(error.cpu().numpy(), np.float32),
             relative_error=frozen_array((error / norm.clamp_min(1e-12)).cpu().numpy(), np.float32),
             l0=frozen_array((feats > 0).sum(-1).cpu().numpy(), np.int64),
@@ -750,6 +785,18 @@ class Engine:
 
 
 _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place
+
+
+def _sparse_columns(dense: torch.Tensor) -> dict[str, NDArray[Any]]:
+    """The nonzero entries of each column of (positions, n), found on the device: LayerFeatures' union_* fields."""
+    columns, positions = dense.T.nonzero(as_tuple=True)
+    counts = torch.bincount(columns, minlength=dense.shape[1])
+    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return {
+        "union_offsets": frozen_array(offsets.cpu().numpy(), np.int64),
+        "union_positions": frozen_array(positions.cpu().numpy(), np.int64),
+        "union_values": frozen_array(dense.T[columns, positions].float().cpu().numpy(), np.float32),
+    }
 
 
 def _named_features(interventions: Sequence[Intervention]) -> dict[int, set[int]]:

@@ -51,7 +51,6 @@ class Capture:
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> (seq, d_sae)
     error_norm: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> (seq,)
     input_norm: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> (seq,)
-    patterns: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (heads, q, k)
     resid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (seq, d_model)
 
 
@@ -110,7 +109,7 @@ class RunPlan:
         n_heads: int,
         prompt_len: int,
         capture_features: bool = True,
-        attention_layers: Sequence[int] = (),
+        on_attention: Callable[[int, torch.Tensor], None] | None = None,
         resid_layers: Sequence[int] = (),
     ) -> None:
         self.capture = Capture()
@@ -153,8 +152,9 @@ class RunPlan:
                     (f"blocks.{iv.layer}.attn.hook_z", _knockout(iv.head, resolve_position(iv.position, prompt_len)))
                 )
 
-        for layer in attention_layers:
-            self._hooks.append((f"blocks.{layer}.attn.hook_pattern", self._store(self.capture.patterns, layer)))
+        if on_attention is not None:  # told each layer's pattern while it exists; it keeps what it needs
+            for layer in range(n_layers):
+                self._hooks.append((f"blocks.{layer}.attn.hook_pattern", _tell(on_attention, layer)))
         for layer in resid_layers:
             self._hooks.append((f"blocks.{layer}.hook_resid_post", self._store(self.capture.resid, layer)))
 
@@ -205,6 +205,13 @@ class RunPlan:
                 return None
 
             self._hooks.append((d.hook_out, write))
+
+
+def _tell(listener: Callable[[int, torch.Tensor], None], layer: int) -> HookFn:
+    def hook(pattern: torch.Tensor, hook: Any) -> None:
+        listener(layer, pattern[0].detach())
+
+    return hook
 
 
 def dictionary_at(by_layer: dict[int, list[Dictionary]], layer: int) -> Dictionary:

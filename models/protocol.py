@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
     from lenstop.models.interventions import Intervention
-    from lenstop.models.results import Analysis, Generation, ModelInfo
+    from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo
 
 Progress = Callable[[str], None]  # told each loading step, e.g. "loading dictionary 2/12"
 
@@ -38,8 +38,16 @@ class EngineProtocol(Protocol):
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        lens: bool = True,
     ) -> Analysis:
-        """Features, attention and head scores, logit lens and predictions at every position and layer."""
+        """Features, attention and head scores, and predictions at every position and layer; with `lens`,
+        the logit lens of every layer at every position too (`logit_lens` gives one position's cheaply)."""
+        ...
+
+    def logit_lens(
+        self, prompt: str, position: int, interventions: Sequence[Intervention] = (), *, n: int = 10
+    ) -> LogitLens:
+        """What each layer's residual stream would predict after `position`."""
         ...
 
     def generate(

@@ -86,7 +86,8 @@ class LayerFeatures:
     """One dictionary's reading of the prompt.
 
     `union_ids` holds every feature that is in the top k at some position, and
-    `union_acts` its activation at every position, so a front end can shade a
+    `union_*` its nonzero activations (a sparse column per feature, so what is
+    kept grows with the prompt, not with its square), so a front end can shade a
     feature across the whole prompt without another forward pass.
     """
 
@@ -96,7 +97,9 @@ class LayerFeatures:
     top_ids: Ints  # (seq, k); entries with act 0 are padding
     top_acts: Floats  # (seq, k), descending
     union_ids: Ints  # (n,), sorted
-    union_acts: Floats  # (seq, n)
+    union_offsets: Ints  # (n + 1,): feature union_ids[i]'s entries are [offsets[i], offsets[i + 1])
+    union_positions: Ints  # (nnz,), ascending within each feature
+    union_values: Floats  # (nnz,)
     error_norm: Floats  # (seq,) |x - x_hat|
     relative_error: Floats  # (seq,) |x - x_hat| / |x|
     l0: Ints  # (seq,) number of active features
@@ -113,9 +116,12 @@ class LayerFeatures:
 
     def activation_of(self, feature: int) -> Floats | None:
         """The feature's activation at every position, if it is in the top k anywhere."""
-        index = np.searchsorted(self.union_ids, feature)
+        index = int(np.searchsorted(self.union_ids, feature))
         if index < len(self.union_ids) and self.union_ids[index] == feature:
-            return self.union_acts[:, index]
+            start, stop = self.union_offsets[index], self.union_offsets[index + 1]
+            dense = np.zeros(len(self.top_ids), dtype=np.float32)
+            dense[self.union_positions[start:stop]] = self.union_values[start:stop]
+            return dense
         return None
 
     def to_json(self) -> JsonObject:
@@ -140,11 +146,61 @@ class LayerFeatures:
         }
 
 
+def sparse_columns(dense: NDArray[np.floating]) -> tuple[Ints, Ints, Floats]:
+    """The nonzero entries of each column of a (positions, n) matrix: offsets, positions, values."""
+    columns, positions = np.nonzero(dense.T)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(columns, minlength=dense.shape[1]))])
+    return (
+        frozen_array(offsets, np.int64),
+        frozen_array(positions, np.int64),
+        frozen_array(dense.T[columns, positions], np.float32),
+    )
+
+
+ATTENTION_TOP = 32  # keys kept per query: every weight of at least 1/32 is among them, and 0.05 is the faintest shade
+
+
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class LayerAttention:
+    """Each head's strongest keys from each query, not the whole (query, key) square: what an analysis keeps
+    grows with the prompt. Every weight of at least 1/`ATTENTION_TOP` is kept, so a view that shades from
+    0.05 up (as the heads pane does) is exact. `pattern` is the whole square, when it was asked for."""
+
     layer: int
-    pattern: Floats  # (heads, query, key), rows sum to 1
+    keys: Ints  # (heads, query, k), strongest first
+    weights: Floats  # (heads, query, k)
     scores: tuple[HeadScores, ...] = ()  # per head: previous-token, duplicate-token and induction scores
+    pattern: Floats | None = None  # (heads, query, key), rows sum to 1
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.keys.shape[0])
+
+    def row(self, head: int, query: int) -> Floats:
+        """The head's attention from `query` over keys 0..query: exact with `pattern`, else its strongest keys."""
+        if self.pattern is not None:
+            return self.pattern[head, query, : query + 1]
+        dense = np.zeros(query + 1, dtype=np.float32)
+        keys, weights = self.keys[head, query], self.weights[head, query]
+        causal = keys <= query
+        dense[keys[causal]] = weights[causal]
+        return dense
+
+    @classmethod
+    def from_pattern(
+        cls, layer: int, pattern: Floats, scores: tuple[HeadScores, ...] = (), *, keep: bool = False
+    ) -> LayerAttention:
+        """From a whole (heads, query, key) pattern; `keep` keeps the square too."""
+        k = min(ATTENTION_TOP, pattern.shape[-1])
+        keys = np.argsort(-pattern, axis=-1, kind="stable")[..., :k]
+        weights = np.take_along_axis(pattern, keys, -1)
+        return cls(
+            layer,
+            frozen_array(keys, np.int64),
+            frozen_array(weights, np.float32),
+            scores,
+            frozen_array(pattern, np.float32) if keep else None,
+        )
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
@@ -157,7 +213,7 @@ class Analysis:
     token_ids: tuple[int, ...]
     layers: tuple[LayerFeatures, ...]  # one per dictionary, in layer order
     attention: tuple[LayerAttention, ...]  # one per model layer
-    lens: tuple[TopTokens, ...]  # logit lens of each layer's resid_post
+    lens: tuple[TopTokens, ...]  # logit lens of each layer's resid_post; empty unless asked (see Engine.logit_lens)
     predictions: TopTokens
     interventions: tuple[Intervention, ...] = ()
     clean_predictions: TopTokens | None = None
@@ -188,6 +244,14 @@ class Analysis:
         if self.kl is not None:
             doc["kl"] = [round(float(k), 6) for k in self.kl]
         return doc
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """What each layer's residual stream would predict after one position: its top tokens, layer by layer."""
+
+    position: int
+    layers: tuple[tuple[TokenPrediction, ...], ...]
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,12 @@ from lenstop.models.results import (
     Generation,
     LayerAttention,
     LayerFeatures,
+    LogitLens,
     ModelInfo,
     TokenShift,
     TopTokens,
     frozen_array,
+    sparse_columns,
 )
 
 VOCAB = ["\n", " return", " +", " first", " second", "(", ")", ":", ",", " def", " x", " y"]
@@ -84,6 +86,7 @@ class FakeEngine:
     d_sae: int = 64
     n_ctx: int = 64
     delay_s: float = 0.0
+    full_attention: bool = True  # keep the whole pattern, as the real engine does when asked
     fail_steer_above: float | None = None  # a steer stronger than this raises a NumericError
     calls: list[Call] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -178,6 +181,7 @@ class FakeEngine:
         top_acts = np.take_along_axis(acts, top_ids, -1)
         union = np.unique(top_ids[top_acts > 0])
         named = {iv.feature for iv in interventions if iv.layer == layer and not isinstance(iv, HeadKnockout)}
+        offsets, positions, values = sparse_columns(acts[:, union])
         return LayerFeatures(
             layer=layer,
             hook=f"blocks.{layer}.hook_resid_post",
@@ -185,7 +189,9 @@ class FakeEngine:
             top_ids=frozen_array(top_ids, np.int64),
             top_acts=frozen_array(top_acts, np.float32),
             union_ids=frozen_array(union, np.int64),
-            union_acts=frozen_array(acts[:, union], np.float32),
+            union_offsets=offsets,
+            union_positions=positions,
+            union_values=values,
             error_norm=frozen_array(np.linspace(0.1, 1.0, len(tokens)), np.float32),
             relative_error=frozen_array(np.linspace(0.05, 0.5, len(tokens)), np.float32),
             l0=frozen_array((acts > 0).sum(-1), np.int64),
@@ -198,8 +204,7 @@ class FakeEngine:
             pattern[0, q, max(0, q - 1)] = 1.0  # head 0: previous token
             pattern[1, q, 0] = 1.0  # head 1: BOS
             pattern[2:, q, : q + 1] = 1.0 / (q + 1)
-        frozen = frozen_array(pattern, np.float32)
-        return LayerAttention(layer, frozen, head_scores(frozen, ids))
+        return LayerAttention.from_pattern(layer, pattern, head_scores(pattern, ids), keep=self.full_attention)
 
     def analyse(
         self,
@@ -208,6 +213,7 @@ class FakeEngine:
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        lens: bool = True,
     ) -> Analysis:
         with self.lock:
             self.calls.append(("analyse", (prompt, tuple(interventions))))
@@ -220,7 +226,7 @@ class FakeEngine:
         self._check(interventions, seq)
         ids = tuple(_hash(t) % 1000 for t in tokens)
         predictions, probs = self._top(self._logits(tokens, interventions, self.n_layers), n_predictions)
-        lens = tuple(
+        lens_tops = tuple(
             self._top(self._logits(tokens, interventions, layer + 1), n_predictions)[0]
             for layer in range(self.n_layers)
         )
@@ -242,13 +248,24 @@ class FakeEngine:
             token_ids=ids,
             layers=tuple(self._layer(tokens, layer, interventions, top_k) for layer in range(self.n_layers)),
             attention=tuple(self._attention(seq, layer, ids) for layer in range(self.n_layers)),
-            lens=lens,
+            lens=lens_tops if lens else (),
             predictions=predictions,
             interventions=tuple(interventions),
             clean_predictions=clean,
             kl=kl,
             shifts=shifts,
         )
+
+    def logit_lens(
+        self, prompt: str, position: int, interventions: Sequence[Intervention] = (), *, n: int = 10
+    ) -> LogitLens:
+        with self.lock:
+            self.calls.append(("logit_lens", (prompt, position, tuple(interventions))))
+        tokens = tokenize(prompt)
+        at = _at(position, len(tokens))
+        assert isinstance(at, int)
+        tops = [self._top(self._logits(tokens, interventions, layer + 1), n)[0] for layer in range(self.n_layers)]
+        return LogitLens(at, tuple(top.at(at) for top in tops))
 
     def generate(
         self,

@@ -14,7 +14,7 @@ from lenstop.models.errors import CancelledError, IncompatibleError, LengthMisma
 from lenstop.models.head_scores import head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.results import Analysis
+from lenstop.models.results import ATTENTION_TOP, Analysis
 
 from fake_engine import FakeEngine
 
@@ -82,11 +82,34 @@ def test_features_are_sorted_positive_and_within_the_dictionary(engine: EnginePr
 
 def test_attention_is_causal_and_normalised_with_head_scores(engine: EngineProtocol, clean: Analysis) -> None:
     seq, heads = len(clean.tokens), engine.info().n_heads
-    for att in clean.attention:
-        assert att.pattern.shape == (heads, seq, seq)
-        np.testing.assert_allclose(att.pattern.sum(-1), 1.0, atol=1e-4)
-        assert np.abs(np.triu(att.pattern, k=1)).max() < 1e-6  # nothing attends to the future
-        assert att.scores == head_scores(att.pattern, clean.token_ids)
+    for att in clean.attention:  # rows are whole: the demo's prompt is short, and the fake keeps its pattern
+        assert att.n_heads == heads and att.keys.shape == att.weights.shape == (heads, seq, min(seq, ATTENTION_TOP))
+        assert (np.diff(att.weights, axis=-1) <= 1e-7).all()  # strongest first
+        dense = np.stack(
+            [np.stack([np.pad(att.row(h, q), (0, seq - q - 1)) for q in range(seq)]) for h in range(heads)]
+        )
+        np.testing.assert_allclose(dense.sum(-1), 1.0, atol=1e-4)
+        assert np.abs(np.triu(dense, k=1)).max() < 1e-6  # nothing attends to the future
+        expected = head_scores(dense, clean.token_ids)
+        for got, want in zip(att.scores, expected, strict=True):
+            for a, b in (
+                (got.previous, want.previous),
+                (got.duplicate, want.duplicate),
+                (got.induction, want.induction),
+            ):
+                assert (a is None) == (b is None) and (a is None or a == pytest.approx(b, abs=1e-5))
+
+
+def test_the_logit_lens_of_one_position_is_that_of_every_position(engine: EngineProtocol, clean: Analysis) -> None:
+    last = len(clean.tokens) - 1
+    for position in (last, 2, -1):
+        lens = engine.logit_lens(PROMPT, position, n=5)
+        at = position % len(clean.tokens)
+        assert lens.position == at and len(lens.layers) == len(clean.lens)
+        for layer, top in enumerate(clean.lens):
+            assert [p.id for p in lens.layers[layer]] == [int(i) for i in top.ids[at]]
+            np.testing.assert_allclose([p.prob for p in lens.layers[layer]], top.probs[at], atol=1e-5)
+    assert engine.analyse(PROMPT, lens=False).lens == ()
 
 
 def test_predictions_are_a_sorted_distribution(clean: Analysis) -> None:

@@ -77,7 +77,7 @@ def test_features_equal_saelens_encode_on_run_with_cache(engine: Engine, resid_s
 
 
 def test_attention_patterns_equal_hf_and_run_with_cache(engine: Engine, hf, tokens) -> None:
-    analysis = engine.analyse(PROMPT)
+    analysis = engine.analyse(PROMPT, full_attention=True)
     with torch.no_grad():
         out = hf(tokens, output_attentions=True)
     _, cache = bridge(engine.model.cfg.model_name).run_with_cache(tokens)
@@ -85,6 +85,11 @@ def test_attention_patterns_equal_hf_and_run_with_cache(engine: Engine, hf, toke
     for att in analysis.attention:
         np.testing.assert_allclose(att.pattern, out.attentions[att.layer][0].numpy(), atol=ATOL)
         np.testing.assert_allclose(att.pattern, cache[f"blocks.{att.layer}.attn.hook_pattern"][0].numpy(), atol=ATOL)
+        assert att.pattern is not None
+        for head in range(att.n_heads):  # the strongest keys kept are the pattern's own largest weights
+            q = len(analysis.tokens) - 1
+            order = np.argsort(-att.pattern[head, q], kind="stable")[: att.keys.shape[-1]]
+            np.testing.assert_allclose(att.weights[head, q], att.pattern[head, q][order], atol=1e-6)
 
 
 def test_logit_lens_equals_final_norm_and_unembedding_of_each_residual(engine: Engine, hf, tokens) -> None:
@@ -275,3 +280,28 @@ def test_cached_generation_equals_rerunning_the_whole_sequence(engine: Engine, r
     assert result.intervened is not None
     assert list(result.intervened.token_ids) == expected[: len(result.intervened.token_ids)]
     assert len(result.intervened.token_ids) >= 3
+
+
+def test_kept_attention_draws_what_the_whole_pattern_draws(engine: Engine) -> None:
+    """Beyond ATTENTION_TOP keys, an analysis keeps each query's strongest: every weight the heads pane
+    shades (0.05 and up) is among them, so its drawing is the same as from the whole square."""
+    from lenstop.models.results import ATTENTION_TOP, LayerAttention
+    from lenstop.tui.widgets.heads import heads_text
+
+    prompt = "for i in range(10):\n    print(i, i * i)\n" * 2
+    full = engine.analyse(prompt, full_attention=True)
+    kept = engine.analyse(prompt)
+    seq = len(full.tokens)
+    assert seq > ATTENTION_TOP and all(att.pattern is None for att in kept.attention)
+    for whole, sparse in zip(full.attention, kept.attention, strict=True):
+        assert whole.pattern is not None
+        for head in range(whole.n_heads):
+            for q in range(seq):
+                strong = whole.pattern[head, q, : q + 1] >= 1 / ATTENTION_TOP
+                np.testing.assert_allclose(
+                    sparse.row(head, q)[strong], whole.pattern[head, q, : q + 1][strong], atol=1e-6
+                )
+        drawn = [heads_text(a, full.tokens, seq - 1, frozenset(), 0, False, 90).plain for a in (whole, sparse)]
+        assert drawn[0] == drawn[1]
+        bare = LayerAttention(whole.layer, whole.keys, whole.weights, whole.scores)
+        assert bare.row(1, seq - 1).shape == (seq,)

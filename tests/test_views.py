@@ -100,7 +100,7 @@ def test_heads_show_every_source_binned_when_long_and_the_role() -> None:
         pattern[0, q, max(0, q - 1)] = 1.0
         pattern[1, q, 0] = 1.0
     frozen = frozen_array(pattern, np.float32)
-    attention = LayerAttention(0, frozen, head_scores(frozen, list(range(seq))))
+    attention = LayerAttention.from_pattern(0, frozen, head_scores(frozen, list(range(seq))))
     text = heads_text(attention, tokens, seq - 1, frozenset({1}), head=0, focused=False, width=60).plain
     lines = text.splitlines()
     assert "tokens a cell" in lines[0]  # 60 sources in 24 cells

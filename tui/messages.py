@@ -11,7 +11,7 @@ from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError, describe
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.results import Analysis, Generation, ModelInfo
+from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo
 
 
 @dataclass
@@ -106,6 +106,12 @@ class CircuitFailed(Message):
     request: int
     what: str
     error: str
+
+
+@dataclass
+class LensFound(Message):
+    request: int
+    lens: LogitLens
 
 
 @dataclass

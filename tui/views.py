@@ -18,7 +18,7 @@ from lenstop.models.circuits.results import Circuit, NodeScore
 from lenstop.models.circuits.spec import Node
 from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
-from lenstop.models.results import Analysis, LayerFeatures, ModelInfo
+from lenstop.models.results import Analysis, LayerFeatures, LogitLens, ModelInfo, TokenPrediction
 from lenstop.models.tokens import visible
 from lenstop.tui.format import block, clip, percent, shade, wrap_tokens
 from lenstop.tui.session import Entry
@@ -58,14 +58,23 @@ def header_text(
     )
 
 
-def summary_text(analysis: Analysis, position: int) -> str:
-    """The compact layout's one line: the next-token guesses, the logit lens, the KL divergence."""
+def summary_text(analysis: Analysis, position: int, lens: LogitLens | None = None) -> str:
+    """The compact layout's one line: the next-token guesses, the logit lens (once it has come), the KL."""
     nxt = "  ".join(
         f"{clip(visible(p.token), 8)} {percent(p.prob).strip()}" for p in analysis.predictions.at(position)[:3]
     )
-    lens = " ".join(f"L{layer} {clip(visible(t.at(position)[0].token), 6)}" for layer, t in enumerate(analysis.lens))
+    layers = lens_at(analysis, position, lens)
+    shown = " ".join(f"L{n} {clip(visible(top[0].token), 6)}" for n, top in enumerate(layers) if top) if layers else "…"
     kl = f" · KL {float(analysis.kl[position]):.2f}" if analysis.kl is not None else ""
-    return f" next {nxt} · lens {lens}{kl}"
+    return f" next {nxt} · lens {shown}{kl}"
+
+
+def lens_at(analysis: Analysis, position: int, lens: LogitLens | None) -> tuple[tuple[TokenPrediction, ...], ...]:
+    """Each layer's top tokens after `position`: from the analysis when it holds every position's, else from a
+    `LogitLens` fetched for this position; empty while it is on its way."""
+    if analysis.lens:
+        return tuple(top.at(position) for top in analysis.lens)
+    return lens.layers if lens is not None and lens.position == position else ()
 
 
 def pane_tabs(active: str) -> str:

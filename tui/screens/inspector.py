@@ -36,7 +36,7 @@ from lenstop.models.interventions import (
 )
 from lenstop.models.prompts import unescape
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.results import Analysis, LayerFeatures, ModelInfo
+from lenstop.models.results import Analysis, LayerFeatures, LogitLens, ModelInfo
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
@@ -44,6 +44,7 @@ from lenstop.tui.messages import (
     GenerationFailed,
     GenerationFinished,
     HeadRolesFound,
+    LensFound,
     failure_text,
 )
 from lenstop.tui.screens.circuit import CircuitScreen
@@ -130,6 +131,7 @@ class InspectorScreen(Screen[None]):
     compact = var(False, init=False)  # one pane at a time, for small terminals
     editing = var(False, init=False)  # the prompt has the focus: keys type into it
     head_roles: var[HeadRoles | None] = var(None, init=False)  # each head's role on the standard task
+    lens: var[LogitLens | None] = var(None, init=False)  # the selected token's logit lens, fetched apart
 
     def __init__(
         self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
@@ -140,6 +142,7 @@ class InspectorScreen(Screen[None]):
         self.show_timings = show_timings  # off for snapshot tests, whose screens must not vary
         self.engine: EngineProtocol | None = None
         self.request = 0  # only the latest analysis counts
+        self.lens_request = 0
         self._debounce: Timer | None = None
         self._analysis_seconds: float | None = None
         sel = session.selection
@@ -260,7 +263,7 @@ class InspectorScreen(Screen[None]):
     ) -> None:
         tic = time.monotonic()
         try:
-            analysis = engine.analyse(prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS)
+            analysis = engine.analyse(prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS, lens=False)
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
             self.post_message(AnalysisFailed(request, failure_text(err)))
             return
@@ -285,6 +288,7 @@ class InspectorScreen(Screen[None]):
             self.set_reactive(InspectorScreen.position, n - 1)  # follow the end of the prompt while typing there
         self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self._draw_selection()
+        self._request_lens()
 
     # ---------------------------------------------------------------- watchers
     def watch_info(self) -> None:
@@ -295,6 +299,33 @@ class InspectorScreen(Screen[None]):
 
     def watch_position(self) -> None:
         self._draw_selection()
+        self._request_lens()
+
+    def _request_lens(self) -> None:
+        """One position's logit lens, fetched for the selected token (every position's would cost a pass)."""
+        a = self.analysis
+        if self.engine is None or a is None or not 0 <= self.position < len(a.tokens):
+            return
+        self.lens_request += 1
+        self._find_lens(self.engine, self.lens_request, a.prompt, self.position, a.interventions)
+
+    @work(thread=True, exclusive=True, group="lens", exit_on_error=False)
+    def _find_lens(
+        self, engine: EngineProtocol, request: int, prompt: str, position: int, interventions: tuple[Intervention, ...]
+    ) -> None:
+        try:
+            found = engine.logit_lens(prompt, position, interventions, n=N_PREDICTIONS)
+        except BaseException:  # noqa: BLE001 - the lens is extra: its panes say "…" without it
+            return
+        self.post_message(LensFound(request, found))
+
+    def on_lens_found(self, message: LensFound) -> None:
+        if message.request == self.lens_request:
+            self.lens = message.lens
+
+    def watch_lens(self) -> None:
+        self._draw_predictions()
+        self._draw_summary()
 
     def watch_feature(self) -> None:
         self._draw_tokens()
@@ -405,7 +436,7 @@ class InspectorScreen(Screen[None]):
     def _draw_predictions(self) -> None:
         if self.analysis is None:
             return
-        self.query_one(PredictionsView).show(self.analysis, self.position, self.current_layer)
+        self.query_one(PredictionsView).show(self.analysis, self.position, self.current_layer, self.lens)
         self.query_one("#predictions-pane").border_title = f"predictions · after pos {self.position}"
 
     def _draw_effects(self) -> None:
@@ -420,7 +451,7 @@ class InspectorScreen(Screen[None]):
 
     def _draw_summary(self) -> None:
         if self.analysis is not None:
-            self.query_one("#summary", Static).update(summary_text(self.analysis, self.position))
+            self.query_one("#summary", Static).update(summary_text(self.analysis, self.position, self.lens))
 
     def _draw_tabs(self) -> None:
         tabs = pane_tabs(self.active_pane) if self.compact else ""

@@ -35,7 +35,6 @@ def heads_text(
     """One line a head: its attention from `position` over every earlier token, binned when the prompt
     is longer than the pane is wide (a bin shows its strongest weight), then its top source and its role on
     this prompt; then the roles the heads of this layer play on the standard task, where clear."""
-    pattern = attention.pattern
     n_src = position + 1
     cells = max(4, width - FIXED)
     per = 2 if 2 * n_src <= cells else 1  # two cells a token when there is room
@@ -44,9 +43,9 @@ def heads_text(
     out = Text()
     note = f"from {position} {clip(visible(tokens[position]), 12)!r} over tokens 0..{position}{binned}"
     out.append(clip(note, width) + "\n", style="dim")
-    heads = pattern.shape[0]
+    heads = attention.n_heads
     for h in range(heads):
-        row = pattern[h, position, :n_src]
+        row = attention.row(h, position)
         selected = "reverse bold" if focused else "bold"
         out.append(Text(f"H{h:<2}", style=selected if h == head else ""))
         out.append(" ✗ " if h in knocked else "   ", style="bold")
@@ -99,13 +98,13 @@ class HeadsView(Widget, can_focus=True):
     ) -> None:
         self.attention, self.tokens, self.position, self.knocked = attention, tokens, position, knocked
         self.task_roles = task
-        self.head = min(head, attention.pattern.shape[0] - 1) if attention is not None else 0
+        self.head = min(head, attention.n_heads - 1) if attention is not None else 0
         self.refresh()
 
     def action_move(self, step: int) -> None:
         if self.attention is None:
             return
-        self.head = (self.head + step) % self.attention.pattern.shape[0]
+        self.head = (self.head + step) % self.attention.n_heads
         self.refresh()
         self.post_message(self.HeadSelected(self.head))
 

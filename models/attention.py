@@ -1,0 +1,70 @@
+"""What an analysis keeps of each layer's attention, computed on the device while the
+pattern exists: each head's strongest keys from each query, and its previous-token,
+duplicate-token and induction scores. The (heads, query, key) square itself is let go
+(unless asked for), so what an analysis keeps grows with the prompt, not its square.
+
+The scores are those of `lenstop.models.head_scores` (numpy, the reference in tests),
+computed with the same masks in torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lenstop.models.head_scores import HeadScores
+from lenstop.models.results import ATTENTION_TOP, LayerAttention, frozen_array
+
+
+@dataclass(frozen=True)
+class ScoreMasks:
+    """Which (query, key) pairs each score reads, for one prompt; shared by every layer."""
+
+    previous: torch.Tensor  # (query, key) bool: the key just before the query
+    duplicate: torch.Tensor  # earlier copies of the query's token
+    induction: torch.Tensor  # the tokens after earlier copies of the query's token
+
+    @classmethod
+    def of(cls, ids: torch.Tensor) -> ScoreMasks:
+        seq = ids.shape[-1]
+        earlier = torch.ones(seq, seq, dtype=torch.bool, device=ids.device).tril(-1)
+        same = ids[:, None] == ids[None, :]
+        induction = torch.zeros_like(earlier)
+        induction[:, 1:] = same[:, :-1] & earlier[:, 1:]
+        previous = torch.zeros_like(earlier)
+        previous[torch.arange(1, seq), torch.arange(seq - 1)] = True
+        return cls(previous, same & earlier, induction)
+
+
+def _mean_mass(pattern: torch.Tensor, targets: torch.Tensor) -> list[float] | None:
+    queries = targets.any(dim=1)
+    if not bool(queries.any()):
+        return None
+    mass = (pattern.float() * targets).sum(-1)  # (heads, query)
+    return mass[:, queries].mean(-1).tolist()
+
+
+def summarise(layer: int, pattern: torch.Tensor, masks: ScoreMasks, *, keep: bool = False) -> LayerAttention:
+    """One layer's pattern (heads, query, key) as its strongest keys and its heads' scores."""
+    heads = pattern.shape[0]
+    previous, duplicate, induction = (
+        _mean_mass(pattern, m) for m in (masks.previous, masks.duplicate, masks.induction)
+    )
+    scores = tuple(
+        HeadScores(
+            None if previous is None else previous[h],
+            None if duplicate is None else duplicate[h],
+            None if induction is None else induction[h],
+        )
+        for h in range(heads)
+    )
+    top = pattern.topk(min(ATTENTION_TOP, pattern.shape[-1]), dim=-1)
+    return LayerAttention(
+        layer,
+        frozen_array(top.indices.cpu().numpy(), np.int64),
+        frozen_array(top.values.float().cpu().numpy(), np.float32),
+        scores,
+        frozen_array(pattern.float().cpu().numpy(), np.float32) if keep else None,
+    )
