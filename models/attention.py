@@ -19,12 +19,34 @@ from lenstop.models.results import ATTENTION_TOP, LayerAttention, frozen_array
 
 
 @dataclass(frozen=True)
+class Pairs:
+    """The (query, key) pairs one score reads, as index lists: they are few, the square is large."""
+
+    queries: torch.Tensor  # (pairs,)
+    keys: torch.Tensor  # (pairs,)
+    seq: int
+
+    @classmethod
+    def where(cls, mask: torch.Tensor) -> Pairs:
+        queries, keys = mask.nonzero(as_tuple=True)
+        return cls(queries, keys, mask.shape[0])
+
+    def mean_mass(self, pattern: torch.Tensor) -> list[float] | None:
+        """Per head: attention from each query onto its keys, summed, then averaged over the queries that have any."""
+        if self.queries.numel() == 0:
+            return None
+        mass = torch.zeros(pattern.shape[0], self.seq, device=pattern.device, dtype=torch.float32)
+        mass.index_add_(1, self.queries, pattern[:, self.queries, self.keys].float())
+        return mass[:, self.queries.unique()].mean(-1).tolist()
+
+
+@dataclass(frozen=True)
 class ScoreMasks:
     """Which (query, key) pairs each score reads, for one prompt; shared by every layer."""
 
-    previous: torch.Tensor  # (query, key) bool: the key just before the query
-    duplicate: torch.Tensor  # earlier copies of the query's token
-    induction: torch.Tensor  # the tokens after earlier copies of the query's token
+    previous: Pairs  # the key just before the query
+    duplicate: Pairs  # earlier copies of the query's token
+    induction: Pairs  # the tokens after earlier copies of the query's token
 
     @classmethod
     def of(cls, ids: torch.Tensor) -> ScoreMasks:
@@ -35,22 +57,14 @@ class ScoreMasks:
         induction[:, 1:] = same[:, :-1] & earlier[:, 1:]
         previous = torch.zeros_like(earlier)
         previous[torch.arange(1, seq), torch.arange(seq - 1)] = True
-        return cls(previous, same & earlier, induction)
-
-
-def _mean_mass(pattern: torch.Tensor, targets: torch.Tensor) -> list[float] | None:
-    queries = targets.any(dim=1)
-    if not bool(queries.any()):
-        return None
-    mass = (pattern.float() * targets).sum(-1)  # (heads, query)
-    return mass[:, queries].mean(-1).tolist()
+        return cls(Pairs.where(previous), Pairs.where(same & earlier), Pairs.where(induction))
 
 
 def summarise(layer: int, pattern: torch.Tensor, masks: ScoreMasks, *, keep: bool = False) -> LayerAttention:
     """One layer's pattern (heads, query, key) as its strongest keys and its heads' scores."""
     heads = pattern.shape[0]
     previous, duplicate, induction = (
-        _mean_mass(pattern, m) for m in (masks.previous, masks.duplicate, masks.induction)
+        pairs.mean_mass(pattern) for pairs in (masks.previous, masks.duplicate, masks.induction)
     )
     scores = tuple(
         HeadScores(

@@ -419,7 +419,6 @@ class Engine:
         )
         cap = plan.capture
         self._lens_cache = ((ids, tuple(interventions)), cap.resid)  # one position's lens, later, needs no pass
-        logprobs = logits.float().log_softmax(-1)
         named = _named_features(interventions)
         layers = tuple(self._layer_features(d, cap, top_k, named.get(d.layer, set())) for d in self.dictionaries)
         lens_tops = (
@@ -427,9 +426,10 @@ class Engine:
             if lens
             else ()
         )
-        predictions = self._top_tokens(logprobs, n_predictions)
+        predictions = self._top_tokens(logits.float(), n_predictions, logits=True)
         clean_predictions = kl = shifts = None
         if interventions:
+            logprobs = logits.float().log_softmax(-1)
             clean = self._clean_logprobs(tokens, ids)
             clean_predictions = self._top_tokens(clean, n_predictions)
             kl = frozen_array((clean.exp() * (clean - logprobs)).sum(-1).clamp_min(0).cpu().numpy(), np.float32)
@@ -480,14 +480,17 @@ class Engine:
             x = resid.to(self._out_device).unsqueeze(0)
             return self.model.unembed(self.model.ln_final(x))[0].float().log_softmax(-1)
 
-    def _top_tokens(self, logprobs: torch.Tensor, n: int) -> TopTokens:
+    def _top_tokens(self, logprobs: torch.Tensor, n: int, *, logits: bool = False) -> TopTokens:
+        """The top `n` at each position of log-probabilities, or of raw `logits` (normalised here, after the
+        top-k: a log-softmax over the whole vocabulary at every position costs as much as the top-k itself)."""
         top = logprobs.topk(min(n, logprobs.shape[-1]), dim=-1)
+        values = top.values - _logsumexp(logprobs) if logits else top.values
         ids = top.indices.cpu().numpy()
         strings = self.token_strings(ids.reshape(-1).tolist())
         width = ids.shape[1]
         return TopTokens(
             ids=frozen_array(ids, np.int64),
-            probs=frozen_array(top.values.exp().cpu().numpy(), np.float32),
+            probs=frozen_array(values.exp().cpu().numpy(), np.float32),
             strings=tuple(tuple(strings[r * width : (r + 1) * width]) for r in range(ids.shape[0])),
         )
 
@@ -785,6 +788,12 @@ class Engine:
 
 
 _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place
+
+
+def _logsumexp(logits: torch.Tensor, rows: int = 32) -> torch.Tensor:
+    """(seq, vocab) -> (seq, 1), a block of positions at a time: the whole at once would hold another
+    (seq, vocab) tensor, as large as the logits themselves."""
+    return torch.cat([block.logsumexp(-1, keepdim=True) for block in logits.split(rows)])
 
 
 def _sparse_columns(dense: torch.Tensor) -> dict[str, NDArray[Any]]:
