@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 
 LensKey = tuple[tuple[int, ...], tuple[Intervention, ...]]
+Readings = tuple[tuple[LayerFeatures, ...], tuple[LayerAttention, ...]]
 
 
 class Engine:
@@ -91,11 +92,12 @@ class Engine:
         self.model.requires_grad_(False)  # lenstop never trains: gradients are taken at activations only
         self._lock = threading.RLock()
         self._token_strings: dict[int, str] = {}
-        self._hook_points: dict[str, Any] | None = None
+        self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
         # The residual streams of the last analysis, by (token ids, interventions): one position's logit lens.
-        self._lens_cache: tuple[tuple[tuple[int, ...], tuple[Intervention, ...]], dict[int, torch.Tensor]] | None = (
-            None  # the bridge rebuilds its hook_dict on every access
-        )
+        self._lens_cache: tuple[LensKey, dict[int, torch.Tensor]] | None = None
+        # The last clean analysis's readings (features, attention), by its settings: an intervened analysis
+        # of the same prompt reuses those of the layers before the first it touches.
+        self._clean_readings: tuple[object, Readings | None] = (None, None)
         self._clean_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ loading
@@ -356,6 +358,7 @@ class Engine:
         capture_features: bool = False,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
         lens: bool = False,
+        from_layer: int = 0,
     ) -> tuple[torch.Tensor, RunPlan]:
         """One forward pass with the plan's hooks; returns the logits (seq, vocab) and what it captured."""
         plan = RunPlan(
@@ -367,6 +370,7 @@ class Engine:
             capture_features=capture_features,
             on_attention=on_attention,
             resid_layers=range(self.n_layers) if lens else (),
+            from_layer=from_layer,
         )
         hooks = plan.hooks
         with self._forward_guard(tokens.shape[-1]):
@@ -414,13 +418,31 @@ class Engine:
             assert masks is not None
             kept[layer] = summarise(layer, pattern, masks, keep=full_attention)
 
+        # With interventions, the layers before the first they touch read as on the clean prompt: reuse those.
+        settings = (ids, top_k, attention, full_attention)
+        reused = self._clean_readings[1] if interventions and self._clean_readings[0] == settings else None
+        start = min((iv.layer for iv in interventions), default=0) if reused is not None else 0
         logits, plan = self._run(
-            tokens, interventions, capture_features=True, on_attention=on_attention if attention else None, lens=True
+            tokens,
+            interventions,
+            capture_features=True,
+            on_attention=on_attention if attention else None,
+            lens=True,
+            from_layer=start,
         )
         cap = plan.capture
         self._lens_cache = ((ids, tuple(interventions)), cap.resid)  # one position's lens, later, needs no pass
         named = _named_features(interventions)
-        layers = tuple(self._layer_features(d, cap, top_k, named.get(d.layer, set())) for d in self.dictionaries)
+        layers = tuple(
+            reused[0][i]
+            if reused is not None and d.layer < start
+            else self._layer_features(d, cap, top_k, named.get(d.layer, set()))
+            for i, d in enumerate(self.dictionaries)
+        )
+        if reused is not None:
+            kept.update({att.layer: att for att in reused[1] if att.layer < start})
+        if not interventions:
+            self._clean_readings = (settings, (layers, tuple(kept[layer] for layer in sorted(kept))))
         lens_tops = (
             tuple(self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid))
             if lens

@@ -111,6 +111,7 @@ class RunPlan:
         capture_features: bool = True,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
         resid_layers: Sequence[int] = (),
+        from_layer: int = 0,
     ) -> None:
         self.capture = Capture()
         self._hooks: list[tuple[str, HookFn]] = []
@@ -138,8 +139,9 @@ class RunPlan:
 
         for d in dictionaries:
             e = edits.get(d.key, _Edits())
-            if capture_features or e:
-                self._add_dictionary(d, e, capture_features)
+            capture = capture_features and d.layer >= from_layer  # earlier layers' readings are known already
+            if capture or e:
+                self._add_dictionary(d, e, capture)
 
         for iv in interventions:
             if isinstance(iv, HeadKnockout):
@@ -153,7 +155,7 @@ class RunPlan:
                 )
 
         if on_attention is not None:  # told each layer's pattern while it exists; it keeps what it needs
-            for layer in range(n_layers):
+            for layer in range(from_layer, n_layers):
                 self._hooks.append((f"blocks.{layer}.attn.hook_pattern", _tell(on_attention, layer)))
         for layer in resid_layers:
             self._hooks.append((f"blocks.{layer}.hook_resid_post", self._store(self.capture.resid, layer)))

@@ -305,3 +305,21 @@ def test_kept_attention_draws_what_the_whole_pattern_draws(engine: Engine) -> No
         assert drawn[0] == drawn[1]
         bare = LayerAttention(whole.layer, whole.keys, whole.weights, whole.scores)
         assert bare.row(1, seq - 1).shape == (seq,)
+
+
+def test_an_intervened_analysis_reusing_the_clean_readings_equals_one_computed_whole(engine: Engine) -> None:
+    """Layers before the first intervened one read as on the clean prompt: an analysis after a clean one
+    reuses those readings, and must equal an analysis that reads every layer again."""
+    interventions = [FeatureAblation(1, 3)]
+    engine.analyse(PROMPT)
+    reused = engine.analyse(PROMPT, interventions)
+    engine._clean_readings = (None, None)  # forget the clean analysis: every layer is read again
+    whole = engine.analyse(PROMPT, interventions)
+    for a, b in zip(reused.layers, whole.layers, strict=True):
+        np.testing.assert_array_equal(a.top_ids, b.top_ids)
+        np.testing.assert_allclose(a.top_acts, b.top_acts, atol=1e-6)
+        np.testing.assert_allclose(a.union_values, b.union_values, atol=1e-6)
+    for a, b in zip(reused.attention, whole.attention, strict=True):
+        np.testing.assert_allclose(a.weights, b.weights, atol=1e-6)
+        assert [(s.previous, s.induction) for s in a.scores] == [(s.previous, s.induction) for s in b.scores]
+    np.testing.assert_allclose(reused.predictions.probs, whole.predictions.probs, atol=1e-6)
