@@ -177,7 +177,9 @@ class LayerAttention:
         return int(self.keys.shape[0])
 
     def row(self, head: int, query: int) -> Floats:
-        """The head's attention from `query` over keys 0..query: exact with `pattern`, else its strongest keys."""
+        """The head's attention from `query` (negative counts from the end) over keys 0..query: exact with
+        `pattern`, else its strongest keys."""
+        query = query % self.keys.shape[1]
         if self.pattern is not None:
             return self.pattern[head, query, : query + 1]
         dense = np.zeros(query + 1, dtype=np.float32)
