@@ -2,8 +2,10 @@
 
 A dictionary directory may hold `feature_cards.json.gz` (the bundled demo's do):
 per feature, a label, top-activating contexts, firing frequency, and the tokens
-its decoder row promotes and suppresses. Labels can also come from a
-Neuronpedia-style JSON export passed with `--labels`.
+its decoder row promotes and suppresses. Beside it, `feature_labels.json` holds
+the labels alone, because every analysis shows labels and reading them from the
+cards (megabytes of contexts) would cost the first analysis about a second.
+Labels can also come from a Neuronpedia-style JSON export passed with `--labels`.
 Cards cross into the UI as frozen values, like every other result.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from lenstop.models.errors import UsageError, read_json
 
 CARDS_FILE = "feature_cards.json.gz"
+LABELS_FILE = "feature_labels.json"  # {"<feature id>": "<label>"}, written with the cards
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class Cards:
         self.path = path if path is not None and path.is_file() else None
         self.labels: dict[int, str] = dict(labels or {})
         self._raw: dict[int, dict[str, Any]] | None = None
+        self._own_labels: dict[int, str] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -103,11 +108,21 @@ class Cards:
                 self._raw = raw
             return self._raw
 
+    def _own(self) -> dict[int, str]:
+        """The cards' own labels: from the labels file when there is one, else from the cards."""
+        if self._own_labels is None:
+            index = self.path.with_name(LABELS_FILE) if self.path is not None else None
+            if index is not None and index.is_file():
+                own = {int(k): str(v) for k, v in json.loads(index.read_text(encoding="utf-8")).items()}
+            else:
+                own = labels_of(self._load().values())
+            self._own_labels = own
+        return self._own_labels
+
     def label(self, feature: int) -> str | None:
         if feature in self.labels:
             return self.labels[feature]
-        raw = self._load().get(feature)
-        return raw.get("label") if raw else None
+        return self._own().get(feature)
 
     def card(self, feature: int) -> FeatureCard | None:
         raw = self._load().get(feature)
@@ -121,6 +136,11 @@ class Cards:
 
     def all(self) -> list[FeatureCard]:
         return [_card(raw) for raw in self._load().values()]
+
+
+def labels_of(cards: Iterable[dict[str, Any]]) -> dict[int, str]:
+    """The labels of raw cards, what `LABELS_FILE` holds."""
+    return {int(card["id"]): str(card["label"]) for card in cards if card.get("label")}
 
 
 def read_labels(path: str | Path) -> tuple[dict[int, str], int | None]:

@@ -3,6 +3,7 @@ shipped files (small samples, so CI stays fast) with plain Hugging Face code."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from lenstop.models import demo
 from lenstop.models.demo import metrics
-from lenstop.models.feature_cards import Cards
+from lenstop.models.feature_cards import CARDS_FILE, LABELS_FILE, Cards
 
 MB = 1024 * 1024
 
@@ -89,6 +90,17 @@ def test_few_dead_features_and_a_card_for_every_live_one() -> None:
         assert all(c.contexts and c.promoted and c.suppressed for c in live)
         labelled = [c for c in live if c.label]
         assert len(labelled) >= len(live) / 2, f"{sae_dir.name}: only {len(labelled)} of {len(live)} labelled"
+
+
+def test_labels_file_holds_the_cards_labels_and_is_what_analyses_read() -> None:
+    """The labels file is the cards' labels, not stale; and a label read before any card needs no card."""
+    for sae_dir in sorted(p for p in demo.SAE_ROOT.iterdir() if (p / "cfg.json").is_file()):
+        with gzip.open(sae_dir / CARDS_FILE, "rt", encoding="utf-8") as fh:
+            from_cards = {int(c["id"]): c["label"] for c in json.load(fh)["features"] if c["label"]}
+        cards = Cards.beside(sae_dir)
+        assert {f: cards.label(f) for f in from_cards} == from_cards
+        assert cards._raw is None  # the megabytes of contexts were not read for a label
+        assert json.loads((sae_dir / LABELS_FILE).read_text()) == {str(k): v for k, v in from_cards.items()}
 
 
 def test_trace_and_info_on_the_demo_from_the_cli() -> None:

@@ -13,6 +13,7 @@ from lenstop.models.demo.build import Build, BuildConfig
 from lenstop.models.demo.corpus import char_tags
 from lenstop.models.demo.feature_cards import TopContexts, label_for
 from lenstop.models.engine import Engine
+from lenstop.models.feature_cards import LABELS_FILE, Cards
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,8 @@ def test_pipeline_writes_a_model_and_dictionaries_lenstop_loads(tiny_build: Buil
     assert card is not None and card.frequency > 0 and card.contexts
     assert all(c.acts[c.focus] == pytest.approx(c.act, abs=1e-3) for c in card.contexts)
     assert len(card.promoted) == 8 and card.promoted[0][1] >= card.promoted[-1][1]
+    labels = json.loads((out / "saes" / "L1" / LABELS_FILE).read_text())  # written with the cards, the same labels
+    assert labels == {str(c.id): c.label for c in Cards.beside(out / "saes" / "L1").all() if c.label}
 
 
 def test_pipeline_is_resumable_and_records_its_figures(tiny_build: Build) -> None:

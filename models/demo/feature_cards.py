@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lenstop.models.demo.corpus import SEPARATOR, char_tags
-from lenstop.models.feature_cards import CARDS_FILE
+from lenstop.models.feature_cards import CARDS_FILE, LABELS_FILE, labels_of
 from lenstop.models.tokens import token_texts, visible
 
 log = logging.getLogger("lenstop.demo")
@@ -128,6 +128,12 @@ def label_for(
 
 
 @torch.no_grad()
+def write_labels(sae_dir: Path, cards: list[dict[str, Any]]) -> None:
+    """The labels alone, beside the cards: what every analysis reads (see `LABELS_FILE`)."""
+    labels = {str(k): v for k, v in labels_of(cards).items()}
+    (sae_dir / LABELS_FILE).write_text(json.dumps(labels, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+
 def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, device: str = "cpu") -> dict[str, int]:
     """Write `feature_cards.json.gz` into every dictionary directory under `sae_root`."""
     from sae_lens import SAE
@@ -215,6 +221,7 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
         }
         with gzip.open(sae_dir / CARDS_FILE, "wt", encoding="utf-8") as fh:
             json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
+        write_labels(sae_dir, cards)
         live = sum(1 for c in cards if c["frequency"] > 0)
         labelled = sum(1 for c in cards if c["frequency"] > 0 and c["label"])
         log.info("layer %d cards: %d features, %d live, %d labelled", layer, d_sae, live, labelled)

@@ -144,6 +144,7 @@ class InspectorScreen(Screen[None]):
         self.request = 0  # only the latest analysis counts
         self.lens_request = 0
         self._debounce: Timer | None = None
+        self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
         self._analysis_seconds: float | None = None
         sel = session.selection
         self.set_reactive(InspectorScreen.prompt, session.prompt)
@@ -211,8 +212,8 @@ class InspectorScreen(Screen[None]):
         self.info = info
         timing = f" in {loaded.seconds:.1f} s" if self.show_timings else ""
         self.status(f"ready{timing} · {info.device} · {info.dtype}")
+        self._roles_wanted = True  # after the first analysis, which should not share the CPU with them
         self.run_analysis()
-        self._find_head_roles(loaded.engine)
 
     @work(thread=True, exclusive=True, group="head-roles", exit_on_error=False)
     def _find_head_roles(self, engine: EngineProtocol) -> None:
@@ -253,6 +254,7 @@ class InspectorScreen(Screen[None]):
         prompt = unescape(self.prompt)
         if not prompt.strip():
             self.status("type a prompt")
+            self._after_analysis()
             return
         self.status("analysing…")
         self._analyse(self.engine, self.request, prompt, self.interventions.active)
@@ -269,12 +271,19 @@ class InspectorScreen(Screen[None]):
             return
         self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
 
+    def _after_analysis(self) -> None:
+        if self._roles_wanted and self.engine is not None:
+            self._roles_wanted = False
+            self._find_head_roles(self.engine)
+
     def on_analysis_finished(self, message: AnalysisFinished) -> None:
+        self._after_analysis()
         if message.request == self.request:  # else a newer request is on its way: this one is stale
             self._analysis_seconds = message.seconds if self.show_timings else None
             self.analysis = message.analysis
 
     def on_analysis_failed(self, message: AnalysisFailed) -> None:
+        self._after_analysis()
         if message.request == self.request:
             hint = " (u undoes the last change)" if self.interventions.entries else ""
             self.status(message.error + hint, error=True)

@@ -61,7 +61,7 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
             yield Input(value=self.spec.command_line(), id="loading-retry")
 
     def on_mount(self) -> None:
-        self._load(self.spec)
+        self.call_after_refresh(self._load, self.spec)  # the first frame first: the imports hold the GIL for seconds
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load(self, spec: EngineSpec) -> None:
