@@ -223,7 +223,9 @@ def circuit(
 
         doc = graph_json(found)
         if out is not None:
-            out.write_text(json.dumps(doc, ensure_ascii=False) + "\n")
+            from lenstop.models.files import write_atomically
+
+            write_atomically(out, json.dumps(doc, ensure_ascii=False) + "\n")
         if as_json:
             print_json(doc)
         else:

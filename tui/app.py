@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.files import write_atomically
 from lenstop.tui.messages import EngineLoaded
 from lenstop.tui.screens.inspector import InspectorScreen
 from lenstop.tui.screens.loading import EngineFactory, LoadingScreen, load_engine
@@ -62,8 +63,13 @@ class LenstopApp(App[None]):
             self.inspector.attach(loaded)
 
     def action_save_svg(self) -> None:
-        path = self.save_screenshot(filename=time.strftime("lenstop-%Y%m%d-%H%M%S.svg"))
-        self.inspector.status(f"saved {path}")
+        path = Path(time.strftime("lenstop-%Y%m%d-%H%M%S.svg"))
+        try:
+            write_atomically(path, self.export_screenshot())
+        except OSError as err:
+            self.inspector.status(f"cannot write {path}: {err.strerror or err}", error=True)
+            return
+        self.inspector.status(f"saved {path.resolve()}")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lenstop.models.errors import UsageError, read_json
+from lenstop.models.errors import BadFileError, read_json
+from lenstop.models.files import write_atomically
 from lenstop.models.interventions import Adjustable, Intervention, Slot, from_dict, to_dict
 
 VERSION = 1
@@ -115,20 +116,21 @@ class Session:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path).expanduser()
-        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
-        return path
+        return write_atomically(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> Session:
-        if doc.get("version") != VERSION:
-            raise UsageError(
-                f"session file version {doc.get('version')!r} is not {VERSION}; it was written by another lenstop"
+        version = doc.get("version")
+        if isinstance(version, int) and version > VERSION:
+            raise BadFileError(
+                f"session file version {version} was written by a newer lenstop (this one reads {VERSION}); upgrade"
             )
+        if version != VERSION:
+            raise BadFileError(f"session file version {version!r} is not {VERSION}: not a session lenstop saved")
         entries = []
         for raw in _list(doc.get("interventions")):
             if not isinstance(raw, dict):
-                raise UsageError(f"session file: an intervention is {raw!r}, not an object")
+                raise BadFileError(f"session file: an intervention is {raw!r}, not an object")
             item = dict(raw)
             enabled = bool(item.pop("enabled", True))
             entries.append(Entry(from_dict(item), enabled))
@@ -147,7 +149,7 @@ class Session:
     def load(cls, path: str | Path) -> Session:
         doc = read_json(path, "--session")
         if not isinstance(doc, dict):
-            raise UsageError(f"--session {path}: expected a JSON object saved by lenstop")
+            raise BadFileError(f"--session {path}: expected a JSON object saved by lenstop")
         return cls.from_json(doc)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from lenstop.models.circuits.results import HeadRoles
+from lenstop.models.files import write_atomically
 from lenstop.models.head_scores import HeadScores, head_scores
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def read(path: Path) -> HeadRoles | None:
 
 
 def write(path: Path, roles: HeadRoles) -> None:
-    """Atomically: a temporary file beside it, flushed to disk, then renamed over it."""
+    """Atomically, so that two sessions computing the same roles never leave half a file."""
     doc = {
         "version": VERSION,
         "model": roles.model,
@@ -115,17 +115,7 @@ def write(path: Path, roles: HeadRoles) -> None:
         "span": roles.span,
         "layers": [[[s.previous, s.duplicate, s.induction] for s in layer] for layer in roles.layers],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(doc))
 
 
 def head_roles(engine: Engine, *, refresh: bool = False) -> tuple[HeadRoles, Path]:

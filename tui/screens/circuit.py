@@ -15,8 +15,6 @@ Every number comes from the engine in a worker; this screen only draws.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -35,6 +33,7 @@ from textual.worker import get_current_worker
 from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
 from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKind
+from lenstop.models.files import write_atomically
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.tokens import visible
@@ -530,17 +529,3 @@ class CircuitScreen(Screen[None]):
             self.status(f"cannot write {path}: {err.strerror or err}", error=True)
             return
         self.status(f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """A temporary file beside it, flushed to disk, then renamed over it: never half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

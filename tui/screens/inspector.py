@@ -699,7 +699,11 @@ class InspectorScreen(Screen[None]):
         )
 
     def action_save_session(self) -> None:
-        path = self.session().save(self.session_path)
+        try:
+            path = self.session().save(self.session_path)
+        except OSError as err:  # a read-only folder, a full disk: the last saved session is untouched
+            self.status(f"cannot save the session to {self.session_path}: {err.strerror or err}", error=True)
+            return
         self.status(f"saved session to {path} (lenstop inspect --session {path})")
 
     def action_help(self) -> None:
