@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from lenstop.models import demo
 from lenstop.models.demo import DEMO_NAME
-from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
+from lenstop.models.errors import BadFileError, IncompatibleError, LenstopError, NotFoundError, UsageError
 from lenstop.models.feature_cards import Cards
 from lenstop.models.hub import cache_first
 from lenstop.models.loading import Processing
@@ -118,7 +118,13 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
     """One SAELens disk directory."""
     from sae_lens import SAE
 
-    sae = SAE.load_from_disk(path, device=device, dtype=dtype)
+    try:
+        sae = SAE.load_from_disk(path, device=device, dtype=dtype)
+    except (OSError, MemoryError, LenstopError):
+        raise
+    except Exception as err:  # noqa: BLE001 - what SAELens and safetensors raise for a bad file varies
+        raise BadFileError(f"dictionary {path}: {_unreadable(err)}; fix or re-download it") from err
+    check_finite(sae, str(path))
     declared = _topk_l0(sae)
     sparsity_file = path / SPARSITY
     if declared is None and sparsity_file.is_file():
@@ -127,6 +133,32 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
         log_freq = load_file(sparsity_file)["sparsity"]
         declared = float((10 ** log_freq.float()).sum())
     return _from_sae(sae, key=path.name, source=str(path), declared_l0=declared, cards=Cards.beside(path))
+
+
+def _unreadable(err: Exception) -> str:
+    """What was wrong with a dictionary's files, in words, from what the loaders raised."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    kind = type(err).__name__
+    if "safetensor" in kind.lower() or "header" in text.lower() or "deserializ" in text.lower():
+        return f"{SAE_WEIGHTS} is truncated or corrupt ({text})"
+    if "size mismatch" in str(err) or "state_dict" in text:
+        sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        return f"its weights do not have the shapes its {SAE_CONFIG} declares ({(sizes or [text])[0]})"
+    if isinstance(err, KeyError):
+        return f"its {SAE_CONFIG} lacks the field {text}"
+    if isinstance(err, (TypeError, ValueError)):
+        return f"its {SAE_CONFIG} has a field of the wrong type or value ({kind}: {text})"
+    return f"cannot be read ({kind}: {text})"
+
+
+def check_finite(sae: SAE, source: str) -> None:
+    """NaN or infinite weights would turn every analysis into NaN: refuse them when loading, by name."""
+    import torch
+
+    for name, tensor in sae.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise BadFileError(f"dictionary {source}: {name} holds {bad} NaN or infinite values; re-download it")
 
 
 def directories_in(path: Path) -> list[Path]:
@@ -165,6 +197,7 @@ def load_pretrained(release: str, sae_id: str, *, device: str, dtype: str) -> Di
         f"SAE {release}:{sae_id}",
         lambda: SAE.from_pretrained_with_cfg_and_sparsity(release, sae_id, device=device, dtype=dtype),
     )
+    check_finite(sae, f"{release}:{sae_id}")
     declared = _topk_l0(sae) or get_pretrained_saes_directory()[release].expected_l0.get(sae_id)
     if declared is None and log_sparsity is not None:
         declared = float((10 ** log_sparsity.float()).sum())

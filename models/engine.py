@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from lenstop.models.feature_cards import FeatureCard, read_labels
 from lenstop.models.hooks import Capture, RunPlan, dictionary_at, resolve_position
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, Intervention
 from lenstop.models.loading import Processing, load_model
+from lenstop.models.prompts import check_text
 from lenstop.models.protocol import Progress
 from lenstop.models.quiet import quiet
 from lenstop.models.results import (
@@ -98,7 +99,7 @@ class Engine:
         # The last clean analysis's readings (features, attention), by its settings: an intervened analysis
         # of the same prompt reuses those of the layers before the first it touches.
         self._clean_readings: tuple[object, Readings | None] = (None, None)
-        self._clean_cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._clean_cache: tuple[tuple[tuple[int, ...], int], CleanDistribution] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -287,8 +288,8 @@ class Engine:
     # ------------------------------------------------------------------ tokens
     def tokenize(self, prompt: str) -> torch.Tensor:
         """The prompt as the model sees it, (1, seq), BOS included when the dictionaries expect it."""
-        tokens = self.model.to_tokens(prompt, prepend_bos=self.prepend_bos, truncate=False)
-        if tokens.shape[-1] == 0:
+        tokens = self.model.to_tokens(check_text(prompt), prepend_bos=self.prepend_bos, truncate=False)
+        if tokens.shape[-1] == 0 or not prompt:
             raise UsageError("the prompt is empty; type some text")
         if tokens.shape[-1] > self.n_ctx:
             raise IncompatibleError(
@@ -451,11 +452,14 @@ class Engine:
         predictions = self._top_tokens(logits.float(), n_predictions, logits=True)
         clean_predictions = kl = shifts = None
         if interventions:
-            logprobs = logits.float().log_softmax(-1)
-            clean = self._clean_logprobs(tokens, ids)
-            clean_predictions = self._top_tokens(clean, n_predictions)
-            kl = frozen_array((clean.exp() * (clean - logprobs)).sum(-1).clamp_min(0).cpu().numpy(), np.float32)
-            shifts = self._shifts(clean, logprobs, clean_predictions, predictions)
+            clean = self._clean_distribution(tokens, ids, n_predictions)
+            clean_predictions = clean.top
+            # KL(clean ‖ ablated) = Σ p log p (cached) − Σ p · logits + logsumexp(logits): no log-softmax of the
+            # ablated logits over the whole vocabulary, and none of the clean ones after the first.
+            lse = _logsumexp(logits.float())[:, 0]
+            kl_t = clean.neg_entropy - _dot_rows(clean.probs, logits) + lse
+            kl = frozen_array(kl_t.clamp_min(0).cpu().numpy(), np.float32)
+            shifts = self._shifts(clean.probs, logits, lse, clean_predictions, predictions)
         return Analysis(
             model=self.name,
             prompt=prompt,
@@ -488,12 +492,15 @@ class Engine:
         top = self._top_tokens(self._lens_logprobs(stacked), n)
         return LogitLens(at, tuple(top.at(i) for i in range(len(resid))))
 
-    def _clean_logprobs(self, tokens: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
-        if self._clean_cache is not None and self._clean_cache[0] == ids:
+    def _clean_distribution(self, tokens: torch.Tensor, ids: tuple[int, ...], n: int) -> CleanDistribution:
+        """The clean prompt's next-token distribution, what every intervened analysis compares with; cached."""
+        if self._clean_cache is not None and self._clean_cache[0] == (ids, n):
             return self._clean_cache[1]
         logits, _ = self._run(tokens, ())
-        clean = logits.float().log_softmax(-1)
-        self._clean_cache = (ids, clean)
+        logprobs = logits.float().log_softmax(-1)
+        probs = logprobs.exp()
+        clean = CleanDistribution(probs, _dot_rows(probs, logprobs), self._top_tokens(logprobs, n))
+        self._clean_cache = ((ids, n), clean)
         return clean
 
     def _lens_logprobs(self, resid: torch.Tensor) -> torch.Tensor:
@@ -543,19 +550,21 @@ class Engine:
         )
 
     def _shifts(
-        self, clean: torch.Tensor, logprobs: torch.Tensor, clean_top: TopTokens, top: TopTokens
+        self, clean: torch.Tensor, logits: torch.Tensor, lse: torch.Tensor, clean_top: TopTokens, top: TopTokens
     ) -> tuple[tuple[TokenShift, ...], ...]:
-        """Per position: the union of both top lists, with each token's probability before and after."""
+        """Per position: the union of both top lists, with each token's probability before (`clean`
+        probabilities) and after (`logits`, normalised by their `lse`), gathered in one go."""
+        both = torch.from_numpy(np.concatenate([clean_top.ids, top.ids], axis=1)).to(clean.device)
+        before = clean.gather(1, both).cpu().numpy()
+        after = (logits.float().gather(1, both.to(logits.device)) - lse[:, None].to(logits.device)).exp().cpu().numpy()
         out = []
-        for pos in range(clean.shape[0]):
-            ids = list(dict.fromkeys([*clean_top.ids[pos].tolist(), *top.ids[pos].tolist()]))
-            index = torch.tensor(ids, device=clean.device)
-            before = clean[pos, index].exp().cpu().tolist()
-            after = logprobs[pos, index].exp().cpu().tolist()
+        for pos, row in enumerate(both.cpu().numpy().tolist()):
+            order = list(dict.fromkeys(row))  # the clean top list, then what the new one adds
+            first = {i: row.index(i) for i in order}
             out.append(
                 tuple(
-                    TokenShift(s, i, b, a)
-                    for s, i, b, a in zip(self.token_strings(ids), ids, before, after, strict=True)
+                    TokenShift(s, i, float(before[pos, first[i]]), float(after[pos, first[i]]))
+                    for s, i in zip(self.token_strings(order), order, strict=True)
                 )
             )
         return tuple(out)
@@ -816,6 +825,19 @@ def _logsumexp(logits: torch.Tensor, rows: int = 32) -> torch.Tensor:
     """(seq, vocab) -> (seq, 1), a block of positions at a time: the whole at once would hold another
     (seq, vocab) tensor, as large as the logits themselves."""
     return torch.cat([block.logsumexp(-1, keepdim=True) for block in logits.split(rows)])
+
+
+def _dot_rows(a: torch.Tensor, b: torch.Tensor, rows: int = 32) -> torch.Tensor:
+    """(seq, vocab) · (seq, vocab) -> (seq,), a block of positions at a time, like `_logsumexp`."""
+    return torch.cat([(x * y.float()).sum(-1) for x, y in zip(a.split(rows), b.split(rows), strict=True)])
+
+
+class CleanDistribution(NamedTuple):
+    """The clean prompt's next-token distribution, as the intervened analyses of that prompt need it."""
+
+    probs: torch.Tensor  # (seq, vocab)
+    neg_entropy: torch.Tensor  # (seq,): Σ p log p, the first term of every KL from it
+    top: TopTokens
 
 
 def _sparse_columns(dense: torch.Tensor) -> dict[str, NDArray[Any]]:

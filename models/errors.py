@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     INCOMPATIBLE = 4  # things that exist but do not fit together (d_in, hook, context)
     OUT_OF_MEMORY = 5
     NUMERIC = 6  # a run that produced NaN or inf (usually an extreme steer)
+    BAD_FILE = 7  # a file that exists but cannot be used: truncated, corrupt, not UTF-8, wrong shape
     INTERRUPTED = 130
 
 
@@ -75,6 +76,10 @@ class LengthMismatchError(IncompatibleError):
         ]
 
 
+class BadFileError(LenstopError):
+    code = ExitCode.BAD_FILE
+
+
 class CancelledError(LenstopError):
     code = ExitCode.INTERRUPTED
 
@@ -103,6 +108,11 @@ def read_json(path: str | Path, option: str) -> Any:
     if not path.is_file():
         raise NotFoundError(f"{option} {path}: no such file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BadFileError(
+            f"{option} {path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "pass a JSON file saved as UTF-8"
+        ) from None
     except json.JSONDecodeError as err:
-        raise UsageError(f"{option} {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise BadFileError(f"{option} {path}: not valid JSON ({err.msg} at line {err.lineno})") from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenstop.models.errors import UsageError, read_json
+from lenstop.models.errors import BadFileError, read_json
 
 CARDS_FILE = "feature_cards.json.gz"
 LABELS_FILE = "feature_labels.json"  # {"<feature id>": "<label>"}, written with the cards
@@ -150,13 +150,16 @@ def read_labels(path: str | Path) -> tuple[dict[int, str], int | None]:
     if isinstance(data, dict) and "explanations" in data:
         data = data["explanations"]
     if not isinstance(data, list):
-        raise UsageError(f"--labels {path}: expected a list of objects with 'index' and 'description'")
+        raise BadFileError(f"--labels {path}: expected a list of objects with 'index' and 'description'")
     labels: dict[int, str] = {}
     for item in data:
         if isinstance(item, dict) and "index" in item and "description" in item:
-            labels[int(item["index"])] = str(item["description"]).strip()
+            try:
+                labels[int(item["index"])] = str(item["description"]).strip()
+            except (TypeError, ValueError):
+                raise BadFileError(f"--labels {path}: index {item['index']!r} is not a feature number") from None
     if not labels:
-        raise UsageError(f"--labels {path}: no objects with 'index' and 'description' in it")
+        raise BadFileError(f"--labels {path}: no objects with 'index' and 'description' in it")
     layers = {str(item.get("layer", "")).split("-")[0] for item in data if isinstance(item, dict)}
     only = layers.pop() if len(layers) == 1 else ""
     return labels, int(only) if only.isdigit() else None

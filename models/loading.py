@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from lenstop.models import demo
 from lenstop.models.demo import DEMO_NAME
-from lenstop.models.errors import IncompatibleError, LenstopError, NotFoundError, OutOfMemoryError, UsageError
+from lenstop.models.errors import (
+    BadFileError,
+    IncompatibleError,
+    LenstopError,
+    NotFoundError,
+    OutOfMemoryError,
+    UsageError,
+)
 from lenstop.models.hub import cache_first, offline
 
 if TYPE_CHECKING:
@@ -202,6 +209,17 @@ def _explain(name: str, err: Exception) -> None:
         or kind == "UnsupportedArchitectureError"
     ):
         raise IncompatibleError(f"model {name!r}: {text.splitlines()[0]}") from err
+    if kind == "UnpicklingError" or "weights only load failed" in text.lower():
+        raise BadFileError(
+            f"model {name!r}: its weights are a pickle that would run code to load, and lenstop loads only "
+            "tensors; convert the checkpoint to safetensors"
+        ) from err
+    if "safetensor" in kind.lower() or "deserializ" in text.lower() or "incomplete metadata" in text.lower():
+        raise BadFileError(
+            f"model {name!r}: its weights are truncated or corrupt ({text.splitlines()[0]}); re-download them"
+        ) from err
+    if kind == "JSONDecodeError" or (kind == "OSError" and "config.json" in text):
+        raise BadFileError(f"model {name!r}: its config.json cannot be read ({text.splitlines()[0]})") from err
     if "out of memory" in text.lower():
         raise OutOfMemoryError(
             f"out of memory loading {name!r}; try --dtype bfloat16, --n-devices N or --device-map auto"

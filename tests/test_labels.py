@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from lenstop.commands.cli import app
 from lenstop.models.engine import Engine
-from lenstop.models.errors import UsageError
+from lenstop.models.errors import BadFileError, UsageError
 from lenstop.models.feature_cards import read_labels
 
 PROMPT = "def add(first, second):"
@@ -66,8 +66,8 @@ def test_labels_without_a_layer_need_one_when_there_are_several(
 def test_bad_label_files_are_one_line_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(UsageError, match="not valid JSON"):
+    with pytest.raises(BadFileError, match="not valid JSON"):
         read_labels(bad)
     bad.write_text(json.dumps([{"name": "x"}]))
-    with pytest.raises(UsageError, match="index"):
+    with pytest.raises(BadFileError, match="index"):
         read_labels(bad)

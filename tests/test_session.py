@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import UsageError
+from lenstop.models.errors import BadFileError, UsageError
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from lenstop.tui.session import UNDO_DEPTH, Entry, InterventionList, Selection, Session
 
@@ -66,10 +66,16 @@ def test_session_round_trips_through_its_file(tmp_path: Path) -> None:
 def test_a_session_file_from_another_version_or_shape_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text('{"version": 99}')
-    with pytest.raises(UsageError, match="version 99"):
+    with pytest.raises(BadFileError, match="version 99 was written by a newer lenstop"):
+        Session.load(path)
+    path.write_text('{"version": "1"}')
+    with pytest.raises(BadFileError, match="version '1' is not 1"):
         Session.load(path)
     path.write_text("[1, 2]")
-    with pytest.raises(UsageError, match="expected a JSON object"):
+    with pytest.raises(BadFileError, match="expected a JSON object"):
+        Session.load(path)
+    path.write_bytes(b'{"version": 1, "prompt": "\xff"}')
+    with pytest.raises(BadFileError, match="not UTF-8"):
         Session.load(path)
 
 
