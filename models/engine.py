@@ -449,14 +449,14 @@ class Engine:
             if lens
             else ()
         )
-        predictions = self._top_tokens(logits.float(), n_predictions, logits=True)
+        predictions = self._top_tokens(logits, n_predictions, logits=True)  # in the model's dtype: no copy
         clean_predictions = kl = shifts = None
         if interventions:
             clean = self._clean_distribution(tokens, ids, n_predictions)
             clean_predictions = clean.top
             # KL(clean ‖ ablated) = Σ p log p (cached) − Σ p · logits + logsumexp(logits): no log-softmax of the
             # ablated logits over the whole vocabulary, and none of the clean ones after the first.
-            lse = _logsumexp(logits.float())[:, 0]
+            lse = _logsumexp(logits)[:, 0]
             kl_t = clean.neg_entropy - _dot_rows(clean.probs, logits) + lse
             kl = frozen_array(kl_t.clamp_min(0).cpu().numpy(), np.float32)
             shifts = self._shifts(clean.probs, logits, lse, clean_predictions, predictions)
@@ -513,7 +513,7 @@ class Engine:
         """The top `n` at each position of log-probabilities, or of raw `logits` (normalised here, after the
         top-k: a log-softmax over the whole vocabulary at every position costs as much as the top-k itself)."""
         top = logprobs.topk(min(n, logprobs.shape[-1]), dim=-1)
-        values = top.values - _logsumexp(logprobs) if logits else top.values
+        values = top.values.float() - _logsumexp(logprobs) if logits else top.values.float()
         ids = top.indices.cpu().numpy()
         strings = self.token_strings(ids.reshape(-1).tolist())
         width = ids.shape[1]
@@ -822,9 +822,9 @@ _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its 
 
 
 def _logsumexp(logits: torch.Tensor, rows: int = 32) -> torch.Tensor:
-    """(seq, vocab) -> (seq, 1), a block of positions at a time: the whole at once would hold another
-    (seq, vocab) tensor, as large as the logits themselves."""
-    return torch.cat([block.logsumexp(-1, keepdim=True) for block in logits.split(rows)])
+    """(seq, vocab) -> (seq, 1) in float32, a block of positions at a time: the whole at once would hold
+    another (seq, vocab) tensor, as large as the logits themselves (twice, from half precision)."""
+    return torch.cat([block.float().logsumexp(-1, keepdim=True) for block in logits.split(rows)])
 
 
 def _dot_rows(a: torch.Tensor, b: torch.Tensor, rows: int = 32) -> torch.Tensor:
