@@ -373,20 +373,9 @@ class Engine:
             resid_layers=range(self.n_layers) if lens else (),
             from_layer=from_layer,
         )
-        hooks = plan.hooks
-        with self._forward_guard(tokens.shape[-1]):
-            if hooks:
-                with self.hooks(hooks):
-                    logits = self.model(tokens)[0]
-            else:  # nothing to attach: skip the hook bookkeeping, a plain pass
-                logits = self.model(tokens)[0]
-        if interventions and not torch.isfinite(logits).all():
-            raise NumericError(
-                "the interventions made the model's output NaN or infinite ("
-                + "; ".join(i.describe() for i in interventions)
-                + "); use a smaller strength or value"
-            )
-        return logits, plan
+        with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
+            logits = self.model(tokens)[0]
+        return _finite(logits, interventions), plan
 
     def logits(self, prompt: str, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
         """Final logits (seq, vocab) of the prompt under the interventions: for scripts and tests."""
@@ -808,14 +797,18 @@ class Engine:
         past = {} if cache is None else {"past_key_values": cache}
         with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
             logits, cache = self.model(tokens, return_type="logits_and_cache", use_cache=True, **past)
-        logits = logits[0]
-        if interventions and not torch.isfinite(logits).all():
-            raise NumericError(
-                "the interventions made the model's output NaN or infinite ("
-                + "; ".join(i.describe() for i in interventions)
-                + "); use a smaller strength or value"
-            )
-        return logits, cache
+        return _finite(logits[0], interventions), cache
+
+
+def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torch.Tensor:
+    """The logits, unless the interventions made them NaN or infinite: then a one-line error naming them."""
+    if interventions and not torch.isfinite(logits).all():
+        raise NumericError(
+            "the interventions made the model's output NaN or infinite ("
+            + "; ".join(i.describe() for i in interventions)
+            + "); use a smaller strength or value"
+        )
+    return logits
 
 
 _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place
