@@ -371,3 +371,20 @@ async def test_without_a_prompt_the_prompt_has_the_focus() -> None:
         assert str(app.inspector.query_one("#mode", Label).render()).strip() == "EDIT"
         await pilot.press("a")
         assert app.inspector.prompt == "a"
+
+
+async def test_the_lens_shown_belongs_to_the_analysis_shown() -> None:
+    """A new analysis drops the last one's logit lens: if the new lens never comes, none is shown, not a stale one."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.inspector.lens is not None and app.inspector.lens.position == app.inspector.position
+
+        def unavailable(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("no lens")
+
+        engine.logit_lens = unavailable  # type: ignore[method-assign]
+        await pilot.press("a")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+        assert app.inspector.lens is None

@@ -212,6 +212,7 @@ class InspectorScreen(Screen[None]):
         self.info = info
         timing = f" in {loaded.seconds:.1f} s" if self.show_timings else ""
         self.status(f"ready{timing} · {info.device} · {info.dtype}")
+        self.head_roles = None  # a retry may have loaded another model
         self._roles_wanted = True  # after the first analysis, which should not share the CPU with them
         self.run_analysis()
 
@@ -296,6 +297,7 @@ class InspectorScreen(Screen[None]):
         if self.position < 0 or self.position >= n or at_end:
             self.set_reactive(InspectorScreen.position, n - 1)  # follow the end of the prompt while typing there
         self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
+        self.set_reactive(InspectorScreen.lens, None)  # the last one read another analysis: "…" until this one's
         self._draw_selection()
         self._request_lens()
 
