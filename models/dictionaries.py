@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from lenstop.models import demo
 from lenstop.models.demo import DEMO_NAME
-from lenstop.models.errors import BadFileError, IncompatibleError, LenstopError, NotFoundError, UsageError
+from lenstop.models.errors import (
+    BadFileError,
+    IncompatibleError,
+    LenstopError,
+    NotFoundError,
+    UsageError,
+    corrupt_weights,
+)
 from lenstop.models.feature_cards import Cards
 from lenstop.models.hub import cache_first
 from lenstop.models.loading import Processing
@@ -139,7 +146,7 @@ def _unreadable(err: Exception) -> str:
     """What was wrong with a dictionary's files, in words, from what the loaders raised."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     kind = type(err).__name__
-    if "safetensor" in kind.lower() or "header" in text.lower() or "deserializ" in text.lower():
+    if corrupt_weights(err):
         return f"{SAE_WEIGHTS} is truncated or corrupt ({text})"
     if "size mismatch" in str(err) or "state_dict" in text:
         sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]

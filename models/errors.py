@@ -92,6 +92,14 @@ class NumericError(LenstopError):
     code = ExitCode.NUMERIC
 
 
+def corrupt_weights(err: BaseException) -> bool:
+    """Whether safetensors (through whichever loader) found a weights file truncated or corrupt."""
+    text = str(err).lower()
+    return "safetensor" in type(err).__name__.lower() or any(
+        sign in text for sign in ("deserializ", "incomplete metadata")
+    )
+
+
 def describe(err: BaseException) -> str:
     """One line for a user: ours as they are, anything else as its type and its message's first line."""
     if isinstance(err, LenstopError):

@@ -21,6 +21,7 @@ from lenstop.models.errors import (
     NotFoundError,
     OutOfMemoryError,
     UsageError,
+    corrupt_weights,
 )
 from lenstop.models.hub import cache_first, offline
 
@@ -214,7 +215,7 @@ def _explain(name: str, err: Exception) -> None:
             f"model {name!r}: its weights are a pickle that would run code to load, and lenstop loads only "
             "tensors; convert the checkpoint to safetensors"
         ) from err
-    if "safetensor" in kind.lower() or "deserializ" in text.lower() or "incomplete metadata" in text.lower():
+    if corrupt_weights(err):
         raise BadFileError(
             f"model {name!r}: its weights are truncated or corrupt ({text.splitlines()[0]}); re-download them"
         ) from err
