@@ -127,6 +127,9 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
 
     try:
         sae = SAE.load_from_disk(path, device=device, dtype=dtype)
+    except FileNotFoundError as err:
+        missing = Path(err.filename).name if err.filename else SAE_WEIGHTS
+        raise NotFoundError(f"dictionary {path}: {missing} is missing; copy or download the whole directory") from err
     except (OSError, MemoryError, LenstopError):
         raise
     except Exception as err:  # noqa: BLE001 - what SAELens and safetensors raise for a bad file varies

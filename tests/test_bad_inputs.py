@@ -61,6 +61,13 @@ def _cfg_not_json(sae: Path) -> None:
     (sae / "cfg.json").write_text('{"d_in": 32,')
 
 
+def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_saes: Path, tmp_path: Path) -> None:
+    sae = _sae_copy(resid_saes, tmp_path)
+    (sae / "sae_weights.safetensors").unlink()
+    result = CliRunner().invoke(app, ["info", str(tiny_model), "--sae", str(sae), "--device", "cpu"])
+    _one_line(result, ExitCode.NOT_FOUND, str(sae), "sae_weights.safetensors is missing")
+
+
 @pytest.mark.parametrize(
     ("spoil", "words"),
     [
