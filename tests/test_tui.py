@@ -111,22 +111,25 @@ async def test_steer_is_entered_and_nudged() -> None:
         assert "steer L0 #13 +9 all positions" in screen_text(app)
 
 
-async def test_a_failing_run_is_one_line_and_undo_recovers() -> None:
+async def test_a_steer_that_makes_the_output_nan_is_reported_and_rolled_back() -> None:
     engine = FakeEngine(fail_steer_above=50)
     app, _ = make_app(engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await pilot.press("s")
         await pilot.pause()
-        await pilot.press(*"999", "enter")
+        await pilot.press(*"40", "enter")  # a steer that works, kept
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureSteer(0, 13, 40.0),)
+        await pilot.press(*"+" * 11)  # nudged past what the model takes: 51
         await settle(pilot)
         status = str(app.inspector.query_one("#status").render())
-        assert "NaN or infinite" in status and "u undoes" in status
+        assert "NaN or infinite" in status and "rolled back" in status
         assert app.is_running
-        await pilot.press("u")
-        await settle(pilot)
-        assert analyses(engine)[-1][1] == ()
-        assert "error" not in str(app.inspector.query_one("#status").render())
+        steers = [call[1] for call in analyses(engine)]
+        assert steers[-1] == (FeatureSteer(0, 13, 50.0),)  # the run before the bad change, again
+        assert app.inspector.interventions.active == (FeatureSteer(0, 13, 50.0),)
+        assert app.inspector.analysis is not None and app.inspector.analysis.interventions == steers[-1]
 
 
 async def test_knock_out_the_selected_head() -> None:

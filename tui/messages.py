@@ -48,6 +48,7 @@ class AnalysisFinished(Message):
 class AnalysisFailed(Message):
     request: int
     error: str
+    numeric: bool = False  # the run came out NaN or infinite: an intervention too strong
 
 
 @dataclass

@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import NumericError
 from lenstop.models.interventions import (
     Adjustable,
     FeatureAblation,
@@ -145,6 +146,8 @@ class InspectorScreen(Screen[None]):
         self.lens_request = 0
         self._debounce: Timer | None = None
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
+        self._change_request = -1  # the analysis asked for by the last change of the interventions
+        self._rolled_back: str | None = None  # why the last change was rolled back, until its analysis is shown
         self._analysis_seconds: float | None = None
         sel = session.selection
         self.set_reactive(InspectorScreen.prompt, session.prompt)
@@ -268,7 +271,7 @@ class InspectorScreen(Screen[None]):
         try:
             analysis = engine.analyse(prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS, lens=False)
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.post_message(AnalysisFailed(request, failure_text(err)))
+            self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
             return
         self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
 
@@ -285,9 +288,16 @@ class InspectorScreen(Screen[None]):
 
     def on_analysis_failed(self, message: AnalysisFailed) -> None:
         self._after_analysis()
-        if message.request == self.request:
-            hint = " (u undoes the last change)" if self.interventions.entries else ""
-            self.status(message.error + hint, error=True)
+        if message.request != self.request:
+            return
+        undone = self.interventions.undone()
+        if message.numeric and message.request == self._change_request and undone is not None:
+            self._rolled_back = message.error  # said once the analysis without the change is shown
+            self.interventions = undone
+            self._change_request = -1  # a rollback is not rolled back in turn
+            return
+        hint = " (u undoes the last change)" if self.interventions.entries else ""
+        self.status(message.error + hint, error=True)
 
     def watch_analysis(self, previous: Analysis | None, analysis: Analysis | None) -> None:
         if analysis is None:
@@ -296,7 +306,11 @@ class InspectorScreen(Screen[None]):
         at_end = previous is not None and self.position == len(previous.tokens) - 1
         if self.position < 0 or self.position >= n or at_end:
             self.set_reactive(InspectorScreen.position, n - 1)  # follow the end of the prompt while typing there
-        self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
+        if self._rolled_back is not None:
+            self.status(f"rolled back: {self._rolled_back}", error=True)  # first, where a narrow line still shows it
+            self._rolled_back = None
+        else:
+            self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self.set_reactive(InspectorScreen.lens, None)  # the last one read another analysis: "…" until this one's
         self._draw_selection()
         self._request_lens()
@@ -353,6 +367,7 @@ class InspectorScreen(Screen[None]):
         self._draw_features()
         self._draw_heads()
         self.run_analysis()
+        self._change_request = self.request  # a NaN from this analysis rolls the change back
 
     def watch_active_pane(self) -> None:
         self._draw_tabs()
