@@ -410,7 +410,8 @@ class Engine:
 
         # With interventions, the layers before the first they touch read as on the clean prompt: reuse those.
         settings = (ids, top_k, attention, full_attention)
-        reused = self._clean_readings[1] if interventions and self._clean_readings[0] == settings else None
+        known, readings = self._clean_readings  # read once: another thread's analysis may replace it meanwhile
+        reused = readings if interventions and known == settings else None
         start = min((iv.layer for iv in interventions), default=0) if reused is not None else 0
         logits, plan = self._run(
             tokens,
@@ -473,18 +474,20 @@ class Engine:
         at = resolve_position(position, tokens.shape[-1])
         assert at is not None
         key = (tuple(int(i) for i in tokens[0].tolist()), tuple(interventions))
-        if self._lens_cache is None or self._lens_cache[0] != key:
+        cached = self._lens_cache  # read once: another thread's analysis may replace it meanwhile
+        if cached is None or cached[0] != key:
             _, plan = self._run(tokens, interventions, lens=True)
-            self._lens_cache = (key, plan.capture.resid)
-        resid = self._lens_cache[1]
+            cached = self._lens_cache = (key, plan.capture.resid)
+        resid = cached[1]
         stacked = torch.stack([resid[layer][at].to(self._out_device) for layer in sorted(resid)])  # (layers, d_model)
         top = self._top_tokens(self._lens_logprobs(stacked), n)
         return LogitLens(at, tuple(top.at(i) for i in range(len(resid))))
 
     def _clean_distribution(self, tokens: torch.Tensor, ids: tuple[int, ...], n: int) -> CleanDistribution:
         """The clean prompt's next-token distribution, what every intervened analysis compares with; cached."""
-        if self._clean_cache is not None and self._clean_cache[0] == (ids, n):
-            return self._clean_cache[1]
+        cached = self._clean_cache  # read once: another thread may replace it meanwhile
+        if cached is not None and cached[0] == (ids, n):
+            return cached[1]
         logits, _ = self._run(tokens, ())
         logprobs = logits.float().log_softmax(-1)
         probs = logprobs.exp()

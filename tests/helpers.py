@@ -3,7 +3,7 @@
 `build_model` saves a random GPT-2-style model as a local Hugging Face directory
 (config.json, model.safetensors, tokenizer files), the same shape of thing a user
 points lenstop at. `build_sae` saves a random SAE in SAELens's own disk format
-from SAELens's own config classes.
+from SAELens's own config classes. `assert_same_analysis` compares two analyses.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from lenstop.models.results import Analysis
 
 CORPUS = [
     "def add(first, second):\n    return first + second\n",
@@ -129,3 +132,18 @@ def build_sae(
                 param.normal_(0, 1.0 / param.shape[0] ** 0.5)
     sae.save_model(path)
     return path
+
+
+def assert_same_analysis(a: Analysis, b: Analysis) -> None:
+    """Two analyses read the same: tokens, features, predictions, attention and KL."""
+    assert a.tokens == b.tokens
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        np.testing.assert_array_equal(la.top_ids, lb.top_ids)
+        np.testing.assert_allclose(la.top_acts, lb.top_acts, atol=1e-6)
+    np.testing.assert_array_equal(a.predictions.ids, b.predictions.ids)
+    np.testing.assert_allclose(a.predictions.probs, b.predictions.probs, atol=1e-6)
+    for xa, xb in zip(a.attention, b.attention, strict=True):
+        np.testing.assert_allclose(xa.weights, xb.weights, atol=1e-6)
+    if a.kl is not None or b.kl is not None:
+        assert a.kl is not None and b.kl is not None
+        np.testing.assert_allclose(a.kl, b.kl, atol=1e-6)
