@@ -281,6 +281,8 @@ class FakeEngine:
         if max_new_tokens < 1:
             raise UsageError("--max-new-tokens must be at least 1")
         self._check(interventions, len(tokenize(prompt)))
+        if self.delay_s:
+            time.sleep(self.delay_s)
         clean = _continuation(((1, " return"), (2, " +")), max_new_tokens)
         changed = _continuation(((3, " first"), (4, " second")), max_new_tokens) if interventions else None
         return Generation("fake", prompt, clean, changed, tuple(interventions), temperature, seed)

@@ -14,6 +14,7 @@ from lenstop.models.errors import NotFoundError
 from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
 from lenstop.tui.app import LenstopApp
 from lenstop.tui.session import Session
+from lenstop.tui.widgets.effects import ShiftView
 from lenstop.tui.widgets.features import FeatureTable
 
 from fake_engine import FakeEngine, FakeFactory
@@ -391,3 +392,35 @@ async def test_the_lens_shown_belongs_to_the_analysis_shown() -> None:
         await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
         assert app.inspector.lens is None
+
+
+async def test_superseded_analyses_and_generations_never_paint() -> None:
+    """An analysis and a generation run at once, each superseded before it ends: only the latest of each is
+    shown, and each with its own interventions (worker threads cannot be stopped, so their results are ignored)."""
+    engine = FakeEngine(delay_s=0.3)
+    app, _ = make_app(engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = app.inspector
+        painted: list[tuple[object, ...]] = []
+        generated: list[tuple[object, ...]] = []
+        screen.watch(screen, "analysis", lambda a: painted.append(a.interventions), init=False)
+        view = screen.query_one(ShiftView)
+        show = view.show_generation
+
+        def record(generation, busy=""):  # type: ignore[no-untyped-def]
+            if generation is not None:
+                generated.append(generation.interventions)
+            show(generation, busy)
+
+        view.show_generation = record  # type: ignore[method-assign]
+        await pilot.press("g")  # a generation of the clean prompt...
+        await pilot.press("1", "a")  # ...an ablation analysed beside it...
+        await pilot.press("g")  # ...and a generation with the ablation, before either has finished
+        await pilot.press("a")  # the ablation undone: its analysis is superseded too
+        await settle(pilot)
+        await pilot.pause(1.0)
+        await settle(pilot)
+        assert [call[0] for call in engine.calls].count("generate") == 2
+        assert generated == [(FeatureAblation(0, 13),)]
+        assert painted == [()] and screen.analysis is not None and screen.analysis.interventions == ()

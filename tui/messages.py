@@ -53,11 +53,13 @@ class AnalysisFailed(Message):
 
 @dataclass
 class GenerationFinished(Message):
+    request: int
     generation: Generation
 
 
 @dataclass
 class GenerationFailed(Message):
+    request: int
     error: str
 
 

@@ -144,6 +144,7 @@ class InspectorScreen(Screen[None]):
         self.engine: EngineProtocol | None = None
         self.request = 0  # only the latest analysis counts
         self.lens_request = 0
+        self.generation_request = 0
         self._debounce: Timer | None = None
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
         self._change_request = -1  # the analysis asked for by the last change of the interventions
@@ -658,23 +659,28 @@ class InspectorScreen(Screen[None]):
             return
         self.query_one(ShiftView).show_generation(None, "generating…")
         self.active_pane = "effects"
-        self._generate(self.engine, prompt, self.interventions.active)
+        self.generation_request += 1
+        self._generate(self.engine, self.generation_request, prompt, self.interventions.active)
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def _generate(self, engine: EngineProtocol, prompt: str, interventions: tuple[Intervention, ...]) -> None:
+    def _generate(
+        self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...]
+    ) -> None:
         try:
             result = engine.generate(prompt, interventions, max_new_tokens=NEW_TOKENS, temperature=0.0)
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.post_message(GenerationFailed(failure_text(err)))
+            self.post_message(GenerationFailed(request, failure_text(err)))
             return
-        self.post_message(GenerationFinished(result))
+        self.post_message(GenerationFinished(request, result))
 
     def on_generation_finished(self, message: GenerationFinished) -> None:
-        self.query_one(ShiftView).show_generation(message.generation)
+        if message.request == self.generation_request:  # a thread cannot be stopped: a superseded one is ignored
+            self.query_one(ShiftView).show_generation(message.generation)
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
-        self.query_one(ShiftView).show_generation(None)
-        self.status(message.error, error=True)
+        if message.request == self.generation_request:
+            self.query_one(ShiftView).show_generation(None)
+            self.status(message.error, error=True)
 
     def action_card(self) -> None:
         target, lf = self._selected_feature(), self._layer_features()
