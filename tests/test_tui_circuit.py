@@ -51,6 +51,21 @@ async def test_the_circuit_view_explains_the_selected_tokens_prediction() -> Non
         assert shown[0].describe().replace(" ", "") in text.replace(" ", "") or "L" in text
 
 
+async def test_the_circuit_view_says_it_reads_the_clean_model_while_interventions_are_active() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("a")  # an ablation in the inspector
+        await settle(pilot)
+        await open_circuit(pilot, app)
+        assert calls(engine, "attribute")[-1][0] == PROMPT  # the circuit of the model as it is
+        assert "clean model (1 intervention not applied)" in screen_text(app)
+        await pilot.press("escape", "u")  # back, and the ablation undone
+        await settle(pilot)
+        await open_circuit(pilot, app)
+        assert "not applied" not in screen_text(app)
+
+
 async def test_enter_follows_a_node_and_backspace_comes_back() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

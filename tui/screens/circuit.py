@@ -68,12 +68,16 @@ def crumbs_text(path: Sequence[Node], tokens: Sequence[str]) -> str:
     return " › ".join(["metric", *(node_text(n, tokens) for n in path)])
 
 
-def settings_text(attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str) -> str:
+def settings_text(
+    attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str, ignored: int = 0
+) -> str:
+    """How the attribution was made; `ignored` counts the inspector's interventions it does not apply."""
+    clean = f"clean model ({ignored} intervention{'s' if ignored != 1 else ''} not applied) · " if ignored else ""
     baseline = f"corrupted {clip(escape(corrupt), 30)!r}" if corrupt else "zero"
     method = f"integrated gradients ({steps})" if steps else "gradient"
     measured = attribution.correlation if attribution is not None else None
     r = f" · predicted vs real r {measured:.2f}" if measured is not None else ""
-    return f"baseline {baseline} · {method} · showing {kinds}{r}"
+    return f"{clean}baseline {baseline} · {method} · showing {kinds}{r}"
 
 
 def metric_text(attribution: Attribution) -> str:
@@ -201,9 +205,11 @@ class CircuitScreen(Screen[None]):
     circuit: var[Circuit | None] = var(None, init=False)
     patching: var[Patching | None] = var(None, init=False)
 
-    def __init__(self, engine: EngineProtocol, prompt: str, position: int) -> None:
+    def __init__(self, engine: EngineProtocol, prompt: str, position: int, *, ignored: int = 0) -> None:
+        """`ignored`: how many interventions the inspector has active, which circuits (of the model as it is)
+        do not apply; the settings line says so."""
         super().__init__()
-        self.engine, self.prompt = engine, prompt
+        self.engine, self.prompt, self.ignored = engine, prompt, ignored
         self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
         self.patch_error: str | None = None
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
@@ -377,7 +383,10 @@ class CircuitScreen(Screen[None]):
 
     def _draw_settings(self) -> None:
         self.query_one("#settings", Static).update(
-            " " + settings_text(self.attribution, self.corrupt, self.steps, FILTERS[self.filter_index][0])
+            " "
+            + settings_text(
+                self.attribution, self.corrupt, self.steps, FILTERS[self.filter_index][0], ignored=self.ignored
+            )
         )
 
     def watch_circuit(self) -> None:

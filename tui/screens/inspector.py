@@ -651,7 +651,8 @@ class InspectorScreen(Screen[None]):
         """Why this prediction: the circuit view for the selected token's next-token prediction."""
         if self.engine is None or self.analysis is None:
             return
-        self.app.push_screen(CircuitScreen(self.engine, self.analysis.prompt, self.position))
+        ignored = len(self.interventions.active)
+        self.app.push_screen(CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored))
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
