@@ -27,7 +27,7 @@ from lenstop.commands.common import (
 )
 from lenstop.models.circuits.spec import DIRECTIONS, KINDS, NODE_SYNTAX, Metric, NodeKind, parse_node
 from lenstop.models.errors import UsageError
-from lenstop.models.prompts import unescape
+from lenstop.models.prompts import read_prompt, unescape
 
 PositionOpt = Annotated[
     int, typer.Option("--position", help="The prompt position whose prediction is explained; negative from the end.")
@@ -89,7 +89,7 @@ def attribute(
         path = tuple(parse_node(n) for n in follow or ())
         metric = _metric(position, target, wrong)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
-        text = unescape(prompt)
+        text = read_prompt(prompt)
         found = engine.attribute(
             text, metric, corrupt=unescape(corrupt) if corrupt else None, path=path, top=None, steps=steps
         )
@@ -211,7 +211,7 @@ def circuit(
     with user_errors():
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         found = engine.circuit(
-            unescape(prompt),
+            read_prompt(prompt),
             _metric(position, target, wrong),
             corrupt=unescape(corrupt) if corrupt else None,
             steps=steps,

@@ -40,7 +40,12 @@ DeviceMapOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 PromptOpt = Annotated[
-    str, typer.Option("--prompt", "-p", help=r"The text to run; \n and \t are a newline and a tab, \\ a backslash.")
+    str,
+    typer.Option(
+        "--prompt",
+        "-p",
+        help=r"The text to run; \n and \t are a newline and a tab, \\ a backslash. - reads it from stdin (UTF-8).",
+    ),
 ]
 AblateOpt = Annotated[
     list[str] | None, typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
@@ -76,6 +81,9 @@ def user_errors() -> Iterator[None]:
         raise fail(str(err), err.code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", ExitCode.INTERRUPTED) from None
+    except BrokenPipeError:  # `lenstop ... | head` closed the pipe: nobody is left to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as err:  # noqa: BLE001 - the edge of the program

@@ -125,6 +125,7 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
     """One SAELens disk directory."""
     from sae_lens import SAE
 
+    check_field_types(path)
     try:
         sae = SAE.load_from_disk(path, device=device, dtype=dtype)
     except FileNotFoundError as err:
@@ -143,6 +144,47 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
         log_freq = load_file(sparsity_file)["sparsity"]
         declared = float((10 ** log_freq.float()).sum())
     return _from_sae(sae, key=path.name, source=str(path), declared_l0=declared, cards=Cards.beside(path))
+
+
+# The cfg.json fields lenstop relies on, at the top level or under "metadata", and what each must be.
+FIELD_TYPES: dict[str, tuple[type, str]] = {
+    "d_in": (int, "a positive whole number"),
+    "d_sae": (int, "a positive whole number"),
+    "k": (int, "a positive whole number"),
+    "architecture": (str, "a string"),
+    "hook_name": (str, "a string"),
+    "hook_point": (str, "a string"),
+    "dtype": (str, "a string"),
+    "apply_b_dec_to_input": (bool, "true or false"),
+    "prepend_bos": (bool, "true or false"),
+}
+
+
+def check_field_types(path: Path) -> None:
+    """Name a cfg.json field of the wrong type before SAELens trips over it somewhere inside torch."""
+    import json
+
+    try:
+        cfg = json.loads((path / SAE_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # missing or unreadable: SAE.load_from_disk says which, below
+    if not isinstance(cfg, dict):
+        raise BadFileError(f"dictionary {path}: its {SAE_CONFIG} is not a JSON object; fix or re-download it")
+    meta: dict[str, Any] = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
+    places: tuple[tuple[str, dict[str, Any]], ...] = (("", cfg), ("metadata.", meta))
+    for name, (kind, words) in FIELD_TYPES.items():
+        for where, fields in places:
+            if name not in fields or fields[name] is None:
+                continue
+            value = fields[name]
+            good = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            if good and kind is int and value <= 0:
+                good = False
+            if not good:
+                raise BadFileError(
+                    f"dictionary {path}: its {SAE_CONFIG} field {where}{name} is {json.dumps(value)[:40]}, "
+                    f"not {words}; fix or re-download it"
+                )
 
 
 def _unreadable(err: Exception) -> str:

@@ -42,6 +42,8 @@ from lenstop.models.errors import (
     NumericError,
     OutOfMemoryError,
     UsageError,
+    allocation,
+    is_out_of_memory,
 )
 from lenstop.models.feature_cards import FeatureCard, read_labels
 from lenstop.models.hooks import Capture, RunPlan, dictionary_at, resolve_position
@@ -123,16 +125,26 @@ class Engine:
         """
         if model == DEMO_NAME and not saes:
             saes = [DEMO_NAME]
-        with quiet():
-            engine = cls._load(
-                model,
-                saes,
-                device=device,
-                dtype=dtype,
-                n_devices=n_devices,
-                device_map=device_map,
-                say=progress or (lambda _msg: None),
-            )
+        try:
+            with quiet():
+                engine = cls._load(
+                    model,
+                    saes,
+                    device=device,
+                    dtype=dtype,
+                    n_devices=n_devices,
+                    device_map=device_map,
+                    say=progress or (lambda _msg: None),
+                )
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise OutOfMemoryError(
+                f"out of memory loading {model} in {dtype}{allocation(err)}; "
+                "try --dtype bfloat16, --n-devices N or --device-map auto"
+            ) from err
         for spec in labels:
             engine.add_labels(spec)
         return engine
@@ -335,18 +347,17 @@ class Engine:
         with self._lock, torch.set_grad_enabled(grad):
             try:
                 yield
-            except torch.OutOfMemoryError as err:
-                raise self._oom(tokens) from err
-            except RuntimeError as err:
-                if "out of memory" in str(err).lower():
-                    raise self._oom(tokens) from err
+            except RuntimeError as err:  # torch.OutOfMemoryError is one
+                if is_out_of_memory(err):
+                    raise self._oom(tokens, err) from err
                 raise
 
-    def _oom(self, tokens: int) -> OutOfMemoryError:
+    def _oom(self, tokens: int, err: BaseException) -> OutOfMemoryError:
+        """The engine stays usable: what the failed pass allocated is freed with its frames, and the cache here."""
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return OutOfMemoryError(
-            f"out of memory on {self.model.cfg.device} running a {tokens}-token prompt; "
+            f"out of memory on {self.model.cfg.device} running a {tokens}-token prompt{allocation(err)}; "
             "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
         )
 

@@ -100,6 +100,19 @@ def corrupt_weights(err: BaseException) -> bool:
     )
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """torch's OutOfMemoryError, or the RuntimeError some backends (MPS, older CUDA paths) raise instead."""
+    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
+
+
+def allocation(err: BaseException) -> str:
+    """What the allocator was asked for when it failed, as ` (tried to allocate 2.00 GiB)`, or nothing."""
+    import re
+
+    found = re.search(r"tried to allocate ([\d.]+ ?[KMGT]?i?B)", str(err), re.IGNORECASE)
+    return f" (tried to allocate {found.group(1)})" if found else ""
+
+
 def describe(err: BaseException) -> str:
     """One line for a user: ours as they are, anything else as its type and its message's first line."""
     if isinstance(err, LenstopError):

@@ -8,6 +8,7 @@ directory, on one device or split across several with an accelerate device map.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,9 @@ from lenstop.models.errors import (
     NotFoundError,
     OutOfMemoryError,
     UsageError,
+    allocation,
     corrupt_weights,
+    is_out_of_memory,
 )
 from lenstop.models.hub import cache_first, offline
 
@@ -204,6 +207,13 @@ def _explain(name: str, err: Exception) -> None:
         raise NotFoundError(
             f"no model named {name!r} on disk or on the hub; check the name or pass a local directory"
         ) from err
+    if "could not determine supported architecture" in text.lower():
+        found = re.search(r"Config architectures: \[([^\]]*)\]", text)
+        architecture = found.group(1).replace("'", "") if found and found.group(1) else "its architecture"
+        raise IncompatibleError(
+            f"model {name!r}: {architecture} is not an architecture TransformerLens supports; "
+            "pick a supported model (TransformerLens's docs list them) or convert this one"
+        ) from err
     if (
         "not supported" in text.lower()
         or "unsupported architecture" in text.lower()
@@ -221,7 +231,7 @@ def _explain(name: str, err: Exception) -> None:
         ) from err
     if kind == "JSONDecodeError" or (kind == "OSError" and "config.json" in text):
         raise BadFileError(f"model {name!r}: its config.json cannot be read ({text.splitlines()[0]})") from err
-    if "out of memory" in text.lower():
+    if is_out_of_memory(err):
         raise OutOfMemoryError(
-            f"out of memory loading {name!r}; try --dtype bfloat16, --n-devices N or --device-map auto"
+            f"out of memory loading {name!r}{allocation(err)}; try --dtype bfloat16, --n-devices N or --device-map auto"
         ) from err

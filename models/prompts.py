@@ -7,8 +7,12 @@ input box makes them easy to type, so both the CLI and the app read these escape
 from __future__ import annotations
 
 import re
+import sys
+from typing import BinaryIO
 
-from lenstop.models.errors import UsageError
+from lenstop.models.errors import BadFileError, UsageError
+
+STDIN = "-"
 
 _ESCAPE = re.compile(r"\\(\\|n|t)")
 _REPLACE = {"\\": "\\", "n": "\n", "t": "\t"}
@@ -37,3 +41,21 @@ def check_text(prompt: str) -> str:
             "not a character; remove it or write the whole character"
         ) from None
     return prompt
+
+
+def read_prompt(option: str, stdin: BinaryIO | None = None) -> str:
+    """A prompt as given to `--prompt`: escapes read, or, for `-`, standard input taken as it is.
+
+    Standard input must be UTF-8; a single trailing newline (the one `echo` and editors add) is dropped,
+    so `echo 'The cat' | lenstop trace -p -` predicts after "cat", not after a newline."""
+    if option != STDIN:
+        return unescape(option)
+    data = (stdin or sys.stdin.buffer).read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadFileError(
+            f"--prompt -: standard input is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
+            "convert it, e.g. with iconv -t utf-8"
+        ) from None
+    return text.removesuffix("\n").removesuffix("\r")

@@ -61,6 +61,24 @@ def _cfg_not_json(sae: Path) -> None:
     (sae / "cfg.json").write_text('{"d_in": 32,')
 
 
+def _d_sae_a_string(sae: Path) -> None:
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["d_sae"] = str(cfg["d_sae"])
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _hook_a_number(sae: Path) -> None:
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["metadata"]["hook_name"] = 3
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _flag_a_string(sae: Path) -> None:
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["apply_b_dec_to_input"] = "yes"
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+
+
 def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_saes: Path, tmp_path: Path) -> None:
     sae = _sae_copy(resid_saes, tmp_path)
     (sae / "sae_weights.safetensors").unlink()
@@ -76,6 +94,9 @@ def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_s
         (_lacks_d_in, ("d_in",)),
         (_nan, ("W_dec holds 1 NaN or infinite values",)),
         (_cfg_not_json, ("cfg.json",)),
+        (_d_sae_a_string, ('field d_sae is "', "not a positive whole number")),
+        (_hook_a_number, ("field metadata.hook_name is 3, not a string",)),
+        (_flag_a_string, ('field apply_b_dec_to_input is "yes", not true or false',)),
     ],
 )
 def test_a_spoilt_dictionary_is_named_with_what_is_wrong(
@@ -155,3 +176,93 @@ def test_a_truncated_model_is_one_line(tiny_model: Path, tmp_path: Path) -> None
     weights.write_bytes(weights.read_bytes()[:100])
     result = CliRunner().invoke(app, ["info", str(model), "--device", "cpu"])
     _one_line(result, ExitCode.BAD_FILE, "truncated or corrupt")
+
+
+def test_an_architecture_transformerlens_lacks_is_named(tmp_path: Path) -> None:
+    from transformers import CTRLConfig, CTRLLMHeadModel
+
+    from helpers import build_tokenizer
+
+    config = CTRLConfig(vocab_size=320, n_embd=32, n_layer=2, n_head=2, dff=64, n_positions=64)
+    CTRLLMHeadModel(config).save_pretrained(tmp_path / "ctrl")
+    build_tokenizer().save_pretrained(tmp_path / "ctrl")
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "ctrl"), "--device", "cpu"])
+    line = _one_line(result, ExitCode.INCOMPATIBLE, "CTRLLMHeadModel is not an architecture TransformerLens supports")
+    assert len(line) < 300
+
+
+def test_whitespace_is_a_prompt(tiny_model: Path, resid_saes: Path) -> None:
+    """Not an error: newlines and indentation are tokens a researcher may want to study."""
+    result = CliRunner().invoke(app, ["trace", str(tiny_model), "--sae", str(resid_saes), "-p", r" \n\t ", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["prompt"] == " \n\t " and "".join(doc["tokens"][1:]) == " \n\t "
+
+
+def test_a_prompt_from_stdin_is_taken_as_it_is(tiny_model: Path, resid_saes: Path) -> None:
+    text = "def f(x):\\n\treturn x"  # a backslash-n stays two characters: no escapes on stdin
+    result = CliRunner().invoke(
+        app, ["trace", str(tiny_model), "--sae", str(resid_saes), "-p", "-", "--json"], input=(text + "\n").encode()
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["prompt"] == text  # the one trailing newline is dropped
+
+
+@pytest.mark.parametrize(
+    ("data", "where"), [(b"def f(x):\xff\xfe", "0xff at offset 9"), (b"\xc3(", "0xc3 at offset 0")]
+)
+def test_a_prompt_from_stdin_that_is_not_utf8_is_one_line(tiny_model: Path, resid_saes: Path, data, where) -> None:
+    result = CliRunner().invoke(
+        app, ["trace", str(tiny_model), "--sae", str(resid_saes), "-p", "-", "--json"], input=data
+    )
+    _one_line(result, ExitCode.BAD_FILE, "standard input is not UTF-8", where)
+
+
+# ---------------------------------------------------------------- out of memory
+CUDA_OOM = (
+    "CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total capacity of 7.63 GiB of which 1.2 GiB is free."
+)
+
+
+def test_out_of_memory_while_loading_names_the_model_and_the_size(
+    tiny_model: Path, resid_saes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", no_room)
+    result = CliRunner().invoke(app, ["info", str(tiny_model), "--device", "cpu"])
+    _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", str(tiny_model), "tried to allocate 2.50 GiB")
+    monkeypatch.undo()
+
+    from lenstop.models.engine import Engine
+
+    monkeypatch.setattr(Engine, "_attach_dictionaries", no_room)  # moving the dictionaries onto the device
+    result = CliRunner().invoke(app, ["info", str(tiny_model), "--sae", str(resid_saes), "--device", "cpu"])
+    _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", "in float32", "tried to allocate 2.50 GiB")
+
+
+def test_out_of_memory_in_an_analysis_names_the_prompt_and_leaves_the_engine_usable(engine) -> None:
+    from lenstop.models.errors import OutOfMemoryError
+
+    prompt = "def add(first, second): return first + second"
+    before = engine.analyse(prompt)
+    block = next(m for name, m in engine.model.named_modules() if name.endswith("blocks.1"))
+
+    def no_room(*args: object) -> None:
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    handle = block.register_forward_pre_hook(no_room)
+    try:
+        with pytest.raises(OutOfMemoryError) as failed:
+            engine.analyse(prompt + " and more")
+    finally:
+        handle.remove()
+    n_tokens = len(engine.tokenize(prompt + " and more")[0])
+    assert f"running a {n_tokens}-token prompt (tried to allocate 2.50 GiB)" in str(failed.value)
+    assert "\n" not in str(failed.value)
+    from helpers import assert_same_analysis
+
+    assert_same_analysis(engine.analyse(prompt), before)

@@ -10,7 +10,7 @@ import pytest
 from textual.widgets import Input, Label, Static
 
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import NotFoundError
+from lenstop.models.errors import NotFoundError, OutOfMemoryError
 from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
 from lenstop.tui.app import LenstopApp
 from lenstop.tui.session import Session
@@ -424,3 +424,39 @@ async def test_superseded_analyses_and_generations_never_paint() -> None:
         assert [call[0] for call in engine.calls].count("generate") == 2
         assert generated == [(FeatureAblation(0, 13),)]
         assert painted == [()] and screen.analysis is not None and screen.analysis.interventions == ()
+
+
+class _SmallMemoryEngine(FakeEngine):
+    """Runs out of memory on prompts longer than `room` characters, as a GPU does on long prompts."""
+
+    room = 60
+
+    def analyse(self, prompt: str, *args: object, **kwargs: object):  # type: ignore[override]
+        if len(prompt) > self.room:
+            raise OutOfMemoryError(
+                f"out of memory on cuda running a {len(prompt)}-token prompt (tried to allocate 2.50 GiB); "
+                "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
+            )
+        return super().analyse(prompt, *args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_out_of_memory_is_a_status_line_and_a_shorter_prompt_works() -> None:
+    app, engine = make_app(engine=_SmallMemoryEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        shown = app.inspector.analysis
+        assert shown is not None and shown.prompt == PROMPT
+        await pilot.press("slash", *" and then some more text", "enter")
+        await settle(pilot)
+        await pilot.pause(0.3)
+        await settle(pilot)
+        assert app.is_running
+        shot = screen_text(app)
+        assert "out of memory on cuda running a" in shot and "tried to allocate 2.50 GiB" in shot
+        assert "Traceback" not in shot
+        await pilot.press("escape", "slash", *["backspace"] * 30, "enter")
+        await settle(pilot)
+        await pilot.pause(0.3)
+        await settle(pilot)
+        assert app.inspector.analysis is not None and app.inspector.analysis.prompt == app.inspector.prompt
+        assert len(app.inspector.prompt) < _SmallMemoryEngine.room and "out of memory" not in screen_text(app)
