@@ -7,9 +7,10 @@ SAELens are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -35,7 +36,10 @@ from lenstop.commands.common import (
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import ExitCode, LenstopError
 from lenstop.models.interventions import parse_all
-from lenstop.models.prompts import unescape
+from lenstop.models.prompts import read_prompt
+
+if TYPE_CHECKING:
+    from lenstop.tui.app import LenstopApp  # imported when the app opens: it is the slow part of starting
 
 COMMANDS = ("trace", "generate", "info", "card", "attribute", "patch", "heads", "circuit", "inspect")
 ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
@@ -97,7 +101,7 @@ def trace(
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
-        analysis = engine.analyse(unescape(prompt), interventions, top_k=top_k, n_predictions=n_predictions)
+        analysis = engine.analyse(read_prompt(prompt), interventions, top_k=top_k, n_predictions=n_predictions)
         if as_json:
             print_json(analysis.to_json())
         else:
@@ -129,7 +133,7 @@ def generate(
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map)
         result = engine.generate(
-            unescape(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
+            read_prompt(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
         )
         if as_json:
             print_json(result.to_json())
@@ -223,7 +227,24 @@ def inspect(
         if prompt is not None:
             state.prompt = prompt
         spec = EngineSpec(state.model, tuple(state.saes), device, dtype, n_devices, device_map, tuple(state.labels))
-        LenstopApp(spec, session=state, session_path=session).run()
+        code = run_app(LenstopApp(spec, session=state, session_path=session))
+        if code:
+            raise typer.Exit(code)
+
+
+def run_app(app: LenstopApp) -> int:
+    """Run the app in the terminal; when it quits with a load or generation still running, end the process now.
+
+    The terminal is restored by then, and the work is nobody's to see; but Python would wait for its
+    thread at exit, which for a large model's load means minutes of a terminal that does not answer."""
+    code = app.run_in_terminal()
+    if app.work_threads.busy:
+        if code == ExitCode.INTERRUPTED:
+            typer.echo("lenstop: interrupted; the work in progress was abandoned", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 for command in (circuits.attribute, circuits.patch, circuits.heads, circuits.circuit):

@@ -6,16 +6,21 @@ the inspector itself. Nothing here imports torch.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
 from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import ExitCode
 from lenstop.models.files import write_atomically
 from lenstop.tui.messages import EngineLoaded
 from lenstop.tui.screens.inspector import InspectorScreen
@@ -23,6 +28,40 @@ from lenstop.tui.screens.loading import EngineFactory, LoadingScreen, load_engin
 from lenstop.tui.session import Session
 
 KEYMAP_FILE = Path("~/.config/lenstop/keys.json").expanduser()
+T = TypeVar("T")
+
+
+class WorkThreads(ThreadPoolExecutor):
+    """The threads the app's workers run on, counted, so that quitting can tell whether work is still running.
+
+    A thread cannot be stopped, and both asyncio and Python's exit wait for it: without this,
+    ctrl+c during a minutes-long load would leave the terminal hanging until the load ended.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="lenstop-worker")
+        self._running = 0
+        self._count = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._count:
+            self._running += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: object) -> None:
+        with self._count:
+            self._running -= 1
+
+    @property
+    def busy(self) -> bool:
+        """A load, analysis or generation is running (or queued) that nobody has waited for."""
+        return self._running > 0
 
 
 class LenstopApp(App[None]):
@@ -30,7 +69,7 @@ class LenstopApp(App[None]):
     CSS_PATH = "lenstop.tcss"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
-        Binding("ctrl+c", "quit", "quit", show=False, priority=True, id="interrupt"),
+        Binding("ctrl+c", "interrupt", "quit", show=False, priority=True, id="interrupt"),
         Binding("ctrl+s", "save_svg", "save SVG", show=False, id="screenshot"),
     ]
 
@@ -49,7 +88,30 @@ class LenstopApp(App[None]):
         self.factory = factory
         session = session or Session(model=spec.model, saes=list(spec.saes), labels=list(spec.labels))
         self.inspector = InspectorScreen(session, spec, session_path=session_path, show_timings=show_timings)
+        self.work_threads = WorkThreads()
         self._load_keymap()
+
+    def run_in_terminal(self) -> int:
+        """Run until the user quits, and return the exit status; return at once even if work is still running.
+
+        The workers' threads are `work_threads`, not asyncio's default executor, whose shutdown
+        would wait for them. When `work_threads.busy` afterwards, the caller ends the process
+        with os._exit: the terminal is restored and nothing is left that anyone will see.
+        """
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(self.work_threads)
+        try:
+            self.run(loop=loop)
+        finally:
+            if not self.work_threads.busy:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                self.work_threads.shutdown()
+                loop.close()
+        return self.return_code or 0
+
+    def action_interrupt(self) -> None:
+        """ctrl+c quits at once, mid-load and mid-generation included; status 130 says work was abandoned."""
+        self.exit(return_code=int(ExitCode.INTERRUPTED) if self.work_threads.busy else 0)
 
     def get_default_screen(self) -> Screen[None]:
         return self.inspector
