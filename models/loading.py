@@ -229,6 +229,9 @@ def _explain(name: str, err: Exception) -> None:
         raise BadFileError(
             f"model {name!r}: its weights are truncated or corrupt ({text.splitlines()[0]}); re-download them"
         ) from err
+    if kind == "StrictDataclassFieldValidationError" or "validation error for field" in text.lower():
+        why = " ".join(line.strip() for line in text.splitlines()[1:2]) or text.splitlines()[0]
+        raise BadFileError(f"model {name!r}: its config.json has a field of the wrong type ({why})") from err
     if kind == "JSONDecodeError" or (kind == "OSError" and "config.json" in text):
         raise BadFileError(f"model {name!r}: its config.json cannot be read ({text.splitlines()[0]})") from err
     if is_out_of_memory(err):

@@ -170,6 +170,29 @@ def test_a_pickle_in_place_of_weights_runs_no_code(tiny_model: Path, resid_saes:
     assert not marker.exists(), "a file ran code while loading"
 
 
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ('{"model_type": "gpt2",', ("config.json cannot be read",)),
+        ('{"model_type": "gpt2", "n_layer": "three"}', ("config.json has a field of the wrong type", "n_layer")),
+    ],
+)
+def test_a_model_config_that_cannot_be_used_is_one_line(tiny_model: Path, tmp_path: Path, config, words) -> None:
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    (model / "config.json").write_text(config)
+    result = CliRunner().invoke(app, ["info", str(model), "--device", "cpu"])
+    _one_line(result, ExitCode.BAD_FILE, str(model), *words)
+
+
+def test_a_corrupt_session_file_is_one_line_and_left_as_it_was(tmp_path: Path) -> None:
+    session = tmp_path / "lenstop-session.json"
+    session.write_bytes(b'{"version": 1, "prompt": "def f(x):", "interventions": [')
+    before = session.read_bytes()
+    result = CliRunner().invoke(app, ["inspect", "demo", "--session", str(session), "--device", "cpu"])
+    _one_line(result, ExitCode.BAD_FILE, "--session", "not valid JSON")
+    assert session.read_bytes() == before
+
+
 def test_a_truncated_model_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
     model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
     (weights,) = model.glob("*.safetensors")
