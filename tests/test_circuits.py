@@ -165,7 +165,7 @@ def test_attributions_equal_autograd_through_hand_written_hooks(engine: Engine, 
     for layer in (0, 1):
         attr = hand.feats[layer].grad * hand.feats[layer]
         for pos, feature in (hand.feats[layer] != 0).nonzero().tolist():
-            expected = float(attr[pos, feature])
+            expected = float(attr[pos, feature].detach())
             assert by_node.get(Node("feature", layer, pos, feature=feature), 0.0) == pytest.approx(expected, abs=1e-5)
             checked["feature"] += 1
         err = (hand.errors[layer].grad * hand.errors[layer]).sum(-1)
