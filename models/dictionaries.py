@@ -27,6 +27,7 @@ from lenstop.models.errors import (
     NotFoundError,
     UsageError,
     corrupt_weights,
+    is_out_of_memory,
 )
 from lenstop.models.feature_cards import Cards
 from lenstop.models.hub import cache_first
@@ -134,6 +135,8 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
     except (OSError, MemoryError, LenstopError):
         raise
     except Exception as err:  # noqa: BLE001 - what SAELens and safetensors raise for a bad file varies
+        if is_out_of_memory(err):
+            raise  # Engine.load names it, with the size
         raise BadFileError(f"dictionary {path}: {_unreadable(err)}; fix or re-download it") from err
     check_finite(sae, str(path))
     declared = _topk_l0(sae)

@@ -109,8 +109,14 @@ def allocation(err: BaseException) -> str:
     """What the allocator was asked for when it failed, as ` (tried to allocate 2.00 GiB)`, or nothing."""
     import re
 
-    found = re.search(r"tried to allocate ([\d.]+ ?[KMGT]?i?B)", str(err), re.IGNORECASE)
-    return f" (tried to allocate {found.group(1)})" if found else ""
+    text = str(err)
+    found = re.search(r"tried to allocate (\d+(?:\.\d+)? ?[KMGT]i?B)\b", text, re.IGNORECASE)
+    if found:
+        return f" (tried to allocate {found.group(1)})"
+    found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)  # the CPU allocator's wording
+    if found:
+        return f" (tried to allocate {int(found.group(1)) / 2**30:.2f} GiB)"
+    return ""
 
 
 def describe(err: BaseException) -> str:
