@@ -100,8 +100,9 @@ def trace(
     """Run a prompt and show each token's top features per layer and the predictions."""
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
+        text = read_prompt(prompt)  # before the load: a bad stdin is said at once, not after minutes
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
-        analysis = engine.analyse(read_prompt(prompt), interventions, top_k=top_k, n_predictions=n_predictions)
+        analysis = engine.analyse(text, interventions, top_k=top_k, n_predictions=n_predictions)
         if as_json:
             print_json(analysis.to_json())
         else:
@@ -131,10 +132,9 @@ def generate(
     """Continue a prompt, clean and with the interventions, side by side."""
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
+        text = read_prompt(prompt)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map)
-        result = engine.generate(
-            read_prompt(prompt), interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-        )
+        result = engine.generate(text, interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         if as_json:
             print_json(result.to_json())
         else:
@@ -237,13 +237,16 @@ def run_app(app: LenstopApp) -> int:
 
     The terminal is restored by then, and the work is nobody's to see; but Python would wait for its
     thread at exit, which for a large model's load means minutes of a terminal that does not answer."""
-    code = app.run_in_terminal()
-    if app.work_threads.busy:
-        if code == ExitCode.INTERRUPTED:
-            typer.echo("lenstop: interrupted; the work in progress was abandoned", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    code = int(ExitCode.INTERRUPTED)  # unless the app says otherwise: a SIGINT may end it from outside
+    try:
+        code = app.run_in_terminal()
+    finally:
+        if app.work_threads.busy:
+            if code == ExitCode.INTERRUPTED:
+                typer.echo("lenstop: interrupted; the work in progress was abandoned", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     return code
 
 

@@ -7,11 +7,13 @@ the inspector itself. Nothing here imports torch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,10 +31,12 @@ from lenstop.tui.session import Session
 
 KEYMAP_FILE = Path("~/.config/lenstop/keys.json").expanduser()
 T = TypeVar("T")
+BACKGROUND_WORK = {"head-roles"}  # worker groups doing what nobody asked for: quitting during them abandons nothing
+SETTLE_S = 0.5  # how long quitting waits for running work (a cache write, say) before abandoning it
 
 
 class WorkThreads(ThreadPoolExecutor):
-    """The threads the app's workers run on, counted, so that quitting can tell whether work is still running.
+    """The threads the app's workers run on, tracked, so that quitting can tell whether work is still running.
 
     A thread cannot be stopped, and both asyncio and Python's exit wait for it: without this,
     ctrl+c during a minutes-long load would leave the terminal hanging until the load ended.
@@ -40,28 +44,31 @@ class WorkThreads(ThreadPoolExecutor):
 
     def __init__(self) -> None:
         super().__init__(thread_name_prefix="lenstop-worker")
-        self._running = 0
-        self._count = threading.Lock()
+        self._pending: set[Future[Any]] = set()
+        self._guard = threading.Lock()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        with self._count:
-            self._running += 1
-        try:
-            future = super().submit(fn, *args, **kwargs)
-        except BaseException:
-            self._finished(None)
-            raise
+        future = super().submit(fn, *args, **kwargs)
+        with self._guard:
+            self._pending.add(future)
         future.add_done_callback(self._finished)
         return future
 
-    def _finished(self, _future: object) -> None:
-        with self._count:
-            self._running -= 1
+    def _finished(self, future: Future[Any]) -> None:
+        with self._guard:
+            self._pending.discard(future)
 
     @property
     def busy(self) -> bool:
         """A load, analysis or generation is running (or queued) that nobody has waited for."""
-        return self._running > 0
+        with self._guard:
+            return bool(self._pending)
+
+    def settle(self, timeout_s: float) -> bool:
+        """Give what is running `timeout_s` to end (a cache being written, say); True if nothing is left."""
+        with self._guard:
+            pending = list(self._pending)
+        return not wait(pending, timeout=timeout_s).not_done
 
 
 class LenstopApp(App[None]):
@@ -100,10 +107,15 @@ class LenstopApp(App[None]):
         """
         loop = asyncio.new_event_loop()
         loop.set_default_executor(self.work_threads)
+        # A signal from outside (kill, or ctrl+c where the terminal is not raw) ends the app as `q` does,
+        # so the terminal is restored; left to Python, SIGINT would stop the loop where it stands.
+        for number, code in ((signal.SIGINT, ExitCode.INTERRUPTED), (signal.SIGTERM, 128 + signal.SIGTERM)):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not Unix, or not main thread
+                loop.add_signal_handler(number, self.exit, None, int(code))
         try:
             self.run(loop=loop)
         finally:
-            if not self.work_threads.busy:
+            if self.work_threads.settle(SETTLE_S):
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 self.work_threads.shutdown()
                 loop.close()
@@ -111,7 +123,8 @@ class LenstopApp(App[None]):
 
     def action_interrupt(self) -> None:
         """ctrl+c quits at once, mid-load and mid-generation included; status 130 says work was abandoned."""
-        self.exit(return_code=int(ExitCode.INTERRUPTED) if self.work_threads.busy else 0)
+        asked_for = [w for w in self.workers if not w.is_finished and w.group not in BACKGROUND_WORK]
+        self.exit(return_code=int(ExitCode.INTERRUPTED) if asked_for else 0)
 
     def get_default_screen(self) -> Screen[None]:
         return self.inspector
