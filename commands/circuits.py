@@ -88,8 +88,8 @@ def attribute(
         shown = _kinds(kinds)
         path = tuple(parse_node(n) for n in follow or ())
         metric = _metric(position, target, wrong)
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         text = read_prompt(prompt)
+        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         found = engine.attribute(
             text, metric, corrupt=unescape(corrupt) if corrupt else None, path=path, top=None, steps=steps
         )
@@ -209,9 +209,10 @@ def circuit(
 ) -> None:
     """The circuit behind a prediction, as a graph circuit-tracer's and Neuronpedia's viewers read (--json, --out)."""
     with user_errors():
+        text = read_prompt(prompt)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         found = engine.circuit(
-            read_prompt(prompt),
+            text,
             _metric(position, target, wrong),
             corrupt=unescape(corrupt) if corrupt else None,
             steps=steps,

@@ -81,8 +81,10 @@ def user_errors() -> Iterator[None]:
         raise fail(str(err), err.code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", ExitCode.INTERRUPTED) from None
-    except BrokenPipeError:  # `lenstop ... | head` closed the pipe: nobody is left to tell
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError as err:
+        if not _stdout_closed():  # some other pipe or socket: a failure like any other
+            raise fail(describe(err), ExitCode.FAILED) from None
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # `lenstop ... | head`: nobody to tell
         raise typer.Exit(0) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -90,6 +92,18 @@ def user_errors() -> Iterator[None]:
         if os.environ.get("LENSTOP_DEBUG"):
             raise
         raise fail(f"{describe(err)} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
+
+
+def _stdout_closed() -> bool:
+    """Whether whoever read our stdout has gone (poll reports an error on a pipe whose reader closed)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _fd, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll here, or stdout is not a file
+        return False
 
 
 def progress_line(enabled: bool) -> Callable[[str], None] | None:

@@ -52,10 +52,10 @@ def read_prompt(option: str, stdin: BinaryIO | None = None) -> str:
         return unescape(option)
     data = (stdin or sys.stdin.buffer).read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark some editors write is not part of the prompt
     except UnicodeDecodeError as err:
         raise BadFileError(
             f"--prompt -: standard input is not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
             "convert it, e.g. with iconv -t utf-8"
         ) from None
-    return text.removesuffix("\n").removesuffix("\r")
+    return text.removesuffix("\r\n") if text.endswith("\r\n") else text.removesuffix("\n")

@@ -193,6 +193,24 @@ def test_a_corrupt_session_file_is_one_line_and_left_as_it_was(tmp_path: Path) -
     assert session.read_bytes() == before
 
 
+def test_a_name_the_hub_does_not_know_is_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With network, the hub's answer for an unknown repository (here as transformers words it) is one line."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from lenstop.models import loading
+
+    def unknown(*args: object, **kwargs: object) -> None:
+        raise OSError(
+            "someone/no-such-model is not a local folder and is not a valid model identifier listed on "
+            "'https://huggingface.co/models'\nIf this is a private repository, make sure to pass a token"
+        )
+
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", unknown)
+    monkeypatch.setattr(loading, "cache_first", lambda what, load: load())  # as when the hub answers
+    result = CliRunner().invoke(app, ["info", "someone/no-such-model", "--device", "cpu"])
+    _one_line(result, ExitCode.NOT_FOUND, "no model named 'someone/no-such-model' on disk or on the hub")
+
+
 def test_a_truncated_model_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
     model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
     (weights,) = model.glob("*.safetensors")
@@ -222,6 +240,18 @@ def test_whitespace_is_a_prompt(tiny_model: Path, resid_saes: Path) -> None:
     assert doc["prompt"] == " \n\t " and "".join(doc["tokens"][1:]) == " \n\t "
 
 
+@pytest.mark.parametrize(
+    ("data", "prompt"),
+    [(b"a\r\n", "a"), (b"a\n\n", "a\n"), (b"a\r", "a\r"), (b"\xef\xbb\xbfa\n", "a"), (b" \n", " ")],
+)
+def test_stdin_loses_one_line_ending_and_a_byte_order_mark(data: bytes, prompt: str) -> None:
+    import io
+
+    from lenstop.models.prompts import read_prompt
+
+    assert read_prompt("-", io.BytesIO(data)) == prompt
+
+
 def test_a_prompt_from_stdin_is_taken_as_it_is(tiny_model: Path, resid_saes: Path) -> None:
     text = "def f(x):\\n\treturn x"  # a backslash-n stays two characters: no escapes on stdin
     result = CliRunner().invoke(
@@ -247,24 +277,64 @@ CUDA_OOM = (
 )
 
 
+def _no_room(*args: object, **kwargs: object) -> None:
+    raise torch.OutOfMemoryError(CUDA_OOM)
+
+
 def test_out_of_memory_while_loading_names_the_model_and_the_size(
     tiny_model: Path, resid_saes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from transformer_lens.model_bridge import TransformerBridge
 
-    def no_room(*args: object, **kwargs: object) -> None:
-        raise torch.OutOfMemoryError(CUDA_OOM)
-
-    monkeypatch.setattr(TransformerBridge, "boot_transformers", no_room)
+    monkeypatch.setattr(TransformerBridge, "boot_transformers", _no_room)
     result = CliRunner().invoke(app, ["info", str(tiny_model), "--device", "cpu"])
     _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", str(tiny_model), "tried to allocate 2.50 GiB")
     monkeypatch.undo()
 
     from lenstop.models.engine import Engine
 
-    monkeypatch.setattr(Engine, "_attach_dictionaries", no_room)  # moving the dictionaries onto the device
+    monkeypatch.setattr(Engine, "_attach_dictionaries", _no_room)  # moving the dictionaries onto the device
     result = CliRunner().invoke(app, ["info", str(tiny_model), "--sae", str(resid_saes), "--device", "cpu"])
     _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", "in float32", "tried to allocate 2.50 GiB")
+
+
+def test_out_of_memory_loading_a_dictionary_is_not_called_a_bad_file(
+    tiny_model: Path, resid_saes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sae_lens import SAE
+
+    monkeypatch.setattr(SAE, "load_from_disk", _no_room)
+    result = CliRunner().invoke(app, ["info", str(tiny_model), "--sae", str(resid_saes), "--device", "cpu"])
+    _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", "tried to allocate 2.50 GiB")
+
+
+def test_the_cpu_allocators_wording_gives_the_size_too() -> None:
+    from lenstop.models.errors import allocation
+
+    cpu = RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 3221225472 bytes.")
+    assert allocation(cpu) == " (tried to allocate 3.00 GiB)"
+    assert allocation(RuntimeError(CUDA_OOM)) == " (tried to allocate 2.50 GiB)"
+    assert allocation(RuntimeError("out of memory")) == ""
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`lenstop trace ... --json | head -c 10`: the rest has nowhere to go, and nothing is wrong."""
+    import subprocess
+    import sys
+
+    prompt = "def f(x):\\n    return x " * 12  # about 120 KB of JSON: more than a pipe holds
+    lenstop = str(Path(sys.executable).parent / "lenstop")
+    process = subprocess.Popen(
+        [lenstop, "trace", "demo", "--json", "-p", prompt, "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(10) == b'{"model": '
+    process.stdout.close()
+    assert process.wait(timeout=300) == 0
+    assert process.stderr.read() == b""
 
 
 def test_out_of_memory_in_an_analysis_names_the_prompt_and_leaves_the_engine_usable(engine) -> None:
@@ -274,10 +344,7 @@ def test_out_of_memory_in_an_analysis_names_the_prompt_and_leaves_the_engine_usa
     before = engine.analyse(prompt)
     block = next(m for name, m in engine.model.named_modules() if name.endswith("blocks.1"))
 
-    def no_room(*args: object) -> None:
-        raise torch.OutOfMemoryError(CUDA_OOM)
-
-    handle = block.register_forward_pre_hook(no_room)
+    handle = block.register_forward_pre_hook(_no_room)
     try:
         with pytest.raises(OutOfMemoryError) as failed:
             engine.analyse(prompt + " and more")

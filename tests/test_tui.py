@@ -460,3 +460,11 @@ async def test_out_of_memory_is_a_status_line_and_a_shorter_prompt_works() -> No
         await settle(pilot)
         assert app.inspector.analysis is not None and app.inspector.analysis.prompt == app.inspector.prompt
         assert len(app.inspector.prompt) < _SmallMemoryEngine.room and "out of memory" not in screen_text(app)
+
+
+async def test_whitespace_is_a_prompt_in_the_app_too() -> None:
+    app, engine = make_app(prompt=r"\n\n    ")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert analyses(engine)[-1][0] == "\n\n    "
+        assert app.inspector.analysis is not None and "type a prompt" not in screen_text(app)

@@ -257,7 +257,7 @@ class InspectorScreen(Screen[None]):
             return
         self.request += 1
         prompt = unescape(self.prompt)
-        if not prompt.strip():
+        if not prompt:  # whitespace is a prompt (newlines and indentation are tokens), nothing is not
             self.status("type a prompt")
             self._after_analysis()
             return
@@ -656,7 +656,7 @@ class InspectorScreen(Screen[None]):
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
-        if self.engine is None or not prompt.strip():
+        if self.engine is None or not prompt:
             return
         self.query_one(ShiftView).show_generation(None, "generating…")
         self.active_pane = "effects"
