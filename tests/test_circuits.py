@@ -216,7 +216,7 @@ def test_a_corrupted_baseline_uses_the_difference_of_values(engine: Engine, hf: 
     by_node = {s.node: s.attribution for s in found.nodes}
     attr = hand.feats[1].grad * (hand.feats[1] - corrupt.feats[1])
     for pos, feature in ((hand.feats[1] != 0) | (corrupt.feats[1] != 0)).nonzero().tolist()[:40]:
-        expected = float(attr[pos, feature])
+        expected = float(attr[pos, feature].detach())
         assert by_node.get(Node("feature", 1, pos, feature=feature), 0.0) == pytest.approx(expected, abs=1e-5)
     assert found.corrupt_prompt == CORRUPT and found.to_json()["baseline"] == "corrupt"
 
@@ -325,13 +325,13 @@ def test_a_features_upstream_is_its_activations_gradient(engine: Engine, hf: Any
     hand = HandSplice(hf, saes, _tokens(engine))
     with torch.enable_grad():
         activation = saes[1].encode(hand.inputs[1])[target.position, target.feature]
-    assert up.target_value == pytest.approx(float(activation), abs=1e-5)
+    assert up.target_value == pytest.approx(float(activation.detach()), abs=1e-5)
     activation.backward()
     attr = hand.feats[0].grad * hand.feats[0]
     by_node = {s.node: s.attribution for s in up.nodes}
     for pos, feature in (hand.feats[0] != 0).nonzero().tolist():
         assert by_node.get(Node("feature", 0, pos, feature=feature), 0.0) == pytest.approx(
-            float(attr[pos, feature]), abs=1e-5
+            float(attr[pos, feature].detach()), abs=1e-5
         )
     assert all(s.node.position is None or s.node.position <= target.position for s in up.nodes)  # causal
     assert not any(s.node.layer == 1 and s.node.kind in ("feature", "error") for s in up.nodes)  # nothing downstream
