@@ -368,6 +368,7 @@ class Engine:
         *,
         prompt_len: int | None = None,
         capture_features: bool = False,
+        top_k: int = 10,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
         lens: bool = False,
         from_layer: int = 0,
@@ -380,6 +381,7 @@ class Engine:
             n_heads=self.n_heads,
             prompt_len=prompt_len or tokens.shape[-1],
             capture_features=capture_features,
+            top_k=top_k,
             on_attention=on_attention,
             resid_layers=range(self.n_layers) if lens else (),
             from_layer=from_layer,
@@ -428,6 +430,7 @@ class Engine:
             tokens,
             interventions,
             capture_features=True,
+            top_k=top_k,
             on_attention=on_attention if attention else None,
             lens=True,
             from_layer=start,
@@ -438,7 +441,7 @@ class Engine:
         layers = tuple(
             reused[0][i]
             if reused is not None and d.layer < start
-            else self._layer_features(d, cap, top_k, named.get(d.layer, set()))
+            else self._layer_features(d, cap, named.get(d.layer, set()))
             for i, d in enumerate(self.dictionaries)
         )
         if reused is not None:
@@ -526,27 +529,23 @@ class Engine:
             strings=tuple(tuple(strings[r * width : (r + 1) * width]) for r in range(ids.shape[0])),
         )
 
-    def _layer_features(self, d: Dictionary, cap: Capture, top_k: int, named: set[int]) -> LayerFeatures:
+    def _layer_features(self, d: Dictionary, cap: Capture, named: set[int]) -> LayerFeatures:
         """The dictionary's top features; `named` are features the interventions name, labelled even when inactive."""
-        feats = cap.features[d.key].float()
-        k = min(top_k, feats.shape[-1])
-        top = feats.topk(k, dim=-1)
-        top_acts = top.values.clamp_min(0)
-        active_ids = top.indices[top_acts > 0]
-        union = torch.unique(active_ids)
+        reading = cap.features[d.key]  # reduced to the top `top_k` in the pass (see hooks.FeatureReading)
+        union = reading.union
         error = cap.error_norm[d.key].float()
         norm = cap.input_norm[d.key].float()
         return LayerFeatures(
             layer=d.layer,
             hook=d.hook_in,
             dictionary=d.key,
-            top_ids=frozen_array(top.indices.cpu().numpy(), np.int64),
-            top_acts=frozen_array(top_acts.cpu().numpy(), np.float32),
+            top_ids=frozen_array(reading.top_ids.cpu().numpy(), np.int64),
+            top_acts=frozen_array(reading.top_values.cpu().numpy(), np.float32),
             union_ids=frozen_array(union.cpu().numpy(), np.int64),
-            **_sparse_columns(feats[:, union]),
+            **_sparse_columns(reading.columns),
             error_norm=frozen_array(error.cpu().numpy(), np.float32),
             relative_error=frozen_array((error / norm.clamp_min(1e-12)).cpu().numpy(), np.float32),
-            l0=frozen_array((feats > 0).sum(-1).cpu().numpy(), np.int64),
+            l0=frozen_array(reading.l0.cpu().numpy(), np.int64),
             labels=MappingProxyType(
                 {i: label for i in sorted({*union.tolist(), *named}) if (label := d.cards.label(i))}
             ),

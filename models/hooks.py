@@ -44,11 +44,34 @@ def resolve_position(position: int | None, prompt_len: int) -> int | None:
     return resolved
 
 
+@dataclass(frozen=True)
+class FeatureReading:
+    """One dictionary's features over the prompt, reduced inside its hook to what the views show.
+
+    Every dictionary's dense (seq, d_sae) activations held until the pass ends would outweigh the
+    model's own: on GPT-2 small with a 24,576-feature dictionary at each of 12 layers, 1.2 GB at
+    1,024 tokens. Reduced as each is made, one is alive at a time.
+    """
+
+    top_values: torch.Tensor  # (seq, k), descending
+    top_ids: torch.Tensor  # (seq, k)
+    union: torch.Tensor  # (n,) sorted: every feature active in the top k at some position
+    columns: torch.Tensor  # (seq, n) those features' activations at every position
+    l0: torch.Tensor  # (seq,) active features per position
+
+    @classmethod
+    def of(cls, feats: torch.Tensor, top_k: int) -> FeatureReading:
+        top = feats.topk(min(top_k, feats.shape[-1]), dim=-1)
+        values = top.values.float().clamp_min(0)
+        union = torch.unique(top.indices[values > 0])
+        return cls(values, top.indices, union, feats[:, union].float(), (feats > 0).sum(-1))
+
+
 @dataclass
 class Capture:
     """What one run recorded, still as tensors; the engine turns it into results."""
 
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> (seq, d_sae)
+    features: dict[str, FeatureReading] = field(default_factory=dict)
     error_norm: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> (seq,)
     input_norm: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> (seq,)
     resid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (seq, d_model)
@@ -109,11 +132,13 @@ class RunPlan:
         n_heads: int,
         prompt_len: int,
         capture_features: bool = True,
+        top_k: int = 10,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
         resid_layers: Sequence[int] = (),
         from_layer: int = 0,
     ) -> None:
         self.capture = Capture()
+        self.top_k = top_k
         self._hooks: list[tuple[str, HookFn]] = []
         by_layer: dict[int, list[Dictionary]] = {}
         for d in dictionaries:
@@ -183,7 +208,7 @@ class RunPlan:
             state["x"], state["f"] = x_in, feats
             if capture:
                 edited = _apply_set(feats, e) if e.set_to else feats
-                self.capture.features[d.key] = edited[0].detach()
+                self.capture.features[d.key] = FeatureReading.of(edited[0].detach(), self.top_k)
                 if not d.is_transcoder:
                     x_flat = _flat(x).to(feats.dtype)
                     recon = decode_full(sae, x_in, feats)

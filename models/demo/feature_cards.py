@@ -165,7 +165,7 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
         n_tokens = 0
         for start in range(0, n_windows, 32):
             batch = windows[start : start + 32]
-            acts = sae.encode(resid_post(model, batch, layer)).cpu()  # (b, t, d_sae)
+            acts = sae.encode(resid_post(model, batch, layer)).detach().cpu()  # (b, t, d_sae), no graph
             acts[:, 0] = 0  # BOS is the same vector in every window: no context to show
             top.add(acts, start)
             fired += (acts[:, 1:] > 0).sum((0, 1))
