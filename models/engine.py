@@ -39,6 +39,7 @@ from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import (
     IncompatibleError,
     LengthMismatchError,
+    LenstopError,
     NumericError,
     OutOfMemoryError,
     UsageError,
@@ -136,15 +137,11 @@ class Engine:
                     device_map=device_map,
                     say=progress or (lambda _msg: None),
                 )
-        except RuntimeError as err:
-            if not is_out_of_memory(err):
+        except Exception as err:  # out of memory anywhere in the load, the model's or a dictionary's
+            if isinstance(err, LenstopError) or not is_out_of_memory(err):
                 raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            raise OutOfMemoryError(
-                f"out of memory loading {model} in {dtype}{allocation(err)}; "
-                "try --dtype bfloat16, --n-devices N or --device-map auto"
-            ) from err
+            advice = "try --dtype bfloat16, --n-devices N or --device-map auto"
+            raise _out_of_memory(f"loading {model} in {dtype}", err, advice) from err
         for spec in labels:
             engine.add_labels(spec)
         return engine
@@ -353,13 +350,9 @@ class Engine:
                 raise
 
     def _oom(self, tokens: int, err: BaseException) -> OutOfMemoryError:
-        """The engine stays usable: what the failed pass allocated is freed with its frames, and the cache here."""
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return OutOfMemoryError(
-            f"out of memory on {self.model.cfg.device} running a {tokens}-token prompt{allocation(err)}; "
-            "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
-        )
+        """The engine stays usable: what the failed pass allocated is freed with its frames."""
+        advice = "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
+        return _out_of_memory(f"on {self.model.cfg.device} running a {tokens}-token prompt", err, advice)
 
     def _run(
         self,
@@ -811,6 +804,14 @@ class Engine:
         with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
             logits, cache = self.model(tokens, return_type="logits_and_cache", use_cache=True, **past)
         return _finite(logits[0], interventions), cache
+
+
+def _out_of_memory(what: str, err: BaseException, advice: str) -> OutOfMemoryError:
+    """One line naming what ran out of memory and the size asked for; CUDA's cache is emptied, so what
+    failed leaves nothing held behind it."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return OutOfMemoryError(f"out of memory {what}{allocation(err)}; {advice}")
 
 
 def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torch.Tensor:

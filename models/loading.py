@@ -20,11 +20,8 @@ from lenstop.models.errors import (
     IncompatibleError,
     LenstopError,
     NotFoundError,
-    OutOfMemoryError,
     UsageError,
-    allocation,
     corrupt_weights,
-    is_out_of_memory,
 )
 from lenstop.models.hub import cache_first, offline
 
@@ -234,7 +231,3 @@ def _explain(name: str, err: Exception) -> None:
         raise BadFileError(f"model {name!r}: its config.json has a field of the wrong type ({why})") from err
     if kind == "JSONDecodeError" or (kind == "OSError" and "config.json" in text):
         raise BadFileError(f"model {name!r}: its config.json cannot be read ({text.splitlines()[0]})") from err
-    if is_out_of_memory(err):
-        raise OutOfMemoryError(
-            f"out of memory loading {name!r}{allocation(err)}; try --dtype bfloat16, --n-devices N or --device-map auto"
-        ) from err
