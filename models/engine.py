@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,7 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from lenstop.models import dictionaries as dicts
-from lenstop.models.attention import ScoreMasks, summarise
+from lenstop.models.attention import AttentionCache, AttentionKey, EnoughRead, ScoreMasks, summarise
 from lenstop.models.circuits import attribution, patching, roles
 from lenstop.models.circuits.direct import direct_attribution
 from lenstop.models.circuits.graph import find_circuit
@@ -73,7 +73,6 @@ if TYPE_CHECKING:
 
 
 LensKey = tuple[tuple[int, ...], tuple[Intervention, ...]]
-Readings = tuple[tuple[LayerFeatures, ...], tuple[LayerAttention, ...]]
 
 
 class Engine:
@@ -99,9 +98,10 @@ class Engine:
         self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
         # The residual streams of the last analysis, by (token ids, interventions): one position's logit lens.
         self._lens_cache: tuple[LensKey, dict[int, torch.Tensor]] | None = None
-        # The last clean analysis's readings (features, attention), by its settings: an intervened analysis
-        # of the same prompt reuses those of the layers before the first it touches.
-        self._clean_readings: tuple[object, Readings | None] = (None, None)
+        # The last clean analysis's features, by its settings: an intervened analysis of the same prompt
+        # reuses those of the layers before the first it touches.
+        self._clean_readings: tuple[object, tuple[LayerFeatures, ...] | None] = (None, None)
+        self._attention = AttentionCache()  # layers' attention read so far, by prompt and interventions
         self._clean_cache: tuple[tuple[tuple[int, ...], int], CleanDistribution] | None = None
 
     # ------------------------------------------------------------------ loading
@@ -363,6 +363,7 @@ class Engine:
         capture_features: bool = False,
         top_k: int = 10,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
+        attention_layers: Sequence[int] = (),
         lens: bool = False,
         from_layer: int = 0,
     ) -> tuple[torch.Tensor, RunPlan]:
@@ -376,6 +377,7 @@ class Engine:
             capture_features=capture_features,
             top_k=top_k,
             on_attention=on_attention,
+            attention_layers=attention_layers,
             resid_layers=range(self.n_layers) if lens else (),
             from_layer=from_layer,
         )
@@ -395,27 +397,38 @@ class Engine:
         *,
         top_k: int = 10,
         n_predictions: int = 10,
-        attention: bool = True,
+        attention: bool | Sequence[int] = False,
         lens: bool = True,
         full_attention: bool = False,
     ) -> Analysis:
-        """Read the prompt at every layer: features, attention and head scores, predictions, and (with `lens`)
-        the logit lens of every layer at every position; `logit_lens` gives one position's alone, cheaply.
+        """Read the prompt at every layer: features, predictions, and (with `lens`) the logit lens of every layer
+        at every position; `logit_lens` gives one position's alone, cheaply.
 
-        One forward pass (two with interventions: the clean one is cached per prompt). Attention is kept as
-        each head's strongest keys per query; `full_attention` keeps the whole (query, key) square too.
+        Attention is read for the layers `attention` names (True: every layer), as each head's strongest keys
+        per query and its head scores; `full_attention` keeps the whole (query, key) square too, at every layer.
+        Summarising every layer costs about a fifth of the analysis at 1,024 tokens, so by default none is
+        read: `attention(prompt, layer)` reads the layer on screen when it is asked for.
+
+        One forward pass (two with interventions: the clean one is cached per prompt).
         """
         tokens = self.tokenize(prompt)
         ids = tuple(int(i) for i in tokens[0].tolist())
-        masks = ScoreMasks.of(tokens[0]) if attention else None
-        kept: dict[int, LayerAttention] = {}
+        wanted = self._attention_layers(range(self.n_layers) if attention is True or full_attention else attention)
+        read: dict[int, LayerAttention] = {}
+        for layer in wanted:  # read before, in this pass or another: the attention cache has it
+            if (
+                cached := self._attention.get(_attention_key(ids, interventions, layer), full=full_attention)
+            ) is not None:
+                read[layer] = cached
+        missing = [layer for layer in wanted if layer not in read]
+        masks = ScoreMasks.of(tokens[0]) if missing else None
 
         def on_attention(layer: int, pattern: torch.Tensor) -> None:
             assert masks is not None
-            kept[layer] = summarise(layer, pattern, masks, keep=full_attention)
+            read[layer] = summarise(layer, pattern, masks, keep=full_attention)  # NaN shows in the logits
 
         # With interventions, the layers before the first they touch read as on the clean prompt: reuse those.
-        settings = (ids, top_k, attention, full_attention)
+        settings = (ids, top_k)
         known, readings = self._clean_readings  # read once: another thread's analysis may replace it meanwhile
         reused = readings if interventions and known == settings else None
         start = min((iv.layer for iv in interventions), default=0) if reused is not None else 0
@@ -424,23 +437,24 @@ class Engine:
             interventions,
             capture_features=True,
             top_k=top_k,
-            on_attention=on_attention if attention else None,
+            on_attention=on_attention,
+            attention_layers=missing,
             lens=True,
             from_layer=start,
         )
+        for layer in missing:
+            self._attention.put(_attention_key(ids, interventions, layer), read[layer])
         cap = plan.capture
         self._lens_cache = ((ids, tuple(interventions)), cap.resid)  # one position's lens, later, needs no pass
         named = _named_features(interventions)
         layers = tuple(
-            reused[0][i]
+            reused[i]
             if reused is not None and d.layer < start
             else self._layer_features(d, cap, named.get(d.layer, set()))
             for i, d in enumerate(self.dictionaries)
         )
-        if reused is not None:
-            kept.update({att.layer: att for att in reused[1] if att.layer < start})
         if not interventions:
-            self._clean_readings = (settings, (layers, tuple(kept[layer] for layer in sorted(kept))))
+            self._clean_readings = (settings, layers)
         lens_tops = (
             tuple(self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid))
             if lens
@@ -463,7 +477,7 @@ class Engine:
             tokens=tuple(self.token_strings(ids)),
             token_ids=ids,
             layers=layers,
-            attention=tuple(kept[layer] for layer in sorted(kept)),
+            attention=tuple(read[layer] for layer in wanted),
             lens=lens_tops,
             predictions=predictions,
             interventions=tuple(interventions),
@@ -471,6 +485,56 @@ class Engine:
             kl=kl,
             shifts=shifts,
         )
+
+    def attention(
+        self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, full: bool = False
+    ) -> LayerAttention:
+        """One layer's attention under the interventions: each head's strongest keys from every query, and its
+        previous-token, duplicate-token and induction scores; `full` keeps the whole (query, key) square too.
+
+        Read by a pass that stops once the layer's pattern exists, and cached by the interventions that can
+        reach the layer: those downstream of it share the clean prompt's reading.
+        """
+        tokens = self.tokenize(prompt)
+        (layer,) = self._attention_layers([layer])
+        key = _attention_key(tuple(int(i) for i in tokens[0].tolist()), interventions, layer)
+        found = self._attention.get(key, full=full)
+        if found is not None:
+            return found
+        masks = ScoreMasks.of(tokens[0])
+        upstream = key[1]
+
+        def read(at: int, pattern: torch.Tensor) -> None:
+            raise EnoughRead(summarise(at, _finite(pattern, upstream), masks, keep=full))
+
+        plan = RunPlan(
+            self.dictionaries,
+            upstream,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            prompt_len=tokens.shape[-1],
+            capture_features=False,
+            on_attention=read,
+            attention_layers=(layer,),
+        )
+        try:
+            with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
+                self.model(tokens)
+        except EnoughRead as enough:
+            found = enough.args[0]
+        assert isinstance(found, LayerAttention), "the pass ended without reaching the layer's attention"
+        self._attention.put(key, found)
+        return found
+
+    def _attention_layers(self, layers: Iterable[int] | bool) -> list[int]:
+        """The layers asked for, in order, each checked against the model's."""
+        if isinstance(layers, bool):  # False: none (True was resolved to every layer by the caller)
+            return []
+        wanted = sorted({int(layer) for layer in layers})
+        if wanted and not 0 <= wanted[0] <= wanted[-1] < self.n_layers:
+            bad = next(layer for layer in wanted if not 0 <= layer < self.n_layers)
+            raise UsageError(f"layer {bad} does not exist: {self.name} has layers 0..{self.n_layers - 1}")
+        return wanted
 
     def logit_lens(
         self, prompt: str, position: int, interventions: Sequence[Intervention] = (), *, n: int = 10
@@ -815,7 +879,8 @@ def _out_of_memory(what: str, err: BaseException, advice: str) -> OutOfMemoryErr
 
 
 def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torch.Tensor:
-    """The logits, unless the interventions made them NaN or infinite: then a one-line error naming them."""
+    """The logits (or an attention pattern), unless the interventions made them NaN or infinite: then a
+    one-line error naming them."""
     if interventions and not torch.isfinite(logits).all():
         raise NumericError(
             "the interventions made the model's output NaN or infinite ("
@@ -823,6 +888,12 @@ def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torc
             + "); use a smaller strength or value"
         )
     return logits
+
+
+def _attention_key(ids: tuple[int, ...], interventions: Sequence[Intervention], layer: int) -> AttentionKey:
+    """A layer's attention depends on the interventions at its layer and before (every hook lenstop edits
+    is inside a block); those after it cannot reach it."""
+    return ids, tuple(iv for iv in interventions if iv.layer <= layer), layer
 
 
 _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place

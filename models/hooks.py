@@ -156,6 +156,7 @@ class RunPlan:
         capture_features: bool = True,
         top_k: int = 10,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
+        attention_layers: Sequence[int] = (),
         resid_layers: Sequence[int] = (),
         from_layer: int = 0,
     ) -> None:
@@ -201,8 +202,8 @@ class RunPlan:
                     (f"blocks.{iv.layer}.attn.hook_z", _knockout(iv.head, resolve_position(iv.position, prompt_len)))
                 )
 
-        if on_attention is not None:  # told each layer's pattern while it exists; it keeps what it needs
-            for layer in range(from_layer, n_layers):
+        if on_attention is not None:  # told these layers' patterns while they exist; it keeps what it needs
+            for layer in attention_layers:
                 self._hooks.append((f"blocks.{layer}.attn.hook_pattern", _tell(on_attention, layer)))
         for layer in resid_layers:
             self._hooks.append((f"blocks.{layer}.hook_resid_post", self._store(self.capture.resid, layer)))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
     from lenstop.models.interventions import Intervention
-    from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo
+    from lenstop.models.results import Analysis, Generation, LayerAttention, LogitLens, ModelInfo
 
 Progress = Callable[[str], None]  # told each loading step, e.g. "loading dictionary 2/12"
 
@@ -38,10 +38,17 @@ class EngineProtocol(Protocol):
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        attention: bool | Sequence[int] = False,
         lens: bool = True,
     ) -> Analysis:
-        """Features, attention and head scores, and predictions at every position and layer; with `lens`,
-        the logit lens of every layer at every position too (`logit_lens` gives one position's cheaply)."""
+        """Features and predictions at every position and layer; the attention and head scores of the layers
+        `attention` names (True: every layer; `attention()` reads one on demand); with `lens`, the logit lens
+        of every layer at every position too (`logit_lens` gives one position's cheaply)."""
+        ...
+
+    def attention(self, prompt: str, layer: int, interventions: Sequence[Intervention] = ()) -> LayerAttention:
+        """One layer's attention under the interventions: each head's strongest keys from every query, and
+        its head scores."""
         ...
 
     def logit_lens(

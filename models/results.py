@@ -176,6 +176,10 @@ class LayerAttention:
     def n_heads(self) -> int:
         return int(self.keys.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.weights.nbytes + (self.pattern.nbytes if self.pattern is not None else 0)
+
     def row(self, head: int, query: int) -> Floats:
         """The head's attention from `query` (negative counts from the end) over keys 0..query: exact with
         `pattern`, else its strongest keys."""

@@ -213,6 +213,7 @@ class FakeEngine:
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        attention: bool | Sequence[int] = False,
         lens: bool = True,
     ) -> Analysis:
         with self.lock:
@@ -247,7 +248,7 @@ class FakeEngine:
             tokens=tuple(tokens),
             token_ids=ids,
             layers=tuple(self._layer(tokens, layer, interventions, top_k) for layer in range(self.n_layers)),
-            attention=tuple(self._attention(seq, layer, ids) for layer in range(self.n_layers)),
+            attention=tuple(self._attention(seq, layer, ids) for layer in self._layers(attention)),
             lens=lens_tops if lens else (),
             predictions=predictions,
             interventions=tuple(interventions),
@@ -255,6 +256,25 @@ class FakeEngine:
             kl=kl,
             shifts=shifts,
         )
+
+    def _layers(self, attention: bool | Sequence[int]) -> list[int]:
+        layers = (
+            list(range(self.n_layers)) if attention is True else [] if attention is False else sorted(set(attention))
+        )
+        for layer in layers:
+            if not 0 <= layer < self.n_layers:
+                raise UsageError(f"layer {layer} does not exist: fake has layers 0..{self.n_layers - 1}")
+        return layers
+
+    def attention(self, prompt: str, layer: int, interventions: Sequence[Intervention] = ()) -> LayerAttention:
+        with self.lock:
+            self.calls.append(("attention", (prompt, layer, tuple(interventions))))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        tokens = tokenize(prompt)
+        self._check(interventions, len(tokens))
+        (layer,) = self._layers([layer])
+        return self._attention(len(tokens), layer, tuple(_hash(t) % 1000 for t in tokens))
 
     def logit_lens(
         self, prompt: str, position: int, interventions: Sequence[Intervention] = (), *, n: int = 10

@@ -44,6 +44,12 @@ def hf_residuals(model: Any, tokens: torch.Tensor) -> list[torch.Tensor]:
 
 def hf_logits_with_resid_edit(model: Any, tokens: torch.Tensor, layer: int, edit: Any) -> torch.Tensor:
     """Logits when `edit(resid)` replaces the residual entering block `layer`."""
+    return hf_with_resid_edit(model, tokens, layer, edit).logits[0]
+
+
+def hf_with_resid_edit(model: Any, tokens: torch.Tensor, layer: int, edit: Any, **kwargs: Any) -> Any:
+    """The model's output (`kwargs` ask for more, e.g. attentions) when `edit(resid)` replaces the residual
+    entering block `layer`."""
 
     def pre(module: Any, args: tuple, kwargs: dict) -> Any:
         hidden = args[0] if args else kwargs["hidden_states"]
@@ -56,6 +62,6 @@ def hf_logits_with_resid_edit(model: Any, tokens: torch.Tensor, layer: int, edit
     handle = model.transformer.h[layer].register_forward_pre_hook(pre, with_kwargs=True)
     try:
         with torch.no_grad():
-            return model(tokens).logits[0]
+            return model(tokens, **kwargs)
     finally:
         handle.remove()

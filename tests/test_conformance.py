@@ -32,7 +32,7 @@ def engine(request: pytest.FixtureRequest) -> EngineProtocol:
 
 @pytest.fixture(scope="module")
 def clean(engine: EngineProtocol) -> Analysis:
-    return engine.analyse(PROMPT, top_k=8, n_predictions=5)
+    return engine.analyse(PROMPT, top_k=8, n_predictions=5, attention=True)
 
 
 def _top_feature(analysis: Analysis, layer: int) -> int:
@@ -98,6 +98,29 @@ def test_attention_is_causal_and_normalised_with_head_scores(engine: EngineProto
                 (got.induction, want.induction),
             ):
                 assert (a is None) == (b is None) and (a is None or a == pytest.approx(b, abs=1e-5))
+
+
+def test_attention_is_read_for_the_layers_asked_for_or_one_layer_on_demand(
+    engine: EngineProtocol, clean: Analysis
+) -> None:
+    seq, last = len(clean.tokens), engine.info().n_layers - 1
+    assert engine.analyse(PROMPT, top_k=8, n_predictions=5).attention == ()  # none unless asked for
+    some = engine.analyse(PROMPT, top_k=8, n_predictions=5, attention=[last, 0, last])
+    assert [att.layer for att in some.attention] == [0, last]
+    for layer in (0, last):
+        whole = clean.attention_at(layer)
+        assert whole is not None
+        for one in (some.attention_at(layer), engine.attention(PROMPT, layer)):
+            assert one is not None and one.layer == layer and one.n_heads == whole.n_heads
+            for head in range(whole.n_heads):
+                for q in range(seq):
+                    np.testing.assert_allclose(one.row(head, q), whole.row(head, q), atol=1e-6)
+            assert [s.previous for s in one.scores] == pytest.approx([s.previous for s in whole.scores], abs=1e-6)
+    for bad in (last + 1, -1):
+        with pytest.raises(UsageError, match=f"layer {bad} does not exist"):
+            engine.attention(PROMPT, bad)
+        with pytest.raises(UsageError, match=f"layer {bad} does not exist"):
+            engine.analyse(PROMPT, attention=[bad])
 
 
 def test_the_logit_lens_of_one_position_is_that_of_every_position(engine: EngineProtocol, clean: Analysis) -> None:

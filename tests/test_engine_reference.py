@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from lenstop.models.attention import AttentionCache
 from lenstop.models.engine import Engine
+from lenstop.models.errors import NumericError
+from lenstop.models.head_scores import head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 
-from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
+from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, hf_with_resid_edit, load_sae
 
 PROMPT = "def add(first, second):\n    return first + second"
 ATOL = 1e-5
@@ -90,6 +93,76 @@ def test_attention_patterns_equal_hf_and_run_with_cache(engine: Engine, hf, toke
             q = len(analysis.tokens) - 1
             order = np.argsort(-att.pattern[head, q], kind="stable")[: att.keys.shape[-1]]
             np.testing.assert_allclose(att.weights[head, q], att.pattern[head, q][order], atol=1e-6)
+
+
+def test_one_layers_attention_read_on_demand_equals_hf_and_the_cut_pass_leaves_nothing_behind(
+    engine: Engine, hf, tokens
+) -> None:
+    """`Engine.attention` stops its pass once the layer's pattern exists: the pattern and head scores must be
+    the model's own, and the pass cut short must leave the model as it was."""
+    engine._attention = AttentionCache()  # each layer read by a pass of its own
+    with torch.no_grad():
+        out = hf(tokens, output_attentions=True)
+    for layer in range(engine.n_layers):
+        att = engine.attention(PROMPT, layer, full=True)
+        assert att.pattern is not None and att.layer == layer
+        np.testing.assert_allclose(att.pattern, out.attentions[layer][0].numpy(), atol=ATOL)
+        expected = head_scores(out.attentions[layer][0].numpy(), tokens[0].tolist())
+        assert [s.previous for s in att.scores] == pytest.approx([s.previous for s in expected], abs=1e-5)
+        assert [s.induction for s in att.scores] == pytest.approx([s.induction for s in expected], abs=1e-5)
+        bare = engine.attention(PROMPT, layer)  # from the cache, without the square it was not asked for
+        assert bare.pattern is None
+        np.testing.assert_array_equal(bare.keys, att.keys)
+    assert (engine.logits(PROMPT) - out.logits[0]).abs().max().item() < ATOL
+
+
+def test_attention_under_an_intervention_is_the_edited_models_and_downstream_ones_share_the_clean(
+    engine: Engine, resid_saes: Path, hf, tokens
+) -> None:
+    """A steer at layer 0's resid_pre changes every layer's attention as the same edit made by hand in the
+    Hugging Face model does; one at layer 1 cannot reach layer 0, whose reading is then the clean one, reused."""
+    direction = load_sae(resid_saes / "L0").W_dec[11].detach()
+    steer = FeatureSteer(0, 11, 6.0)
+    engine._attention = AttentionCache()
+    out = hf_with_resid_edit(hf, tokens, 0, lambda resid: resid + 6.0 * direction, output_attentions=True)
+    with torch.no_grad():
+        clean = hf(tokens, output_attentions=True)
+    for layer in range(engine.n_layers):
+        att = engine.attention(PROMPT, layer, [steer], full=True)
+        assert att.pattern is not None
+        np.testing.assert_allclose(att.pattern, out.attentions[layer][0].numpy(), atol=ATOL)
+        assert np.abs(att.pattern - clean.attentions[layer][0].numpy()).max() > 1e-3  # the steer reached it
+    layer0 = engine.attention(PROMPT, 0)
+    assert engine.attention(PROMPT, 0, [FeatureSteer(1, 2, 4.0), HeadKnockout(1, 0)]) is layer0
+    analysed = engine.analyse(PROMPT, [FeatureSteer(1, 2, 4.0)], attention=[0, 1])
+    assert analysed.attention[0] is layer0  # read before: no pass spent on it
+    assert engine.attention(PROMPT, 1, [FeatureSteer(1, 2, 4.0)]) is analysed.attention[1]  # read by the analysis
+    with pytest.raises(NumericError, match="NaN or infinite"):
+        engine.attention(PROMPT, 1, [FeatureSteer(0, 11, float("inf"))])
+
+
+def test_the_attention_cache_lets_the_least_recently_used_go_past_its_budget() -> None:
+    from lenstop.models.results import LayerAttention
+
+    def reading(layer: int) -> LayerAttention:  # 2 heads, 4 queries, 4 keys
+        return LayerAttention.from_pattern(layer, np.full((2, 4, 4), 0.25, dtype=np.float32))
+
+    size = reading(0).nbytes
+    assert size == 2 * 4 * 4 * (8 + 4)  # int64 keys, float32 weights
+    cache = AttentionCache(budget=3 * size)
+    keys = [((1, 2, 3, 4), (), layer) for layer in range(4)]
+    for key in keys[:3]:
+        cache.put(key, reading(key[2]))
+    assert cache.get(keys[0]) is not None  # used: now the most recent
+    cache.put(keys[3], reading(3))
+    assert len(cache) == 3 and cache.get(keys[1]) is None
+    assert all(cache.get(k) is not None for k in (keys[0], keys[2], keys[3]))
+    assert cache.get(keys[0], full=True) is None  # read without its square: a full reading is not there
+    whole = LayerAttention.from_pattern(9, np.full((2, 4, 4), 0.25, dtype=np.float32), keep=True)
+    assert whole.nbytes == size + 2 * 4 * 4 * 4
+    cache.put(((9,), (), 9), whole)  # two others make room
+    assert cache.get(((9,), (), 9), full=True) is whole and len(cache) == 2
+    AttentionCache(budget=100).put(keys[0], whole)  # larger than the whole budget: not kept, no error
 
 
 def test_logit_lens_equals_final_norm_and_unembedding_of_each_residual(engine: Engine, hf, tokens) -> None:
@@ -290,7 +363,7 @@ def test_kept_attention_draws_what_the_whole_pattern_draws(engine: Engine) -> No
 
     prompt = "for i in range(10):\n    print(i, i * i)\n" * 2
     full = engine.analyse(prompt, full_attention=True)
-    kept = engine.analyse(prompt)
+    kept = engine.analyse(prompt, attention=True)
     seq = len(full.tokens)
     assert seq > ATTENTION_TOP and all(att.pattern is None for att in kept.attention)
     for whole, sparse in zip(full.attention, kept.attention, strict=True):
@@ -311,10 +384,11 @@ def test_an_intervened_analysis_reusing_the_clean_readings_equals_one_computed_w
     """Layers before the first intervened one read as on the clean prompt: an analysis after a clean one
     reuses those readings, and must equal an analysis that reads every layer again."""
     interventions = [FeatureAblation(1, 3)]
-    engine.analyse(PROMPT)
-    reused = engine.analyse(PROMPT, interventions)
+    engine.analyse(PROMPT, attention=True)
+    reused = engine.analyse(PROMPT, interventions, attention=True)
     engine._clean_readings = (None, None)  # forget the clean analysis: every layer is read again
-    whole = engine.analyse(PROMPT, interventions)
+    engine._attention = AttentionCache()
+    whole = engine.analyse(PROMPT, interventions, attention=True)
     for a, b in zip(reused.layers, whole.layers, strict=True):
         np.testing.assert_array_equal(a.top_ids, b.top_ids)
         np.testing.assert_allclose(a.top_acts, b.top_acts, atol=1e-6)

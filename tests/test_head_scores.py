@@ -59,9 +59,10 @@ def test_the_demo_has_a_previous_token_head_feeding_induction_heads() -> None:
         w for w in words if len(tokenizer.encode(w, add_special_tokens=False)) == 1
     ]  # single-token words: " x y" re-tokenises as is
     span = list(np.random.default_rng(0).choice(words, size=30, replace=False))
-    analysis = engine.analyse("".join(span * 2))
+    prompt = "".join(span * 2)
+    analysis = engine.analyse(prompt)
     assert list(analysis.tokens[1:]) == span * 2  # the random span really is repeated token for token
-    layer0, layer1 = analysis.attention[0].scores, analysis.attention[1].scores
+    layer0, layer1 = engine.attention(prompt, 0).scores, engine.attention(prompt, 1).scores
     assert max(range(len(layer0)), key=lambda h: layer0[h].previous or 0) == 0 and (layer0[0].previous or 0) > 0.7
     induction = sorted((s.induction or 0 for s in layer1), reverse=True)
     assert induction[0] > 0.6 and induction[3] > 0.5  # several heads wide, as the model card says

@@ -4,6 +4,7 @@ shows and which engine calls the app makes, for each thing a user does."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -468,3 +469,69 @@ async def test_whitespace_is_a_prompt_in_the_app_too() -> None:
         await settle(pilot)
         assert analyses(engine)[-1][0] == "\n\n    "
         assert app.inspector.analysis is not None and "type a prompt" not in screen_text(app)
+
+
+def attention_reads(engine: FakeEngine) -> list[tuple[object, ...]]:
+    return [args for name, args in engine.calls if name == "attention"]
+
+
+async def test_the_layer_on_screen_has_its_attention_read_and_another_layer_is_fetched_when_selected() -> None:
+    """The analysis reads the attention of the layer on screen alone; another layer's is read apart once the
+    layer keys rest (one read for a run of presses), and the analysis's own layer costs none."""
+    app, engine = make_app()
+    arrived = threading.Event()
+    read = engine.attention
+
+    def held(*args: object) -> object:  # until the test has seen the pane wait for it
+        arrived.wait(10)
+        return read(*args)  # type: ignore[arg-type]
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert [att.layer for att in app.inspector.analysis.attention] == [0] and attention_reads(engine) == []
+        assert "H0" in str(app.inspector.query_one("#heads").render())
+        engine.attention = held  # type: ignore[method-assign]
+        await pilot.press("right_square_bracket", "right_square_bracket")  # through 1 to 2 without resting on 1
+        assert "reading attention…" in str(app.inspector.query_one("#heads").render())
+        arrived.set()
+        await settle(pilot)
+        assert attention_reads(engine) == [(PROMPT, 2, ())]
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        assert attention_reads(engine) == [(PROMPT, 2, ()), (PROMPT, 1, ())]
+        drawn = str(app.inspector.query_one("#heads").render())
+        assert "H0" in drawn and "prev-token" in drawn
+        assert "heads · L1" in str(app.inspector.query_one("#heads-pane").border_title)
+        await pilot.press("left_square_bracket", "right_square_bracket")  # the analysis's layer, then 1 again
+        await settle(pilot)
+        assert len(attention_reads(engine)) == 2
+        await pilot.press("a")  # a new analysis, at layer 1, reads layer 1 in its pass
+        await settle(pilot)
+        assert [att.layer for att in app.inspector.analysis.attention] == [1] and len(attention_reads(engine)) == 2
+
+
+async def test_attention_that_cannot_be_read_is_said_in_its_pane_and_the_app_stays_up() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+
+        tried = threading.Event()
+
+        def out_of_memory(*args: object, **kwargs: object) -> None:
+            tried.wait(10)  # until the test has seen the pane wait
+            raise OutOfMemoryError("out of memory on cpu running a 12-token prompt; shorten the prompt")
+
+        engine.attention = out_of_memory  # type: ignore[method-assign]
+        tried.set()
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert "attention unavailable: out of memory on cpu" in str(app.inspector.query_one("#heads").render())
+        await pilot.press("left_square_bracket")  # the analysis's layer is still drawn
+        await settle(pilot)
+        assert "H0" in str(app.inspector.query_one("#heads").render())
+        tried.clear()
+        await pilot.press("right_square_bracket")  # and the next try says it again, fresh
+        assert "reading attention…" in str(app.inspector.query_one("#heads").render())
+        tried.set()
+        await settle(pilot)
+        assert "attention unavailable" in str(app.inspector.query_one("#heads").render())

@@ -11,7 +11,7 @@ from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError, describe
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo
+from lenstop.models.results import Analysis, Generation, LayerAttention, LogitLens, ModelInfo
 
 
 @dataclass
@@ -115,6 +115,15 @@ class CircuitFailed(Message):
 class LensFound(Message):
     request: int
     lens: LogitLens
+
+
+@dataclass
+class AttentionFound(Message):
+    """One layer's attention, read apart from the analysis; or why it could not be."""
+
+    request: int
+    attention: LayerAttention | None
+    error: str | None = None
 
 
 @dataclass

@@ -37,10 +37,11 @@ from lenstop.models.interventions import (
 )
 from lenstop.models.prompts import unescape
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.results import Analysis, LayerFeatures, LogitLens, ModelInfo
+from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
+    AttentionFound,
     EngineLoaded,
     GenerationFailed,
     GenerationFinished,
@@ -76,6 +77,7 @@ TOP_K = 12
 N_PREDICTIONS = 10
 NEW_TOKENS = 24
 DEBOUNCE_S = 0.25
+ATTENTION_DEBOUNCE_S = 0.12  # a layer's attention is read once the layer keys come to rest
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 32
 SESSION_FILE = Path("lenstop-session.json")
 
@@ -133,6 +135,9 @@ class InspectorScreen(Screen[None]):
     editing = var(False, init=False)  # the prompt has the focus: keys type into it
     head_roles: var[HeadRoles | None] = var(None, init=False)  # each head's role on the standard task
     lens: var[LogitLens | None] = var(None, init=False)  # the selected token's logit lens, fetched apart
+    # The selected layer's attention when the analysis did not read it (it reads the layer selected when it
+    # was asked for), fetched apart; or why it could not be.
+    attention: var[LayerAttention | str | None] = var(None, init=False)
 
     def __init__(
         self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
@@ -144,6 +149,7 @@ class InspectorScreen(Screen[None]):
         self.engine: EngineProtocol | None = None
         self.request = 0  # only the latest analysis counts
         self.lens_request = 0
+        self.attention_request = 0
         self.generation_request = 0
         self._debounce: Timer | None = None
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
@@ -262,15 +268,19 @@ class InspectorScreen(Screen[None]):
             self._after_analysis()
             return
         self.status("analysing…")
-        self._analyse(self.engine, self.request, prompt, self.interventions.active)
+        self._analyse(self.engine, self.request, prompt, self.interventions.active, self.current_layer)
 
     @work(thread=True, exclusive=True, group="analysis", exit_on_error=False)
     def _analyse(
-        self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...]
+        self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...], layer: int
     ) -> None:
+        """The analysis reads the selected layer's attention in its pass (other layers' are fetched when
+        selected) and no logit lens (the selected token's is fetched after)."""
         tic = time.monotonic()
         try:
-            analysis = engine.analyse(prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS, lens=False)
+            analysis = engine.analyse(
+                prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS, attention=[layer], lens=False
+            )
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
             self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
             return
@@ -313,15 +323,20 @@ class InspectorScreen(Screen[None]):
         else:
             self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self.set_reactive(InspectorScreen.lens, None)  # the last one read another analysis: "…" until this one's
+        self.set_reactive(InspectorScreen.attention, None)
         self._draw_selection()
         self._request_lens()
+        self._request_attention()
 
     # ---------------------------------------------------------------- watchers
     def watch_info(self) -> None:
         self._draw_header()
 
     def watch_current_layer(self) -> None:
+        if isinstance(self.attention, str):  # why another layer's attention could not be read
+            self.set_reactive(InspectorScreen.attention, None)
         self._draw_selection()
+        self._request_attention()
 
     def watch_position(self) -> None:
         self._draw_selection()
@@ -348,6 +363,40 @@ class InspectorScreen(Screen[None]):
     def on_lens_found(self, message: LensFound) -> None:
         if message.request == self.lens_request:
             self.lens = message.lens
+
+    def _request_attention(self) -> None:
+        """The selected layer's attention, when the analysis lacks it: read by a pass up to that layer, once
+        the layer keys rest (the engine keeps what it read, so coming back to a layer costs no pass)."""
+        a, layer = self.analysis, self.current_layer
+        if self.engine is None or a is None or a.attention_at(layer) is not None or self._fetched_attention():
+            return
+        self.attention_request += 1
+        self._find_attention(self.engine, self.attention_request, a.prompt, layer, a.interventions)
+
+    @work(thread=True, exclusive=True, group="attention", exit_on_error=False)
+    def _find_attention(
+        self, engine: EngineProtocol, request: int, prompt: str, layer: int, interventions: tuple[Intervention, ...]
+    ) -> None:
+        time.sleep(ATTENTION_DEBOUNCE_S)
+        if request != self.attention_request:  # the layer moved on meanwhile: no pass for a layer passed by
+            return
+        try:
+            found = engine.attention(prompt, layer, interventions)
+        except BaseException as err:  # noqa: BLE001 - said in the heads pane, the app stays up
+            self.post_message(AttentionFound(request, None, failure_text(err)))
+            return
+        self.post_message(AttentionFound(request, found))
+
+    def on_attention_found(self, message: AttentionFound) -> None:
+        if message.request == self.attention_request:
+            self.attention = message.attention if message.attention is not None else message.error
+
+    def _fetched_attention(self) -> LayerAttention | None:
+        found = self.attention
+        return found if isinstance(found, LayerAttention) and found.layer == self.current_layer else None
+
+    def watch_attention(self) -> None:
+        self._draw_heads()
 
     def watch_lens(self) -> None:
         self._draw_predictions()
@@ -454,10 +503,12 @@ class InspectorScreen(Screen[None]):
         if self.analysis is None:
             return
         knocked = knocked_heads(self.interventions.entries, self.current_layer)
-        attention = self.analysis.attention_at(self.current_layer)
+        attention = self.analysis.attention_at(self.current_layer) or self._fetched_attention()
         roles = self.head_roles
         task = roles.layers[self.current_layer] if roles is not None and self.current_layer < len(roles.layers) else ()
-        self.query_one(HeadsView).show(attention, self.analysis.tokens, self.position, knocked, self.head, task)
+        empty = f"attention unavailable: {self.attention}" if isinstance(self.attention, str) else "reading attention…"
+        heads = self.query_one(HeadsView)
+        heads.show(attention, self.analysis.tokens, self.position, knocked, self.head, task, empty)
         self.query_one("#heads-pane").border_title = f"heads · L{self.current_layer} · from pos {self.position}"
 
     def _draw_predictions(self) -> None:

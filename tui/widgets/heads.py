@@ -86,6 +86,7 @@ class HeadsView(Widget, can_focus=True):
         self.knocked: frozenset[int] = frozenset()
         self.head = 0
         self.task_roles: Sequence[HeadScores] = ()  # (`task` is taken by the message pump)
+        self.empty = "no attention pattern yet"  # said while there is none to draw
 
     def show(
         self,
@@ -95,9 +96,10 @@ class HeadsView(Widget, can_focus=True):
         knocked: frozenset[int],
         head: int,
         task: Sequence[HeadScores] = (),
+        empty: str = "no attention pattern yet",
     ) -> None:
         self.attention, self.tokens, self.position, self.knocked = attention, tokens, position, knocked
-        self.task_roles = task
+        self.task_roles, self.empty = task, empty
         self.head = min(head, attention.n_heads - 1) if attention is not None else 0
         self.refresh()
 
@@ -110,7 +112,7 @@ class HeadsView(Widget, can_focus=True):
 
     def render(self) -> Text:
         if self.attention is None:
-            return Text("no attention pattern yet", style="dim")
+            return Text(self.empty, style="dim")
         return heads_text(
             self.attention,
             self.tokens,
