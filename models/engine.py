@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -53,6 +53,7 @@ from lenstop.models.loading import Processing, load_model
 from lenstop.models.prompts import check_text
 from lenstop.models.protocol import Progress
 from lenstop.models.quiet import quiet
+from lenstop.models.replay import Outputs, recording, replaying, resid_post
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -102,6 +103,9 @@ class Engine:
         # reuses those of the layers before the first it touches.
         self._clean_readings: tuple[object, tuple[LayerFeatures, ...] | None] = (None, None)
         self._attention = AttentionCache()  # layers' attention read so far, by prompt and interventions
+        # The last clean analysis's block outputs, by its token ids: a pass under interventions replays those
+        # of the layers before the first it touches instead of computing them (see models/replay.py).
+        self._clean_blocks: tuple[tuple[int, ...], Outputs] | None = None
         self._clean_cache: tuple[tuple[tuple[int, ...], int], CleanDistribution] | None = None
 
     # ------------------------------------------------------------------ loading
@@ -366,8 +370,11 @@ class Engine:
         attention_layers: Sequence[int] = (),
         lens: bool = False,
         from_layer: int = 0,
+        record: Outputs | None = None,
+        replay: tuple[Outputs, int] | None = None,
     ) -> tuple[torch.Tensor, RunPlan]:
-        """One forward pass with the plan's hooks; returns the logits (seq, vocab) and what it captured."""
+        """One forward pass with the plan's hooks; returns the logits (seq, vocab) and what it captured.
+        `record` keeps each block's output; `replay` (outputs, L) gives blocks 0..L-1 those outputs instead."""
         plan = RunPlan(
             self.dictionaries,
             interventions,
@@ -381,9 +388,21 @@ class Engine:
             resid_layers=range(self.n_layers) if lens else (),
             from_layer=from_layer,
         )
-        with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
+        with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks), self._blocks(record, replay):
             logits = self.model(tokens)[0]
         return _finite(logits, interventions), plan
+
+    def _blocks(self, record: Outputs | None, replay: tuple[Outputs, int] | None) -> AbstractContextManager[None]:
+        if record is not None:
+            return recording(self.model.blocks, record)
+        if replay is not None:
+            return replaying(self.model.blocks, *replay)
+        return nullcontext()
+
+    def _replay(self, ids: tuple[int, ...], upto: int) -> tuple[Outputs, int] | None:
+        """The clean prompt's block outputs to replay before layer `upto`, if the last clean analysis was of `ids`."""
+        recorded = self._clean_blocks  # read once: another thread's analysis may replace it meanwhile
+        return (recorded[1], upto) if recorded is not None and recorded[0] == ids and upto > 0 else None
 
     def logits(self, prompt: str, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
         """Final logits (seq, vocab) of the prompt under the interventions: for scripts and tests."""
@@ -432,6 +451,9 @@ class Engine:
         known, readings = self._clean_readings  # read once: another thread's analysis may replace it meanwhile
         reused = readings if interventions and known == settings else None
         start = min((iv.layer for iv in interventions), default=0) if reused is not None else 0
+        # and the blocks before it, and before any layer whose attention is still to read, need not run again.
+        replay = self._replay(ids, min([start, *missing])) if reused is not None else None
+        record: Outputs | None = None if interventions else {}
         logits, plan = self._run(
             tokens,
             interventions,
@@ -441,11 +463,18 @@ class Engine:
             attention_layers=missing,
             lens=True,
             from_layer=start,
+            record=record,
+            replay=replay,
         )
         for layer in missing:
             self._attention.put(_attention_key(ids, interventions, layer), read[layer])
         cap = plan.capture
-        self._lens_cache = ((ids, tuple(interventions)), cap.resid)  # one position's lens, later, needs no pass
+        resid = cap.resid
+        if replay is not None:  # the replayed blocks' hooks did not run: their residual streams are the clean ones
+            resid = {**{layer: resid_post(replay[0][layer]) for layer in range(replay[1])}, **resid}
+        if record is not None:
+            self._clean_blocks = (ids, record)
+        self._lens_cache = ((ids, tuple(interventions)), resid)  # one position's lens, later, needs no pass
         named = _named_features(interventions)
         layers = tuple(
             reused[i]
@@ -456,7 +485,7 @@ class Engine:
         if not interventions:
             self._clean_readings = (settings, layers)
         lens_tops = (
-            tuple(self._top_tokens(self._lens_logprobs(cap.resid[layer]), n_predictions) for layer in sorted(cap.resid))
+            tuple(self._top_tokens(self._lens_logprobs(resid[layer]), n_predictions) for layer in sorted(resid))
             if lens
             else ()
         )
@@ -517,8 +546,9 @@ class Engine:
             on_attention=read,
             attention_layers=(layer,),
         )
+        replay = self._replay(key[0], min([layer, *(iv.layer for iv in upstream)]))
         try:
-            with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
+            with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks), self._blocks(None, replay):
                 self.model(tokens)
         except EnoughRead as enough:
             found = enough.args[0]

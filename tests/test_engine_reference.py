@@ -7,6 +7,8 @@ hooks that make the same edit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -380,20 +382,64 @@ def test_kept_attention_draws_what_the_whole_pattern_draws(engine: Engine) -> No
         assert bare.row(1, seq - 1).shape == (seq,)
 
 
-def test_an_intervened_analysis_reusing_the_clean_readings_equals_one_computed_whole(engine: Engine) -> None:
+@contextmanager
+def blocks_run(engine: Engine) -> Iterator[list[int]]:
+    """The layers whose attention started to run, in order."""
+    ran: list[int] = []
+    handles = [
+        block.attn.register_forward_pre_hook(lambda module, args, layer=layer: ran.append(layer))
+        for layer, block in enumerate(engine.model.blocks)
+    ]
+    try:
+        yield ran
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_an_intervened_analysis_reusing_the_clean_prompt_equals_one_computed_whole(engine: Engine, layer: int) -> None:
     """Layers before the first intervened one read as on the clean prompt: an analysis after a clean one
-    reuses those readings, and must equal an analysis that reads every layer again."""
-    interventions = [FeatureAblation(1, 3)]
+    reuses their readings and replays their blocks' outputs instead of running them, and must equal an
+    analysis that runs and reads every layer again: features, attention, predictions, KL, logit lens."""
+    interventions = [FeatureAblation(layer, 3), FeatureSteer(1, 5, 3.0)]
     engine.analyse(PROMPT, attention=True)
-    reused = engine.analyse(PROMPT, interventions, attention=True)
-    engine._clean_readings = (None, None)  # forget the clean analysis: every layer is read again
+    with blocks_run(engine) as ran:
+        reused = engine.analyse(PROMPT, interventions, attention=True)
+    assert ran == list(range(layer, engine.n_layers))  # the blocks before the intervention did not run
+    engine._clean_readings, engine._clean_blocks = (None, None), None  # forget the clean analysis
     engine._attention = AttentionCache()
-    whole = engine.analyse(PROMPT, interventions, attention=True)
+    with blocks_run(engine) as ran:
+        whole = engine.analyse(PROMPT, interventions, attention=True)
+    assert ran == list(range(engine.n_layers))
     for a, b in zip(reused.layers, whole.layers, strict=True):
         np.testing.assert_array_equal(a.top_ids, b.top_ids)
         np.testing.assert_allclose(a.top_acts, b.top_acts, atol=1e-6)
         np.testing.assert_allclose(a.union_values, b.union_values, atol=1e-6)
+        np.testing.assert_allclose(a.error_norm, b.error_norm, atol=1e-5)
     for a, b in zip(reused.attention, whole.attention, strict=True):
         np.testing.assert_allclose(a.weights, b.weights, atol=1e-6)
         assert [(s.previous, s.induction) for s in a.scores] == [(s.previous, s.induction) for s in b.scores]
     np.testing.assert_allclose(reused.predictions.probs, whole.predictions.probs, atol=1e-6)
+    assert reused.kl is not None and whole.kl is not None and whole.kl.max() > 1e-4
+    np.testing.assert_allclose(reused.kl, whole.kl, atol=1e-5)
+    assert len(reused.lens) == len(whole.lens) == engine.n_layers
+    for a, b in zip(reused.lens, whole.lens, strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+
+
+def test_one_layers_attention_after_a_clean_analysis_runs_that_layer_alone(engine: Engine, hf, tokens) -> None:
+    """After a clean analysis of the prompt, reading a layer's attention replays the blocks before it: only
+    the layer's own attention runs, and its pattern is still the model's."""
+    engine.analyse(PROMPT)
+    engine._attention = AttentionCache()
+    with torch.no_grad():
+        out = hf(tokens, output_attentions=True)
+    for layer in range(engine.n_layers):
+        with blocks_run(engine) as ran:
+            att = engine.attention(PROMPT, layer, full=True)
+        assert ran == [layer] and att.pattern is not None
+        np.testing.assert_allclose(att.pattern, out.attentions[layer][0].numpy(), atol=ATOL)
+    assert all("forward" not in block.__dict__ for block in engine.model.blocks)  # every block runs again
+    assert (engine.logits(PROMPT) - out.logits[0]).abs().max().item() < ATOL

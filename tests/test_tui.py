@@ -398,7 +398,7 @@ async def test_the_lens_shown_belongs_to_the_analysis_shown() -> None:
 async def test_superseded_analyses_and_generations_never_paint() -> None:
     """An analysis and a generation run at once, each superseded before it ends: only the latest of each is
     shown, and each with its own interventions (worker threads cannot be stopped, so their results are ignored)."""
-    engine = FakeEngine(delay_s=0.3)
+    engine = FakeEngine(delay_s=1.0)  # the four presses take about 0.4 s here: each run must outlast them
     app, _ = make_app(engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -475,9 +475,14 @@ def attention_reads(engine: FakeEngine) -> list[tuple[object, ...]]:
     return [args for name, args in engine.calls if name == "attention"]
 
 
-async def test_the_layer_on_screen_has_its_attention_read_and_another_layer_is_fetched_when_selected() -> None:
+async def test_the_layer_on_screen_has_its_attention_read_and_another_layer_is_fetched_when_selected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The analysis reads the attention of the layer on screen alone; another layer's is read apart once the
     layer keys rest (one read for a run of presses), and the analysis's own layer costs none."""
+    from lenstop.tui.screens import inspector
+
+    monkeypatch.setattr(inspector, "ATTENTION_DEBOUNCE_S", 1.0)  # two presses fall inside it on a loaded machine
     app, engine = make_app()
     arrived = threading.Event()
     read = engine.attention
