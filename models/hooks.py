@@ -65,11 +65,18 @@ class FeatureReading:
     l0: torch.Tensor  # (seq,) active features per position
 
     @classmethod
-    def of(cls, feats: torch.Tensor, top_k: int) -> FeatureReading:
+    def of(cls, feats: torch.Tensor, top_k: int, sparse: torch.Tensor | None = None) -> FeatureReading:
+        """`feats` (seq, d_sae); `sparse`, the same as a sparse tensor when one was made anyway (for the
+        reconstruction error), counts the active features without another pass over the dense ones."""
         top = feats.topk(min(top_k, feats.shape[-1]), dim=-1)
         values = top.values.float().clamp_min(0)
         union = torch.unique(top.indices[values > 0])
-        return cls(values, top.indices, union, feats[:, union].float(), (feats > 0).sum(-1))
+        if sparse is not None:
+            rows = sparse.indices()[-2][sparse.values() > 0]
+            l0 = torch.bincount(rows, minlength=feats.shape[0])
+        else:
+            l0 = (feats > 0).sum(-1)
+        return cls(values, top.indices, union, feats.index_select(-1, union).float(), l0)
 
 
 @dataclass
@@ -110,11 +117,11 @@ def decode_full(sae: Any, x_in: torch.Tensor, feats: torch.Tensor) -> torch.Tens
     return out
 
 
-def reconstruction(sae: Any, x_in: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-    """`decode_full` for reading the reconstruction error: through a sparse product where SAELens's own
-    decode takes one (TopK dictionaries, float32, CPU or CUDA, no gradients). A TopK dictionary's
-    activations are at most k per token, and the dense product costs as much as the encode: on a
-    GPT-2-small shape, 915 ms against 321 ms sparse at 1,024 tokens (docs/benchmarks.md)."""
+def sparse_features(sae: Any, feats: torch.Tensor) -> torch.Tensor | None:
+    """The features as a sparse tensor, where SAELens's own decode takes one (TopK dictionaries, float32,
+    CPU or CUDA, no gradients); else None. A TopK dictionary's activations are at most k per token, and
+    the dense product costs as much as the encode: on a GPT-2-small shape, 915 ms against 321 ms sparse
+    at 1,024 tokens (docs/benchmarks.md)."""
     from sae_lens.saes.topk_sae import TopKSAE
 
     if (
@@ -123,8 +130,16 @@ def reconstruction(sae: Any, x_in: torch.Tensor, feats: torch.Tensor) -> torch.T
         and feats.device.type in ("cpu", "cuda")
         and not torch.is_grad_enabled()
     ):
-        return decode_full(sae, x_in, feats.to_sparse())
-    return decode_full(sae, x_in, feats)
+        return feats.to_sparse()
+    return None
+
+
+def reconstruction(
+    sae: Any, x_in: torch.Tensor, feats: torch.Tensor, sparse: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`decode_full` for reading the reconstruction error, through `sparse` (`sparse_features(sae, feats)`)
+    when there is one."""
+    return decode_full(sae, x_in, feats if sparse is None else sparse)
 
 
 @dataclass
@@ -230,11 +245,13 @@ class RunPlan:
             feats = sae.encode(x_in)
             state["x"], state["f"] = x_in, feats
             if capture:
+                sparse = sparse_features(sae, feats) if not d.is_transcoder else None
                 edited = _apply_set(feats, e) if e.set_to else feats
-                self.capture.features[d.key] = FeatureReading.of(edited[0].detach(), self.top_k)
+                reading = FeatureReading.of(edited[0].detach(), self.top_k, None if e.set_to else sparse)
+                self.capture.features[d.key] = reading
                 if not d.is_transcoder:
                     x_flat = _flat(x).to(feats.dtype)
-                    recon = reconstruction(sae, x_in, feats)
+                    recon = reconstruction(sae, x_in, feats, sparse)
                     self.capture.error_norm[d.key] = (x_flat - recon)[0].norm(dim=-1).detach()
                     self.capture.input_norm[d.key] = x_flat[0].norm(dim=-1).detach()
             if e and not d.is_transcoder:
@@ -247,7 +264,7 @@ class RunPlan:
             def write(out: torch.Tensor, hook: Any) -> torch.Tensor | None:
                 out_flat = _flat(out).to(state["f"].dtype)
                 if capture:
-                    pred = reconstruction(sae, state["x"], state["f"])
+                    pred = reconstruction(sae, state["x"], state["f"], sparse_features(sae, state["f"]))
                     self.capture.error_norm[d.key] = (out_flat - pred)[0].norm(dim=-1).detach()
                     self.capture.input_norm[d.key] = out_flat[0].norm(dim=-1).detach()
                 if e:

@@ -36,11 +36,15 @@ def test_each_sae_architecture_matches_its_own_encode(tmp_path: Path, tiny_model
     tokens = engine.tokenize(PROMPT)
     _, cache = _run_with_cache(tiny_model, tokens)
     sae = load_sae(sae_dir)
+    x = cache["blocks.1.hook_resid_mid"][0]
     with torch.no_grad():
-        acts = sae.encode(cache["blocks.1.hook_resid_mid"][0])
+        acts = sae.encode(x)
+        error = (x - sae.decode(acts)).norm(dim=-1)
     lf = analysis.layer(1)
     assert lf.hook == "blocks.1.hook_resid_mid"
     assert (acts > 0).any(), "the random dictionary should fire somewhere"
+    np.testing.assert_array_equal(lf.l0, (acts > 0).sum(-1).numpy())  # TopK's counted from its sparse form
+    np.testing.assert_allclose(lf.error_norm, error.numpy(), atol=1e-4)
     for pos in range(acts.shape[0]):
         want = {int(i): float(acts[pos, i]) for i in torch.nonzero(acts[pos] > 0).flatten()}
         got = {f.id: f.act for f in lf.features(pos)}
