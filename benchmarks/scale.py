@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import statistics
 import subprocess
@@ -112,6 +113,25 @@ def median_ms(step: Callable[[], Any], repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def rounds_ms(steps: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Each step's times, the steps run in turn `repeats` times (after one warm-up round): a ratio taken
+    within a round is not moved by this VM's drift from one minute to the next, as medians taken apart are."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            tic = time.perf_counter()
+            step()
+            times[name].append(1000 * (time.perf_counter() - tic))
+    return times
+
+
+def ratio(times: dict[str, list[float]], top: str, bottom: str) -> float:
+    """The median over rounds of `top`'s time over `bottom`'s in the same round."""
+    return statistics.median(a / b for a, b in zip(times[top], times[bottom], strict=True))
+
+
 def result_mb(value: Any, seen: set[int] | None = None) -> float:
     """The bytes of the arrays a result holds, walked through its fields."""
     import numpy as np
@@ -196,7 +216,10 @@ def main() -> None:
 
     def memory(step: str, n: int) -> float:
         command = [sys.executable, __file__, "--memory-of", str(root), step, str(n), "--device", args.device]
-        out = subprocess.run([*command, "--dtype", args.dtype], capture_output=True, text=True, check=True)
+        # A fixed mmap threshold hands every large tensor back to the system when freed, so the peak resident
+        # size is the peak of what is alive; with glibc's sliding threshold it varied by half from run to run.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+        out = subprocess.run([*command, "--dtype", args.dtype], capture_output=True, text=True, check=True, env=env)
         return float(out.stdout.strip().splitlines()[-1])
 
     model, info = engine.model, engine.info()
@@ -227,17 +250,23 @@ def main() -> None:
             engine.attention(prompt, engine.n_layers - 1)
 
         on_screen = [middle.layer]  # as the app asks: the attention of the layer on screen, no logit lens
-        plain = median_ms(forward, args.repeats)
-        floor = median_ms(bare, args.repeats)
-        app = median_ms(lambda: engine.analyse(prompt, top_k=12, attention=on_screen, lens=False), args.repeats)
-        cli = median_ms(lambda: engine.analyse(prompt, top_k=12), args.repeats)
         clean = engine.analyse(prompt, top_k=12, attention=on_screen, lens=False)
         feature = clean.layer(middle.layer).features(len(stream))[0].id
         ablation = [FeatureAblation(middle.layer, feature)]
-        ablated = median_ms(
-            lambda: engine.analyse(prompt, ablation, top_k=12, attention=on_screen, lens=False), args.repeats
+        times = rounds_ms(  # in this order each round: the ablation follows a clean analysis, as in the app
+            {
+                "forward": forward,
+                "floor": bare,
+                "app": lambda: engine.analyse(prompt, top_k=12, attention=on_screen, lens=False),
+                "ablated": lambda: engine.analyse(prompt, ablation, top_k=12, attention=on_screen, lens=False),
+                "demand": attention_on_demand,
+            },
+            args.repeats,
         )
-        demand = median_ms(attention_on_demand, args.repeats)
+        plain, floor, app, ablated, demand = (
+            statistics.median(times[k]) for k in ("forward", "floor", "app", "ablated", "demand")
+        )
+        cli = median_ms(lambda: engine.analyse(prompt, top_k=12), args.repeats)
         forward_mb, floor_mb, analyse_mb = (memory(step, n) for step in ("forward", "floor", "analyse"))
         analysis = engine.analyse(prompt, top_k=12, attention=on_screen, lens=False)
         rows += [
@@ -246,20 +275,20 @@ def main() -> None:
             (
                 f"{n}",
                 "analyse, as the app asks (one layer's attention, lens on demand)",
-                f"{app:.0f} ms · {app / floor:.2f} × floor",
+                f"{app:.0f} ms · {ratio(times, 'app', 'floor'):.2f} × floor",
                 f"{analyse_mb:.0f} MB · {analyse_mb / max(forward_mb, 1):.2f} × forward",
             ),
             (f"{n}", "analyse, as trace --json asks (every lens)", f"{cli:.0f} ms · {cli / floor:.2f} × floor", ""),
             (
                 f"{n}",
                 f"analyse with an ablation at layer {middle.layer}",
-                f"{ablated:.0f} ms · {ablated / app:.2f} × analyse",
+                f"{ablated:.0f} ms · {ratio(times, 'ablated', 'app'):.2f} × analyse",
                 "",
             ),
             (
                 f"{n}",
                 "the last layer's attention on demand, after an analysis",
-                f"{demand:.0f} ms · {demand / plain:.2f} × forward",
+                f"{demand:.0f} ms · {ratio(times, 'demand', 'forward'):.2f} × forward",
                 "",
             ),
             (f"{n}", "what the analysis keeps", "", f"{result_mb(analysis):.1f} MB"),
@@ -297,7 +326,7 @@ def main() -> None:
     print(
         f"random GPT-2: {info.n_layers} layers, width {info.d_model}, {info.n_heads} heads, "
         f"vocabulary {info.d_vocab}, context {info.n_ctx}; TopK dictionaries of {middle.d_sae} features "
-        f"at every resid_pre; median of {args.repeats}"
+        f"at every resid_pre; medians of {args.repeats}, ratios the median of each round's"
     )
     print("| tokens | what | time | memory |")
     print("| ---: | --- | --- | --- |")

@@ -243,7 +243,8 @@ class RunPlan:
             if not capture and not e.set_to and not d.is_transcoder:  # steering alone needs no features
                 return x + _unflat(_delta(sae, x_in, None, e).to(x.dtype), x)
             feats = sae.encode(x_in)
-            state["x"], state["f"] = x_in, feats
+            if d.is_transcoder:  # its output hook needs them; kept by anything else, they would stay alive
+                state["x"], state["f"] = x_in, feats  # until the pass ends: (seq, d_sae) per dictionary
             if capture:
                 sparse = sparse_features(sae, feats) if not d.is_transcoder else None
                 edited = _apply_set(feats, e) if e.set_to else feats
@@ -262,13 +263,14 @@ class RunPlan:
         if d.is_transcoder and (capture or e):
 
             def write(out: torch.Tensor, hook: Any) -> torch.Tensor | None:
-                out_flat = _flat(out).to(state["f"].dtype)
+                x_in, feats = state.pop("x"), state.pop("f")  # read's, of this same block: let go after
+                out_flat = _flat(out).to(feats.dtype)
                 if capture:
-                    pred = reconstruction(sae, state["x"], state["f"], sparse_features(sae, state["f"]))
+                    pred = reconstruction(sae, x_in, feats, sparse_features(sae, feats))
                     self.capture.error_norm[d.key] = (out_flat - pred)[0].norm(dim=-1).detach()
                     self.capture.input_norm[d.key] = out_flat[0].norm(dim=-1).detach()
                 if e:
-                    return out + _unflat(_delta(sae, state["x"], state["f"], e).to(out.dtype), out)
+                    return out + _unflat(_delta(sae, x_in, feats, e).to(out.dtype), out)
                 return None
 
             self._hooks.append((d.hook_out, write))

@@ -443,3 +443,22 @@ def test_one_layers_attention_after_a_clean_analysis_runs_that_layer_alone(engin
         np.testing.assert_allclose(att.pattern, out.attentions[layer][0].numpy(), atol=ATOL)
     assert all("forward" not in block.__dict__ for block in engine.model.blocks)  # every block runs again
     assert (engine.logits(PROMPT) - out.logits[0]).abs().max().item() < ATOL
+
+
+def test_no_dictionarys_dense_activations_outlive_its_hook(engine: Engine) -> None:
+    """Each dictionary's (seq, d_sae) activations are reduced in its hook and let go: by the last block, none
+    is alive. Kept until the pass ended, they had doubled an analysis's peak memory on GPT-2 small."""
+    import gc
+
+    d_sae = engine.dictionaries[0].d_sae
+    seq = engine.tokenize(PROMPT).shape[-1]
+    alive: list[int] = []
+
+    def count(resid: torch.Tensor, hook: object) -> None:
+        gc.collect()
+        dense = [o for o in gc.get_objects() if type(o) is torch.Tensor and tuple(o.shape) == (1, seq, d_sae)]
+        alive.append(len(dense))
+
+    with engine.hooks([(f"blocks.{engine.n_layers - 1}.hook_resid_post", count)]):
+        analysis = engine.analyse(PROMPT, top_k=6)
+    assert alive == [0] and len(analysis.layers) == len(engine.dictionaries) >= 2
