@@ -53,7 +53,7 @@ from lenstop.models.loading import Processing, load_model
 from lenstop.models.prompts import check_text
 from lenstop.models.protocol import Progress
 from lenstop.models.quiet import quiet
-from lenstop.models.replay import Outputs, recording, replaying, resid_post
+from lenstop.models.replay import Outputs, recording, replaying, resid_post, supported
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -106,6 +106,7 @@ class Engine:
         # The last clean analysis's block outputs, by its token ids: a pass under interventions replays those
         # of the layers before the first it touches instead of computing them (see models/replay.py).
         self._clean_blocks: tuple[tuple[int, ...], Outputs] | None = None
+        self._replay_ok = supported(model)  # see models/replay.py
         self._clean_cache: tuple[tuple[tuple[int, ...], int], CleanDistribution] | None = None
 
     # ------------------------------------------------------------------ loading
@@ -356,6 +357,7 @@ class Engine:
     def _oom(self, tokens: int, err: BaseException) -> OutOfMemoryError:
         """The engine stays usable: what the failed pass allocated is freed with its frames."""
         advice = "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
+        self._clean_blocks = self._lens_cache = None  # what the caches held goes with the failed pass's frames
         return _out_of_memory(f"on {self.model.cfg.device} running a {tokens}-token prompt", err, advice)
 
     def _run(
@@ -388,8 +390,24 @@ class Engine:
             resid_layers=range(self.n_layers) if lens else (),
             from_layer=from_layer,
         )
-        with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks), self._blocks(record, replay):
-            logits = self.model(tokens)[0]
+        try:
+            with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks), self._blocks(record, replay):
+                logits = self.model(tokens)[0]
+        except Exception as err:
+            if replay is None or isinstance(err, LenstopError):
+                raise
+            self._replay_off()  # the model's blocks hand something on that a replayed one does not: run them all
+            return self._run(
+                tokens,
+                interventions,
+                prompt_len=prompt_len,
+                capture_features=capture_features,
+                top_k=top_k,
+                on_attention=on_attention,
+                attention_layers=attention_layers,
+                lens=lens,
+                from_layer=from_layer,
+            )
         return _finite(logits, interventions), plan
 
     def _blocks(self, record: Outputs | None, replay: tuple[Outputs, int] | None) -> AbstractContextManager[None]:
@@ -402,7 +420,11 @@ class Engine:
     def _replay(self, ids: tuple[int, ...], upto: int) -> tuple[Outputs, int] | None:
         """The clean prompt's block outputs to replay before layer `upto`, if the last clean analysis was of `ids`."""
         recorded = self._clean_blocks  # read once: another thread's analysis may replace it meanwhile
-        return (recorded[1], upto) if recorded is not None and recorded[0] == ids and upto > 0 else None
+        usable = self._replay_ok and recorded is not None and recorded[0] == ids and upto > 0
+        return (recorded[1], upto) if usable and recorded is not None else None
+
+    def _replay_off(self) -> None:
+        self._replay_ok, self._clean_blocks = False, None
 
     def logits(self, prompt: str, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
         """Final logits (seq, vocab) of the prompt under the interventions: for scripts and tests."""
@@ -471,7 +493,10 @@ class Engine:
         cap = plan.capture
         resid = cap.resid
         if replay is not None:  # the replayed blocks' hooks did not run: their residual streams are the clean ones
-            resid = {**{layer: resid_post(replay[0][layer]) for layer in range(replay[1])}, **resid}
+            resid = {
+                **{layer: resid_post(replay[0][layer]) for layer in range(replay[1]) if layer not in resid},
+                **resid,
+            }
         if record is not None:
             self._clean_blocks = (ids, record)
         self._lens_cache = ((ids, tuple(interventions)), resid)  # one position's lens, later, needs no pass
@@ -552,7 +577,13 @@ class Engine:
                 self.model(tokens)
         except EnoughRead as enough:
             found = enough.args[0]
-        assert isinstance(found, LayerAttention), "the pass ended without reaching the layer's attention"
+        except Exception as err:
+            if replay is None or isinstance(err, LenstopError):
+                raise
+            self._replay_off()  # as in _run: read it again with every block run
+            return self.attention(prompt, layer, interventions, full=full)
+        if not isinstance(found, LayerAttention):
+            raise RuntimeError(f"the pass ended without reaching layer {layer}'s attention")
         self._attention.put(key, found)
         return found
 
@@ -910,10 +941,14 @@ def _out_of_memory(what: str, err: BaseException, advice: str) -> OutOfMemoryErr
 
 def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torch.Tensor:
     """The logits (or an attention pattern), unless the interventions made them NaN or infinite: then a
-    one-line error naming them. Their sum is NaN or infinite exactly when one of them is (short of logits
-    near 1e38 / vocabulary, which overflow it and are no answer either); summing is one pass without the
-    (seq, vocab) mask that `isfinite(...).all()` allocates, 600 ms of an update at 1,024 tokens of GPT-2."""
-    if interventions and not torch.isfinite(logits.sum()):
+    one-line error naming them. In float32 or float64 their sum is NaN or infinite exactly when one of them
+    is (short of logits near 1e38 / vocabulary, which overflow it and are no answer either); summing is one
+    pass without the (seq, vocab) mask that `isfinite(...).all()` allocates, 600 ms of an update at 1,024
+    tokens of GPT-2. Half precision's sum overflows at 65,504: there each value is checked."""
+    if not interventions:
+        return logits
+    wide = logits.dtype in (torch.float32, torch.float64)
+    if not (torch.isfinite(logits.sum()) if wide else torch.isfinite(logits).all()):
         raise NumericError(
             "the interventions made the model's output NaN or infinite ("
             + "; ".join(i.describe() for i in interventions)

@@ -5,7 +5,8 @@ the outputs they had on the clean prompt instead of computing them again. Transf
 bridge cannot start a pass at a layer (`forward(start_at_layer=...)` raises NotImplementedError,
 since Hugging Face's model owns the loop over its layers), so the loop still runs, but each
 replayed block returns its recorded output at once. Every hook lenstop edits sits inside a block
-(`dictionaries.layer_of`), so the replayed blocks would have computed exactly what they return.
+(`dictionaries.layer_of`), so the replayed blocks would have computed exactly what they return;
+hooks of one's own on those blocks (`Engine.hooks`) do not fire in a replayed pass.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from typing import Any
 import torch
 
 Outputs = dict[int, Any]  # layer -> what its block returned: a tensor, or a tuple led by one
+
+# Hugging Face configuration fields of models whose layers hand state to later layers beyond what a block
+# returns (Gemma 3n's and Gemma 4's keys and values shared across layers, AltUp's parallel streams): a
+# replayed block would not hand it on. The engine also stops replaying if a replayed pass fails.
+_CROSS_LAYER_STATE = ("num_kv_shared_layers", "altup_num_inputs")
+
+
+def supported(model: Any) -> bool:
+    """Whether the model's blocks can be replayed: none of them hands state on beside its output."""
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    configs = [c for c in (config, getattr(config, "text_config", None)) if c is not None]
+    return not any(getattr(c, name, None) for c in configs for name in _CROSS_LAYER_STATE)
 
 
 @contextmanager

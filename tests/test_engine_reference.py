@@ -462,3 +462,60 @@ def test_no_dictionarys_dense_activations_outlive_its_hook(engine: Engine) -> No
     with engine.hooks([(f"blocks.{engine.n_layers - 1}.hook_resid_post", count)]):
         analysis = engine.analyse(PROMPT, top_k=6)
     assert alive == [0] and len(analysis.layers) == len(engine.dictionaries) >= 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_nan_or_infinite_output_is_told_from_a_large_finite_one_in_every_dtype(dtype: torch.dtype) -> None:
+    """The check reads the logits' sum where it cannot overflow (float32) and every value where it can: a
+    float16 sum of 10^6 logits of 100 overflows to inf although every logit is finite."""
+    from lenstop.models.engine import _finite
+
+    knock = [HeadKnockout(0, 0)]
+    large = torch.full((1000, 1000), 100.0, dtype=dtype)
+    assert _finite(large, knock) is large
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        broken = large.clone()
+        broken[3, 7] = bad
+        with pytest.raises(NumericError, match="NaN or infinite"):
+            _finite(broken, knock)
+    assert _finite(broken, ()) is broken  # without interventions the model's own output is what it is
+
+
+def test_a_replay_that_fails_runs_every_block_and_replays_no_more(
+    tiny_model: Path, resid_saes: Path, hf, tokens
+) -> None:
+    """A model whose blocks hand on state beside their outputs (keys and values shared across layers) fails
+    when earlier blocks are replayed: the engine then runs every block, and replays no more."""
+    interventions = [FeatureAblation(1, 3)]
+    whole = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu").analyse(PROMPT, interventions)
+    for read in ("analysis", "attention"):
+        engine = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
+        engine.analyse(PROMPT)
+        assert engine._clean_blocks is not None
+        ids, outputs = engine._clean_blocks
+        engine._clean_blocks = (ids, {layer: "what block 0 did not hand on" for layer in outputs})
+        if read == "analysis":
+            got = engine.analyse(PROMPT, interventions)
+            np.testing.assert_allclose(got.predictions.probs, whole.predictions.probs, atol=1e-6)
+            assert got.kl is not None and whole.kl is not None
+            np.testing.assert_allclose(got.kl, whole.kl, atol=1e-6)
+        else:
+            att = engine.attention(PROMPT, 1, full=True)
+            with torch.no_grad():
+                expected = hf(tokens, output_attentions=True).attentions[1][0].numpy()
+            np.testing.assert_allclose(att.pattern, expected, atol=ATOL)
+        assert not engine._replay_ok and engine._clean_blocks is None
+        assert all("forward" not in block.__dict__ for block in engine.model.blocks)
+
+
+def test_models_whose_layers_share_state_are_never_replayed(engine: Engine) -> None:
+    from types import SimpleNamespace
+
+    from lenstop.models.replay import supported
+
+    def model(**fields: object) -> object:
+        return SimpleNamespace(original_model=SimpleNamespace(config=SimpleNamespace(**fields)))
+
+    assert supported(engine.model) and supported(model(num_kv_shared_layers=0))
+    assert not supported(model(num_kv_shared_layers=2))  # Gemma 3n, Gemma 4: keys and values shared on
+    assert not supported(model(text_config=SimpleNamespace(altup_num_inputs=4)))

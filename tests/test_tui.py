@@ -540,3 +540,22 @@ async def test_attention_that_cannot_be_read_is_said_in_its_pane_and_the_app_sta
         tried.set()
         await settle(pilot)
         assert "attention unavailable" in str(app.inspector.query_one("#heads").render())
+
+
+async def test_coming_back_to_a_layer_read_before_keeps_its_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a layer and straight back, before its read begins: the read for the layer passed by is
+    dropped, and the pane keeps the attention of the layer it shows."""
+    from lenstop.tui.screens import inspector
+
+    monkeypatch.setattr(inspector, "ATTENTION_DEBOUNCE_S", 1.0)
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert attention_reads(engine) == [(PROMPT, 1, ())]
+        await pilot.press("right_square_bracket", "left_square_bracket")  # to 2 and back to 1 within the wait
+        await settle(pilot)
+        assert attention_reads(engine) == [(PROMPT, 1, ())]
+        assert app.inspector.current_layer == 1
+        assert "H0" in str(app.inspector.query_one("#heads").render())

@@ -122,6 +122,7 @@ class AttentionFound(Message):
     """One layer's attention, read apart from the analysis; or why it could not be."""
 
     request: int
+    layer: int
     attention: LayerAttention | None
     error: str | None = None
 

@@ -368,9 +368,9 @@ class InspectorScreen(Screen[None]):
         """The selected layer's attention, when the analysis lacks it: read by a pass up to that layer, once
         the layer keys rest (the engine keeps what it read, so coming back to a layer costs no pass)."""
         a, layer = self.analysis, self.current_layer
+        self.attention_request += 1  # whatever is on its way was asked for another layer or analysis
         if self.engine is None or a is None or a.attention_at(layer) is not None or self._fetched_attention():
             return
-        self.attention_request += 1
         self._find_attention(self.engine, self.attention_request, a.prompt, layer, a.interventions)
 
     @work(thread=True, exclusive=True, group="attention", exit_on_error=False)
@@ -383,12 +383,12 @@ class InspectorScreen(Screen[None]):
         try:
             found = engine.attention(prompt, layer, interventions)
         except BaseException as err:  # noqa: BLE001 - said in the heads pane, the app stays up
-            self.post_message(AttentionFound(request, None, failure_text(err)))
+            self.post_message(AttentionFound(request, layer, None, failure_text(err)))
             return
-        self.post_message(AttentionFound(request, found))
+        self.post_message(AttentionFound(request, layer, found))
 
     def on_attention_found(self, message: AttentionFound) -> None:
-        if message.request == self.attention_request:
+        if message.request == self.attention_request and message.layer == self.current_layer:
             self.attention = message.attention if message.attention is not None else message.error
 
     def _fetched_attention(self) -> LayerAttention | None:
