@@ -390,25 +390,28 @@ class Engine:
             resid_layers=range(self.n_layers) if lens else (),
             from_layer=from_layer,
         )
-        try:
-            with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks), self._blocks(record, replay):
-                logits = self.model(tokens)[0]
-        except Exception as err:
-            if replay is None or isinstance(err, LenstopError):
-                raise
-            self._replay_off()  # the model's blocks hand something on that a replayed one does not: run them all
-            return self._run(
-                tokens,
-                interventions,
-                prompt_len=prompt_len,
-                capture_features=capture_features,
-                top_k=top_k,
-                on_attention=on_attention,
-                attention_layers=attention_layers,
-                lens=lens,
-                from_layer=from_layer,
-            )
+        logits = self._pass(tokens, plan.hooks, record=record, replay=replay)[0]
         return _finite(logits, interventions), plan
+
+    def _pass(
+        self,
+        tokens: torch.Tensor,
+        hooks: Sequence[tuple[str, Callable[..., Any]]],
+        *,
+        record: Outputs | None = None,
+        replay: tuple[Outputs, int] | None = None,
+    ) -> Any:
+        """The model's output on `tokens` with `hooks`, recording or replaying blocks as asked. A replayed pass
+        that fails (the model's blocks hand something on that a replayed one does not) runs again with every
+        block, and replay is off from then on: the hooks fire again in full, overwriting what they captured."""
+        try:
+            with self._forward_guard(tokens.shape[-1]), self.hooks(hooks), self._blocks(record, replay):
+                return self.model(tokens)
+        except Exception as err:
+            if replay is None or isinstance(err, LenstopError | EnoughRead):
+                raise
+            self._replay_off()
+            return self._pass(tokens, hooks, record=record)
 
     def _blocks(self, record: Outputs | None, replay: tuple[Outputs, int] | None) -> AbstractContextManager[None]:
         if record is not None:
@@ -573,15 +576,9 @@ class Engine:
         )
         replay = self._replay(key[0], min([layer, *(iv.layer for iv in upstream)]))
         try:
-            with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks), self._blocks(None, replay):
-                self.model(tokens)
+            self._pass(tokens, plan.hooks, replay=replay)
         except EnoughRead as enough:
             found = enough.args[0]
-        except Exception as err:
-            if replay is None or isinstance(err, LenstopError):
-                raise
-            self._replay_off()  # as in _run: read it again with every block run
-            return self.attention(prompt, layer, interventions, full=full)
         if not isinstance(found, LayerAttention):
             raise RuntimeError(f"the pass ended without reaching layer {layer}'s attention")
         self._attention.put(key, found)

@@ -134,14 +134,6 @@ def sparse_features(sae: Any, feats: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def reconstruction(
-    sae: Any, x_in: torch.Tensor, feats: torch.Tensor, sparse: torch.Tensor | None = None
-) -> torch.Tensor:
-    """`decode_full` for reading the reconstruction error, through `sparse` (`sparse_features(sae, feats)`)
-    when there is one."""
-    return decode_full(sae, x_in, feats if sparse is None else sparse)
-
-
 @dataclass
 class _Edits:
     """The feature edits of one dictionary, resolved to positions."""
@@ -252,7 +244,7 @@ class RunPlan:
                 self.capture.features[d.key] = reading
                 if not d.is_transcoder:
                     x_flat = _flat(x).to(feats.dtype)
-                    recon = reconstruction(sae, x_in, feats, sparse)
+                    recon = decode_full(sae, x_in, feats if sparse is None else sparse)
                     self.capture.error_norm[d.key] = (x_flat - recon)[0].norm(dim=-1).detach()
                     self.capture.input_norm[d.key] = x_flat[0].norm(dim=-1).detach()
             if e and not d.is_transcoder:
@@ -266,7 +258,8 @@ class RunPlan:
                 x_in, feats = state.pop("x"), state.pop("f")  # read's, of this same block: let go after
                 out_flat = _flat(out).to(feats.dtype)
                 if capture:
-                    pred = reconstruction(sae, x_in, feats, sparse_features(sae, feats))
+                    sparse = sparse_features(sae, feats)
+                    pred = decode_full(sae, x_in, feats if sparse is None else sparse)
                     self.capture.error_norm[d.key] = (out_flat - pred)[0].norm(dim=-1).detach()
                     self.capture.input_norm[d.key] = out_flat[0].norm(dim=-1).detach()
                 if e:
