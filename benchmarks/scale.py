@@ -203,7 +203,6 @@ def main() -> None:
 
     import torch
 
-    from lenstop.models.attention import AttentionCache
     from lenstop.models.demo import HOLDOUT_SAMPLE
     from lenstop.models.engine import Engine
     from lenstop.models.interventions import FeatureAblation, FeatureSteer
@@ -246,25 +245,36 @@ def main() -> None:
                 model(tokens)
 
         def attention_on_demand() -> None:  # the last layer's, read afresh after a clean analysis of the prompt
-            engine._attention = AttentionCache()
+            engine._attention.clear()
             engine.attention(prompt, engine.n_layers - 1)
 
-        on_screen = [middle.layer]  # as the app asks: the attention of the layer on screen, no logit lens
+        def fresh() -> None:  # a prompt the engine has not seen: nothing kept to reuse
+            engine.forget()
+            engine.analyse(prompt, top_k=12, attention=on_screen, lens=False)
+
+        def toggle(feature: int, features: bool | list[int]) -> Callable[[], Any]:
+            ablation = [FeatureAblation(middle.layer, feature)]
+            return lambda: engine.analyse(
+                prompt, ablation, top_k=12, features=features, attention=on_screen, lens=False
+            )
+
+        on_screen = [middle.layer]  # as the app asks: the layer on screen's attention (and, intervened, features)
         clean = engine.analyse(prompt, top_k=12, attention=on_screen, lens=False)
-        feature = clean.layer(middle.layer).features(len(stream))[0].id
-        ablation = [FeatureAblation(middle.layer, feature)]
-        times = rounds_ms(  # in this order each round: the ablation follows a clean analysis, as in the app
+        first, second, third = (f.id for f in clean.layer(middle.layer).features(len(stream))[:3])
+        times = rounds_ms(  # in this order each round: the toggles follow a clean analysis, as in the app
             {
                 "forward": forward,
                 "floor": bare,
-                "app": lambda: engine.analyse(prompt, top_k=12, attention=on_screen, lens=False),
-                "ablated": lambda: engine.analyse(prompt, ablation, top_k=12, attention=on_screen, lens=False),
+                "app": fresh,
+                "ablated": toggle(first, on_screen),  # the prompt's first: its clean distribution is made too
+                "again": toggle(second, on_screen),
+                "every": toggle(third, True),
                 "demand": attention_on_demand,
             },
             args.repeats,
         )
-        plain, floor, app, ablated, demand = (
-            statistics.median(times[k]) for k in ("forward", "floor", "app", "ablated", "demand")
+        plain, floor, app, ablated, again, every, demand = (
+            statistics.median(times[k]) for k in ("forward", "floor", "app", "ablated", "again", "every", "demand")
         )
         cli = median_ms(lambda: engine.analyse(prompt, top_k=12), args.repeats)
         forward_mb, floor_mb, analyse_mb = (memory(step, n) for step in ("forward", "floor", "analyse"))
@@ -281,8 +291,20 @@ def main() -> None:
             (f"{n}", "analyse, as trace --json asks (every lens)", f"{cli:.0f} ms · {cli / floor:.2f} × floor", ""),
             (
                 f"{n}",
-                f"analyse with an ablation at layer {middle.layer}",
+                f"the app's update: the prompt's first ablation at layer {middle.layer}",
                 f"{ablated:.0f} ms · {ratio(times, 'ablated', 'app'):.2f} × analyse",
+                "",
+            ),
+            (
+                f"{n}",
+                "the app's update: another ablation there",
+                f"{again:.0f} ms · {ratio(times, 'again', 'app'):.2f} × analyse",
+                "",
+            ),
+            (
+                f"{n}",
+                "an ablation there, every layer's features read",
+                f"{every:.0f} ms · {ratio(times, 'every', 'app'):.2f} × analyse",
                 "",
             ),
             (
@@ -293,7 +315,7 @@ def main() -> None:
             ),
             (f"{n}", "what the analysis keeps", "", f"{result_mb(analysis):.1f} MB"),
         ]
-        print(rows[-7:], flush=True)
+        print(rows[-9:], flush=True)
 
     prompt = engine.model.tokenizer.decode(ids[:63])
     steer = FeatureSteer(middle.layer, 0, 4.0)

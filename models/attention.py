@@ -9,15 +9,13 @@ computed with the same masks in torch.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from lenstop.models.head_scores import HeadScores
-from lenstop.models.interventions import Intervention
+from lenstop.models.layer_cache import LayerCache, LayerKey
 from lenstop.models.results import ATTENTION_TOP, LayerAttention, frozen_array
 
 
@@ -87,43 +85,19 @@ def summarise(layer: int, pattern: torch.Tensor, masks: ScoreMasks, *, keep: boo
     )
 
 
-AttentionKey = tuple[tuple[int, ...], tuple[Intervention, ...], int]  # token ids, the interventions before it, layer
-
-
-class AttentionCache:
-    """Layers' attention already read, by prompt, the interventions that can reach the layer, and layer;
-    the least recently used let go past `budget` bytes. Moving through layers and back, or toggling an
-    intervention downstream of the layer on screen, then costs no pass."""
+class AttentionCache(LayerCache[LayerAttention]):
+    """Layers' attention already read (see `layer_cache`); a reading keeps its whole square only when that
+    was asked for, and is given without it otherwise."""
 
     def __init__(self, budget: int = 256 * 2**20) -> None:
-        self.budget = budget
-        self._entries: OrderedDict[AttentionKey, LayerAttention] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()  # the engine's threads share it
+        super().__init__(lambda attention: attention.nbytes, budget)
 
-    def get(self, key: AttentionKey, *, full: bool = False) -> LayerAttention | None:
+    def get(self, key: LayerKey, *, full: bool = False) -> LayerAttention | None:
         """The layer's reading, with the whole square only when `full` (None if that was never read)."""
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None or (full and found.pattern is None):
-                return None
-            self._entries.move_to_end(key)
+        found = super().get(key)
+        if found is None or (full and found.pattern is None):
+            return None
         return found if full or found.pattern is None else replace(found, pattern=None)
-
-    def put(self, key: AttentionKey, attention: LayerAttention) -> None:
-        size = attention.nbytes
-        if size > self.budget:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            self._bytes += size - (old.nbytes if old is not None else 0)
-            self._entries[key] = attention
-            while self._bytes > self.budget:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.nbytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 class EnoughRead(Exception):

@@ -20,7 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from lenstop.models import dictionaries as dicts
-from lenstop.models.attention import AttentionCache, AttentionKey, EnoughRead, ScoreMasks, summarise
+from lenstop.models.attention import AttentionCache, EnoughRead, ScoreMasks, summarise
 from lenstop.models.circuits import attribution, patching, roles
 from lenstop.models.circuits.direct import direct_attribution
 from lenstop.models.circuits.graph import find_circuit
@@ -49,6 +49,7 @@ from lenstop.models.errors import (
 from lenstop.models.feature_cards import FeatureCard, read_labels
 from lenstop.models.hooks import Capture, RunPlan, dictionary_at, resolve_position
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, Intervention
+from lenstop.models.layer_cache import LayerCache, LayerKey, layer_key
 from lenstop.models.loading import Processing, load_model
 from lenstop.models.prompts import check_text
 from lenstop.models.protocol import Progress
@@ -99,10 +100,10 @@ class Engine:
         self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
         # The residual streams of the last analysis, by (token ids, interventions): one position's logit lens.
         self._lens_cache: tuple[LensKey, dict[int, torch.Tensor]] | None = None
-        # The last clean analysis's features, by its settings: an intervened analysis of the same prompt
-        # reuses those of the layers before the first it touches.
-        self._clean_readings: tuple[object, tuple[LayerFeatures, ...] | None] = (None, None)
-        self._attention = AttentionCache()  # layers' attention read so far, by prompt and interventions
+        # Layers' attention and dictionaries' features read so far, by prompt and the interventions that can
+        # reach them: an intervened analysis reuses the clean readings of the layers before the first it touches.
+        self._attention = AttentionCache()
+        self._readings: LayerCache[LayerFeatures] = LayerCache(lambda reading: reading.nbytes)
         # The last clean analysis's block outputs, by its token ids: a pass under interventions replays those
         # of the layers before the first it touches instead of computing them (see models/replay.py).
         self._clean_blocks: tuple[tuple[int, ...], Outputs] | None = None
@@ -246,6 +247,7 @@ class Engine:
                 raise UsageError(f"--labels {spec}: say which layer it is for, e.g. --labels 3={path}")
             layer = self.dictionaries[0].layer
         self.dictionary_at(layer).cards.add_labels(labels)
+        self._readings.clear()  # they carry the labels they were read with
 
     def label(self, layer: int, feature: int) -> str | None:
         return self.dictionary_at(layer).cards.label(feature)
@@ -357,7 +359,7 @@ class Engine:
     def _oom(self, tokens: int, err: BaseException) -> OutOfMemoryError:
         """The engine stays usable: what the failed pass allocated is freed with its frames."""
         advice = "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
-        self._clean_blocks = self._lens_cache = None  # what the caches held goes with the failed pass's frames
+        self.forget()  # what the caches held goes with the failed pass's frames
         return _out_of_memory(f"on {self.model.cfg.device} running a {tokens}-token prompt", err, advice)
 
     def _run(
@@ -366,12 +368,11 @@ class Engine:
         interventions: Sequence[Intervention],
         *,
         prompt_len: int | None = None,
-        capture_features: bool = False,
+        capture: Sequence[str] = (),
         top_k: int = 10,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
         attention_layers: Sequence[int] = (),
         lens: bool = False,
-        from_layer: int = 0,
         record: Outputs | None = None,
         replay: tuple[Outputs, int] | None = None,
     ) -> tuple[torch.Tensor, RunPlan]:
@@ -383,12 +384,11 @@ class Engine:
             n_layers=self.n_layers,
             n_heads=self.n_heads,
             prompt_len=prompt_len or tokens.shape[-1],
-            capture_features=capture_features,
+            capture=capture,
             top_k=top_k,
             on_attention=on_attention,
             attention_layers=attention_layers,
             resid_layers=range(self.n_layers) if lens else (),
-            from_layer=from_layer,
         )
         logits = self._pass(tokens, plan.hooks, record=record, replay=replay)[0]
         return _finite(logits, interventions), plan
@@ -426,6 +426,14 @@ class Engine:
         usable = self._replay_ok and recorded is not None and recorded[0] == ids and upto > 0
         return (recorded[1], upto) if usable and recorded is not None else None
 
+    def forget(self) -> None:
+        """Let go of everything kept from the prompts read so far: each layer's readings, and the last clean
+        prompt's block outputs, residual streams and next-token distribution (linear in the prompt, the last
+        as long as the vocabulary at every position). The next call starts afresh on any prompt."""
+        self._readings.clear()
+        self._attention.clear()
+        self._clean_blocks = self._lens_cache = self._clean_cache = None
+
     def _replay_off(self) -> None:
         self._replay_ok, self._clean_blocks = False, None
 
@@ -441,28 +449,32 @@ class Engine:
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        features: bool | Sequence[int] = True,
         attention: bool | Sequence[int] = False,
         lens: bool = True,
         full_attention: bool = False,
     ) -> Analysis:
-        """Read the prompt at every layer: features, predictions, and (with `lens`) the logit lens of every layer
-        at every position; `logit_lens` gives one position's alone, cheaply.
+        """Read the prompt: its predictions, the features of the dictionaries at the layers `features` names
+        (True: every dictionary), and (with `lens`) the logit lens of every layer at every position;
+        `logit_lens` gives one position's alone, cheaply.
 
         Attention is read for the layers `attention` names (True: every layer), as each head's strongest keys
         per query and its head scores; `full_attention` keeps the whole (query, key) square too, at every layer.
         Summarising every layer costs about a fifth of the analysis at 1,024 tokens, so by default none is
-        read: `attention(prompt, layer)` reads the layer on screen when it is asked for.
+        read: `attention(prompt, layer)` reads the layer on screen when it is asked for, and `features(prompt,
+        layer)` a dictionary's features likewise.
 
-        One forward pass (two with interventions: the clean one is cached per prompt).
+        One forward pass (two with interventions: the clean one is cached per prompt). Layers read before under
+        the interventions that can reach them are not read again, and after a clean analysis of the prompt the
+        blocks before the first layer the pass must touch replay their clean outputs instead of running.
         """
         tokens = self.tokenize(prompt)
         ids = tuple(int(i) for i in tokens[0].tolist())
-        wanted = self._attention_layers(range(self.n_layers) if attention is True or full_attention else attention)
+        wanted = self._layers_asked(range(self.n_layers) if attention is True or full_attention else attention)
         read: dict[int, LayerAttention] = {}
-        for layer in wanted:  # read before, in this pass or another: the attention cache has it
-            if (
-                cached := self._attention.get(_attention_key(ids, interventions, layer), full=full_attention)
-            ) is not None:
+        for layer in wanted:
+            cached = self._attention.get(_attention_key(ids, interventions, layer), full=full_attention)
+            if cached is not None:
                 read[layer] = cached
         missing = [layer for layer in wanted if layer not in read]
         masks = ScoreMasks.of(tokens[0]) if missing else None
@@ -471,30 +483,35 @@ class Engine:
             assert masks is not None
             read[layer] = summarise(layer, pattern, masks, keep=full_attention)  # NaN shows in the logits
 
-        # With interventions, the layers before the first they touch read as on the clean prompt: reuse those.
-        settings = (ids, top_k)
-        known, readings = self._clean_readings  # read once: another thread's analysis may replace it meanwhile
-        reused = readings if interventions and known == settings else None
-        start = min((iv.layer for iv in interventions), default=0) if reused is not None else 0
-        # and the blocks before it, and before any layer whose attention is still to read, need not run again.
-        replay = self._replay(ids, min([start, *missing])) if reused is not None else None
-        record: Outputs | None = None if interventions else {}
+        chosen = self._dictionaries_asked(features)
+        readings: dict[str, LayerFeatures] = {}
+        for d in chosen:
+            if (found := self._readings.get(_features_key(ids, interventions, d, top_k))) is not None:
+                readings[d.key] = found
+        to_read = [d for d in chosen if d.key not in readings]
+        # Blocks before the first layer this pass must touch (an intervention's, or one still to read) compute
+        # what they did on the clean prompt: replayed, if the last clean analysis was of this prompt.
+        touched = [*(iv.layer for iv in interventions), *missing, *(d.layer for d in to_read)]
+        replay = self._replay(ids, min(touched, default=self.n_layers))
+        record: Outputs | None = {} if not interventions and replay is None else None
         logits, plan = self._run(
             tokens,
             interventions,
-            capture_features=True,
+            capture=[d.key for d in to_read],
             top_k=top_k,
             on_attention=on_attention,
             attention_layers=missing,
             lens=True,
-            from_layer=start,
             record=record,
             replay=replay,
         )
         for layer in missing:
             self._attention.put(_attention_key(ids, interventions, layer), read[layer])
-        cap = plan.capture
-        resid = cap.resid
+        named = _named_features(interventions)
+        for d in to_read:
+            readings[d.key] = self._layer_features(d, plan.capture, named.get(d.layer, set()))
+            self._readings.put(_features_key(ids, interventions, d, top_k), readings[d.key])
+        resid = plan.capture.resid
         if replay is not None:  # the replayed blocks' hooks did not run: their residual streams are the clean ones
             resid = {
                 **{layer: resid_post(replay[0][layer]) for layer in range(replay[1]) if layer not in resid},
@@ -503,37 +520,28 @@ class Engine:
         if record is not None:
             self._clean_blocks = (ids, record)
         self._lens_cache = ((ids, tuple(interventions)), resid)  # one position's lens, later, needs no pass
-        named = _named_features(interventions)
-        layers = tuple(
-            reused[i]
-            if reused is not None and d.layer < start
-            else self._layer_features(d, cap, named.get(d.layer, set()))
-            for i, d in enumerate(self.dictionaries)
-        )
-        if not interventions:
-            self._clean_readings = (settings, layers)
         lens_tops = (
             tuple(self._top_tokens(self._lens_logprobs(resid[layer]), n_predictions) for layer in sorted(resid))
             if lens
             else ()
         )
-        predictions = self._top_tokens(logits, n_predictions, logits=True)  # in the model's dtype: no copy
+        lse = _logsumexp(logits)  # (seq, 1): normalises the predictions, and the KL's second term
+        predictions = self._top_tokens(logits, n_predictions, lse=lse)  # in the model's dtype: no copy
         clean_predictions = kl = shifts = None
         if interventions:
             clean = self._clean_distribution(tokens, ids, n_predictions)
             clean_predictions = clean.top
             # KL(clean ‖ ablated) = Σ p log p (cached) − Σ p · logits + logsumexp(logits): no log-softmax of the
             # ablated logits over the whole vocabulary, and none of the clean ones after the first.
-            lse = _logsumexp(logits)[:, 0]
-            kl_t = clean.neg_entropy - _dot_rows(clean.probs, logits) + lse
+            kl_t = clean.neg_entropy - _dot_rows(clean.probs, logits) + lse[:, 0]
             kl = frozen_array(kl_t.clamp_min(0).cpu().numpy(), np.float32)
-            shifts = self._shifts(clean.probs, logits, lse, clean_predictions, predictions)
+            shifts = self._shifts(clean.probs, logits, lse[:, 0], clean_predictions, predictions)
         return Analysis(
             model=self.name,
             prompt=prompt,
             tokens=tuple(self.token_strings(ids)),
             token_ids=ids,
-            layers=layers,
+            layers=tuple(readings[d.key] for d in chosen),
             attention=tuple(read[layer] for layer in wanted),
             lens=lens_tops,
             predictions=predictions,
@@ -542,6 +550,50 @@ class Engine:
             kl=kl,
             shifts=shifts,
         )
+
+    def features(
+        self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, top_k: int = 10
+    ) -> LayerFeatures:
+        """The features of the dictionary at `layer` (the first, if it has several) under the interventions, as
+        `analyse` reads them. Read by a pass that stops once the dictionary has read its input, and cached by
+        the interventions that can reach the layer, like `attention`."""
+        tokens = self.tokenize(prompt)
+        ids = tuple(int(i) for i in tokens[0].tolist())
+        d = self._first_dictionary_at(layer)
+        key = _features_key(ids, interventions, d, top_k)
+        if (found := self._readings.get(key)) is not None:
+            return found
+        upstream = key[1]
+
+        def stop(activation: torch.Tensor, hook: Any) -> None:  # after the dictionary's own hooks
+            raise EnoughRead(_finite(activation, upstream))
+
+        plan, _ = self._read_at(
+            tokens,
+            d.layer,
+            upstream,
+            [(d.hook_out if d.is_transcoder else d.hook_in, stop)],
+            capture=[d.key],
+            top_k=top_k,
+        )
+        found = self._layer_features(d, plan.capture, _named_features(upstream).get(d.layer, set()))
+        self._readings.put(key, found)
+        return found
+
+    def _dictionaries_asked(self, layers: bool | Sequence[int]) -> list[Dictionary]:
+        """The dictionaries at the layers asked for (True: every one), each layer checked against the model's."""
+        if layers is True:
+            return list(self.dictionaries)
+        wanted = set(self._layers_asked(layers))
+        return [d for d in self.dictionaries if d.layer in wanted]
+
+    def _first_dictionary_at(self, layer: int) -> Dictionary:
+        (layer,) = self._layers_asked([layer])
+        found = next((d for d in self.dictionaries if d.layer == layer), None)
+        if found is None:
+            have = ", ".join(str(d.layer) for d in self.dictionaries) or "none"
+            raise UsageError(f"no dictionary at layer {layer}; dictionaries are loaded at layers: {have}")
+        return found
 
     def attention(
         self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, full: bool = False
@@ -553,8 +605,9 @@ class Engine:
         reach the layer: those downstream of it share the clean prompt's reading.
         """
         tokens = self.tokenize(prompt)
-        (layer,) = self._attention_layers([layer])
-        key = _attention_key(tuple(int(i) for i in tokens[0].tolist()), interventions, layer)
+        (layer,) = self._layers_asked([layer])
+        ids = tuple(int(i) for i in tokens[0].tolist())
+        key = _attention_key(ids, interventions, layer)
         found = self._attention.get(key, full=full)
         if found is not None:
             return found
@@ -564,27 +617,40 @@ class Engine:
         def read(at: int, pattern: torch.Tensor) -> None:
             raise EnoughRead(summarise(at, _finite(pattern, upstream), masks, keep=full))
 
-        plan = RunPlan(
+        _, summary = self._read_at(tokens, layer, upstream, on_attention=read, attention_layers=(layer,))
+        assert isinstance(summary, LayerAttention)
+        self._attention.put(key, summary)
+        return summary
+
+    def _read_at(
+        self,
+        tokens: torch.Tensor,
+        layer: int,
+        upstream: Sequence[Intervention],
+        stops: Sequence[tuple[str, Callable[..., Any]]] = (),
+        **plan: Any,
+    ) -> tuple[RunPlan, object]:
+        """One pass under the `upstream` interventions that a hook at `layer` (the plan's, or one of `stops`,
+        which fire after it) ends by raising `EnoughRead`; the blocks before the first layer it touches replay
+        the clean prompt's outputs. Returns the plan, with what it captured, and what the hook carried out."""
+        run = RunPlan(
             self.dictionaries,
             upstream,
             n_layers=self.n_layers,
             n_heads=self.n_heads,
             prompt_len=tokens.shape[-1],
-            capture_features=False,
-            on_attention=read,
-            attention_layers=(layer,),
+            **plan,
         )
-        replay = self._replay(key[0], min([layer, *(iv.layer for iv in upstream)]))
+        ids = tuple(int(i) for i in tokens[0].tolist())
         try:
-            self._pass(tokens, plan.hooks, replay=replay)
+            self._pass(
+                tokens, [*run.hooks, *stops], replay=self._replay(ids, min([layer, *(iv.layer for iv in upstream)]))
+            )
         except EnoughRead as enough:
-            found = enough.args[0]
-        if not isinstance(found, LayerAttention):
-            raise RuntimeError(f"the pass ended without reaching layer {layer}'s attention")
-        self._attention.put(key, found)
-        return found
+            return run, enough.args[0]
+        raise RuntimeError(f"the pass ended without reaching what it came to read at layer {layer}")
 
-    def _attention_layers(self, layers: Iterable[int] | bool) -> list[int]:
+    def _layers_asked(self, layers: Iterable[int] | bool) -> list[int]:
         """The layers asked for, in order, each checked against the model's."""
         if isinstance(layers, bool):  # False: none (True was resolved to every layer by the caller)
             return []
@@ -617,7 +683,7 @@ class Engine:
         cached = self._clean_cache  # read once: another thread may replace it meanwhile
         if cached is not None and cached[0] == (ids, n):
             return cached[1]
-        logits, _ = self._run(tokens, ())
+        logits, _ = self._run(tokens, (), replay=self._replay(ids, self.n_layers))  # after a clean analysis: unembed
         logprobs = logits.float().log_softmax(-1)
         probs = logprobs.exp()
         clean = CleanDistribution(probs, _dot_rows(probs, logprobs), self._top_tokens(logprobs, n))
@@ -630,11 +696,11 @@ class Engine:
             x = resid.to(self._out_device).unsqueeze(0)
             return self.model.unembed(self.model.ln_final(x))[0].float().log_softmax(-1)
 
-    def _top_tokens(self, logprobs: torch.Tensor, n: int, *, logits: bool = False) -> TopTokens:
-        """The top `n` at each position of log-probabilities, or of raw `logits` (normalised here, after the
-        top-k: a log-softmax over the whole vocabulary at every position costs as much as the top-k itself)."""
+    def _top_tokens(self, logprobs: torch.Tensor, n: int, *, lse: torch.Tensor | None = None) -> TopTokens:
+        """The top `n` at each position of log-probabilities, or of raw logits with their logsumexp `lse`
+        (normalised after the top-k: a log-softmax over the whole vocabulary costs as much as the top-k)."""
         top = logprobs.topk(min(n, logprobs.shape[-1]), dim=-1)
-        values = top.values.float() - _logsumexp(logprobs) if logits else top.values.float()
+        values = top.values.float() - lse if lse is not None else top.values.float()
         ids = top.indices.cpu().numpy()
         strings = self.token_strings(ids.reshape(-1).tolist())
         width = ids.shape[1]
@@ -920,7 +986,6 @@ class Engine:
             n_layers=self.n_layers,
             n_heads=self.n_heads,
             prompt_len=prompt_len,
-            capture_features=False,
         )
         past = {} if cache is None else {"past_key_values": cache}
         with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
@@ -954,10 +1019,12 @@ def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torc
     return logits
 
 
-def _attention_key(ids: tuple[int, ...], interventions: Sequence[Intervention], layer: int) -> AttentionKey:
-    """A layer's attention depends on the interventions at its layer and before (every hook lenstop edits
-    is inside a block); those after it cannot reach it."""
-    return ids, tuple(iv for iv in interventions if iv.layer <= layer), layer
+def _attention_key(ids: tuple[int, ...], interventions: Sequence[Intervention], layer: int) -> LayerKey:
+    return layer_key(ids, interventions, layer, "attention")
+
+
+def _features_key(ids: tuple[int, ...], interventions: Sequence[Intervention], d: Dictionary, top_k: int) -> LayerKey:
+    return layer_key(ids, interventions, d.layer, (d.key, top_k))
 
 
 _HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place

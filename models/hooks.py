@@ -10,7 +10,7 @@ linear decoder is exactly `x + (new - old) * W_dec[F]`; steering adds
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,12 +160,11 @@ class RunPlan:
         n_layers: int,
         n_heads: int,
         prompt_len: int,
-        capture_features: bool = True,
+        capture: Collection[str] = (),
         top_k: int = 10,
         on_attention: Callable[[int, torch.Tensor], None] | None = None,
         attention_layers: Sequence[int] = (),
         resid_layers: Sequence[int] = (),
-        from_layer: int = 0,
     ) -> None:
         self.capture = Capture()
         self.top_k = top_k
@@ -194,9 +193,8 @@ class RunPlan:
 
         for d in dictionaries:
             e = edits.get(d.key, _Edits())
-            capture = capture_features and d.layer >= from_layer  # earlier layers' readings are known already
-            if capture or e:
-                self._add_dictionary(d, e, capture)
+            if d.key in capture or e:  # the dictionaries whose readings are asked for, and those edited
+                self._add_dictionary(d, e, d.key in capture)
 
         for iv in interventions:
             if isinstance(iv, HeadKnockout):

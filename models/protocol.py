@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
     from lenstop.models.interventions import Intervention
-    from lenstop.models.results import Analysis, Generation, LayerAttention, LogitLens, ModelInfo
+    from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 
 Progress = Callable[[str], None]  # told each loading step, e.g. "loading dictionary 2/12"
 
@@ -38,12 +38,20 @@ class EngineProtocol(Protocol):
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        features: bool | Sequence[int] = True,
         attention: bool | Sequence[int] = False,
         lens: bool = True,
     ) -> Analysis:
-        """Features and predictions at every position and layer; the attention and head scores of the layers
+        """Predictions at every position; the features of the dictionaries at the layers `features` names (True:
+        every dictionary; `features()` reads one on demand); the attention and head scores of the layers
         `attention` names (True: every layer; `attention()` reads one on demand); with `lens`, the logit lens
         of every layer at every position too (`logit_lens` gives one position's cheaply)."""
+        ...
+
+    def features(
+        self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, top_k: int = 10
+    ) -> LayerFeatures:
+        """The features of the dictionary at `layer` under the interventions; a UsageError if it has none."""
         ...
 
     def attention(self, prompt: str, layer: int, interventions: Sequence[Intervention] = ()) -> LayerAttention:

@@ -106,6 +106,12 @@ class LayerFeatures:
     # Labels, where known, of the features in union_ids and of those the interventions name.
     labels: Mapping[int, str] = field(default_factory=dict)
 
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.top_ids, self.top_acts, self.union_ids, self.union_offsets, self.union_positions)
+        rest = (self.union_values, self.error_norm, self.relative_error, self.l0)
+        return sum(a.nbytes for a in (*arrays, *rest))
+
     def features(self, position: int) -> tuple[FeatureActivation, ...]:
         """The top features at `position`, descending, positive only."""
         return tuple(

@@ -213,6 +213,7 @@ class FakeEngine:
         *,
         top_k: int = 10,
         n_predictions: int = 10,
+        features: bool | Sequence[int] = True,
         attention: bool | Sequence[int] = False,
         lens: bool = True,
     ) -> Analysis:
@@ -247,7 +248,7 @@ class FakeEngine:
             prompt=prompt,
             tokens=tuple(tokens),
             token_ids=ids,
-            layers=tuple(self._layer(tokens, layer, interventions, top_k) for layer in range(self.n_layers)),
+            layers=tuple(self._layer(tokens, layer, interventions, top_k) for layer in self._layers(features)),
             attention=tuple(self._attention(seq, layer, ids) for layer in self._layers(attention)),
             lens=lens_tops if lens else (),
             predictions=predictions,
@@ -265,6 +266,18 @@ class FakeEngine:
             if not 0 <= layer < self.n_layers:
                 raise UsageError(f"layer {layer} does not exist: fake has layers 0..{self.n_layers - 1}")
         return layers
+
+    def features(
+        self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, top_k: int = 10
+    ) -> LayerFeatures:
+        with self.lock:
+            self.calls.append(("features", (prompt, layer, tuple(interventions))))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        tokens = tokenize(prompt)
+        self._check(interventions, len(tokens))
+        (layer,) = self._layers([layer])
+        return self._layer(tokens, layer, interventions, top_k)
 
     def attention(self, prompt: str, layer: int, interventions: Sequence[Intervention] = ()) -> LayerAttention:
         with self.lock:

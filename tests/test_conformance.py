@@ -123,6 +123,32 @@ def test_attention_is_read_for_the_layers_asked_for_or_one_layer_on_demand(
             engine.analyse(PROMPT, attention=[bad])
 
 
+def test_features_are_read_for_the_layers_asked_for_or_one_layer_on_demand(
+    engine: EngineProtocol, clean: Analysis
+) -> None:
+    """Every dictionary's by default; with `features`, those at the layers named; `features()` reads one alone.
+    Each equals the whole analysis's, clean and under an intervention."""
+    last = engine.info().n_layers - 1
+    ablation = [FeatureAblation(0, _top_feature(clean, 0))]
+    whole = engine.analyse(PROMPT, ablation, top_k=8, n_predictions=5)
+    assert [lf.layer for lf in whole.layers] == [d.layer for d in engine.info().dictionaries]
+    some = engine.analyse(PROMPT, ablation, top_k=8, n_predictions=5, features=[last, last])
+    assert [lf.layer for lf in some.layers] == [last]
+    assert engine.analyse(PROMPT, top_k=8, n_predictions=5, features=False).layers == ()
+    np.testing.assert_allclose(some.predictions.probs, whole.predictions.probs, atol=1e-6)
+    for interventions, reference in (((), clean), (ablation, whole)):
+        for layer in (0, last):
+            expected, one = reference.layer(layer), engine.features(PROMPT, layer, interventions, top_k=8)
+            assert expected is not None and (one.layer, one.dictionary) == (expected.layer, expected.dictionary)
+            np.testing.assert_array_equal(one.top_ids, expected.top_ids)
+            np.testing.assert_allclose(one.top_acts, expected.top_acts, atol=1e-6)
+            np.testing.assert_allclose(one.error_norm, expected.error_norm, atol=1e-5)
+    np.testing.assert_array_equal(some.layers[0].top_ids, whole.layers[-1].top_ids)
+    for bad in (last + 1, -1):
+        with pytest.raises(UsageError, match=f"layer {bad} does not exist"):
+            engine.features(PROMPT, bad)
+
+
 def test_the_logit_lens_of_one_position_is_that_of_every_position(engine: EngineProtocol, clean: Analysis) -> None:
     last = len(clean.tokens) - 1
     for position in (last, 2, -1):

@@ -17,9 +17,10 @@ import torch
 
 from lenstop.models.attention import AttentionCache
 from lenstop.models.engine import Engine
-from lenstop.models.errors import NumericError
+from lenstop.models.errors import NumericError, UsageError
 from lenstop.models.head_scores import head_scores
-from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
+from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
+from lenstop.models.results import LayerFeatures
 
 from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, hf_with_resid_edit, load_sae
 
@@ -152,7 +153,7 @@ def test_the_attention_cache_lets_the_least_recently_used_go_past_its_budget() -
     size = reading(0).nbytes
     assert size == 2 * 4 * 4 * (8 + 4)  # int64 keys, float32 weights
     cache = AttentionCache(budget=3 * size)
-    keys = [((1, 2, 3, 4), (), layer) for layer in range(4)]
+    keys = [((1, 2, 3, 4), (), layer, "attention") for layer in range(4)]
     for key in keys[:3]:
         cache.put(key, reading(key[2]))
     assert cache.get(keys[0]) is not None  # used: now the most recent
@@ -162,8 +163,8 @@ def test_the_attention_cache_lets_the_least_recently_used_go_past_its_budget() -
     assert cache.get(keys[0], full=True) is None  # read without its square: a full reading is not there
     whole = LayerAttention.from_pattern(9, np.full((2, 4, 4), 0.25, dtype=np.float32), keep=True)
     assert whole.nbytes == size + 2 * 4 * 4 * 4
-    cache.put(((9,), (), 9), whole)  # two others make room
-    assert cache.get(((9,), (), 9), full=True) is whole and len(cache) == 2
+    cache.put(((9,), (), 9, "attention"), whole)  # two others make room
+    assert cache.get(((9,), (), 9, "attention"), full=True) is whole and len(cache) == 2
     AttentionCache(budget=100).put(keys[0], whole)  # larger than the whole budget: not kept, no error
 
 
@@ -407,7 +408,8 @@ def test_an_intervened_analysis_reusing_the_clean_prompt_equals_one_computed_who
     with blocks_run(engine) as ran:
         reused = engine.analyse(PROMPT, interventions, attention=True)
     assert ran == list(range(layer, engine.n_layers))  # the blocks before the intervention did not run
-    engine._clean_readings, engine._clean_blocks = (None, None), None  # forget the clean analysis
+    engine._readings.clear()  # forget the clean analysis
+    engine._clean_blocks = None
     engine._attention = AttentionCache()
     with blocks_run(engine) as ran:
         whole = engine.analyse(PROMPT, interventions, attention=True)
@@ -488,7 +490,7 @@ def test_a_replay_that_fails_runs_every_block_and_replays_no_more(
     when earlier blocks are replayed: the engine then runs every block, and replays no more."""
     interventions = [FeatureAblation(1, 3)]
     whole = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu").analyse(PROMPT, interventions)
-    for read in ("analysis", "attention"):
+    for read in ("analysis", "attention", "features"):
         engine = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
         engine.analyse(PROMPT)
         assert engine._clean_blocks is not None
@@ -499,6 +501,8 @@ def test_a_replay_that_fails_runs_every_block_and_replays_no_more(
             np.testing.assert_allclose(got.predictions.probs, whole.predictions.probs, atol=1e-6)
             assert got.kl is not None and whole.kl is not None
             np.testing.assert_allclose(got.kl, whole.kl, atol=1e-6)
+        elif read == "features":
+            _same_reading(engine.features(PROMPT, 1, interventions), whole.layer(1))
         else:
             att = engine.attention(PROMPT, 1, full=True)
             with torch.no_grad():
@@ -519,3 +523,126 @@ def test_models_whose_layers_share_state_are_never_replayed(engine: Engine) -> N
     assert supported(engine.model) and supported(model(num_kv_shared_layers=0))
     assert not supported(model(num_kv_shared_layers=2))  # Gemma 3n, Gemma 4: keys and values shared on
     assert not supported(model(text_config=SimpleNamespace(altup_num_inputs=4)))
+
+
+def _same_reading(a: LayerFeatures | None, b: LayerFeatures | None) -> None:
+    assert a is not None and b is not None and (a.layer, a.dictionary) == (b.layer, b.dictionary)
+    np.testing.assert_array_equal(a.top_ids, b.top_ids)
+    np.testing.assert_allclose(a.top_acts, b.top_acts, atol=1e-6)
+    np.testing.assert_array_equal(a.union_ids, b.union_ids)
+    np.testing.assert_allclose(a.union_values, b.union_values, atol=1e-6)
+    np.testing.assert_allclose(a.error_norm, b.error_norm, atol=1e-5)
+    np.testing.assert_array_equal(a.l0, b.l0)
+    assert dict(a.labels) == dict(b.labels)
+
+
+def _forget(engine: Engine) -> None:
+    """No reading kept, no clean blocks to replay, no clean distribution: the next call starts afresh."""
+    engine.forget()
+    assert len(engine._readings) == len(engine._attention) == 0 and engine._clean_blocks is None
+
+
+def test_one_dictionarys_features_read_on_demand_equal_saelens_and_the_pass_stops_at_its_hook(
+    engine: Engine, resid_saes: Path, tokens
+) -> None:
+    """`Engine.features` reads a dictionary by a pass that stops once its hook has fired: the blocks after
+    it do not start, and the reading is SAELens's own encode of the model's activations."""
+    _, cache = bridge(engine.model.cfg.model_name).run_with_cache(tokens)
+    for d in engine.dictionaries:
+        _forget(engine)
+        with blocks_run(engine) as ran:
+            got = engine.features(PROMPT, d.layer, top_k=6)
+        assert ran == list(range(d.layer))  # its hook_resid_pre fires before its block's attention starts
+        with torch.no_grad():
+            acts = load_sae(resid_saes / f"L{d.layer}").encode(cache[d.hook_in][0])
+        np.testing.assert_allclose(got.top_acts, acts.topk(6, dim=-1).values.clamp_min(0).numpy(), atol=ATOL)
+        np.testing.assert_array_equal(got.l0, (acts > 0).sum(-1).numpy())
+        assert engine.features(PROMPT, d.layer, top_k=6) is got  # kept: a second read costs no pass
+    assert all("forward" not in block.__dict__ for block in engine.model.blocks)
+
+
+@pytest.mark.parametrize(
+    "interventions",
+    [[FeatureAblation(0, 3)], [FeatureSteer(1, 5, 3.0)], [HeadKnockout(0, 1), FeatureClamp(1, 7, 2.0)]],
+    ids=["ablate-0", "steer-1", "knock-0-clamp-1"],
+)
+def test_features_read_on_demand_under_interventions_equal_a_whole_analysis(
+    engine: Engine, interventions: list[Intervention]
+) -> None:
+    """Each dictionary's features read alone, with and without the clean blocks to replay, equal those of an
+    analysis that reads every layer at once; after a clean analysis only the blocks from the first
+    intervention on run."""
+    _forget(engine)
+    whole = engine.analyse(PROMPT, interventions, top_k=6)
+    first = min(iv.layer for iv in interventions)
+    for replayed in (False, True):
+        for d in engine.dictionaries:
+            _forget(engine)
+            if replayed:
+                engine.analyse(PROMPT, top_k=6)
+                engine._readings.clear()  # the clean readings go, the clean blocks stay
+            with blocks_run(engine) as ran:
+                got = engine.features(PROMPT, d.layer, interventions, top_k=6)
+            assert ran == list(range(min(first, d.layer) if replayed else 0, d.layer))
+            _same_reading(got, whole.layer(d.layer))
+
+
+def test_an_update_reads_only_the_dictionaries_asked_for_and_those_it_edits(engine: Engine) -> None:
+    """An intervened analysis with `features=[layer]` encodes the edited dictionary (an ablation must know the
+    feature's activation) and the one asked for, none other; a steer needs no encode at all."""
+    encoded: list[int] = []
+    originals = {d.key: d.sae.encode for d in engine.dictionaries}
+    for d in engine.dictionaries:
+        d.sae.encode = lambda x, d=d: encoded.append(d.layer) or originals[d.key](x)  # type: ignore[method-assign]
+    try:
+        _forget(engine)
+        engine.analyse(PROMPT, top_k=6)
+        encoded.clear()
+        steered = engine.analyse(PROMPT, [FeatureSteer(0, 5, 3.0)], top_k=6, features=[1])
+        assert encoded == [1] and [lf.layer for lf in steered.layers] == [1]
+        engine.forget()
+        engine.analyse(PROMPT, top_k=6)
+        encoded.clear()
+        with blocks_run(engine) as ran:  # the first intervention on the prompt: its clean distribution too
+            ablated = engine.analyse(PROMPT, [FeatureAblation(1, 3)], top_k=6, features=[0])
+        assert ran == [1]  # the clean distribution is the recorded blocks' output, unembedded: no block runs
+        assert encoded == [1] and [lf.layer for lf in ablated.layers] == [0]  # layer 0's: the clean reading
+        assert ablated.layers[0] is engine.analyse(PROMPT, top_k=6).layer(0)
+    finally:
+        for d in engine.dictionaries:
+            del d.sae.encode
+    _forget(engine)
+    whole = engine.analyse(PROMPT, [FeatureSteer(0, 5, 3.0)], top_k=6)
+    _same_reading(steered.layer(1), whole.layer(1))
+    np.testing.assert_allclose(steered.predictions.probs, whole.predictions.probs, atol=1e-6)
+    assert steered.kl is not None and whole.kl is not None
+    np.testing.assert_allclose(steered.kl, whole.kl, atol=1e-6)
+
+
+def test_coming_back_to_the_clean_prompt_runs_no_block(engine: Engine, hf, tokens) -> None:
+    """Once every layer the clean analysis shows has been read, analysing the clean prompt again (an
+    intervention toggled off) replays every block: only the unembedding runs, and the numbers are the model's."""
+    _forget(engine)
+    first = engine.analyse(PROMPT, attention=[1])
+    engine.analyse(PROMPT, [FeatureAblation(0, 3)], attention=[1], features=[1])
+    with blocks_run(engine) as ran:
+        again = engine.analyse(PROMPT, attention=[1])
+    assert ran == []
+    assert all(a is b for a, b in zip(again.layers, first.layers, strict=True)) and len(again.layers) == 2
+    assert again.attention[0] is first.attention[0]
+    with torch.no_grad():
+        expected = hf(tokens).logits[0].log_softmax(-1)
+    top = expected.topk(again.predictions.ids.shape[1], dim=-1)
+    np.testing.assert_array_equal(again.predictions.ids, top.indices.numpy())
+    np.testing.assert_allclose(again.predictions.probs, top.values.exp().numpy(), atol=1e-5)
+    for layer, lens in enumerate(again.lens):
+        np.testing.assert_array_equal(lens.ids, first.lens[layer].ids)
+
+
+def test_features_on_demand_say_what_was_wrong(engine: Engine) -> None:
+    with pytest.raises(NumericError, match="NaN or infinite"):
+        engine.features(PROMPT, 1, [FeatureSteer(0, 11, float("inf"))])
+    with pytest.raises(UsageError, match="layer 5 does not exist"):
+        engine.features(PROMPT, 5)
+    with pytest.raises(UsageError, match="layer 5 does not exist"):
+        engine.analyse(PROMPT, features=[5])

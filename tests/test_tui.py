@@ -482,7 +482,7 @@ async def test_the_layer_on_screen_has_its_attention_read_and_another_layer_is_f
     layer keys rest (one read for a run of presses), and the analysis's own layer costs none."""
     from lenstop.tui.screens import inspector
 
-    monkeypatch.setattr(inspector, "ATTENTION_DEBOUNCE_S", 1.0)  # two presses fall inside it on a loaded machine
+    monkeypatch.setattr(inspector, "LAYER_DEBOUNCE_S", 1.0)  # two presses fall inside it on a loaded machine
     app, engine = make_app()
     arrived = threading.Event()
     read = engine.attention
@@ -547,7 +547,7 @@ async def test_coming_back_to_a_layer_read_before_keeps_its_attention(monkeypatc
     dropped, and the pane keeps the attention of the layer it shows."""
     from lenstop.tui.screens import inspector
 
-    monkeypatch.setattr(inspector, "ATTENTION_DEBOUNCE_S", 1.0)
+    monkeypatch.setattr(inspector, "LAYER_DEBOUNCE_S", 1.0)
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
@@ -559,3 +559,79 @@ async def test_coming_back_to_a_layer_read_before_keeps_its_attention(monkeypatc
         assert attention_reads(engine) == [(PROMPT, 1, ())]
         assert app.inspector.current_layer == 1
         assert "H0" in str(app.inspector.query_one("#heads").render())
+
+
+def feature_reads(engine: FakeEngine) -> list[tuple[object, ...]]:
+    return [args for name, args in engine.calls if name == "features"]
+
+
+def features_text(app: LenstopApp) -> str:
+    table = app.inspector.query_one(FeatureTable)
+    return "\n".join(" ".join(str(cell) for cell in table.get_row_at(row)) for row in range(table.row_count))
+
+
+async def test_under_interventions_the_layer_on_screen_has_its_features_read_and_others_are_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A clean analysis reads every dictionary; an intervened one reads the layer on screen alone, and another
+    layer's features are read apart once the layer keys rest, equal to what a whole analysis reads there."""
+    from lenstop.tui.screens import inspector
+
+    monkeypatch.setattr(inspector, "LAYER_DEBOUNCE_S", 1.0)
+    app, engine = make_app()
+    arrived = threading.Event()
+    read = engine.features
+
+    def held(*args: object, **kwargs: object) -> object:  # until the test has seen the pane wait for it
+        arrived.wait(10)
+        return read(*args, **kwargs)  # type: ignore[arg-type]
+
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert [lf.layer for lf in app.inspector.analysis.layers] == [0, 1, 2]
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await settle(pilot)
+        assert feature_reads(engine) == []  # the clean analysis read them all
+        await pilot.press("a")
+        await settle(pilot)
+        ablation = app.inspector.analysis.interventions
+        assert len(ablation) == 1 and [lf.layer for lf in app.inspector.analysis.layers] == [2]
+        engine.features = held  # type: ignore[method-assign]
+        await pilot.press("left_square_bracket", "left_square_bracket")  # through 1 to 0 without resting on 1
+        assert "reading features…" in features_text(app)
+        arrived.set()
+        await settle(pilot)
+        assert feature_reads(engine) == [(PROMPT, 0, ablation)]
+        whole = engine.analyse(PROMPT, ablation, top_k=inspector.TOP_K).layer(0)
+        shown = app.inspector._layer_features()
+        assert shown is not None and whole is not None
+        assert shown.top_ids.tolist() == whole.top_ids.tolist()
+        top = whole.features(app.inspector.position)[0]
+        assert str(top.id) in features_text(app) and "reading" not in features_text(app)
+        await pilot.press("right_square_bracket", "right_square_bracket")  # past 1, to the analysis's own layer
+        await settle(pilot)
+        assert len(feature_reads(engine)) == 1 and "reading" not in features_text(app)
+        await pilot.press("left_square_bracket")  # resting on 1 reads it
+        await settle(pilot)
+        assert feature_reads(engine)[1:] == [(PROMPT, 1, ablation)]
+
+
+async def test_features_that_cannot_be_read_are_said_in_their_pane_and_the_app_stays_up() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await settle(pilot)
+
+        def out_of_memory(*args: object, **kwargs: object) -> None:
+            raise OutOfMemoryError("out of memory on cpu running a 12-token prompt; shorten the prompt")
+
+        engine.features = out_of_memory  # type: ignore[method-assign]
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert "features unavailable: out of memory on cpu" in features_text(app)
+        assert "H0" in str(app.inspector.query_one("#heads").render())  # the layer's attention was still read
+        await pilot.press("left_square_bracket")  # the analysis's layer is still drawn
+        await settle(pilot)
+        assert "reading" not in features_text(app) and "unavailable" not in features_text(app)
+        assert app.inspector._layer_features() is not None

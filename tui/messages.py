@@ -11,7 +11,7 @@ from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError, describe
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.results import Analysis, Generation, LayerAttention, LogitLens, ModelInfo
+from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 
 
 @dataclass
@@ -115,6 +115,16 @@ class CircuitFailed(Message):
 class LensFound(Message):
     request: int
     lens: LogitLens
+
+
+@dataclass
+class FeaturesFound(Message):
+    """One layer's features, read apart from the analysis; or why they could not be."""
+
+    request: int
+    layer: int
+    features: LayerFeatures | None
+    error: str | None = None
 
 
 @dataclass

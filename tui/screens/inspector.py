@@ -43,6 +43,7 @@ from lenstop.tui.messages import (
     AnalysisFinished,
     AttentionFound,
     EngineLoaded,
+    FeaturesFound,
     GenerationFailed,
     GenerationFinished,
     HeadRolesFound,
@@ -77,7 +78,7 @@ TOP_K = 12
 N_PREDICTIONS = 10
 NEW_TOKENS = 24
 DEBOUNCE_S = 0.25
-ATTENTION_DEBOUNCE_S = 0.12  # a layer's attention is read once the layer keys come to rest
+LAYER_DEBOUNCE_S = 0.12  # what an analysis lacks of a layer is read once the layer keys come to rest
 COMPACT_WIDTH, COMPACT_HEIGHT = 100, 32
 SESSION_FILE = Path("lenstop-session.json")
 
@@ -135,8 +136,10 @@ class InspectorScreen(Screen[None]):
     editing = var(False, init=False)  # the prompt has the focus: keys type into it
     head_roles: var[HeadRoles | None] = var(None, init=False)  # each head's role on the standard task
     lens: var[LogitLens | None] = var(None, init=False)  # the selected token's logit lens, fetched apart
-    # The selected layer's attention when the analysis did not read it (it reads the layer selected when it
-    # was asked for), fetched apart; or why it could not be.
+    # The selected layer's features and attention when the analysis did not read them (it reads the layer
+    # selected when it was asked for; under interventions that layer's features alone), fetched apart; or why
+    # they could not be.
+    layer_features: var[LayerFeatures | str | None] = var(None, init=False)
     attention: var[LayerAttention | str | None] = var(None, init=False)
 
     def __init__(
@@ -149,7 +152,7 @@ class InspectorScreen(Screen[None]):
         self.engine: EngineProtocol | None = None
         self.request = 0  # only the latest analysis counts
         self.lens_request = 0
-        self.attention_request = 0
+        self.layer_request = 0
         self.generation_request = 0
         self._debounce: Timer | None = None
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
@@ -274,12 +277,20 @@ class InspectorScreen(Screen[None]):
     def _analyse(
         self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...], layer: int
     ) -> None:
-        """The analysis reads the selected layer's attention in its pass (other layers' are fetched when
-        selected) and no logit lens (the selected token's is fetched after)."""
+        """The analysis reads the selected layer's attention in its pass, and under interventions that layer's
+        features alone (other layers' are fetched when selected: a clean analysis reads them all, for
+        every later one to reuse), and no logit lens (the selected token's is fetched after)."""
         tic = time.monotonic()
+        features = [layer] if interventions else True
         try:
             analysis = engine.analyse(
-                prompt, interventions, top_k=TOP_K, n_predictions=N_PREDICTIONS, attention=[layer], lens=False
+                prompt,
+                interventions,
+                top_k=TOP_K,
+                n_predictions=N_PREDICTIONS,
+                features=features,
+                attention=[layer],
+                lens=False,
             )
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
             self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
@@ -323,20 +334,23 @@ class InspectorScreen(Screen[None]):
         else:
             self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self.set_reactive(InspectorScreen.lens, None)  # the last one read another analysis: "…" until this one's
+        self.set_reactive(InspectorScreen.layer_features, None)
         self.set_reactive(InspectorScreen.attention, None)
         self._draw_selection()
         self._request_lens()
-        self._request_attention()
+        self._request_layer()
 
     # ---------------------------------------------------------------- watchers
     def watch_info(self) -> None:
         self._draw_header()
 
     def watch_current_layer(self) -> None:
-        if isinstance(self.attention, str):  # why another layer's attention could not be read
+        if isinstance(self.layer_features, str):  # why another layer's features could not be read
+            self.set_reactive(InspectorScreen.layer_features, None)
+        if isinstance(self.attention, str):  # and its attention
             self.set_reactive(InspectorScreen.attention, None)
         self._draw_selection()
-        self._request_attention()
+        self._request_layer()
 
     def watch_position(self) -> None:
         self._draw_selection()
@@ -364,36 +378,67 @@ class InspectorScreen(Screen[None]):
         if message.request == self.lens_request:
             self.lens = message.lens
 
-    def _request_attention(self) -> None:
-        """The selected layer's attention, when the analysis lacks it: read by a pass up to that layer, once
-        the layer keys rest (the engine keeps what it read, so coming back to a layer costs no pass)."""
+    def _request_layer(self) -> None:
+        """What the analysis lacks of the selected layer (its features, its attention): read by a pass up to
+        that layer once the layer keys rest (the engine keeps what it read: coming back costs no pass)."""
         a, layer = self.analysis, self.current_layer
-        self.attention_request += 1  # whatever is on its way was asked for another layer or analysis
-        if self.engine is None or a is None or a.attention_at(layer) is not None or self._fetched_attention():
+        self.layer_request += 1  # whatever is on its way was asked for another layer or analysis
+        if self.engine is None or a is None:
             return
-        self._find_attention(self.engine, self.attention_request, a.prompt, layer, a.interventions)
+        features = self._has_dictionary(layer) and a.layer(layer) is None and self._fetched_features() is None
+        attention = a.attention_at(layer) is None and self._fetched_attention() is None
+        if features or attention:
+            self._read_layer(self.engine, self.layer_request, a.prompt, layer, a.interventions, features, attention)
 
-    @work(thread=True, exclusive=True, group="attention", exit_on_error=False)
-    def _find_attention(
-        self, engine: EngineProtocol, request: int, prompt: str, layer: int, interventions: tuple[Intervention, ...]
+    @work(thread=True, exclusive=True, group="layer", exit_on_error=False)
+    def _read_layer(
+        self,
+        engine: EngineProtocol,
+        request: int,
+        prompt: str,
+        layer: int,
+        interventions: tuple[Intervention, ...],
+        features: bool,
+        attention: bool,
     ) -> None:
-        time.sleep(ATTENTION_DEBOUNCE_S)
-        if request != self.attention_request:  # the layer moved on meanwhile: no pass for a layer passed by
-            return
-        try:
-            found = engine.attention(prompt, layer, interventions)
-        except BaseException as err:  # noqa: BLE001 - said in the heads pane, the app stays up
-            self.post_message(AttentionFound(request, layer, None, failure_text(err)))
-            return
-        self.post_message(AttentionFound(request, layer, found))
+        time.sleep(LAYER_DEBOUNCE_S)
+        if features and request == self.layer_request:  # else the layer moved on: no pass for a layer passed by
+            try:
+                read = engine.features(prompt, layer, interventions, top_k=TOP_K)
+            except BaseException as err:  # noqa: BLE001 - said in the features pane, the app stays up
+                self.post_message(FeaturesFound(request, layer, None, failure_text(err)))
+            else:
+                self.post_message(FeaturesFound(request, layer, read))
+        if attention and request == self.layer_request:
+            try:
+                found = engine.attention(prompt, layer, interventions)
+            except BaseException as err:  # noqa: BLE001 - said in the heads pane, the app stays up
+                self.post_message(AttentionFound(request, layer, None, failure_text(err)))
+            else:
+                self.post_message(AttentionFound(request, layer, found))
+
+    def on_features_found(self, message: FeaturesFound) -> None:
+        if message.request == self.layer_request and message.layer == self.current_layer:
+            self.layer_features = message.features if message.features is not None else message.error
 
     def on_attention_found(self, message: AttentionFound) -> None:
-        if message.request == self.attention_request and message.layer == self.current_layer:
+        if message.request == self.layer_request and message.layer == self.current_layer:
             self.attention = message.attention if message.attention is not None else message.error
+
+    def _has_dictionary(self, layer: int) -> bool:
+        return self.info is not None and any(d.layer == layer for d in self.info.dictionaries)
+
+    def _fetched_features(self) -> LayerFeatures | None:
+        found = self.layer_features
+        return found if isinstance(found, LayerFeatures) and found.layer == self.current_layer else None
 
     def _fetched_attention(self) -> LayerAttention | None:
         found = self.attention
         return found if isinstance(found, LayerAttention) and found.layer == self.current_layer else None
+
+    def watch_layer_features(self) -> None:
+        self._draw_tokens()
+        self._draw_features()
 
     def watch_attention(self) -> None:
         self._draw_heads()
@@ -455,7 +500,9 @@ class InspectorScreen(Screen[None]):
 
     # ---------------------------------------------------------------- drawing
     def _layer_features(self) -> LayerFeatures | None:
-        return self.analysis.layer(self.current_layer) if self.analysis is not None else None
+        if self.analysis is None:
+            return None
+        return self.analysis.layer(self.current_layer) or self._fetched_features()
 
     def _draw_selection(self) -> None:
         self._draw_header()
@@ -492,7 +539,14 @@ class InspectorScreen(Screen[None]):
         lf = self._layer_features()
         if lf is None:
             have = ", ".join(str(d.layer) for d in self.info.dictionaries) if self.info else ""
-            table.show([], None, empty=f"no dictionary at layer {layer} (dictionaries at: {have or 'none'})")
+            empty = (
+                f"no dictionary at layer {layer} (dictionaries at: {have or 'none'})"
+                if not self._has_dictionary(layer)
+                else f"features unavailable: {self.layer_features}"
+                if isinstance(self.layer_features, str)
+                else "reading features…"
+            )
+            table.show([], None, empty=empty)
             self.feature = None
             return
         table.show(feature_rows(lf, self.position, self.interventions.entries), self.feature)
