@@ -109,6 +109,9 @@ class Engine:
         self._clean_blocks: tuple[tuple[int, ...], Outputs] | None = None
         self._replay_ok = supported(model)  # see models/replay.py
         self._clean_cache: tuple[tuple[tuple[int, ...], int], CleanDistribution] | None = None
+        # The last clean analysis's logits and their logsumexp, until the first intervention on its prompt
+        # makes the clean distribution from them: else that would unembed the prompt again.
+        self._clean_logits: tuple[tuple[int, ...], torch.Tensor, torch.Tensor, TopTokens] | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -432,7 +435,7 @@ class Engine:
         as long as the vocabulary at every position). The next call starts afresh on any prompt."""
         self._readings.clear()
         self._attention.clear()
-        self._clean_blocks = self._lens_cache = self._clean_cache = None
+        self._clean_blocks = self._lens_cache = self._clean_cache = self._clean_logits = None
 
     def _replay_off(self) -> None:
         self._replay_ok, self._clean_blocks = False, None
@@ -528,6 +531,8 @@ class Engine:
         lse = _logsumexp(logits)  # (seq, 1): normalises the predictions, and the KL's second term
         predictions = self._top_tokens(logits, n_predictions, lse=lse)  # in the model's dtype: no copy
         clean_predictions = kl = shifts = None
+        if not interventions and (self._clean_cache is None or self._clean_cache[0][0] != ids):
+            self._clean_logits = (ids, logits, lse, predictions)
         if interventions:
             clean = self._clean_distribution(tokens, ids, n_predictions)
             clean_predictions = clean.top
@@ -680,14 +685,23 @@ class Engine:
 
     def _clean_distribution(self, tokens: torch.Tensor, ids: tuple[int, ...], n: int) -> CleanDistribution:
         """The clean prompt's next-token distribution, what every intervened analysis compares with; cached."""
-        cached = self._clean_cache  # read once: another thread may replace it meanwhile
+        cached, kept = self._clean_cache, self._clean_logits  # read once: another thread may replace them
         if cached is not None and cached[0] == (ids, n):
             return cached[1]
-        logits, _ = self._run(tokens, (), replay=self._replay(ids, self.n_layers))  # after a clean analysis: unembed
-        logprobs = logits.float().log_softmax(-1)
-        probs = logprobs.exp()
-        clean = CleanDistribution(probs, _dot_rows(probs, logprobs), self._top_tokens(logprobs, n))
-        self._clean_cache = ((ids, n), clean)
+        if kept is not None and kept[0] == ids:
+            _, logits, lse, top = kept
+        else:  # after a clean analysis of another prompt's: its recorded blocks, unembedded
+            logits, _ = self._run(tokens, (), replay=self._replay(ids, self.n_layers))
+            lse = _logsumexp(logits)
+            top = self._top_tokens(logits, n, lse=lse)
+        if top.ids.shape[1] != n:
+            top = self._top_tokens(logits, n, lse=lse)
+        # p = exp(logits - lse), and Σ p log p = Σ p · logits - lse: no log-probabilities over the vocabulary.
+        probs = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+        for block, m, out in zip(logits.split(32), lse.split(32), probs.split(32), strict=True):
+            torch.sub(block.float(), m, out=out).exp_()
+        clean = CleanDistribution(probs, _dot_rows(probs, logits) - lse[:, 0], top)
+        self._clean_cache, self._clean_logits = ((ids, n), clean), None
         return clean
 
     def _lens_logprobs(self, resid: torch.Tensor) -> torch.Tensor:

@@ -603,9 +603,14 @@ def test_an_update_reads_only_the_dictionaries_asked_for_and_those_it_edits(engi
         engine.forget()
         engine.analyse(PROMPT, top_k=6)
         encoded.clear()
-        with blocks_run(engine) as ran:  # the first intervention on the prompt: its clean distribution too
-            ablated = engine.analyse(PROMPT, [FeatureAblation(1, 3)], top_k=6, features=[0])
-        assert ran == [1]  # the clean distribution is the recorded blocks' output, unembedded: no block runs
+        unembedded: list[int] = []
+        handle = engine.model.unembed.register_forward_hook(lambda *args: unembedded.append(1))
+        try:
+            with blocks_run(engine) as ran:  # the first intervention on the prompt: its clean distribution too
+                ablated = engine.analyse(PROMPT, [FeatureAblation(1, 3)], top_k=6, features=[0], lens=False)
+        finally:
+            handle.remove()
+        assert ran == [1] and unembedded == [1]  # the clean distribution is the clean analysis's logits'
         assert encoded == [1] and [lf.layer for lf in ablated.layers] == [0]  # layer 0's: the clean reading
         assert ablated.layers[0] is engine.analyse(PROMPT, top_k=6).layer(0)
     finally:
