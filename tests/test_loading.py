@@ -57,6 +57,33 @@ def test_half_precision_runs_and_agrees_roughly(tiny_model: Path, resid_saes: Pa
     assert 0 < diff < 0.1
 
 
+def test_half_precision_works_end_to_end_like_float32(tiny_model: Path, resid_saes: Path, engine: Engine) -> None:
+    """Everything the app does, in bfloat16: an analysis, a toggle (its KL from the clean distribution), a
+    layer's features and attention read on demand after it, a steered generation; each near float32's."""
+    import numpy as np
+
+    from lenstop.models.interventions import FeatureAblation, FeatureSteer
+
+    half = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu", dtype="bfloat16")
+    ablation = [FeatureAblation(1, engine.analyse(PROMPT).layer(1).features(-1)[0].id)]
+    for e in (half, engine):
+        e.forget()
+        e.analyse(PROMPT, attention=[1], lens=False)
+    ours, theirs = (e.analyse(PROMPT, ablation, features=[1], attention=[1], lens=False) for e in (half, engine))
+    assert ours.kl is not None and theirs.kl is not None and np.isfinite(ours.kl).all()
+    assert theirs.kl.max() > 1e-3 and np.abs(ours.kl - theirs.kl).max() < 0.05 + 0.1 * theirs.kl.max()
+    np.testing.assert_allclose(ours.predictions.probs[:, 0], theirs.predictions.probs[:, 0], atol=0.05)
+    steer = [FeatureSteer(0, 7, 4.0)]
+    a, b = (e.features(PROMPT, 1, steer) for e in (half, engine))
+    agree = np.mean([set(a.top_ids[p, :3]) == set(b.top_ids[p, :3]) for p in range(len(a.top_ids))])
+    assert agree >= 0.7 and np.abs(a.top_acts - b.top_acts).max() < 0.1 * b.top_acts.max()
+    x, y = (e.attention(PROMPT, 1, steer) for e in (half, engine))
+    assert np.abs(x.weights - y.weights).max() < 0.05
+    g, h = (e.generate(PROMPT, steer, max_new_tokens=6) for e in (half, engine))
+    assert g.intervened is not None and h.intervened is not None
+    assert g.intervened.token_ids[:2] == h.intervened.token_ids[:2] and g.clean.token_ids[:2] == h.clean.token_ids[:2]
+
+
 def test_missing_local_directory_and_unknown_model(tmp_path: Path) -> None:
     (tmp_path / "not-a-model").mkdir()
     with pytest.raises(NotFoundError, match="no config.json"):
