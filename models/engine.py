@@ -431,8 +431,8 @@ class Engine:
 
     def forget(self) -> None:
         """Let go of everything kept from the prompts read so far: each layer's readings, and the last clean
-        prompt's block outputs, residual streams and next-token distribution (linear in the prompt, the last
-        as long as the vocabulary at every position). The next call starts afresh on any prompt."""
+        prompt's block outputs, residual streams and logits (linear in the prompt, the logits as long as the
+        vocabulary at every position). The next call starts afresh on any prompt."""
         self._readings.clear()
         self._attention.clear()
         self._clean_blocks = self._lens_cache = self._clean_cache = self._clean_logits = None

@@ -13,6 +13,7 @@ from conftest import D_MODEL
 from lenstop.models.engine import Engine
 from lenstop.models.errors import IncompatibleError, NotFoundError, UsageError
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer
+from lenstop.models.results import LayerFeatures
 
 from helpers import build_sae
 from reference import bridge, hf_logits_with_resid_edit, hf_model, hf_residuals, load_sae
@@ -50,6 +51,19 @@ def test_each_sae_architecture_matches_its_own_encode(tmp_path: Path, tiny_model
         got = {f.id: f.act for f in lf.features(pos)}
         assert got.keys() == want.keys()
         assert all(abs(got[i] - want[i]) < ATOL for i in got)
+    _read_alone_as_in_the_analysis(engine, lf, top_k=64)
+
+
+def _read_alone_as_in_the_analysis(engine: Engine, lf: LayerFeatures | None, top_k: int) -> None:
+    """`Engine.features`, by a pass that stops at the dictionary's hook (a transcoder's output hook), reads
+    what the whole analysis read."""
+    assert lf is not None
+    engine.forget()
+    alone = engine.features(PROMPT, lf.layer, top_k=top_k)
+    np.testing.assert_array_equal(alone.top_ids, lf.top_ids)
+    np.testing.assert_allclose(alone.top_acts, lf.top_acts, atol=1e-6)
+    np.testing.assert_allclose(alone.error_norm, lf.error_norm, atol=1e-6)
+    np.testing.assert_array_equal(alone.l0, lf.l0)
 
 
 def test_ablation_through_a_stateful_normalisation(tmp_path: Path, tiny_model: Path) -> None:
@@ -93,6 +107,7 @@ def test_transcoder_reads_mlp_input_and_edits_mlp_output(tmp_path: Path, tiny_mo
     np.testing.assert_allclose(lf.top_acts, acts.topk(8, dim=-1).values.clamp_min(0).numpy(), atol=ATOL)
     # The error of a transcoder is against the MLP's real output.
     np.testing.assert_allclose(lf.error_norm, (cache[hook_out][0] - prediction).norm(dim=-1).numpy(), atol=1e-4)
+    _read_alone_as_in_the_analysis(engine, lf, top_k=8)
     # Ablating a feature removes its decoder row from the MLP output.
     feature = int(acts[-1].argmax())
     ref = bridge(tiny_model)
@@ -118,6 +133,7 @@ def test_hook_z_dictionary_flattens_heads(tmp_path: Path, tiny_model: Path) -> N
         acts = sae.encode(z)
     analysis = engine.analyse(PROMPT, top_k=5)
     np.testing.assert_allclose(analysis.layer(1).top_acts, acts.topk(5, dim=-1).values.clamp_min(0).numpy(), atol=ATOL)
+    _read_alone_as_in_the_analysis(engine, analysis.layer(1), top_k=5)
     ref = bridge(tiny_model)
     n_heads, d_head = z.shape[-2:]
 
