@@ -426,8 +426,9 @@ class Engine:
     def _replay(self, ids: tuple[int, ...], upto: int) -> tuple[Outputs, int] | None:
         """The clean prompt's block outputs to replay before layer `upto`, if the last clean analysis was of `ids`."""
         recorded = self._clean_blocks  # read once: another thread's analysis may replace it meanwhile
-        usable = self._replay_ok and recorded is not None and recorded[0] == ids and upto > 0
-        return (recorded[1], upto) if usable and recorded is not None else None
+        if not self._replay_ok or recorded is None or recorded[0] != ids or upto <= 0:
+            return None
+        return recorded[1], upto
 
     def forget(self) -> None:
         """Let go of everything kept from the prompts read so far: each layer's readings, and the last clean
@@ -575,6 +576,7 @@ class Engine:
 
         plan, _ = self._read_at(
             tokens,
+            ids,
             d.layer,
             upstream,
             [(d.hook_out if d.is_transcoder else d.hook_in, stop)],
@@ -622,7 +624,7 @@ class Engine:
         def read(at: int, pattern: torch.Tensor) -> None:
             raise EnoughRead(summarise(at, _finite(pattern, upstream), masks, keep=full))
 
-        _, summary = self._read_at(tokens, layer, upstream, on_attention=read, attention_layers=(layer,))
+        _, summary = self._read_at(tokens, ids, layer, upstream, on_attention=read, attention_layers=(layer,))
         assert isinstance(summary, LayerAttention)
         self._attention.put(key, summary)
         return summary
@@ -630,6 +632,7 @@ class Engine:
     def _read_at(
         self,
         tokens: torch.Tensor,
+        ids: tuple[int, ...],
         layer: int,
         upstream: Sequence[Intervention],
         stops: Sequence[tuple[str, Callable[..., Any]]] = (),
@@ -646,7 +649,6 @@ class Engine:
             prompt_len=tokens.shape[-1],
             **plan,
         )
-        ids = tuple(int(i) for i in tokens[0].tolist())
         try:
             self._pass(
                 tokens, [*run.hooks, *stops], replay=self._replay(ids, min([layer, *(iv.layer for iv in upstream)]))
@@ -688,13 +690,13 @@ class Engine:
         cached, kept = self._clean_cache, self._clean_logits  # read once: another thread may replace them
         if cached is not None and cached[0] == (ids, n):
             return cached[1]
+        top: TopTokens | None = None
         if kept is not None and kept[0] == ids:
             _, logits, lse, top = kept
         else:  # after a clean analysis of another prompt's: its recorded blocks, unembedded
             logits, _ = self._run(tokens, (), replay=self._replay(ids, self.n_layers))
             lse = _logsumexp(logits)
-            top = self._top_tokens(logits, n, lse=lse)
-        if top.ids.shape[1] != n:
+        if top is None or top.ids.shape[1] != min(n, logits.shape[-1]):  # the clean analysis's, if as many
             top = self._top_tokens(logits, n, lse=lse)
         clean = CleanDistribution.of(logits, lse, top)
         self._clean_cache, self._clean_logits = ((ids, n), clean), None
