@@ -2,7 +2,9 @@
 
 Decoding a single token of a byte-level BPE can give half a UTF-8 character,
 which prints as U+FFFD; such tokens are shown as their bytes (`\\xe2\\x80`) instead.
-`visible` shows a token's whitespace, for every front end and for the demo's labels.
+`visible` shows a token's whitespace and control characters, for every front end and for
+the demo's labels: a tokenizer has tokens for ESC and the other control bytes, and a
+token drawn raw would be obeyed by the terminal (see `lenstop.models.safe_text`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+from lenstop.models.safe_text import printable
+
 
 def visible(token: str) -> str:
-    """A token with its whitespace made visible (`·` space, `⏎` newline, `⇥` tab), never empty."""
-    return token.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "·").replace("\r", "␍") or "∅"
+    """A token with its whitespace made visible (`·` space, `⏎` newline, `⇥` tab) and its control
+    characters shown as `printable` shows them (`␛` for ESC), never empty."""
+    return printable(token).replace(" ", "·") or "∅"
 
 
 def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
