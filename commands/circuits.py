@@ -123,6 +123,7 @@ def patch(
     wrong: WrongOpt = None,
     model: ModelArg = "demo",
     sae: SaeOpt = None,
+    labels: LabelsOpt = None,
     position: PositionOpt = -1,
     direction: Annotated[
         str,
@@ -146,7 +147,7 @@ def patch(
     with user_errors():
         if direction not in DIRECTIONS:
             raise UsageError(f"--direction {direction!r}: expected {' or '.join(DIRECTIONS)}")
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map)
+        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         found = engine.patch(
             unescape(clean),
             unescape(corrupt),

@@ -15,6 +15,7 @@ import typer
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, describe
 from lenstop.models.protocol import EngineProtocol
+from lenstop.models.safe_text import json_safe, printable
 
 ModelArg = Annotated[
     str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
@@ -63,7 +64,8 @@ HeadOpt = Annotated[
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"lenstop: error: {message}", err=True)
+    """One line on stderr; the message names files and values from outside, so it is shown, not obeyed."""
+    typer.echo(f"lenstop: error: {printable(message)}", err=True)
     return typer.Exit(int(code))
 
 
@@ -74,7 +76,7 @@ def user_errors() -> Iterator[None]:
         yield
     except LenstopError as err:
         if isinstance(err, LengthMismatchError):  # the one line, then why: the two tokenisations side by side
-            typer.echo(f"lenstop: error: {err}", err=True)
+            typer.echo(f"lenstop: error: {printable(str(err))}", err=True)
             for line in err.alignment():
                 typer.echo(line.rstrip(), err=True)
             raise typer.Exit(int(err.code)) from None
@@ -112,7 +114,7 @@ def progress_line(enabled: bool) -> Callable[[str], None] | None:
         return None
 
     def say(step: str) -> None:
-        sys.stderr.write(f"\r\033[K{step}…")
+        sys.stderr.write(f"\r\033[K{printable(step)}…")
         sys.stderr.flush()
         if step == "ready":
             sys.stderr.write("\r\033[K")
@@ -135,4 +137,5 @@ def load_engine(
 
 
 def print_json(doc: object) -> None:
-    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    """One JSON document on stdout, readable as UTF-8, with no character a terminal would obey (`json_safe`)."""
+    sys.stdout.write(json_safe(json.dumps(doc, ensure_ascii=False)) + "\n")

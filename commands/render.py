@@ -1,20 +1,73 @@
-"""Rich tables for the CLI's human-readable output (the --json output is the results' own)."""
+"""Rich tables for the CLI's human-readable output (the --json output is the results' own).
+
+Everything is printed by `console`, a `SafeConsole`: labels, tokens, prompts, hooks and file
+names come from files that strangers write, and a terminal obeys what is in them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderHook, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.results import Analysis, Generation, ModelInfo, TopTokens
+from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES, glyphs, printable
 from lenstop.models.tokens import visible
-from lenstop.tui.format import percent
+from lenstop.tui.format import percent, plain
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
 
-console = Console()
+
+class _ShownSafely:
+    """A renderable drawn as it would be, with any control character left in its text shown (`glyphs`):
+    the last net, under the text builders that sanitise what they put in."""
+
+    def __init__(self, renderable: ConsoleRenderable) -> None:
+        self.renderable = renderable
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for segment in console.render(self.renderable, options):
+            if segment.control or UNSAFE_BESIDE_NEWLINES.search(segment.text) is None:
+                yield segment
+            else:  # a segment's own line breaks are Rich's layout, not data
+                yield Segment(glyphs(segment.text, keep_newlines=True), segment.style)
+
+
+class _SafeOutput(RenderHook):
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        return [_ShownSafely(r) for r in renderables]
+
+
+class SafeConsole(Console):
+    """A console that draws data and never obeys it: strings are never read as markup or emoji codes,
+    and their control characters are shown (`printable`) before Rich measures them, so tables line up.
+    lenstop's own styling is built as `Text` with styles, never as markup in a string."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+        self.push_render_hook(_SafeOutput())
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        kwargs.update(markup=False, emoji=False)
+        return super().render_str(printable(text), **kwargs)
+
+
+console = SafeConsole()
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """One line of lenstop's own words and data: a part is a plain string, or (text, style)."""
+    out = Text()
+    for part in parts:
+        text, style = (part, "") if isinstance(part, str) else part
+        out.append(printable(text), style=style)
+    return out
 
 
 def _predictions(top: TopTokens, position: int, n: int = 5) -> str:
@@ -42,36 +95,39 @@ def render_trace(analysis: Analysis) -> None:
                 feats.append(f"#{f.id}", style="bold")
                 feats.append(f" {f.act:.2f}")
                 if label:
-                    feats.append(f" {label}", style="italic")
+                    feats.append(f" {printable(label)}", style="italic")
                 feats.append("  ")
             feats.truncate(budget, overflow="ellipsis")
             table.add_row(str(pos), visible(token), feats, str(int(layer.l0[pos])), f"{layer.relative_error[pos]:.2f}")
         console.print(table)
         console.print()
     last = len(analysis.tokens) - 1
-    console.print(
-        f"[bold]next token[/] after {visible(analysis.tokens[last])!r}: {_predictions(analysis.predictions, last)}"
-    )
+    after = repr(visible(analysis.tokens[last]))
+    console.print(_line(("next token", "bold"), f" after {after}: {_predictions(analysis.predictions, last)}"))
     if analysis.clean_predictions is not None and analysis.kl is not None:
-        console.print(f"[dim]clean[/]      {_predictions(analysis.clean_predictions, last)}")
-        console.print(f"[dim]KL(clean‖intervened) at the last token[/] {float(analysis.kl[last]):.4f} nats")
-        console.print("[dim]interventions:[/] " + "; ".join(i.describe() for i in analysis.interventions))
+        console.print(_line(("clean", "dim"), f"      {_predictions(analysis.clean_predictions, last)}"))
+        console.print(_line(("KL(clean‖intervened) at the last token", "dim"), f" {float(analysis.kl[last]):.4f} nats"))
+        _interventions(analysis.interventions)
     lens = "  ".join(f"L{layer} {visible(top.at(last)[0].token)}" for layer, top in enumerate(analysis.lens))
     if lens:
-        console.print(f"[bold]logit lens[/] {lens}")
+        console.print(_line(("logit lens", "bold"), f" {lens}"))
+
+
+def _interventions(interventions: Iterable[Any]) -> None:
+    console.print(_line(("interventions:", "dim"), " " + "; ".join(i.describe() for i in interventions)))
 
 
 def render_generation(result: Generation) -> None:
     table = Table(show_edge=False, pad_edge=False, show_lines=True)
     table.add_column("run", style="bold")
     table.add_column("continuation")
-    table.add_row("prompt", Text(result.prompt, style="dim"))
-    table.add_row("clean", Text(result.clean.text))
+    table.add_row("prompt", plain(result.prompt, style="dim"))
+    table.add_row("clean", plain(result.clean.text))
     if result.intervened is not None:
-        table.add_row("intervened", Text(result.intervened.text))
+        table.add_row("intervened", plain(result.intervened.text))
     console.print(table)
     if result.interventions:
-        console.print("[dim]interventions:[/] " + "; ".join(i.describe() for i in result.interventions))
+        _interventions(result.interventions)
 
 
 def _bytes(n: int) -> str:
@@ -123,9 +179,11 @@ def render_card(layer: int, card: FeatureCard) -> None:
 # ---------------------------------------------------------------- circuits
 def render_attribution(found: Attribution) -> None:
     target = "the metric" if found.target is None else node_text(found.target, found.tokens)
-    console.print(f"[bold]{found.metric.describe()}[/] = {found.metric.clean:.4f}", highlight=False)
+    console.print(_line((found.metric.describe(), "bold"), f" = {found.metric.clean:.4f}"))
     baseline = f"corrupted prompt {found.corrupt_prompt!r}" if found.corrupt_prompt else "zero"
-    console.print(f"[dim]explaining {target} ({found.target_value:+.4f}); baseline {baseline}; {found.method}[/]")
+    console.print(
+        _line((f"explaining {target} ({found.target_value:+.4f}); baseline {baseline}; {found.method}", "dim"))
+    )
     table = Table(show_edge=False, pad_edge=False)
     for column in ("node", "token", "attribution", "real", "activation", "label"):
         table.add_column(column, justify="right" if column in ("attribution", "real", "activation") else "left")
@@ -142,11 +200,12 @@ def render_attribution(found: Attribution) -> None:
         )
     console.print(table)
     if found.correlation is not None:
-        console.print(f"[dim]predicted and real effects correlate at r = {found.correlation:.2f}[/]")
+        console.print(_line((f"predicted and real effects correlate at r = {found.correlation:.2f}", "dim")))
 
 
 def render_direct(found: DirectAttribution) -> None:
-    console.print(f"\n[bold]direct logit attribution[/] of {found.metric.describe()} = {found.total:.4f}")
+    console.print()
+    console.print(_line(("direct logit attribution", "bold"), f" of {found.metric.describe()} = {found.total:.4f}"))
     rows = [f"L{layer}" for layer in range(found.heads.shape[0])]
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("layer")
@@ -159,21 +218,20 @@ def render_direct(found: DirectAttribution) -> None:
     parts = f"embeddings {found.embed:+.3f} · biases {found.bias:+.3f}"
     if found.normaliser:
         parts += f" · -logsumexp {found.normaliser:+.3f}"
-    console.print(f"[dim]{parts}; the parts add up to the metric[/]")
+    console.print(_line((f"{parts}; the parts add up to the metric", "dim")))
 
 
 def render_patching(found: Patching) -> None:
-    console.print(
-        f"[bold]{found.metric.describe()}[/]: clean {found.clean_metric:.4f}, corrupted {found.corrupt_metric:.4f}"
-    )
-    console.print(
-        f"[dim]direction {found.direction}: each cell is the share of the difference that patching it carries[/]"
-    )
-    console.print(f"[dim]positions: {' '.join(f'{i}:{visible(t)}' for i, t in enumerate(found.tokens))}[/]")
+    metric = f": clean {found.clean_metric:.4f}, corrupted {found.corrupt_metric:.4f}"
+    console.print(_line((found.metric.describe(), "bold"), metric))
+    share = f"direction {found.direction}: each cell is the share of the difference that patching it carries"
+    console.print(_line((share, "dim")))
+    console.print(_line((f"positions: {' '.join(f'{i}:{visible(t)}' for i, t in enumerate(found.tokens))}", "dim")))
     layers = [f"L{layer}" for layer in range(found.resid.shape[0])]
-    console.print("\n[bold]residual stream[/] (layer × position)")
+    console.print()
+    console.print(_line(("residual stream", "bold"), " (layer × position)"))
     console.print(grid_text(found.resid, layers, [str(i % 10) for i in range(found.resid.shape[1])]))
-    console.print("[bold]heads[/] (layer × head, every position)")
+    console.print(_line(("heads", "bold"), " (layer × head, every position)"))
     console.print(grid_text(found.heads, layers, [str(h % 10) for h in range(found.heads.shape[1])]))
     table = Table(show_edge=False, pad_edge=False, title="strongest heads", title_justify="left")
     for column in ("head", "restored", "estimate"):
@@ -195,7 +253,7 @@ def render_patching(found: Patching) -> None:
             )
         console.print(features)
     agreement = ", ".join(f"{k} {v:.2f}" for k, v in found.agreement().items() if v is not None)
-    console.print(f"[dim]attribution patching agrees with patching at r = {agreement}[/]")
+    console.print(_line((f"attribution patching agrees with patching at r = {agreement}", "dim")))
 
 
 def render_heads(roles: HeadRoles) -> None:
@@ -211,7 +269,7 @@ def render_heads(roles: HeadRoles) -> None:
                 f"{role[0]} {role[1]:.2f}" if role else "",
             )
     console.print(table)
-    console.print(f"[dim]{roles.sequences} sequences of {roles.span} random tokens, each repeated once[/]")
+    console.print(_line((f"{roles.sequences} sequences of {roles.span} random tokens, each repeated once", "dim")))
 
 
 def render_circuit(found: Circuit) -> None:

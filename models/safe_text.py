@@ -50,6 +50,7 @@ _UNSAFE_RANGES = (
     (0xE0020, 0xE007F),
 )
 UNSAFE = re.compile("[" + "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _UNSAFE_RANGES) + "]")
+UNSAFE_BESIDE_NEWLINES = re.compile(f"(?!\\n){UNSAFE.pattern}")  # for text whose line breaks are layout
 
 _WHITESPACE = {"\n": "⏎", "\t": "⇥", "\r": "␍"}
 _OTHER_GLYPH = "�"  # where one cell must stand for a character that has no picture
@@ -91,12 +92,14 @@ def printable(text: str) -> str:
     return UNSAFE.sub(lambda m: _shown(m.group()), text)
 
 
-def glyphs(text: str) -> str:
+def glyphs(text: str, *, keep_newlines: bool = False) -> str:
     """Like `printable`, but each character becomes exactly one character (a picture, or `�`), so that
-    positions in the text stay positions on screen: for text being edited, whose cursor counts characters."""
-    if UNSAFE.search(text) is None:
+    positions in the text stay positions on screen: for text being edited, whose cursor counts characters,
+    and for styled text, whose styles cover ranges of characters. `keep_newlines` leaves its line breaks."""
+    unsafe = UNSAFE_BESIDE_NEWLINES if keep_newlines else UNSAFE
+    if unsafe.search(text) is None:
         return text
-    return UNSAFE.sub(lambda m: _glyph(m.group()), text)
+    return unsafe.sub(lambda m: _glyph(m.group()), text)
 
 
 def json_safe(document: str) -> str:

@@ -1,14 +1,27 @@
 """Glyphs and fixed-width numbers shared by the panes and the CLI: bars and shades
 that read without colour, percentages that keep their width while values change.
-(A token's visible whitespace is `lenstop.models.tokens.visible`.)"""
+(A token's visible whitespace is `lenstop.models.tokens.visible`.)
+
+Text from outside lenstop becomes Rich text through `plain`, never through markup."""
 
 from __future__ import annotations
 
 import math
 
+from rich.style import Style
+from rich.text import Text
+
+from lenstop.models.safe_text import printable
+
 BLOCKS = " ▁▂▃▄▅▆▇█"  # 0..8 eighths, for a strip under tokens
 SHADES = "·░▒▓█"  # attention heatmaps
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def plain(text: str, style: str | Style = "") -> Text:
+    """Data (a label, a prompt, a path, an error) as Rich text: never read as markup, and its control
+    characters shown, not sent (`printable`)."""
+    return Text(printable(text), style=style)
 
 
 def clip(text: str, width: int) -> str:
