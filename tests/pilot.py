@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from rich.segment import Segment
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -45,6 +46,15 @@ def screen_text(app: LenstopApp) -> str:
     console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, record=True)
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
+
+
+def screen_segments(app: LenstopApp) -> list[Segment]:
+    """What the app would send the terminal for a whole frame, as Rich segments: text, and Rich's own
+    control segments (cursor moves, styles)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="256")
+    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    return list(console.render(update))
 
 
 def analyses(engine: FakeEngine) -> list[tuple[object, ...]]:

@@ -19,6 +19,7 @@ from lenstop.models.circuits.spec import Node
 from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
 from lenstop.models.results import Analysis, LayerFeatures, LogitLens, ModelInfo, TokenPrediction
+from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
 from lenstop.tui.format import block, clip, percent, shade, wrap_tokens
 from lenstop.tui.session import Entry
@@ -162,7 +163,7 @@ def card_text(
     its top contexts with the peak bracketed, the tokens it promotes and suppresses."""
     out = Text()
     out.append(f"L{layer} #{feature}  ", style="bold")
-    out.append((card.label if card and card.label else "(no label)") + "\n", style="italic")
+    out.append((printable(card.label) if card and card.label else "(no label)") + "\n", style="italic")
     if card is None:
         out.append("This dictionary has no feature cards; pass --labels for labels.\n", style="dim")
     elif card.frequency is not None:

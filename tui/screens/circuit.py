@@ -36,6 +36,7 @@ from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKin
 from lenstop.models.files import write_atomically
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
+from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, percent
 from lenstop.tui.messages import (
@@ -47,12 +48,14 @@ from lenstop.tui.messages import (
     PatchProgressed,
     failure_text,
 )
+from lenstop.tui.safe import SafeStatic, SafeTable, title
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.value import TextScreen
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
 from lenstop.tui.widgets.footer import LazyFooter
 
 TOP = 40  # rows in the contributors list
+FINDING = "circuit · finding…"  # the drawing pane's title while a circuit is on its way
 REAL = 12  # nodes whose real effect `r` measures
 IG_STEPS = 8
 FILTERS: tuple[tuple[str, tuple[NodeKind, ...]], ...] = (
@@ -73,7 +76,7 @@ def settings_text(
 ) -> str:
     """How the attribution was made; `ignored` counts the inspector's interventions it does not apply."""
     clean = f"clean model ({ignored} intervention{'s' if ignored != 1 else ''} not applied) · " if ignored else ""
-    baseline = f"corrupted {clip(escape(corrupt), 30)!r}" if corrupt else "zero"
+    baseline = f"corrupted {clip(printable(escape(corrupt)), 30)!r}" if corrupt else "zero"
     method = f"integrated gradients ({steps})" if steps else "gradient"
     measured = attribution.correlation if attribution is not None else None
     r = f" · predicted vs real r {measured:.2f}" if measured is not None else ""
@@ -100,7 +103,7 @@ def contributor_line(score: NodeScore, tokens: Sequence[str]) -> Text:
     if score.activation is not None:
         line.append(f" {score.activation:6.2f}", style="dim")
     if score.label:
-        line.append(f"  {score.label}", style="italic")
+        line.append(f"  {printable(score.label)}", style="italic")
     return line
 
 
@@ -129,7 +132,7 @@ def patching_text(patching: Patching) -> Text:
     return out
 
 
-class ContributorTable(DataTable[Text]):
+class ContributorTable(SafeTable):
     BINDINGS = [
         Binding("j", "cursor_down", "next node", show=False, id="circuit.down"),
         Binding("k", "cursor_up", "previous node", show=False, id="circuit.up"),
@@ -215,23 +218,23 @@ class CircuitScreen(Screen[None]):
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
 
     def compose(self) -> ComposeResult:
-        yield Static(id="circuit-header")
-        yield Static(id="crumbs")
-        yield Static(id="settings")
+        yield SafeStatic(id="circuit-header")
+        yield SafeStatic(id="crumbs")
+        yield SafeStatic(id="settings")
         with Horizontal(id="circuit-body"):
             with Container(id="contributors-pane", classes="pane"):
                 yield ContributorTable()
             with VerticalScroll(id="drawing-pane", classes="pane"):
-                yield Static(id="drawing")
-        yield Static(id="circuit-status")
+                yield SafeStatic(id="drawing")
+        yield SafeStatic(id="circuit-status")
         yield LazyFooter()
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.width < 100, "-compact")
 
     def on_mount(self) -> None:
-        self.query_one("#contributors-pane").border_title = "contributors"
-        self.query_one("#drawing-pane").border_title = "circuit"
+        self.query_one("#contributors-pane").border_title = title("contributors")
+        self.query_one("#drawing-pane").border_title = title("circuit")
         self.set_class(self.app.size.width < 100, "-compact")
         self.query_one(ContributorTable).focus()
         self._draw_settings()
@@ -263,7 +266,7 @@ class CircuitScreen(Screen[None]):
         self.post_message(AttributionFinished(request, found))
 
     def run_circuit(self) -> None:
-        self.query_one("#drawing-pane").border_title = "circuit · finding…"
+        self.query_one("#drawing-pane").border_title = title(FINDING)
         self._find_circuit(self._next("circuit"), self.metric, self.corrupt, self.steps)
 
     @work(thread=True, exclusive=True, group="circuit", exit_on_error=False)
@@ -401,9 +404,9 @@ class CircuitScreen(Screen[None]):
         pane = self.query_one("#drawing-pane")
         if self.circuit is not None:
             out.append_text(circuit_text(self.circuit, width))
-            pane.border_title = f"circuit · {len(self.circuit.nodes)} nodes"
-        elif pane.border_title != "circuit · finding…":
-            pane.border_title = "circuit"
+            pane.border_title = title(f"circuit · {len(self.circuit.nodes)} nodes")
+        elif pane.border_title != FINDING:
+            pane.border_title = title("circuit")
         if self.patching is not None:
             out.append("\n\n")
             out.append_text(patching_text(self.patching))

@@ -8,7 +8,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+
+from lenstop.tui.safe import SafeStatic
 
 
 class CardScreen(ModalScreen[None]):
@@ -28,7 +29,7 @@ class CardScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="card-scroll"):
-            yield Static(self.text, id="card-text")
+            yield SafeStatic(self.text, id="card-text")
 
     def action_scroll(self, step: int) -> None:
         self.query_one("#card-scroll", VerticalScroll).scroll_relative(y=step, animate=False)

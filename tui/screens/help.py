@@ -8,7 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+
+from lenstop.tui.format import plain
+from lenstop.tui.safe import SafeStatic
 
 GUIDE = r"""Type a prompt (\n is a newline), then esc to leave the prompt box.
 Move between tokens with ←/→ (h/l), between layers with [ and ], and through
@@ -36,11 +38,11 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("where", style="dim")
         table.add_column("id", style="dim")
         for where, b in self.rows:
-            table.add_row(self.app.get_key_display(b), b.description, where, b.id or "")
+            table.add_row(plain(self.app.get_key_display(b)), plain(b.description), plain(where), plain(b.id or ""))
         with VerticalScroll():
-            yield Static(Text(GUIDE + "\n", style="italic"))
-            yield Static(table)
-            yield Static(
+            yield SafeStatic(Text(GUIDE + "\n", style="italic"))
+            yield SafeStatic(table)
+            yield SafeStatic(
                 Text(
                     '\nRemap a key by its id in ~/.config/lenstop/keys.json, e.g. {"ablate": "A"}.  esc closes.',
                     style="dim",

@@ -50,6 +50,7 @@ from lenstop.tui.messages import (
     LensFound,
     failure_text,
 )
+from lenstop.tui.safe import SafeInput, SafeLabel, SafeStatic, title
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.help import HelpScreen
@@ -169,10 +170,10 @@ class InspectorScreen(Screen[None]):
 
     # ---------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
-        yield Static(id="header")
+        yield SafeStatic(id="header")
         with Horizontal(id="prompt-row"):
-            yield Label("❯", id="prompt-mark")
-            yield Input(
+            yield SafeLabel("❯", id="prompt-mark")
+            yield SafeInput(
                 value=self.prompt,
                 placeholder=r"type a prompt; \n is a newline",
                 id="prompt",
@@ -189,16 +190,16 @@ class InspectorScreen(Screen[None]):
                 yield PredictionsView(id="predictions")
             with Pane(id="effects-pane", classes="pane grid-pane"):
                 yield EffectsPane()
-        yield Static(id="summary")
-        yield Static(id="status")
+        yield SafeStatic(id="summary")
+        yield SafeStatic(id="status")
         with Horizontal(id="bottom"):
-            yield Label(id="mode")
+            yield SafeLabel(id="mode")
             yield LazyFooter()
 
     def on_mount(self) -> None:
-        self.query_one("#tokens-pane").border_title = "tokens"
+        self.query_one("#tokens-pane").border_title = title("tokens")
         for pane in PANES:
-            self.query_one(f"#{pane}-pane").border_title = pane
+            self.query_one(f"#{pane}-pane").border_title = title(pane)
         self._apply_size(self.app.size.width, self.app.size.height)
         self._draw_header()
         self._draw_interventions()
@@ -526,8 +527,8 @@ class InspectorScreen(Screen[None]):
     def _draw_tokens(self) -> None:
         if self.analysis is None:
             return
-        values, title = token_shading(self._layer_features(), self.feature, len(self.analysis.tokens))
-        self.query_one("#tokens-pane").border_title = title
+        values, shading = token_shading(self._layer_features(), self.feature, len(self.analysis.tokens))
+        self.query_one("#tokens-pane").border_title = title(shading)
         self.query_one(TokenStrip).show(self.analysis.tokens, values, self.position)
 
     def _draw_features(self) -> None:
@@ -535,7 +536,7 @@ class InspectorScreen(Screen[None]):
         if a is None:
             return
         token = quoted_token(a.tokens[self.position])
-        self.query_one("#features-pane").border_title = f"features · L{layer} · pos {self.position} {token}"
+        self.query_one("#features-pane").border_title = title(f"features · L{layer} · pos {self.position} {token}")
         lf = self._layer_features()
         if lf is None:
             have = ", ".join(str(d.layer) for d in self.info.dictionaries) if self.info else ""
@@ -563,20 +564,20 @@ class InspectorScreen(Screen[None]):
         empty = f"attention unavailable: {self.attention}" if isinstance(self.attention, str) else "reading attention…"
         heads = self.query_one(HeadsView)
         heads.show(attention, self.analysis.tokens, self.position, knocked, self.head, task, empty)
-        self.query_one("#heads-pane").border_title = f"heads · L{self.current_layer} · from pos {self.position}"
+        self.query_one("#heads-pane").border_title = title(f"heads · L{self.current_layer} · from pos {self.position}")
 
     def _draw_predictions(self) -> None:
         if self.analysis is None:
             return
         self.query_one(PredictionsView).show(self.analysis, self.position, self.current_layer, self.lens)
-        self.query_one("#predictions-pane").border_title = f"predictions · after pos {self.position}"
+        self.query_one("#predictions-pane").border_title = title(f"predictions · after pos {self.position}")
 
     def _draw_effects(self) -> None:
         if self.analysis is None:
             return
         self.query_one(ShiftView).show(self.analysis, self.position)
         n = len(self.interventions.active)
-        self.query_one("#effects-pane").border_title = f"effects · {n} active" if n else "effects"
+        self.query_one("#effects-pane").border_title = title(f"effects · {n} active" if n else "effects")
 
     def _draw_interventions(self) -> None:
         self.query_one(InterventionTable).show(self.interventions.entries)
@@ -590,7 +591,7 @@ class InspectorScreen(Screen[None]):
         for pane in PANES:
             widget = self.query_one(f"#{pane}-pane")
             widget.set_class(pane == self.active_pane, "-active")
-            widget.border_subtitle = tabs
+            widget.border_subtitle = title(tabs)
 
     def status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#status", Static)

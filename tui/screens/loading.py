@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,7 +22,9 @@ from textual.widgets import Input, Label, LoadingIndicator
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError
 from lenstop.models.protocol import EngineProtocol, Progress
+from lenstop.tui.format import plain
 from lenstop.tui.messages import EngineLoaded, LoadFailed, LoadProgressed, failure_text
+from lenstop.tui.safe import SafeInput, SafeLabel
 
 # How the app turns a spec into an engine: `EngineSpec.load` for real, a fake in the app's tests.
 RETRY = "edit and press enter to load again, or ctrl+c to quit"  # q would type itself into the box
@@ -55,10 +58,10 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"lenstop · loading {self.spec.model}", id="loading-title")
+            yield SafeLabel(f"lenstop · loading {self.spec.model}", id="loading-title")
             yield LoadingIndicator()
-            yield Label("starting", id="loading-step")
-            yield Input(value=self.spec.command_line(), id="loading-retry")
+            yield SafeLabel("starting", id="loading-step")
+            yield SafeInput(value=self.spec.command_line(), id="loading-retry")
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._load, self.spec)  # the first frame first: the imports hold the GIL for seconds
@@ -81,7 +84,7 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
         self.query_one("#loading-step", Label).update(message.step + "…")
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self._show_error(f"{message.error}\n{RETRY}")
+        self._show_error(message.error)
         self.query_one("#loading-retry", Input).focus()
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
@@ -92,15 +95,15 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
         try:
             self.spec = self.spec.retarget(event.value)
         except LenstopError as err:
-            self._show_error(f"{err}\n{RETRY}")
+            self._show_error(str(err))
             return
         self.remove_class("-failed")
         self.query_one("#loading-step", Label).remove_class("-error")
         self.query_one("#loading-title", Label).update(f"lenstop · loading {self.spec.model}")
         self._load(self.spec)
 
-    def _show_error(self, text: str) -> None:
+    def _show_error(self, error: str) -> None:
         self.add_class("-failed")
         step = self.query_one("#loading-step", Label)
-        step.update(text)
+        step.update(plain(error) + Text("\n" + RETRY))
         step.add_class("-error")

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from lenstop.tui.safe import SafeInput, SafeLabel
+
 
 class ValueScreen(ModalScreen[float | None]):
     BINDINGS = [Binding("escape", "cancel", "cancel", id="value.cancel")]
@@ -23,9 +25,9 @@ class ValueScreen(ModalScreen[float | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
-            yield Input(value=f"{self.default:g}", id="value-input")
-            yield Label("enter to apply · esc to cancel", id="value-error")
+            yield SafeLabel(self.question)
+            yield SafeInput(value=f"{self.default:g}", id="value-input")
+            yield SafeLabel("enter to apply · esc to cancel", id="value-error")
 
     def on_mount(self) -> None:
         field = self.query_one("#value-input", Input)
@@ -64,9 +66,9 @@ class TextScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
-            yield Input(value=self.default, id="text-input")
-            yield Label(self.hint, classes="hint")
+            yield SafeLabel(self.question)
+            yield SafeInput(value=self.default, id="text-input")
+            yield SafeLabel(self.hint, classes="hint")
 
     def on_mount(self) -> None:
         self.query_one("#text-input", Input).focus()

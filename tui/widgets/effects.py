@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from lenstop.models.results import Analysis, Generation
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, percent
+from lenstop.tui.safe import SafeTable
 from lenstop.tui.session import Entry
 from lenstop.tui.views import intervention_mark
 
@@ -58,7 +58,7 @@ def shifts_text(
     return out
 
 
-class InterventionTable(DataTable[Text]):
+class InterventionTable(SafeTable):
     BINDINGS = [
         Binding("j", "cursor_down", "next intervention", show=False, id="effects.down"),
         Binding("k", "cursor_up", "previous intervention", show=False, id="effects.up"),

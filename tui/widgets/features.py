@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.widgets import DataTable
 
+from lenstop.models.safe_text import printable
 from lenstop.tui.format import bar, clip
+from lenstop.tui.safe import SafeTable
 from lenstop.tui.views import FeatureRow
 
 BAR = 10
@@ -21,11 +22,11 @@ def feature_line(row: FeatureRow, top: float) -> Text:
     line = Text()
     line.append(f"{row.mark:1} ", style="bold")
     line.append(f"{'#' + str(row.feature):<7} {row.act:7.2f}  {bar(row.act, top, BAR)}  ")
-    line.append(clip(row.label or "", LABEL), style="italic")
+    line.append(clip(printable(row.label or ""), LABEL), style="italic")
     return line
 
 
-class FeatureTable(DataTable[Text]):
+class FeatureTable(SafeTable):
     """One row a feature, laid out here as one cell so the label runs to the pane's edge."""
 
     BINDINGS = [

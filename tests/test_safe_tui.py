@@ -1,0 +1,183 @@
+"""Nothing from a file reaches the terminal raw, in the app, and no input crashes it.
+
+The app is opened on an engine whose every string (labels, tokens, cards, names, the
+continuation) is an attack or a random string from any Unicode plane, and walked through
+its panes and screens; every frame it would send is read segment by segment. What a user
+types (markup as a steer value, a target, a corrupted prompt) is shown as typed. And every
+module of tui/ draws text through lenstop.tui.safe, never through Textual's raw widgets."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from textual.widgets import Input
+
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.errors import NotFoundError
+from lenstop.tui.app import LenstopApp
+from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
+from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.value import TextScreen, ValueScreen
+from lenstop.tui.session import Session
+
+from fake_engine import FakeFactory
+from hostile import ATTACKS, CLIPBOARD, HostileEngine, hostile_text, unsafe_segments
+from pilot import make_app, screen_segments, screen_text, settle
+
+TUI = Path(__file__).resolve().parent.parent / "tui"
+PROMPT = f"def add(first, second): {CLIPBOARD} return first [/] + second"
+
+
+async def _frame_is_safe(pilot, app: LenstopApp, where: str) -> None:  # type: ignore[no-untyped-def]
+    await settle(pilot)
+    assert app.is_running, f"the app ended at {where}"
+    assert unsafe_segments(screen_segments(app)) == [], where
+
+
+async def _walk(app: LenstopApp, size: tuple[int, int]) -> None:
+    """Every pane and screen that draws what the engine hands over, one frame read after each step."""
+    async with app.run_test(size=size) as pilot:
+        await _frame_is_safe(pilot, app, "the inspector")
+        for keys, where in (
+            (("left", "left", "right_square_bracket"), "another token and layer"),
+            (("j", "enter"), "a feature's card"),
+            (("escape", "a", "g"), "an ablation and a continuation"),
+            (("4",), "the effects pane"),
+            (("2", "j"), "the heads pane"),
+            (("t",), "the circuit view"),
+            (("enter",), "a node followed"),
+        ):
+            await pilot.press(*keys)
+            await _frame_is_safe(pilot, app, where)
+        circuit = app.screen
+        assert isinstance(circuit, CircuitScreen)
+        await pilot.press("backspace", "f")  # features and error nodes
+        await _frame_is_safe(pilot, app, "the features filter")
+        table = circuit.query_one(ContributorTable)
+        table.move_cursor(row=next(i for i, s in enumerate(table.scores) if s.node.kind == "feature"))
+        await pilot.press("o")
+        await _frame_is_safe(pilot, app, "a card from the circuit view")
+        assert isinstance(app.screen, CardScreen)
+        await pilot.press("escape", "p")
+        await _frame_is_safe(pilot, app, "the corrupted prompt's box")
+        assert isinstance(app.screen, TextScreen)
+        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
+        await pilot.press("enter")
+        await _frame_is_safe(pilot, app, "the patching grids")
+        assert app.screen is circuit and circuit.patching is not None
+
+
+# Each example walks the whole app (seconds): a few, and no shrinking, whose minutes a failure's example does not need.
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=[Phase.generate])
+@given(words=st.lists(hostile_text, min_size=1, max_size=5))
+async def test_every_pane_draws_hostile_strings_as_text(words: list[str]) -> None:
+    app, _ = make_app(HostileEngine(words=words), prompt=PROMPT)
+    await _walk(app, (120, 40))
+
+
+async def test_the_attacks_are_shown_visibly_in_the_compact_layout_too() -> None:
+    app, _ = make_app(HostileEngine(words=ATTACKS), prompt=PROMPT)
+    await _walk(app, (80, 24))
+
+
+async def test_a_label_is_shown_as_its_characters() -> None:
+    app, _ = make_app(HostileEngine(words=[CLIPBOARD, "[/] [link=file:///etc/passwd]x[/link]"]), prompt=PROMPT)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert "␛]52;c;" in text and "[link=file:///etc/passwd]x[/link]" in text
+
+
+async def test_markup_typed_by_the_user_is_a_value_not_a_crash() -> None:
+    """`[/]` typed as a steer value, a target, a wrong token and a corrupted prompt crashed the app."""
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        assert isinstance(app.screen, ValueScreen)
+        app.screen.query_one(Input).value = "[/]"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ValueScreen) and "'[/]' is not a number" in screen_text(app)
+        await pilot.press("escape", "t")
+        await settle(pilot)
+        for key in ("t", "w", "p"):
+            await pilot.press(key)
+            await settle(pilot)
+            assert isinstance(app.screen, TextScreen)
+            app.screen.query_one(Input).value = "[/][bold]x"
+            await pilot.press("enter")
+            await settle(pilot)
+            assert app.is_running and isinstance(app.screen, CircuitScreen)
+        assert "[/][bold]x" in screen_text(app)  # the corrupted prompt, in the settings line
+        assert unsafe_segments(screen_segments(app)) == []
+
+
+async def test_a_session_and_a_model_path_from_a_stranger_are_shown_not_obeyed() -> None:
+    """A session file's prompt and model path reach the loading screen, its retry box and the header."""
+    model = f"/models/{CLIPBOARD}[/]x"
+    session = Session(model=model, prompt=PROMPT)
+    factory = FakeFactory(error=NotFoundError(f"no model directory at {model}; pass a Hugging Face directory"))
+    app = LenstopApp(EngineSpec(model), session=session, factory=factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.is_running
+        assert unsafe_segments(screen_segments(app)) == []
+        text = screen_text(app)
+        assert "/models/␛]52;c;" in text and "[/]x" in text  # the title, the error and the retry box
+
+
+async def test_a_card_from_a_stranger_is_shown_not_obeyed() -> None:
+    app, _ = make_app(HostileEngine(words=ATTACKS), prompt=PROMPT)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, CardScreen)
+        assert unsafe_segments(screen_segments(app)) == []
+        assert any(word.replace("\x1b", "␛") in screen_text(app) for word in ATTACKS[:3])
+
+
+# ---------------------------------------------------------------- every module of tui/ keeps to it
+RAW_WIDGETS = {"Static", "Label", "Input"}  # they read strings as markup and pass control characters on
+
+
+def _modules() -> list[Path]:
+    return [p for p in sorted(TUI.rglob("*.py")) if p.name != "safe.py"]
+
+
+def test_no_module_of_the_app_builds_a_raw_text_widget() -> None:
+    found = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in RAW_WIDGETS:
+                found.append(f"{path.relative_to(TUI)}:{node.lineno} {node.func.id}(...)")
+            if isinstance(node, ast.ClassDef):
+                for base in node.bases:
+                    name = base.value.id if isinstance(base, ast.Subscript) and isinstance(base.value, ast.Name) else ""
+                    name = base.id if isinstance(base, ast.Name) else name
+                    if name == "DataTable":
+                        found.append(f"{path.relative_to(TUI)}:{node.lineno} class {node.name}(DataTable)")
+    assert found == [], "use lenstop.tui.safe's SafeStatic, SafeLabel, SafeInput and SafeTable:\n" + "\n".join(found)
+
+
+def test_every_border_title_is_set_through_title() -> None:
+    found = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Attribute) and target.attr in ("border_title", "border_subtitle"):
+                        value = node.value
+                        through_title = (
+                            isinstance(value, ast.Call)
+                            and isinstance(value.func, ast.Name)
+                            and value.func.id == "title"
+                        )
+                        if not through_title:
+                            found.append(f"{path.relative_to(TUI)}:{node.lineno}")
+    assert found == [], "a border title reads strings as markup: set it to title(...)\n" + "\n".join(found)

@@ -1,0 +1,105 @@
+"""Widgets that draw data and never obey it.
+
+What the app shows comes from files strangers write (labels, cards, sessions,
+tokenizers, model and folder names) and from what the user types. Textual reads a
+string given to a `Static`, a `Label`, a border title or a table cell as markup, so
+`[/]` in a label crashed the app and `[link=...]` made a hyperlink; and it passes
+control characters on to the terminal, so `ESC]52;...` in a label wrote the user's
+clipboard. Here a string is always data: shown through `printable`, never parsed.
+Text built by lenstop's own views keeps its styles, with any control character
+left in it shown one for one (`glyphs`), so its spans still fit.
+
+The app's text widgets are these (tests/test_safe_tui.py holds every module of
+tui/ to it): `SafeStatic` and `SafeLabel` for text, `SafeInput` for fields,
+`SafeTable` for lists, and `title()` for border titles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.highlighter import Highlighter
+from rich.text import Text, TextType
+from textual.content import Content
+from textual.visual import VisualType
+from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets.data_table import RowKey
+
+from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES, glyphs, printable
+
+
+def safe_text(text: Text) -> Text:
+    """Rich text with any control character in it shown as one character, its styles and lines kept."""
+    if UNSAFE_BESIDE_NEWLINES.search(text.plain) is None:
+        return text
+    safe = text.copy()
+    safe.plain = glyphs(text.plain, keep_newlines=True)  # one for one: the spans still cover what they covered
+    return safe
+
+
+def shown(content: VisualType) -> VisualType:
+    """`content`, safe to draw: a string as plain data with its control characters shown; Rich or
+    Textual text with any control character in it shown as one character, its styles kept."""
+    if isinstance(content, str):
+        return Content(printable(content))
+    if isinstance(content, Text):
+        return safe_text(content)
+    if isinstance(content, Content):
+        if UNSAFE_BESIDE_NEWLINES.search(content.plain) is None:
+            return content
+        return Content(glyphs(content.plain, keep_newlines=True), spans=list(content.spans))
+    return content  # a Rich renderable of lenstop's own (a table of bindings), built from Text
+
+
+def title(text: str | Text) -> Content:
+    """A border title from text that may hold data (a token, a label): never read as markup."""
+    if isinstance(text, Text):
+        text = text.plain
+    return Content(printable(text))
+
+
+class SafeStatic(Static):
+    """A `Static` whose content is data: strings are never markup, control characters are shown."""
+
+    def __init__(self, content: VisualType = "", **options: Any) -> None:
+        super().__init__(shown(content), markup=False, **options)
+
+    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
+        super().update(shown(content), layout=layout)
+
+
+class SafeLabel(Label):
+    """A `Label` whose content is data, as `SafeStatic`."""
+
+    def __init__(self, content: VisualType = "", **options: Any) -> None:
+        super().__init__(shown(content), markup=False, **options)
+
+    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
+        super().update(shown(content), layout=layout)
+
+
+class _Glyphs(Highlighter):
+    """Shows each control character of an input's value as one character, so the cursor stays put."""
+
+    def __call__(self, text: str | Text) -> Text:
+        return safe_text(Text(text) if isinstance(text, str) else text)
+
+    def highlight(self, text: Text) -> None:  # pragma: no cover - __call__ does the work
+        pass
+
+
+class SafeInput(Input):
+    """An `Input` whose value (a pasted prompt, a session's) is drawn with its control characters shown;
+    the value itself stays exactly what was typed."""
+
+    def __init__(self, value: str | None = None, **options: Any) -> None:
+        super().__init__(value, highlighter=_Glyphs(), **options)
+
+
+class SafeTable(DataTable[Text]):
+    """A `DataTable` whose cells are drawn safely, however they were built."""
+
+    def add_row(
+        self, *cells: Text, height: int | None = 1, key: str | None = None, label: TextType | None = None
+    ) -> RowKey:
+        return super().add_row(*(safe_text(c) for c in cells), height=height, key=key, label=label)
