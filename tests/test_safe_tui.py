@@ -18,6 +18,7 @@ from textual.widgets import Input
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import NotFoundError
 from lenstop.tui.app import LenstopApp
+from lenstop.tui.safe import SafeInput
 from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.value import TextScreen, ValueScreen
@@ -140,6 +141,18 @@ async def test_a_card_from_a_stranger_is_shown_not_obeyed() -> None:
         assert isinstance(app.screen, CardScreen)
         assert unsafe_segments(screen_segments(app)) == []
         assert any(word.replace("\x1b", "␛") in screen_text(app) for word in ATTACKS[:3])
+
+
+async def test_a_value_being_edited_keeps_one_cell_for_each_character() -> None:
+    """Textual drew BEL, BS, VT, FF and CR as nothing (the cursor then stood a cell off for each) and ESC raw."""
+    app, _ = make_app(prompt="a\x07b\x1b]0;x\x07c\rd")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        field = app.inspector.query_one(SafeInput)
+        assert field.value == "a\x07b\x1b]0;x\x07c\rd"  # what the analysis reads: the value as it was
+        assert field._value.plain == "a␇b␛]0;x␇c␍d"
+        line = "".join(s.text for s in field.render_line(0))
+        assert line.startswith("a␇b␛]0;x␇c␍d") and unsafe_segments(screen_segments(app)) == []
 
 
 # ---------------------------------------------------------------- every module of tui/ keeps to it

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.highlighter import Highlighter
 from rich.text import Text, TextType
 from textual.content import Content
 from textual.visual import VisualType
@@ -78,22 +77,18 @@ class SafeLabel(Label):
         super().update(shown(content), layout=layout)
 
 
-class _Glyphs(Highlighter):
-    """Shows each control character of an input's value as one character, so the cursor stays put."""
-
-    def __call__(self, text: str | Text) -> Text:
-        return safe_text(Text(text) if isinstance(text, str) else text)
-
-    def highlight(self, text: Text) -> None:  # pragma: no cover - __call__ does the work
-        pass
-
-
 class SafeInput(Input):
-    """An `Input` whose value (a pasted prompt, a session's) is drawn with its control characters shown;
-    the value itself stays exactly what was typed."""
+    """An `Input` whose value (a pasted prompt, a session's) is drawn with its control characters shown one
+    glyph each, so the cursor stays over the character it is at; the value itself stays what was typed.
 
-    def __init__(self, value: str | None = None, **options: Any) -> None:
-        super().__init__(value, highlighter=_Glyphs(), **options)
+    Textual draws the value as `Text(value)`, which drops BEL, BS, VT, FF and CR (the cursor then stood one
+    cell off for each) and sends the rest raw; this is the one place that drawing can be changed."""
+
+    @property
+    def _value(self) -> Text:
+        if self.password:
+            return super()._value
+        return Text(glyphs(self.value), no_wrap=True, overflow="ignore", end="")
 
 
 class SafeTable(DataTable[Text]):
