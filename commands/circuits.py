@@ -209,6 +209,10 @@ def circuit(
 ) -> None:
     """The circuit behind a prediction, as a graph circuit-tracer's and Neuronpedia's viewers read (--json, --out)."""
     with user_errors():
+        if out is not None:
+            from lenstop.models.files import check_writable
+
+            check_writable(out)  # a FIFO or a directory is said now, not after the work
         text = read_prompt(prompt)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         found = engine.circuit(

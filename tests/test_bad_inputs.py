@@ -17,17 +17,9 @@ from typer.testing import CliRunner
 from lenstop.commands.cli import app
 from lenstop.models.errors import ExitCode
 
+from helpers import one_line as _one_line
+
 PROMPT = "def add(first, second):"
-
-
-def _one_line(result, code: ExitCode, *words: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lenstop: error:"), result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def _sae_copy(resid_saes: Path, tmp_path: Path) -> Path:
