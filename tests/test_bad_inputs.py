@@ -71,6 +71,33 @@ def _flag_a_string(sae: Path) -> None:
     (sae / "cfg.json").write_text(json.dumps(cfg))
 
 
+def _cast(dtype: torch.dtype, name: str = "W_dec") -> Callable[[Path], None]:
+    def spoil(sae: Path) -> None:
+        weights = load_file(sae / "sae_weights.safetensors")
+        weights[name] = weights[name].to(dtype) if dtype != torch.bool else weights[name] > 0
+        save_file(weights, sae / "sae_weights.safetensors")
+
+    return spoil
+
+
+def _k_over_d_sae(sae: Path) -> None:
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["k"] = cfg["d_sae"] + 1
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _cfg_text(text: str) -> Callable[[Path], None]:
+    def spoil(sae: Path) -> None:
+        (sae / "cfg.json").write_text(text)
+
+    return spoil
+
+
+def _cfg_huge(sae: Path) -> None:
+    with (sae / "cfg.json").open("r+b") as fh:
+        fh.truncate(65 * 2**20)  # sparse
+
+
 def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_saes: Path, tmp_path: Path) -> None:
     sae = _sae_copy(resid_saes, tmp_path)
     (sae / "sae_weights.safetensors").unlink()
@@ -89,6 +116,13 @@ def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_s
         (_d_sae_a_string, ('field d_sae is "', "not a positive whole number")),
         (_hook_a_number, ("field metadata.hook_name is 3, not a string",)),
         (_flag_a_string, ('field apply_b_dec_to_input is "yes", not true or false',)),
+        (_cast(torch.int8), ("W_dec is I8, not floating point",)),
+        (_cast(torch.bool, "b_enc"), ("b_enc is BOOL, not floating point",)),
+        (_cast(torch.int64, "W_enc"), ("W_enc is I64, not floating point",)),
+        (_k_over_d_sae, ("field k is 65, more than its 64 features (d_sae)",)),
+        (_cfg_text("[" * 100_000 + "]" * 100_000), ("its cfg.json is nested too deeply",)),
+        (_cfg_text('["d_in", 32]'), ("its cfg.json is not a JSON object",)),
+        (_cfg_huge, ("its cfg.json is over 64 MiB",)),
     ],
 )
 def test_a_spoilt_dictionary_is_named_with_what_is_wrong(
@@ -165,7 +199,7 @@ def test_a_pickle_in_place_of_weights_runs_no_code(tiny_model: Path, resid_saes:
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ('{"model_type": "gpt2",', ("config.json cannot be read",)),
+        ('{"model_type": "gpt2",', ("its config.json is not valid JSON",)),
         ('{"model_type": "gpt2", "n_layer": "three"}', ("config.json has a field of the wrong type", "n_layer")),
     ],
 )

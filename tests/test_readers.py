@@ -94,6 +94,10 @@ def _write_cards(path: Path, doc: object) -> None:
 
 
 READERS = [
+    Reader("config.json", _model_file("config.json"), _info_model, "its config.json"),
+    Reader("tokenizer.json", _model_file("tokenizer.json"), _info_model, "its tokenizer.json"),
+    Reader("tokenizer_config.json", _model_file("tokenizer_config.json"), _info_model, "its tokenizer_config.json"),
+    Reader("cfg.json", _sae_file("cfg.json"), _info_sae, "its cfg.json"),
     Reader(LABELS_FILE, _sae_file(LABELS_FILE), _trace_sae, LABELS_FILE, limit=LABELS_LIMIT),
     Reader(CARDS_FILE, _sae_file(CARDS_FILE), _card_sae, CARDS_FILE, gzipped=True),
     Reader("--labels", _plain("labels.json"), _labels, "--labels", limit=LABELS_LIMIT),
