@@ -382,3 +382,53 @@ def test_out_of_memory_in_an_analysis_names_the_prompt_and_leaves_the_engine_usa
     from helpers import assert_same_analysis
 
     assert_same_analysis(engine.analyse(prompt), before)
+
+
+# ---------------------------------------------------------------- prompts too long to tokenise
+def test_a_prompt_that_cannot_fit_is_refused_before_it_is_tokenised(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 46 MB prompt aborted the Rust tokenizer (exit 134) before its length was checked."""
+    from lenstop.models.errors import IncompatibleError
+
+    longest = max(len(t) for t in engine.model.tokenizer.get_vocab())
+    most = engine.n_ctx * longest
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tokenised a prompt that cannot fit")
+
+    monkeypatch.setattr(engine.model, "to_tokens", never)
+    with pytest.raises(IncompatibleError) as refused:
+        engine.analyse("x" * (most + 1))
+    assert f"is {most + 1:,} characters but" in str(refused.value) and f"context is {engine.n_ctx} tokens" in str(
+        refused.value
+    )
+    monkeypatch.undo()
+    with pytest.raises(IncompatibleError, match="tokens but"):  # one that might fit is tokenised and counted
+        engine.analyse("x " * (engine.n_ctx + 5))
+
+
+def test_a_huge_prompt_on_stdin_is_one_line(tiny_model: Path, resid_saes: Path) -> None:
+    prompt = "def f(x):\n    return x\n" * 20_000  # 480 KB: far more than 64 tokens can spell
+    result = CliRunner().invoke(
+        app, ["trace", str(tiny_model), "--sae", str(resid_saes), "-p", "-", "--json"], input=prompt.encode()
+    )
+    _one_line(result, ExitCode.INCOMPATIBLE, "characters but", "context is 64 tokens")
+
+
+def test_stdin_is_read_no_further_than_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-p - < /dev/zero` must not read until memory runs out."""
+    from lenstop.models import prompts
+    from lenstop.models.errors import IncompatibleError
+
+    class Endless:
+        asked: list[int] = []
+
+        def read(self, n: int = -1) -> bytes:
+            assert n > 0, "read to the end of an endless stream"
+            self.asked.append(n)
+            return b"\0" * n
+
+    monkeypatch.setattr(prompts, "STDIN_LIMIT", 1000)
+    stream = Endless()
+    with pytest.raises(IncompatibleError, match="standard input holds more than"):
+        prompts.read_prompt("-", stream)  # type: ignore[arg-type]
+    assert stream.asked == [1001]

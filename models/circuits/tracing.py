@@ -361,6 +361,19 @@ def run_rows(
         return engine.model(batch)
 
 
+ROW_BUDGET = 512 * 2**20  # bytes a batched pass may spend on its rows' activations and logits
+
+
+def rows_within(engine: Engine, seq: int, most: int, *, grad: bool = False) -> int:
+    """How many copies of a `seq`-token prompt one batched pass runs: `most`, or fewer when their logits and
+    residual streams (kept for the backward pass with `grad`) would pass `ROW_BUDGET`; at least one. So a
+    batch's memory depends on the prompt and the model, never on how many rows are asked for."""
+    cfg = engine.model.cfg
+    width = int(cfg.d_model) * engine.n_layers * (16 if grad else 2)  # saved activations per token, roughly
+    per_row = seq * (int(cfg.d_vocab) + width) * 4
+    return max(1, min(most, ROW_BUDGET // max(per_row, 1)))
+
+
 def chunks(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(n, start + size))
