@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, describe
+from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, NumericError, describe
 from lenstop.models.protocol import EngineProtocol
 
 ModelArg = Annotated[
@@ -135,4 +135,13 @@ def load_engine(
 
 
 def print_json(doc: object) -> None:
-    sys.stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    """One JSON document on stdout; NaN and infinity are not JSON (a parser downstream would choke on them), so
+    a result holding one is a numeric error instead."""
+    try:
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise NumericError(
+            "the result holds NaN or infinite numbers, which JSON cannot carry; check the model's and the "
+            "dictionaries' files, or use smaller intervention strengths"
+        ) from None
+    sys.stdout.write(text + "\n")

@@ -962,6 +962,8 @@ class Engine:
             raise UsageError("--max-new-tokens must be at least 1")
         if temperature < 0:
             raise UsageError("--temperature must be 0 (greedy) or more")
+        if not -(2**63) <= seed < 2**64:  # what torch's generator takes
+            raise UsageError(f"--seed {seed}: a seed is a whole number from 0 to 2**64 - 1")
         tokens = self.tokenize(prompt)
         clean = self._continue(tokens, (), max_new_tokens, temperature, seed)
         intervened = self._continue(tokens, interventions, max_new_tokens, temperature, seed) if interventions else None

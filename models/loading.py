@@ -84,20 +84,45 @@ def resolve_device(device: str) -> str:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
+    problem = device_problem(device)
+    if problem is not None:
+        raise UsageError(f"--device {device}: {problem}")
+    return device
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` cannot be used here, or None when it can."""
+    import torch
+
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-        return device
+            return "CUDA is not available here; use --device cpu or auto"
+        index = device.partition(":")[2]
+        if device != "cuda" and not index.isdigit():
+            return "expected cuda or cuda:N"
+        if int(index or 0) >= torch.cuda.device_count():
+            return f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+        return None
     if device == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UsageError("--device mps: MPS is not available here; use --device cpu or auto")
-        return device
+            return "MPS is not available here; use --device cpu or auto"
+        return None
     if device == "cpu":
-        return device
-    raise UsageError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+        return None
+    return "expected auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_map(mapping: dict[str, str | int]) -> None:
+    """Every device an explicit --device-map names exists here: accelerate's own failure for cuda:99 on a
+    machine without CUDA is an AssertionError deep inside the load."""
+    for module, target in mapping.items():
+        device = f"cuda:{target}" if isinstance(target, int) else str(target)
+        if device in ("disk", "meta"):
+            problem: str | None = "lenstop keeps every weight in memory; offloading to disk or meta is not supported"
+        else:
+            problem = device_problem(device)
+        if problem is not None:
+            raise UsageError(f"--device-map {module}={target}: {problem}")
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -162,6 +187,8 @@ def load_model(
 
         if torch.cuda.device_count() < n_devices:
             raise UsageError(f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if isinstance(device_map, dict):
+        check_device_map(device_map)
     placement: dict[str, Any]
     if device_map is not None or (n_devices is not None and n_devices > 1):
         placement = {"device_map": device_map or "auto", "n_devices": n_devices}
