@@ -233,7 +233,12 @@ def _untied_head(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "layout",
-    [_weights(_without_prefix), _weights(_with_old_buffers), _weights(_untied_head), _sharded],
+    [
+        _weights(_without_prefix),
+        _weights(_with_old_buffers),
+        _weights(_untied_head),
+        _sharded,
+    ],
     ids=["without-prefix", "old-buffers", "untied-head", "sharded"],
 )
 def test_checkpoints_laid_out_otherwise_still_load(tiny_model: Path, tmp_path: Path, layout: Spoil, engine) -> None:
@@ -259,3 +264,16 @@ def test_a_cached_hub_model_is_checked_like_a_folder(
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     result = CliRunner().invoke(app, ["info", "someone/tiny", "--device", "cpu"])
     one_line(result, ExitCode.BAD_FILE, "model 'someone/tiny'", "lack 12 tensor(s)")
+
+
+def test_a_native_model_whose_config_asks_for_its_own_code_loads_without_running_it(
+    tiny_model: Path, tmp_path: Path, engine
+) -> None:
+    model = _copy(tiny_model, tmp_path)
+    marker = tmp_path / "code-ran"
+    (model / "modeling_own.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    _config(auto_map={"AutoModelForCausalLM": "modeling_own.GPT2LMHeadModel"})(model)
+    result = CliRunner().invoke(app, ["trace", str(model), "--device", "cpu", "-p", "def f(x):", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["tokens"] == list(engine.analyse("def f(x):").tokens)
+    assert not marker.exists(), "the model's own code ran"
