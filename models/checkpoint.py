@@ -263,7 +263,7 @@ def check_sizes_against(config: dict[str, Any], tensors: Mapping[str, Tensor], w
                 "all; fix config.json or re-download the model"
             )
         width = next((part[k] for k in WIDTH_FIELDS if isinstance(part.get(k), int)), 0)
-        vocab = part.get("vocab_size") if isinstance(part.get("vocab_size"), int) else 0
+        vocab = part["vocab_size"] if isinstance(part.get("vocab_size"), int) else 0
         held = sum(t.numel for t in tensors.values())
         if width * vocab > EMBEDDING_SLACK * held:  # slack for factorised embeddings (ALBERT's are smaller)
             raise BadFileError(
@@ -343,17 +343,19 @@ def _meta_model(folder: Path, what: str) -> torch.nn.Module | None:
 
 
 def _no_init() -> Any:
-    """transformers' switch that skips weight initialisation (pointless on the meta device), where it has one."""
+    """transformers' switch that skips weight initialisation (pointless on the meta device), where it has one:
+    `transformers.initialization` in 5.x, `transformers.modeling_utils` before."""
+    import importlib
     from contextlib import nullcontext
 
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:
+    for module in ("transformers.initialization", "transformers.modeling_utils"):
         try:
-            from transformers.modeling_utils import no_init_weights
+            switch = getattr(importlib.import_module(module), "no_init_weights", None)
         except ImportError:
-            return nullcontext()
-    return no_init_weights()
+            continue
+        if switch is not None:
+            return switch()
+    return nullcontext()
 
 
 def _expected(

@@ -145,9 +145,7 @@ class Session:
             saes=[_text(s, "saes", name) for s in _list(doc.get("saes"))],
             labels=[_text(s, "labels", name) for s in _list(doc.get("labels"))],
             prompt=_text(doc.get("prompt", ""), "prompt", name),
-            selection=Selection(
-                **{k: _whole(sel[k], f"selection.{k}", name, k == "feature") for k in SELECTION_FIELDS if k in sel}
-            ),
+            selection=_selection(sel, name),
             entries=tuple(entries),
         )
 
@@ -171,6 +169,14 @@ INTERVENTION_FIELDS = {
 }
 
 
+def _selection(fields: dict[str, object], name: str) -> Selection:
+    """The saved selection: each of its fields a whole number (the feature may be null)."""
+    for key in SELECTION_FIELDS:
+        if key in fields:
+            _number(fields[key], f"selection.{key}", name, whole=True, none=key == "feature")
+    return Selection(**{k: fields[k] for k in SELECTION_FIELDS if k in fields})  # type: ignore[arg-type]
+
+
 def _intervention(item: dict[str, object], name: str) -> Intervention:
     for key, value in item.items():
         if key in INTERVENTION_FIELDS:
@@ -181,16 +187,11 @@ def _intervention(item: dict[str, object], name: str) -> Intervention:
         raise BadFileError(f"{name}: {str(err)[:200]}") from None
 
 
-def _number(value: object, what: str, name: str, *, whole: bool, none: bool = False) -> object:
+def _number(value: object, what: str, name: str, *, whole: bool, none: bool = False) -> None:
     kinds: tuple[type, ...] = (int,) if whole else (int, float)
     if (value is None and none) or (isinstance(value, kinds) and not isinstance(value, bool)):
-        return value
+        return
     raise BadFileError(f"{name}: {what} is {_short(value)}, not a {'whole ' if whole else ''}number")
-
-
-def _whole(value: object, what: str, name: str, none: bool = False) -> int | None:
-    _number(value, what, name, whole=True, none=none)
-    return value  # type: ignore[return-value]  # checked just above
 
 
 def _text(value: object, what: str, name: str) -> str:

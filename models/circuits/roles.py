@@ -106,7 +106,9 @@ def read(path: Path) -> HeadRoles | None:
     if not isinstance(doc, dict) or doc.get("version") != VERSION:
         return None
     layers, model, sequences, span = doc.get("layers"), doc.get("model"), doc.get("sequences"), doc.get("span")
-    if not (isinstance(layers, list) and isinstance(model, str) and _whole(sequences) and _whole(span)):
+    if not (isinstance(layers, list) and isinstance(model, str) and isinstance(sequences, int)):
+        return None
+    if not (isinstance(span, int) and _whole(sequences) and _whole(span)):
         return None
     try:
         found = tuple(tuple(HeadScores(*_scores(scores)) for scores in layer) for layer in layers)
