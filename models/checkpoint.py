@@ -38,7 +38,6 @@ FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 HEADER_LIMIT = 100_000_000  # bytes: the safetensors format's own limit on its JSON header
 INDEX = "model.safetensors.index.json"
 WEIGHTS = "model.safetensors"
-SMALL_FILES = ("*.json", "*.txt", "*.model")  # configs, tokenizers, vocabularies: read whole by their readers
 # The JSON files of a model's folder that transformers reads, each an object.
 READ_BY_TRANSFORMERS = (
     "config.json",
@@ -53,6 +52,8 @@ READ_BY_TRANSFORMERS = (
     "chat_template.json",
     INDEX,
 )
+# Every file of a model's folder that is read whole (configs, tokenizers, vocabularies), by readers that trust it.
+SMALL_FILES = (*READ_BY_TRANSFORMERS, "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model")
 
 LAYER_FIELDS = ("n_layer", "num_hidden_layers", "num_layers", "n_layers")
 WIDTH_FIELDS = ("n_embd", "hidden_size", "d_model")
@@ -147,12 +148,11 @@ def _json_kind(value: object) -> str:
 
 def check_small_files(folder: Path, what: str) -> None:
     """Tokenizer and config files are read whole, by readers that trust them: bound their size first."""
-    for pattern in SMALL_FILES:
-        for path in folder.glob(pattern):
-            if path.is_file() and path.stat().st_size > JSON_LIMIT:
-                raise BadFileError(
-                    f"{what}: its {path.name} is over {JSON_LIMIT / 2**20:g} MiB, more than any such file holds"
-                )
+    for path in (folder / name for name in SMALL_FILES):
+        if path.is_file() and path.stat().st_size > JSON_LIMIT:
+            raise BadFileError(
+                f"{what}: its {path.name} is over {JSON_LIMIT / 2**20:g} MiB, more than any such file holds"
+            )
 
 
 def blame_a_file(folder: Path, what: str) -> None:
@@ -193,7 +193,7 @@ def _shards(index: Path, what: str) -> list[str]:
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise BadFileError(f"{what}: its {INDEX} has no weight_map of tensor names to files; re-download it")
     files = sorted(set(weight_map.values()))
-    strange = next((f for f in files if Path(f).name != f), None)
+    strange = next((f for f in files if Path(f).is_absolute() or ".." in Path(f).parts), None)
     if strange is not None:
         raise BadFileError(f"{what}: its {INDEX} names a shard outside the folder ({strange!r}); re-download it")
     return files

@@ -111,6 +111,19 @@ def _header(header: object) -> Spoil:
     return spoil
 
 
+def _index_outside(model: Path) -> None:
+    _sharded(model)
+    index = json.loads((model / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: "../../elsewhere.safetensors" for k in index["weight_map"]}
+    (model / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def _a_large_file_of_its_own(model: Path) -> None:
+    """A training log beside the model: nothing lenstop or transformers reads, however large."""
+    with (model / "training_log.txt").open("wb") as fh:
+        fh.truncate(65 * 2**20)
+
+
 def _a_list(model: Path) -> None:
     (model / "config.json").write_text("[1, 2]")
 
@@ -175,6 +188,7 @@ CHECKPOINT_DEFECTS = [
         ("model.safetensors is truncated or corrupt", "of the 4,0"),
     ),
     (_header([1, 2]), ExitCode.BAD_FILE, ("its header is not a JSON object",)),
+    (_index_outside, ExitCode.BAD_FILE, ("names a shard outside the folder ('../../elsewhere.safetensors')",)),
 ]
 
 
@@ -238,8 +252,9 @@ def _untied_head(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         _weights(_with_old_buffers),
         _weights(_untied_head),
         _sharded,
+        _a_large_file_of_its_own,
     ],
-    ids=["without-prefix", "old-buffers", "untied-head", "sharded"],
+    ids=["without-prefix", "old-buffers", "untied-head", "sharded", "a-large-log-beside"],
 )
 def test_checkpoints_laid_out_otherwise_still_load(tiny_model: Path, tmp_path: Path, layout: Spoil, engine) -> None:
     model = _copy(tiny_model, tmp_path)
