@@ -25,7 +25,7 @@ from lenstop.commands.common import (
     print_json,
     user_errors,
 )
-from lenstop.models.circuits.spec import DIRECTIONS, KINDS, NODE_SYNTAX, Metric, NodeKind, parse_node
+from lenstop.models.circuits.spec import DIRECTIONS, KINDS, NODE_SYNTAX, Metric, NodeKind, check_steps, parse_node
 from lenstop.models.errors import UsageError
 from lenstop.models.prompts import read_prompt, unescape
 
@@ -85,6 +85,7 @@ def attribute(
 ) -> None:
     """Which features, heads, MLPs and inputs cause a prediction: each node's attribution to the metric."""
     with user_errors():
+        check_steps(steps)
         shown = _kinds(kinds)
         path = tuple(parse_node(n) for n in follow or ())
         metric = _metric(position, target, wrong)
@@ -210,6 +211,11 @@ def circuit(
 ) -> None:
     """The circuit behind a prediction, as a graph circuit-tracer's and Neuronpedia's viewers read (--json, --out)."""
     with user_errors():
+        if out is not None:
+            from lenstop.models.files import check_writable
+
+            check_writable(out)  # a FIFO or a directory is said now, not after the work
+        check_steps(steps)
         text = read_prompt(prompt)
         engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
         found = engine.circuit(

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, describe
+from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, NumericError, describe
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.safe_text import json_safe, printable
 
@@ -137,5 +137,14 @@ def load_engine(
 
 
 def print_json(doc: object) -> None:
-    """One JSON document on stdout, readable as UTF-8, with no character a terminal would obey (`json_safe`)."""
-    sys.stdout.write(json_safe(json.dumps(doc, ensure_ascii=False)) + "\n")
+    """One JSON document on stdout, readable as UTF-8, with no character a terminal would obey (`json_safe`).
+    NaN and infinity are not JSON (a parser downstream would choke on them), so a result holding one is a
+    numeric error instead."""
+    try:
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise NumericError(
+            "the result holds NaN or infinite numbers, which JSON cannot carry; check the model's and the "
+            "dictionaries' files, or use smaller intervention strengths"
+        ) from None
+    sys.stdout.write(json_safe(text) + "\n")

@@ -28,6 +28,7 @@ from lenstop.models.errors import (
     UsageError,
     corrupt_weights,
     is_out_of_memory,
+    read_json,
 )
 from lenstop.models.feature_cards import Cards
 from lenstop.models.hub import cache_first
@@ -127,6 +128,7 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
     from sae_lens import SAE
 
     check_field_types(path)
+    check_weights_header(path)
     try:
         sae = SAE.load_from_disk(path, device=device, dtype=dtype)
     except FileNotFoundError as err:
@@ -164,13 +166,13 @@ FIELD_TYPES: dict[str, tuple[type, str]] = {
 
 
 def check_field_types(path: Path) -> None:
-    """Name a cfg.json field of the wrong type before SAELens trips over it somewhere inside torch."""
+    """Name a cfg.json field of the wrong type before SAELens trips over it somewhere inside torch; the file
+    is read bounded, so a nested or huge one is a bad file, not a RecursionError."""
     import json
 
-    try:
-        cfg = json.loads((path / SAE_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # missing or unreadable: SAE.load_from_disk says which, below
+    if not (path / SAE_CONFIG).is_file():
+        return  # SAE.load_from_disk says it is missing, below
+    cfg = read_json(path / SAE_CONFIG, "", what=f"dictionary {path}: its {SAE_CONFIG}")
     if not isinstance(cfg, dict):
         raise BadFileError(f"dictionary {path}: its {SAE_CONFIG} is not a JSON object; fix or re-download it")
     meta: dict[str, Any] = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
@@ -188,6 +190,25 @@ def check_field_types(path: Path) -> None:
                     f"dictionary {path}: its {SAE_CONFIG} field {where}{name} is {json.dumps(value)[:40]}, "
                     f"not {words}; fix or re-download it"
                 )
+    k, d_sae = cfg.get("k"), cfg.get("d_sae")
+    if isinstance(k, int) and isinstance(d_sae, int) and k > d_sae:
+        raise BadFileError(
+            f"dictionary {path}: its {SAE_CONFIG} field k is {k}, more than its {d_sae} features (d_sae); "
+            "a TopK dictionary keeps at most d_sae; fix or re-download it"
+        )
+
+
+def check_weights_header(path: Path) -> None:
+    """SAELens's loader casts int8 or bool weights to float without a word: refuse them from the file's header,
+    before anything is read. A truncated or missing file is left to SAE.load_from_disk, which names it."""
+    from lenstop.models.checkpoint import not_float, safetensors_header
+
+    weights = path / SAE_WEIGHTS
+    try:
+        tensors = safetensors_header(weights, f"dictionary {path}: its {SAE_WEIGHTS}")
+    except (OSError, BadFileError):
+        return
+    not_float(tensors, f"dictionary {path}")
 
 
 def _unreadable(err: Exception) -> str:
@@ -207,11 +228,17 @@ def _unreadable(err: Exception) -> str:
 
 
 def check_finite(sae: SAE, source: str) -> None:
-    """NaN or infinite weights would turn every analysis into NaN: refuse them when loading, by name."""
+    """NaN or infinite weights would turn every analysis into NaN, and integer ones are no dictionary: refuse
+    them when loading, by name."""
     import torch
 
     for name, tensor in sae.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point():
+            raise BadFileError(
+                f"dictionary {source}: its weights' {name} is {str(tensor.dtype).removeprefix('torch.')}, "
+                "not floating point; re-download it"
+            )
+        if not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise BadFileError(f"dictionary {source}: {name} holds {bad} NaN or infinite values; re-download it")
 

@@ -33,7 +33,7 @@ from lenstop.models.circuits.results import (
     MetricValue,
     Patching,
 )
-from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
+from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind, check_steps
 from lenstop.models.demo import DEMO_NAME
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import (
@@ -97,6 +97,7 @@ class Engine:
         self.model.requires_grad_(False)  # lenstop never trains: gradients are taken at activations only
         self._lock = threading.RLock()
         self._token_strings: dict[int, str] = {}
+        self._longest_token: int | None = None  # in characters: how long a prompt can be and still fit
         self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
         # The residual streams of the last analysis, by (token ids, interventions): one position's logit lens.
         self._lens_cache: tuple[LensKey, dict[int, torch.Tensor]] | None = None
@@ -307,6 +308,7 @@ class Engine:
     # ------------------------------------------------------------------ tokens
     def tokenize(self, prompt: str) -> torch.Tensor:
         """The prompt as the model sees it, (1, seq), BOS included when the dictionaries expect it."""
+        self._check_fits(prompt)
         tokens = self.model.to_tokens(check_text(prompt), prepend_bos=self.prepend_bos, truncate=False)
         if tokens.shape[-1] == 0 or not prompt:
             raise UsageError("the prompt is empty; type some text")
@@ -315,6 +317,21 @@ class Engine:
                 f"the prompt is {tokens.shape[-1]} tokens but {self.name}'s context is {self.n_ctx}; shorten it"
             )
         return tokens
+
+    def _check_fits(self, prompt: str) -> None:
+        """Refuse, before tokenising, a prompt too long to fit the context whatever its tokens: no token spells
+        more characters than the vocabulary's longest. Tokenising megabytes first costs seconds, and at some
+        46 MB the Rust tokenizer aborts the process."""
+        if len(prompt) <= self.n_ctx:  # every token spells at least one character: this always fits
+            return
+        if self._longest_token is None:
+            self._longest_token = max((len(t) for t in self.model.tokenizer.get_vocab()), default=1)
+        most = self.n_ctx * self._longest_token
+        if len(prompt) > most:
+            raise IncompatibleError(
+                f"the prompt is {len(prompt):,} characters but {self.name}'s context is {self.n_ctx} tokens, "
+                f"at most {most:,} characters; shorten it"
+            )
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         """Each id decoded on its own (cached: the vocabulary is finite)."""
@@ -354,7 +371,7 @@ class Engine:
         with self._lock, torch.set_grad_enabled(grad):
             try:
                 yield
-            except RuntimeError as err:  # torch.OutOfMemoryError is one
+            except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
                 if is_out_of_memory(err):
                     raise self._oom(tokens, err) from err
                 raise
@@ -799,6 +816,7 @@ class Engine:
         The baseline is zero, or the node's value on `corrupt`. `steps` > 0 uses integrated gradients;
         `real` measures the real effect of removing each of the top `real` nodes (batched runs).
         """
+        check_steps(steps)
         tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
         self._check_nodes(path, tokens.shape[-1])
         with self._forward_guard(tokens.shape[-1], grad=True):
@@ -907,6 +925,7 @@ class Engine:
     ) -> Circuit:
         """The circuit behind the metric: its strongest nodes (by effect on the metric) and the edges between
         them, above the thresholds (shares of the strongest); `steps` > 0 uses integrated gradients."""
+        check_steps(steps)
         tokens, corrupt_tokens = self._prompt_pair(prompt, corrupt)
         with self._forward_guard(tokens.shape[-1], grad=True):
             return find_circuit(
@@ -943,6 +962,8 @@ class Engine:
             raise UsageError("--max-new-tokens must be at least 1")
         if temperature < 0:
             raise UsageError("--temperature must be 0 (greedy) or more")
+        if not -(2**63) <= seed < 2**64:  # what torch's generator takes
+            raise UsageError(f"--seed {seed}: a seed is a whole number from 0 to 2**64 - 1")
         tokens = self.tokenize(prompt)
         clean = self._continue(tokens, (), max_new_tokens, temperature, seed)
         intervened = self._continue(tokens, interventions, max_new_tokens, temperature, seed) if interventions else None

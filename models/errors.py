@@ -101,8 +101,12 @@ def corrupt_weights(err: BaseException) -> bool:
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """torch's OutOfMemoryError, or the RuntimeError some backends (MPS, older CUDA paths) raise instead."""
-    return type(err).__name__ == "OutOfMemoryError" or "out of memory" in str(err).lower()
+    """torch's OutOfMemoryError, the RuntimeError some backends (MPS, older CUDA paths) raise instead, the CPU
+    allocator's ("DefaultCPUAllocator: not enough memory", "can't allocate memory"), or Python's MemoryError."""
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    text = str(err).lower()
+    return any(sign in text for sign in ("out of memory", "not enough memory", "can't allocate memory"))
 
 
 def allocation(err: BaseException) -> str:
@@ -127,19 +131,50 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
-def read_json(path: str | Path, option: str) -> Any:
-    """A JSON file a user named with `option`; a missing or malformed one is a one-line error."""
+JSON_LIMIT = 64 * 2**20  # bytes: configs, sessions and caches are kilobytes, the largest tokenizer.json some 30 MB
+
+
+def read_json(path: str | Path, option: str, *, limit: int = JSON_LIMIT, what: str | None = None) -> Any:
+    """A JSON file a user named with `option` (or that lenstop reads for them, named by `what`): a missing,
+    unreadable, oversized, non-UTF-8, malformed or too deeply nested one is a one-line error naming the file.
+    A file over `limit` bytes is refused by its size, before it is read."""
+    path = Path(path).expanduser()
+    name = what or f"{option} {path}"
+    if not path.is_file():
+        raise NotFoundError(f"{name}: no such file")
+    data = b""
+    try:
+        too_big = path.stat().st_size > limit
+        if not too_big:
+            with path.open("rb") as fh:
+                data = fh.read(limit + 1)
+            too_big = len(data) > limit  # it grew while being read
+    except OSError as err:
+        raise BadFileError(f"{name} cannot be read ({err.strerror or err})") from None
+    if too_big:
+        raise BadFileError(f"{name} is over {limit / 2**20:g} MiB, more than any such file lenstop reads")
+    return parse_json(data, name)
+
+
+def parse_json(data: bytes, name: str) -> Any:
+    """JSON from bytes, or a BadFileError naming `name` and what is wrong, in one line: never the RecursionError
+    of deep nesting, the ValueError of a 5,000-digit number or a MemoryError."""
     import json
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise NotFoundError(f"{option} {path}: no such file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise BadFileError(
-            f"{option} {path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            f"{name} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
             "pass a JSON file saved as UTF-8"
         ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise BadFileError(f"{option} {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise BadFileError(f"{name} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    except RecursionError:
+        raise BadFileError(f"{name} is nested too deeply to be JSON lenstop reads") from None
+    except MemoryError:
+        raise BadFileError(f"{name} holds more JSON than fits in memory") from None
+    except ValueError as err:  # e.g. an integer longer than Python converts
+        raise BadFileError(f"{name} is not JSON lenstop can read ({str(err).splitlines()[0][:80]})") from None

@@ -12,17 +12,20 @@ Cards cross into the UI as frozen values, like every other result.
 from __future__ import annotations
 
 import gzip
-import json
 import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenstop.models.errors import BadFileError, read_json
+from lenstop.models.errors import JSON_LIMIT, BadFileError, parse_json, read_json
 
 CARDS_FILE = "feature_cards.json.gz"
 LABELS_FILE = "feature_labels.json"  # {"<feature id>": "<label>"}, written with the cards
+CARDS_LIMIT = 2 * 2**30  # decompressed bytes: the demo's 512 cards are 3.5 MB
+CARDS_RATIO = 32  # at most this many decompressed bytes per byte of the file
+LABELS_LIMIT = 256 * 2**20  # a Neuronpedia export of a million features' explanations
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,7 @@ class Cards:
     def _load(self) -> dict[int, dict[str, Any]]:
         with self._lock:
             if self._raw is None:
-                raw: dict[int, dict[str, Any]] = {}
-                if self.path is not None:
-                    with gzip.open(self.path, "rt", encoding="utf-8") as fh:
-                        doc = json.load(fh)
-                    raw = {int(f["id"]): f for f in doc["features"]}
-                self._raw = raw
+                self._raw = read_cards(self.path) if self.path is not None else {}
             return self._raw
 
     def _own(self) -> dict[int, str]:
@@ -113,7 +111,7 @@ class Cards:
         if self._own_labels is None:
             index = self.path.with_name(LABELS_FILE) if self.path is not None else None
             if index is not None and index.is_file():
-                own = {int(k): str(v) for k, v in json.loads(index.read_text(encoding="utf-8")).items()}
+                own = read_own_labels(index)
             else:
                 own = labels_of(self._load().values())
             self._own_labels = own
@@ -129,13 +127,70 @@ class Cards:
         if raw is None:
             label = self.labels.get(feature)
             return FeatureCard(feature, label, None, None, None) if label else None
-        card = _card(raw)
+        card = _checked_card(raw, self.path)
         if feature in self.labels:
             card = FeatureCard(**{**card.__dict__, "label": self.labels[feature]})
         return card
 
     def all(self) -> list[FeatureCard]:
-        return [_card(raw) for raw in self._load().values()]
+        return [_checked_card(raw, self.path) for raw in self._load().values()]
+
+
+def _checked_card(raw: dict[str, Any], path: Path | None) -> FeatureCard:
+    """A card, or a BadFileError naming the file and the feature when it is not of the shape cards have."""
+    try:
+        return _card(raw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise BadFileError(
+            f"{path}: the card of feature {raw.get('id')!r} is not of the shape cards have "
+            f"({type(err).__name__}: {str(err)[:60]}); re-download or rebuild the cards"
+        ) from None
+
+
+def read_cards(path: Path) -> dict[int, dict[str, Any]]:
+    """The raw cards of a `feature_cards.json.gz`, by feature id. Decompression is bounded by the file's own
+    size (JSON compresses some 5x; a gzip bomb a thousandfold), so a bomb is refused after a few megabytes."""
+    what = f"{path}"
+    limit = min(CARDS_LIMIT, max(JSON_LIMIT, CARDS_RATIO * path.stat().st_size))
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise BadFileError(f"{what} is truncated or not gzip ({err}); re-download or rebuild the cards") from None
+    if len(data) > limit:
+        raise BadFileError(
+            f"{what} decompresses to more than {limit / 2**20:g} MiB, {CARDS_RATIO}x its size: not cards but a "
+            "gzip bomb, or cards lenstop cannot hold; re-download or rebuild them"
+        )
+    doc = parse_json(data, what)
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(features, list):
+        raise BadFileError(f"{what} has no list of features; re-download or rebuild the cards")
+    raw: dict[int, dict[str, Any]] = {}
+    for card in features:
+        feature = card.get("id") if isinstance(card, dict) else None
+        if not isinstance(card, dict) or isinstance(feature, bool) or not isinstance(feature, int | str):
+            raise BadFileError(f"{what}: a card is not an object with a feature id; re-download or rebuild the cards")
+        try:
+            raw[int(feature)] = card
+        except ValueError:
+            raise BadFileError(f"{what}: a card's id {feature!r} is not a feature number") from None
+    return raw
+
+
+def read_own_labels(path: Path) -> dict[int, str]:
+    """A dictionary's `feature_labels.json`: {"<feature id>": "<label>"}, or a one-line error naming it."""
+    doc = read_json(path, "", what=str(path), limit=LABELS_LIMIT)
+    if not isinstance(doc, dict):
+        raise BadFileError(f'{path} is not a JSON object of feature ids to labels ({{"12": "a label"}})')
+    labels: dict[int, str] = {}
+    for key, label in doc.items():
+        if not key.strip().isdigit():
+            raise BadFileError(f"{path}: the key {key[:40]!r} is not a feature number")
+        if not isinstance(label, str):
+            raise BadFileError(f"{path}: the label of feature {key} is not a string")
+        labels[int(key)] = label
+    return labels
 
 
 def labels_of(cards: Iterable[dict[str, Any]]) -> dict[int, str]:
@@ -146,7 +201,7 @@ def labels_of(cards: Iterable[dict[str, Any]]) -> dict[int, str]:
 def read_labels(path: str | Path) -> tuple[dict[int, str], int | None]:
     """Labels from a Neuronpedia-style export (a JSON list of {"index", "description"}),
     and the layer the export names (`"layer": "6-res-jb"`), if all its items name one."""
-    data = read_json(path, "--labels")
+    data = read_json(path, "--labels", limit=LABELS_LIMIT)
     if isinstance(data, dict) and "explanations" in data:
         data = data["explanations"]
     if not isinstance(data, list):

@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -69,6 +70,17 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The local cache's folder of a hub model (its snapshot of `main`), when its config.json is there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # a name that is no repository id: the load says what is wrong with it
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def cache_first(what: str, load: Callable[[], T]) -> T:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,9 @@ from lenstop.models.errors import (
     NotFoundError,
     UsageError,
     corrupt_weights,
+    is_out_of_memory,
 )
-from lenstop.models.hub import cache_first, offline
+from lenstop.models.hub import cache_first, cached_snapshot, offline
 
 if TYPE_CHECKING:
     import torch
@@ -82,20 +84,45 @@ def resolve_device(device: str) -> str:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return "mps"
         return "cpu"
+    problem = device_problem(device)
+    if problem is not None:
+        raise UsageError(f"--device {device}: {problem}")
+    return device
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` cannot be used here, or None when it can."""
+    import torch
+
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-        return device
+            return "CUDA is not available here; use --device cpu or auto"
+        index = device.partition(":")[2]
+        if device != "cuda" and not index.isdigit():
+            return "expected cuda or cuda:N"
+        if int(index or 0) >= torch.cuda.device_count():
+            return f"only {torch.cuda.device_count()} CUDA device(s) are visible"
+        return None
     if device == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UsageError("--device mps: MPS is not available here; use --device cpu or auto")
-        return device
+            return "MPS is not available here; use --device cpu or auto"
+        return None
     if device == "cpu":
-        return device
-    raise UsageError(f"--device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+        return None
+    return "expected auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_map(mapping: dict[str, str | int]) -> None:
+    """Every device an explicit --device-map names exists here: accelerate's own failure for cuda:99 on a
+    machine without CUDA is an AssertionError deep inside the load."""
+    for module, target in mapping.items():
+        device = f"cuda:{target}" if isinstance(target, int) else str(target)
+        if device in ("disk", "meta"):
+            problem: str | None = "lenstop keeps every weight in memory; offloading to disk or meta is not supported"
+        else:
+            problem = device_problem(device)
+        if problem is not None:
+            raise UsageError(f"--device-map {module}={target}: {problem}")
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -160,6 +187,8 @@ def load_model(
 
         if torch.cuda.device_count() < n_devices:
             raise UsageError(f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if isinstance(device_map, dict):
+        check_device_map(device_map)
     placement: dict[str, Any]
     if device_map is not None or (n_devices is not None and n_devices > 1):
         placement = {"device_map": device_map or "auto", "n_devices": n_devices}
@@ -178,25 +207,59 @@ def load_model(
         if not (path / "config.json").is_file():
             raise NotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
         name = str(path)
+        check_files(path, f"model {name!r}")
         try:
             with offline():
-                return boot()
-        except Exception as err:
-            _explain(name, err)
+                bridge = boot()
+        except LenstopError:
             raise
+        except Exception as err:
+            _explain(name, err, path)
+            raise
+        check_loaded(bridge, f"model {name!r}")
+        return bridge
+    folder = cached_snapshot(name)
+    if folder is not None:
+        check_files(folder, f"model {name!r}")
     try:
-        return cache_first(f"model {name!r}", boot)
+        bridge = cache_first(f"model {name!r}", boot)
     except LenstopError:
         raise
     except Exception as err:
-        _explain(name, err)
+        _explain(name, err, folder or cached_snapshot(name))
         raise
+    if folder is None and (folder := cached_snapshot(name)) is not None:
+        check_files(folder, f"model {name!r}")  # downloaded just now: checked as soon as it is on disk
+    check_loaded(bridge, f"model {name!r}")
+    return bridge
 
 
-def _explain(name: str, err: Exception) -> None:
+def check_files(folder: Path, what: str) -> None:
+    """The folder's config.json, small files and safetensors headers, against each other, before anything
+    loads (see models/checkpoint.py): a few milliseconds."""
+    from lenstop.models import checkpoint
+
+    checkpoint.check_small_files(folder, what)
+    config = checkpoint.check_config(folder, what)
+    tensors = checkpoint.checkpoint_tensors(folder, what)
+    if tensors is not None:
+        checkpoint.check_sizes_against(config, tensors, what)
+        checkpoint.compare_with_model(folder, config, tensors, what)
+
+
+def check_loaded(bridge: TransformerBridge, what: str) -> None:
+    """What only the loaded model shows: NaN or infinite weights, and a tokenizer with no vocabulary."""
+    from lenstop.models import checkpoint
+
+    checkpoint.check_finite(bridge.named_parameters(), what)
+    checkpoint.check_tokenizer(bridge.tokenizer, what)
+
+
+def _explain(name: str, err: Exception, folder: Path | None = None) -> None:
     """Re-raise what transformers and TransformerLens raise as one line for the user, when we know it."""
     text = str(err)
     kind = type(err).__name__
+    first = text.strip().splitlines()[0] if text.strip() else kind
     if (
         kind in ("RepositoryNotFoundError", "GatedRepoError")
         or "is not a local folder and is not a valid model" in text
@@ -211,23 +274,50 @@ def _explain(name: str, err: Exception) -> None:
             f"model {name!r}: {architecture} is not an architecture TransformerLens supports; "
             "pick a supported model (TransformerLens's docs list them) or convert this one"
         ) from err
+    if "trust_remote_code" in text:
+        raise IncompatibleError(
+            f"model {name!r}: it needs code that comes with the model, and lenstop never runs code from a "
+            "model's files; pick a model whose architecture transformers supports natively"
+        ) from err
+    if "Unrecognized model" in text:
+        raise IncompatibleError(
+            f"model {name!r}: its config.json names no model type this transformers knows (model_type); "
+            "fix config.json or upgrade transformers"
+        ) from err
     if (
         "not supported" in text.lower()
         or "unsupported architecture" in text.lower()
         or kind == "UnsupportedArchitectureError"
     ):
-        raise IncompatibleError(f"model {name!r}: {text.splitlines()[0]}") from err
+        raise IncompatibleError(f"model {name!r}: {first}") from err
     if kind == "UnpicklingError" or "weights only load failed" in text.lower():
         raise BadFileError(
             f"model {name!r}: its weights are a pickle that would run code to load, and lenstop loads only "
             "tensors; convert the checkpoint to safetensors"
         ) from err
     if corrupt_weights(err):
+        raise BadFileError(f"model {name!r}: its weights are truncated or corrupt ({first}); re-download them") from err
+    if "ignore_mismatched_sizes" in text or "size mismatch" in text:
         raise BadFileError(
-            f"model {name!r}: its weights are truncated or corrupt ({text.splitlines()[0]}); re-download them"
+            f"model {name!r}: its weights do not have the shapes its config.json implies; "
+            "config.json does not match the weights"
         ) from err
     if kind == "StrictDataclassFieldValidationError" or "validation error for field" in text.lower():
-        why = " ".join(line.strip() for line in text.splitlines()[1:2]) or text.splitlines()[0]
+        why = " ".join(line.strip() for line in text.splitlines()[1:2]) or first
         raise BadFileError(f"model {name!r}: its config.json has a field of the wrong type ({why})") from err
-    if kind == "JSONDecodeError" or (kind == "OSError" and "config.json" in text):
-        raise BadFileError(f"model {name!r}: its config.json cannot be read ({text.splitlines()[0]})") from err
+    if folder is not None and not is_out_of_memory(err) and not isinstance(err, (ImportError, NotImplementedError)):
+        from lenstop.models.checkpoint import blame_a_file
+
+        blame_a_file(folder, f"model {name!r}")  # a JSON file that does not parse or is no object: which one
+    if kind == "JSONDecodeError":
+        raise BadFileError(f"model {name!r}: one of its JSON files cannot be read ({first}); re-download it") from err
+    if isinstance(err, (KeyError, TypeError, AttributeError, ValueError)) and _raised_in(err, "tokeniz"):
+        raise BadFileError(
+            f"model {name!r}: its tokenizer's files cannot be used ({kind}: {first[:80]}); re-download them"
+        ) from err
+
+
+def _raised_in(err: BaseException, part: str) -> bool:
+    """Whether the failure came from code whose file name holds `part` (transformers' tokenization_*.py)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    return any(part in Path(frame.filename).name for frame in frames)

@@ -10,9 +10,10 @@ import re
 import sys
 from typing import BinaryIO
 
-from lenstop.models.errors import BadFileError, UsageError
+from lenstop.models.errors import BadFileError, IncompatibleError, UsageError
 
 STDIN = "-"
+STDIN_LIMIT = 64 * 2**20  # bytes: ten million tokens of text, the longest contexts there are
 
 _ESCAPE = re.compile(r"\\(\\|n|t)")
 _REPLACE = {"\\": "\\", "n": "\n", "t": "\t"}
@@ -47,10 +48,16 @@ def read_prompt(option: str, stdin: BinaryIO | None = None) -> str:
     """A prompt as given to `--prompt`: escapes read, or, for `-`, standard input taken as it is.
 
     Standard input must be UTF-8; a single trailing newline (the one `echo` and editors add) is dropped,
-    so `echo 'The cat' | lenstop trace -p -` predicts after "cat", not after a newline."""
+    so `echo 'The cat' | lenstop trace -p -` predicts after "cat", not after a newline. At most
+    `STDIN_LIMIT` bytes are read: `-p - < /dev/zero` is refused, not read until memory runs out."""
     if option != STDIN:
         return unescape(option)
-    data = (stdin or sys.stdin.buffer).read()
+    data = (stdin or sys.stdin.buffer).read(STDIN_LIMIT + 1)
+    if len(data) > STDIN_LIMIT:
+        raise IncompatibleError(
+            f"--prompt -: standard input holds more than {STDIN_LIMIT // 2**20} MiB, more text than any model's "
+            "context; pass a shorter prompt"
+        )
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark some editors write is not part of the prompt
     except UnicodeDecodeError as err:

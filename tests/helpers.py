@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lenstop.models.errors import ExitCode
 from lenstop.models.results import Analysis
 
 CORPUS = [
@@ -147,3 +148,14 @@ def assert_same_analysis(a: Analysis, b: Analysis) -> None:
     if a.kl is not None or b.kl is not None:
         assert a.kl is not None and b.kl is not None
         np.testing.assert_allclose(a.kl, b.kl, atol=1e-6)
+
+
+def one_line(result: Any, code: ExitCode, *words: str) -> str:
+    """A CliRunner result that failed with `code` and one line on stderr holding each of `words`; that line."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lenstop: error:"), result.stderr
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]

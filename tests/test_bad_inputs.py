@@ -17,17 +17,9 @@ from typer.testing import CliRunner
 from lenstop.commands.cli import app
 from lenstop.models.errors import ExitCode
 
+from helpers import one_line as _one_line
+
 PROMPT = "def add(first, second):"
-
-
-def _one_line(result, code: ExitCode, *words: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lenstop: error:"), result.stderr
-    assert "Traceback" not in result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def _sae_copy(resid_saes: Path, tmp_path: Path) -> Path:
@@ -79,6 +71,33 @@ def _flag_a_string(sae: Path) -> None:
     (sae / "cfg.json").write_text(json.dumps(cfg))
 
 
+def _cast(dtype: torch.dtype, name: str = "W_dec") -> Callable[[Path], None]:
+    def spoil(sae: Path) -> None:
+        weights = load_file(sae / "sae_weights.safetensors")
+        weights[name] = weights[name].to(dtype) if dtype != torch.bool else weights[name] > 0
+        save_file(weights, sae / "sae_weights.safetensors")
+
+    return spoil
+
+
+def _k_over_d_sae(sae: Path) -> None:
+    cfg = json.loads((sae / "cfg.json").read_text())
+    cfg["k"] = cfg["d_sae"] + 1
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _cfg_text(text: str) -> Callable[[Path], None]:
+    def spoil(sae: Path) -> None:
+        (sae / "cfg.json").write_text(text)
+
+    return spoil
+
+
+def _cfg_huge(sae: Path) -> None:
+    with (sae / "cfg.json").open("r+b") as fh:
+        fh.truncate(65 * 2**20)  # sparse
+
+
 def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_saes: Path, tmp_path: Path) -> None:
     sae = _sae_copy(resid_saes, tmp_path)
     (sae / "sae_weights.safetensors").unlink()
@@ -97,6 +116,13 @@ def test_a_dictionary_without_its_weights_is_not_found(tiny_model: Path, resid_s
         (_d_sae_a_string, ('field d_sae is "', "not a positive whole number")),
         (_hook_a_number, ("field metadata.hook_name is 3, not a string",)),
         (_flag_a_string, ('field apply_b_dec_to_input is "yes", not true or false',)),
+        (_cast(torch.int8), ("W_dec is I8, not floating point",)),
+        (_cast(torch.bool, "b_enc"), ("b_enc is BOOL, not floating point",)),
+        (_cast(torch.int64, "W_enc"), ("W_enc is I64, not floating point",)),
+        (_k_over_d_sae, ("field k is 65, more than its 64 features (d_sae)",)),
+        (_cfg_text("[" * 100_000 + "]" * 100_000), ("its cfg.json is nested too deeply",)),
+        (_cfg_text('["d_in", 32]'), ("its cfg.json is not a JSON object",)),
+        (_cfg_huge, ("its cfg.json is over 64 MiB",)),
     ],
 )
 def test_a_spoilt_dictionary_is_named_with_what_is_wrong(
@@ -173,7 +199,7 @@ def test_a_pickle_in_place_of_weights_runs_no_code(tiny_model: Path, resid_saes:
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ('{"model_type": "gpt2",', ("config.json cannot be read",)),
+        ('{"model_type": "gpt2",', ("its config.json is not valid JSON",)),
         ('{"model_type": "gpt2", "n_layer": "three"}', ("config.json has a field of the wrong type", "n_layer")),
     ],
 )
@@ -356,3 +382,53 @@ def test_out_of_memory_in_an_analysis_names_the_prompt_and_leaves_the_engine_usa
     from helpers import assert_same_analysis
 
     assert_same_analysis(engine.analyse(prompt), before)
+
+
+# ---------------------------------------------------------------- prompts too long to tokenise
+def test_a_prompt_that_cannot_fit_is_refused_before_it_is_tokenised(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 46 MB prompt aborted the Rust tokenizer (exit 134) before its length was checked."""
+    from lenstop.models.errors import IncompatibleError
+
+    longest = max(len(t) for t in engine.model.tokenizer.get_vocab())
+    most = engine.n_ctx * longest
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tokenised a prompt that cannot fit")
+
+    monkeypatch.setattr(engine.model, "to_tokens", never)
+    with pytest.raises(IncompatibleError) as refused:
+        engine.analyse("x" * (most + 1))
+    assert f"is {most + 1:,} characters but" in str(refused.value) and f"context is {engine.n_ctx} tokens" in str(
+        refused.value
+    )
+    monkeypatch.undo()
+    with pytest.raises(IncompatibleError, match="tokens but"):  # one that might fit is tokenised and counted
+        engine.analyse("x " * (engine.n_ctx + 5))
+
+
+def test_a_huge_prompt_on_stdin_is_one_line(tiny_model: Path, resid_saes: Path) -> None:
+    prompt = "def f(x):\n    return x\n" * 20_000  # 480 KB: far more than 64 tokens can spell
+    result = CliRunner().invoke(
+        app, ["trace", str(tiny_model), "--sae", str(resid_saes), "-p", "-", "--json"], input=prompt.encode()
+    )
+    _one_line(result, ExitCode.INCOMPATIBLE, "characters but", "context is 64 tokens")
+
+
+def test_stdin_is_read_no_further_than_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-p - < /dev/zero` must not read until memory runs out."""
+    from lenstop.models import prompts
+    from lenstop.models.errors import IncompatibleError
+
+    class Endless:
+        asked: list[int] = []
+
+        def read(self, n: int = -1) -> bytes:
+            assert n > 0, "read to the end of an endless stream"
+            self.asked.append(n)
+            return b"\0" * n
+
+    monkeypatch.setattr(prompts, "STDIN_LIMIT", 1000)
+    stream = Endless()
+    with pytest.raises(IncompatibleError, match="standard input holds more than"):
+        prompts.read_prompt("-", stream)  # type: ignore[arg-type]
+    assert stream.asked == [1001]

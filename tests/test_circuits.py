@@ -491,3 +491,50 @@ def test_nested_hook_contexts_remove_only_their_own(engine: Engine) -> None:
         engine.model(engine.tokenize(PROMPT))
     engine.model(engine.tokenize(PROMPT))
     assert seen == ["outer", "inner", "outer"]
+
+
+# ---------------------------------------------------------------- integrated gradients' memory
+def test_integrated_gradients_run_in_bounded_chunks_with_the_same_result(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory must not grow with --steps: no pass runs more than IG_ROWS rows, whatever the steps, and summing
+    the chunks' gradients gives what one pass of every step gave."""
+    from lenstop.models.circuits import attribution
+
+    rows: list[int] = []
+    real_run_rows = attribution.run_rows
+
+    def counted(engine: Engine, tokens: torch.Tensor, n: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+        rows.append(n)
+        return real_run_rows(engine, tokens, n, *args, **kwargs)
+
+    monkeypatch.setattr(attribution, "run_rows", counted)
+    monkeypatch.setattr(attribution, "IG_ROWS", 5)
+    chunked = engine.attribute(PROMPT, top=None, steps=37)
+    assert rows and max(rows) == 5 and sum(rows) % 37 == 0  # 37 rows of every group, 5 at a time
+    monkeypatch.setattr(attribution, "IG_ROWS", 1000)
+    rows.clear()
+    whole = engine.attribute(PROMPT, top=None, steps=37)
+    assert max(rows) == 37
+    got = {s.node: s.attribution for s in chunked.nodes}
+    want = {s.node: s.attribution for s in whole.nodes}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[n] for n in want], list(want.values()), rtol=1e-4, atol=1e-6)
+
+
+def test_rows_a_pass_shrink_with_the_prompt_and_never_vanish(engine: Engine) -> None:
+    from lenstop.models.circuits.tracing import ROW_BUDGET, rows_within
+
+    assert rows_within(engine, 10, 16, grad=True) == 16
+    long = rows_within(engine, 10**6, 16, grad=True)
+    assert long == 1  # a million tokens of rows would pass the budget: one row a pass, never zero
+    per_row = ROW_BUDGET // rows_within(engine, 4000, 10**6, grad=True)
+    assert rows_within(engine, 4000, 10**6, grad=True) * per_row <= ROW_BUDGET
+
+
+@pytest.mark.parametrize("steps", [-1, 1025, 2**70])
+def test_too_many_or_negative_steps_are_a_usage_error(engine: Engine, steps: int) -> None:
+    with pytest.raises(UsageError, match=f"--steps {steps}: integrated gradients takes 1 to 1,024 steps"):
+        engine.attribute(PROMPT, steps=steps)
+    with pytest.raises(UsageError, match="--steps"):
+        engine.circuit(PROMPT, steps=steps)

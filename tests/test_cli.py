@@ -173,3 +173,40 @@ def test_routing_makes_inspect_the_default() -> None:
     assert route(["--version"]) == ["--version"]
     assert route(["-h"]) == ["-h"]
     assert route(["--device", "cpu"]) == ["inspect", "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["generate", "--seed", str(2**70)], ExitCode.USAGE, f"--seed {2**70}: a seed is a whole number"),
+        (["info", "--device-map", "transformer.h.0=cuda:99"], ExitCode.USAGE, "--device-map transformer.h.0=cuda:99"),
+        (["info", "--device-map", '{"transformer.h.0": 7}'], ExitCode.USAGE, "--device-map transformer.h.0=7"),
+        (["info", "--device-map", "transformer.h.0=disk"], ExitCode.USAGE, "offloading to disk or meta"),
+    ],
+)
+def test_options_out_of_range_are_one_line_usage_errors(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, args: list[str], code: ExitCode, message: str
+) -> None:
+    from helpers import one_line
+
+    command, *rest = args
+    extra = ["-p", PROMPT] if command == "generate" else []
+    result = _run(runner, command, str(tiny_model), "--sae", str(resid_saes), *extra, *rest, "--json")
+    one_line(result, code, message)
+    assert result.stdout == ""
+
+
+def test_json_never_carries_nan(runner: CliRunner, tiny_model: Path, resid_saes: Path, tmp_path: Path) -> None:
+    """A NaN from a file (here a card's frequency) made `"frequency": NaN`, which JSON parsers reject."""
+    import gzip
+    import shutil
+
+    from helpers import one_line
+
+    sae = Path(shutil.copytree(resid_saes / "L1", tmp_path / "L1"))
+    (sae / "feature_cards.json.gz").write_bytes(
+        gzip.compress(b'{"features": [{"id": 3, "label": "x", "frequency": NaN, "max_act": Infinity}]}')
+    )
+    result = _run(runner, "card", "1:3", str(tiny_model), "--sae", str(sae), "--json", "--device", "cpu")
+    one_line(result, ExitCode.NUMERIC, "NaN or infinite numbers, which JSON cannot carry")
+    assert result.stdout == ""

@@ -149,3 +149,35 @@ def test_node_syntax() -> None:
     assert parse_node("emb@4") == Node("embed", None, 4)
     with pytest.raises(UsageError):
         parse_node("err:1")  # an error node is at one position
+
+
+@pytest.mark.parametrize("command", ["attribute", "circuit"])
+def test_steps_beyond_the_bound_are_one_line_before_the_model_loads(
+    runner: CliRunner, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helpers import one_line
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model loaded before --steps was checked")
+
+    monkeypatch.setattr("lenstop.commands.circuits.load_engine", no_engine)
+    result = runner.invoke(app, [command, "demo", "-p", "def f", "--steps", "20000"])
+    one_line(result, ExitCode.USAGE, "--steps 20000: integrated gradients takes 1 to 1,024 steps")
+
+
+def test_out_of_memory_in_integrated_gradients_is_exit_5(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CPU allocator's own words (not "out of memory") were exit 1 with the raw line."""
+    from lenstop.models.circuits import attribution
+
+    from helpers import one_line
+
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 6442450944 bytes.")
+
+    monkeypatch.setattr(attribution, "run_rows", no_room)
+    result = runner.invoke(
+        app, ["attribute", str(tiny_model), "--sae", str(resid_saes), "-p", ESCAPED, "--steps", "64", "--json"]
+    )
+    one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory", "-token prompt (tried to allocate 6.00 GiB)")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lenstop.models.errors import BadFileError, read_json
+from lenstop.models.errors import BadFileError, UsageError, read_json
 from lenstop.models.files import write_atomically
 from lenstop.models.interventions import Adjustable, Intervention, Slot, from_dict, to_dict
 
@@ -119,29 +119,33 @@ class Session:
         return write_atomically(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
-    def from_json(cls, doc: dict[str, object]) -> Session:
+    def from_json(cls, doc: dict[str, object], name: str = "session file") -> Session:
+        """The session a document describes, or a BadFileError naming `name` and the first field of the wrong
+        type: a session comes from a file anyone can write, and the app must not trip over it later."""
         version = doc.get("version")
         if isinstance(version, int) and version > VERSION:
             raise BadFileError(
-                f"session file version {version} was written by a newer lenstop (this one reads {VERSION}); upgrade"
+                f"{name}: version {version} was written by a newer lenstop (this one reads {VERSION}); upgrade"
             )
         if version != VERSION:
-            raise BadFileError(f"session file version {version!r} is not {VERSION}: not a session lenstop saved")
+            raise BadFileError(f"{name}: version {version!r} is not {VERSION}: not a session lenstop saved")
         entries = []
         for raw in _list(doc.get("interventions")):
             if not isinstance(raw, dict):
-                raise BadFileError(f"session file: an intervention is {raw!r}, not an object")
+                raise BadFileError(f"{name}: an intervention is {_short(raw)}, not an object")
             item = dict(raw)
-            enabled = bool(item.pop("enabled", True))
-            entries.append(Entry(from_dict(item), enabled))
+            enabled = item.pop("enabled", True)
+            if not isinstance(enabled, bool):
+                raise BadFileError(f"{name}: an intervention's enabled is {_short(enabled)}, not true or false")
+            entries.append(Entry(_intervention(item, name), enabled))
         sel = doc.get("selection")
         sel = sel if isinstance(sel, dict) else {}
         return cls(
-            model=str(doc.get("model", "demo")),
-            saes=[str(s) for s in _list(doc.get("saes"))],
-            labels=[str(s) for s in _list(doc.get("labels"))],
-            prompt=str(doc.get("prompt", "")),
-            selection=Selection(**{k: sel[k] for k in ("layer", "position", "feature", "head") if k in sel}),
+            model=_text(doc.get("model", "demo"), "model", name),
+            saes=[_text(s, "saes", name) for s in _list(doc.get("saes"))],
+            labels=[_text(s, "labels", name) for s in _list(doc.get("labels"))],
+            prompt=_text(doc.get("prompt", ""), "prompt", name),
+            selection=_selection(sel, name),
             entries=tuple(entries),
         )
 
@@ -150,7 +154,55 @@ class Session:
         doc = read_json(path, "--session")
         if not isinstance(doc, dict):
             raise BadFileError(f"--session {path}: expected a JSON object saved by lenstop")
-        return cls.from_json(doc)
+        return cls.from_json(doc, f"--session {path}")
+
+
+SELECTION_FIELDS = ("layer", "position", "feature", "head")
+# Each intervention kind's fields and whether they are whole numbers (else any number); position may be null.
+INTERVENTION_FIELDS = {
+    "layer": True,
+    "feature": True,
+    "head": True,
+    "position": True,
+    "strength": False,
+    "value": False,
+}
+
+
+def _selection(fields: dict[str, object], name: str) -> Selection:
+    """The saved selection: each of its fields a whole number (the feature may be null)."""
+    for key in SELECTION_FIELDS:
+        if key in fields:
+            _number(fields[key], f"selection.{key}", name, whole=True, none=key == "feature")
+    return Selection(**{k: fields[k] for k in SELECTION_FIELDS if k in fields})  # type: ignore[arg-type]
+
+
+def _intervention(item: dict[str, object], name: str) -> Intervention:
+    for key, value in item.items():
+        if key in INTERVENTION_FIELDS:
+            _number(value, f"an intervention's {key}", name, whole=INTERVENTION_FIELDS[key], none=key == "position")
+    try:
+        return from_dict(item)
+    except UsageError as err:
+        raise BadFileError(f"{name}: {str(err)[:200]}") from None
+
+
+def _number(value: object, what: str, name: str, *, whole: bool, none: bool = False) -> None:
+    kinds: tuple[type, ...] = (int,) if whole else (int, float)
+    if (value is None and none) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return
+    raise BadFileError(f"{name}: {what} is {_short(value)}, not a {'whole ' if whole else ''}number")
+
+
+def _text(value: object, what: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise BadFileError(f"{name}: {what} is {_short(value)}, not a string")
+    return value
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _list(value: object) -> list[object]:

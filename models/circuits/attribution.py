@@ -32,6 +32,7 @@ from lenstop.models.circuits.tracing import (
     Values,
     chunks,
     dictionary_hooks,
+    rows_within,
     run_rows,
     site_hook,
     trace,
@@ -43,7 +44,8 @@ from lenstop.models.results import frozen_array
 if TYPE_CHECKING:
     from lenstop.models.engine import Engine
 
-ROWS = 32  # batch rows per pass when measuring real effects
+ROWS = 32  # batch rows per pass when measuring real effects, fewer for long prompts (`rows_within`)
+IG_ROWS = 16  # points of the path per pass of integrated gradients, fewer for long prompts
 
 
 def node_scores(
@@ -174,40 +176,57 @@ def integrated_grads(
 ) -> Grads:
     """For each group of nodes (a dictionary's features and errors; a layer's heads; a layer's MLP; the
     embeddings), the target's gradient averaged along the straight path from the baseline to the clean values
-    of that group, the rest of the model clean: `steps` rows of one batched pass per group. The target's own
-    hooks run first, so a group at the target's own site is upstream of nothing and gets no gradient."""
+    of that group, the rest of the model clean: `steps` rows of batched passes per group, as many rows a pass
+    as `rows_within` allows, their gradients summed as they come, so memory does not grow with `steps`. The
+    target's own hooks run first, so a group at the target's own site is upstream of nothing and gets no
+    gradient."""
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # the midpoint rule
+    rows = rows_within(engine, tokens.shape[-1], IG_ROWS, grad=True)
 
-    def along(clean: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        shape = (steps,) + (1,) * clean.dim()
-        a = alphas.to(clean.device).view(shape).to(clean.dtype)
+    def along(a: torch.Tensor, clean: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        shape = (len(a),) + (1,) * clean.dim()
+        a = a.to(clean.device).view(shape).to(clean.dtype)
         return (start.unsqueeze(0) + a * (clean - start).unsqueeze(0)).detach().requires_grad_(True)
 
-    def mean_grad(hooks: list[tuple[str, HookFn]], leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-        logits = run_rows(engine, tokens, steps, (), leaves=lambda rows: [*target.hooks, *hooks])
-        value = target.value(logits).sum()
-        if not value.requires_grad:
-            return [torch.zeros_like(x[0]) for x in leaves]
-        found = torch.autograd.grad(value, leaves, allow_unused=True)
-        return [torch.zeros_like(x[0]) if g is None else g.mean(0) for x, g in zip(leaves, found, strict=True)]
+    def mean_grad(
+        run: Callable[[torch.Tensor], tuple[list[tuple[str, HookFn]], list[torch.Tensor]]],
+    ) -> list[torch.Tensor]:
+        """`run(alphas)` gives the hooks and leaves of those points of the path; their gradients, averaged."""
+        total: list[torch.Tensor] | None = None
+        for part in alphas.split(rows):
+            hooks, leaves = run(part)
+            logits = run_rows(engine, tokens, len(part), (), leaves=_always([*target.hooks, *hooks]))
+            value = target.value(logits).sum()
+            if not value.requires_grad:
+                return [torch.zeros_like(x[0]) for x in leaves]
+            found = torch.autograd.grad(value, leaves, allow_unused=True)
+            sums = [torch.zeros_like(x[0]) if g is None else g.sum(0) for x, g in zip(leaves, found, strict=True)]
+            total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
+        assert total is not None
+        return [t / steps for t in total]
 
     feats, errors, heads, mlps = {}, {}, {}, {}
     for d in engine.dictionaries:
-        f_path, err_path = (
-            along(values.feats[d.key], base.feats[d.key]),
-            along(values.errors[d.key], base.errors[d.key]),
-        )
 
-        def on_output(
-            out: torch.Tensor, x_in: torch.Tensor, f: torch.Tensor, d: Any = d, fp: Any = f_path, ep: Any = err_path
-        ) -> torch.Tensor:
-            return _unflat((decode_full(d.sae, x_in.detach(), fp) + ep).to(out.dtype), out)
+        def spliced(a: torch.Tensor, d: Any = d) -> tuple[list[tuple[str, HookFn]], list[torch.Tensor]]:
+            fp, ep = (
+                along(a, values.feats[d.key], base.feats[d.key]),
+                along(a, values.errors[d.key], base.errors[d.key]),
+            )
 
-        feats[d.key], errors[d.key] = mean_grad(dictionary_hooks(d, d.key, on_output), [f_path, err_path])
+            def on_output(out: torch.Tensor, x_in: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+                return _unflat((decode_full(d.sae, x_in.detach(), fp) + ep).to(out.dtype), out)
+
+            return dictionary_hooks(d, d.key, on_output), [fp, ep]
+
+        feats[d.key], errors[d.key] = mean_grad(spliced)
 
     def replace_site(site: Any, layer: int, clean: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        path = along(clean, start)
-        (grad,) = mean_grad([(site_hook(site, layer), lambda x, hook, p=path: p.to(x.dtype))], [path])
+        def replaced(a: torch.Tensor) -> tuple[list[tuple[str, HookFn]], list[torch.Tensor]]:
+            path = along(a, clean, start)
+            return [(site_hook(site, layer), lambda x, hook: path.to(x.dtype))], [path]
+
+        (grad,) = mean_grad(replaced)
         return grad
 
     for layer in range(engine.n_layers):
@@ -215,6 +234,11 @@ def integrated_grads(
         mlps[layer] = replace_site("mlp", layer, values.mlps[layer], base.mlps[layer])
     embed = replace_site("resid_pre", 0, values.embed, base.embed)
     return Grads(feats, errors, heads, mlps, embed, {0: embed})
+
+
+def _always(hooks: list[tuple[str, HookFn]]) -> Callable[[int], list[tuple[str, HookFn]]]:
+    """`run_rows`'s `leaves`: the same hooks whatever the number of rows."""
+    return lambda _rows: hooks
 
 
 # ---------------------------------------------------------------- real effects
@@ -248,7 +272,7 @@ def real_effects(
     base = baseline(engine, values, tokens, corrupt)
     key_of = {d.layer: d.key for d in engine.dictionaries}
     out: list[float] = []
-    for rows in chunks(len(nodes), ROWS):
+    for rows in chunks(len(nodes), rows_within(engine, tokens.shape[-1], ROWS)):
         edits = [removal(nodes[i], row, key_of, base) for row, i in enumerate(rows)]
         logits = run_rows(engine, tokens, len(rows), edits)
         out += (metric.clean - metric_value(logits, metric)).tolist()

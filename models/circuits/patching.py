@@ -22,7 +22,17 @@ import torch
 from lenstop.models.circuits.metric import metric_value, resolve
 from lenstop.models.circuits.results import FeaturePatch, MetricValue, Patching
 from lenstop.models.circuits.spec import DIRECTIONS, Direction, Metric
-from lenstop.models.circuits.tracing import Edit, SetFeature, SetSite, Trace, Values, chunks, run_rows, trace
+from lenstop.models.circuits.tracing import (
+    Edit,
+    SetFeature,
+    SetSite,
+    Trace,
+    Values,
+    chunks,
+    rows_within,
+    run_rows,
+    trace,
+)
 from lenstop.models.errors import CancelledError, UsageError
 from lenstop.models.results import frozen_array
 
@@ -61,7 +71,7 @@ class _Rows:
     def run(self, make: Callable[[int, int], Edit], n: int) -> np.ndarray:
         """`make(row, cell)` is the edit of cell `cell` in batch row `row`; one share per cell."""
         out: list[np.ndarray] = []
-        for cells in chunks(n, ROWS):
+        for cells in chunks(n, rows_within(self.engine, self.tokens.shape[-1], ROWS)):
             if self.cancelled is not None and self.cancelled():
                 raise CancelledError("patching cancelled")
             edits = [make(row, cell) for row, cell in enumerate(cells)]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lenstop.models.circuits.results import HeadRoles
+from lenstop.models.errors import LenstopError, read_json
 from lenstop.models.files import write_atomically
 from lenstop.models.head_scores import HeadScores, head_scores
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 SEQUENCES, SPAN, SEED = 8, 30, 0
 VERSION = 1  # of the task and the file: a change makes old files stale
+CACHE_LIMIT = 16 * 2**20  # bytes: a model of 200 layers of 200 heads writes about 2 MB
 
 
 def cache_dir() -> Path:
@@ -95,15 +97,37 @@ def _mean(scores: list[HeadScores]) -> HeadScores:
 
 
 def read(path: Path) -> HeadRoles | None:
-    """The cached roles, or None when the file is missing, unreadable or from another version."""
+    """The cached roles, or None when the file is missing, unreadable, of the wrong shape or from another
+    version: a cache is only ever a shortcut, so a bad one is computed again and overwritten, never a crash."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("version") != VERSION:
-            return None
-        layers = tuple(tuple(HeadScores(*scores) for scores in layer) for layer in doc["layers"])
-        return HeadRoles(str(doc["model"]), layers, int(doc["sequences"]), int(doc["span"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        doc = read_json(path, "", what=f"head-roles cache {path}", limit=CACHE_LIMIT)
+    except LenstopError:
         return None
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        return None
+    layers, model, sequences, span = doc.get("layers"), doc.get("model"), doc.get("sequences"), doc.get("span")
+    if not (isinstance(layers, list) and isinstance(model, str) and isinstance(sequences, int)):
+        return None
+    if not (isinstance(span, int) and _whole(sequences) and _whole(span)):
+        return None
+    try:
+        found = tuple(tuple(HeadScores(*_scores(scores)) for scores in layer) for layer in layers)
+    except (TypeError, ValueError):
+        return None
+    return HeadRoles(model, found, sequences, span)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _scores(scores: object) -> tuple[float | None, ...]:
+    """A head's three scores, each a number or null; anything else is a ValueError."""
+    if not isinstance(scores, list) or len(scores) != 3:
+        raise ValueError("not three scores")
+    if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
+        raise ValueError("a score is not a number")
+    return tuple(None if s is None else float(s) for s in scores)
 
 
 def write(path: Path, roles: HeadRoles) -> None:
@@ -122,7 +146,7 @@ def head_roles(engine: Engine, *, refresh: bool = False) -> tuple[HeadRoles, Pat
     """The model's head roles from the cache, or computed (and cached) when missing, stale or `refresh`."""
     path = cache_dir() / "head-roles" / f"{fingerprint(engine)}.json"
     cached = None if refresh else read(path)
-    if cached is not None:
+    if cached is not None and [len(layer) for layer in cached.layers] == [engine.n_heads] * engine.n_layers:
         return cached, path
     roles = compute(engine)
     try:

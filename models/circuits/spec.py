@@ -26,6 +26,16 @@ Direction = Literal["clean->corrupt", "corrupt->clean"]
 # opaque node as large as its layer, and its effects still reach the circuit through the nodes it feeds.
 CIRCUIT_KINDS: tuple[NodeKind, ...] = ("feature", "error", "head", "embed")
 DIRECTIONS: tuple[Direction, ...] = ("clean->corrupt", "corrupt->clean")
+MAX_STEPS = 1024  # integrated gradients' points on the path: 20 to 300 are usual; more only costs time
+
+
+def check_steps(steps: int) -> None:
+    """A usage error for a number of integrated-gradients steps out of range, said before any pass runs."""
+    if not 0 <= steps <= MAX_STEPS:
+        raise UsageError(
+            f"--steps {steps}: integrated gradients takes 1 to {MAX_STEPS:,} steps (0: the plain gradient); "
+            "a few hundred are already more than enough"
+        )
 
 
 @dataclass(frozen=True)

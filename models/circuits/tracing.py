@@ -361,6 +361,20 @@ def run_rows(
         return engine.model(batch)
 
 
+ROW_BUDGET = 512 * 2**20  # bytes a batched pass may spend on its rows' activations and logits
+
+
+def rows_within(engine: Engine, seq: int, most: int, *, grad: bool = False) -> int:
+    """How many copies of a `seq`-token prompt one batched pass runs: `most`, or fewer when their logits and
+    residual streams (kept for the backward pass with `grad`) would pass `ROW_BUDGET`; at least one. So a
+    batch's memory depends on the prompt and the model, never on how many rows are asked for."""
+    cfg = engine.model.cfg
+    # Floats a token costs, measured on the demo (about 4 MB a row of 26 tokens with gradients): the logits
+    # and their softmax and gradient, and what each layer keeps for the backward pass.
+    per_token = 3 * int(cfg.d_vocab) + int(cfg.d_model) * engine.n_layers * (64 if grad else 4)
+    return max(1, min(most, ROW_BUDGET // max(seq * per_token * 4, 1)))
+
+
 def chunks(n: int, size: int) -> Iterator[range]:
     for start in range(0, n, size):
         yield range(start, min(n, start + size))
