@@ -635,3 +635,29 @@ async def test_features_that_cannot_be_read_are_said_in_their_pane_and_the_app_s
         await settle(pilot)
         assert "reading" not in features_text(app) and "unavailable" not in features_text(app)
         assert app.inspector._layer_features() is not None
+
+
+async def burst(app: LenstopApp, keys: str) -> None:
+    """Keys as one burst (a paste, tmux send-keys): all posted before the app handles the first."""
+    from textual import events
+
+    for character in keys:
+        key = "backspace" if character == "\x7f" else character
+        app.post_message(events.Key(key, character))
+
+
+async def test_keys_in_one_burst_edit_a_dialog_in_the_order_they_came() -> None:
+    """Textual's Input ran a backspace only once it had bubbled up to the app, after the keys behind it:
+    `12⌫3` became `12` (Textual issue #6605). lenstop's fields run their own bindings in order."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        await burst(app, "12\x7f3")
+        await pilot.pause(0.3)
+        assert app.screen.query_one("#value-input", Input).value == "13"
+        await pilot.press("escape", "slash", "end")
+        await burst(app, "ab\x7fc")
+        await pilot.pause(0.3)
+        assert app.inspector.prompt == PROMPT + "ac"

@@ -69,6 +69,7 @@ from lenstop.tui.views import (
 )
 from lenstop.tui.widgets.effects import EffectsPane, InterventionTable, ShiftView
 from lenstop.tui.widgets.features import FeatureTable
+from lenstop.tui.widgets.field import Field
 from lenstop.tui.widgets.footer import LazyFooter
 from lenstop.tui.widgets.heads import HeadsView
 from lenstop.tui.widgets.predictions import PredictionsView
@@ -172,7 +173,7 @@ class InspectorScreen(Screen[None]):
         yield Static(id="header")
         with Horizontal(id="prompt-row"):
             yield Label("❯", id="prompt-mark")
-            yield Input(
+            yield Field(
                 value=self.prompt,
                 placeholder=r"type a prompt; \n is a newline",
                 id="prompt",

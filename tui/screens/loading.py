@@ -22,6 +22,7 @@ from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError
 from lenstop.models.protocol import EngineProtocol, Progress
 from lenstop.tui.messages import EngineLoaded, LoadFailed, LoadProgressed, failure_text
+from lenstop.tui.widgets.field import Field
 
 # How the app turns a spec into an engine: `EngineSpec.load` for real, a fake in the app's tests.
 RETRY = "edit and press enter to load again, or ctrl+c to quit"  # q would type itself into the box
@@ -58,7 +59,7 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
             yield Label(f"lenstop · loading {self.spec.model}", id="loading-title")
             yield LoadingIndicator()
             yield Label("starting", id="loading-step")
-            yield Input(value=self.spec.command_line(), id="loading-retry")
+            yield Field(value=self.spec.command_line(), id="loading-retry")
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._load, self.spec)  # the first frame first: the imports hold the GIL for seconds

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from lenstop.tui.widgets.field import Field
+
 
 class ValueScreen(ModalScreen[float | None]):
     BINDINGS = [Binding("escape", "cancel", "cancel", id="value.cancel")]
@@ -24,7 +26,7 @@ class ValueScreen(ModalScreen[float | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
-            yield Input(value=f"{self.default:g}", id="value-input")
+            yield Field(value=f"{self.default:g}", id="value-input")
             yield Label("enter to apply · esc to cancel", id="value-error")
 
     def on_mount(self) -> None:
@@ -65,7 +67,7 @@ class TextScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
-            yield Input(value=self.default, id="text-input")
+            yield Field(value=self.default, id="text-input")
             yield Label(self.hint, classes="hint")
 
     def on_mount(self) -> None:
