@@ -173,3 +173,21 @@ def test_routing_makes_inspect_the_default() -> None:
     assert route(["--version"]) == ["--version"]
     assert route(["-h"]) == ["-h"]
     assert route(["--device", "cpu"]) == ["inspect", "--device", "cpu"]
+
+
+def test_the_app_refuses_to_start_without_a_terminal(runner: CliRunner) -> None:
+    """CliRunner's stdin and stdout are not terminals: one line pointing to the commands, exit 2, no load."""
+    result = _run(runner, "inspect", "demo", "--device", "cpu")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.stderr.count("\n") == 1 and "needs a terminal" in result.stderr and "--json" in result.stderr
+
+
+def test_lenstop_with_its_output_in_a_pipe_exits_at_once() -> None:
+    """It sat at 'importing torch…' for minutes with stdout piped, and then waited for keys forever."""
+    import subprocess
+    import sys
+
+    lenstop = Path(sys.executable).parent / "lenstop"
+    done = subprocess.run([str(lenstop), "--device", "cpu"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert done.returncode == ExitCode.USAGE
+    assert done.stdout == b"" and b"lenstop: error: the inspector needs a terminal" in done.stderr
