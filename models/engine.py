@@ -53,7 +53,7 @@ from lenstop.models.layer_cache import LayerCache, LayerKey, layer_key
 from lenstop.models.loading import Processing, load_model
 from lenstop.models.prompts import check_text
 from lenstop.models.protocol import Progress
-from lenstop.models.quiet import quiet
+from lenstop.models.quiet import drop_cache_renamed_warning, quiet
 from lenstop.models.replay import Outputs, recording, replaying, resid_post, supported
 from lenstop.models.results import (
     Analysis,
@@ -75,6 +75,7 @@ if TYPE_CHECKING:
 
 
 LensKey = tuple[tuple[int, ...], tuple[Intervention, ...]]
+drop_cache_renamed_warning()  # generation's cached passes: see models/quiet.py
 
 
 class Engine:
