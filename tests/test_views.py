@@ -3,6 +3,8 @@ or by the fake engine, with no app and no pilot."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureS
 from lenstop.models.results import Continuation, Generation, LayerAttention, frozen_array
 from lenstop.tui.session import Entry
 from lenstop.tui.views import (
+    analysed_text,
     card_text,
     feature_rows,
     header_text,
@@ -142,3 +145,12 @@ def test_the_token_window_follows_the_cursor() -> None:
     rows = token_window(cells, width=30, max_rows=2, cursor=39)
     assert len(rows) == 2 and 39 in rows[-1]
     assert token_window(cells[:3], width=30, max_rows=2, cursor=0) == [[0, 1, 2]]
+
+
+def test_counts_say_one_in_the_singular(fake: FakeEngine) -> None:
+    """'1 interventions' and '1 tokens' were on the status line; a one-layer, one-head model said '1 layers'."""
+    assert analysed_text(1, None, 1) == "1 token · analysed · 1 intervention"
+    assert analysed_text(9, 0.012, 2) == "9 tokens · analysed in 12 ms · 2 interventions"
+    one = replace(fake.info(), n_layers=1, n_heads=1, dictionaries=fake.info().dictionaries[:1])
+    header = header_text(one, "fake", 0, None, True, compact=False)
+    assert "· 1 layer ·" in header and "· 1 head ·" in header

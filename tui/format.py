@@ -11,6 +11,11 @@ SHADES = "·░▒▓█"  # attention heatmaps
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 intervention`, `3 interventions`: a count and its noun, singular for one."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 

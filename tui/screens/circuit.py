@@ -37,7 +37,7 @@ from lenstop.models.files import write_atomically
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.tokens import visible
-from lenstop.tui.format import clip, percent
+from lenstop.tui.format import clip, counted, percent
 from lenstop.tui.messages import (
     AttributionFinished,
     CircuitFailed,
@@ -72,7 +72,7 @@ def settings_text(
     attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str, ignored: int = 0
 ) -> str:
     """How the attribution was made; `ignored` counts the inspector's interventions it does not apply."""
-    clean = f"clean model ({ignored} intervention{'s' if ignored != 1 else ''} not applied) · " if ignored else ""
+    clean = f"clean model ({counted(ignored, 'intervention')} not applied) · " if ignored else ""
     baseline = f"corrupted {clip(escape(corrupt), 30)!r}" if corrupt else "zero"
     method = f"integrated gradients ({steps})" if steps else "gradient"
     measured = attribution.correlation if attribution is not None else None
@@ -325,7 +325,8 @@ class CircuitScreen(Screen[None]):
     def on_attribution_finished(self, message: AttributionFinished) -> None:
         if message.request == self.requests["attribution"]:
             self.attribution = message.attribution
-            self.status(f"{len(message.attribution.nodes)} nodes · enter follows one upstream, r measures real effects")
+            nodes = counted(len(message.attribution.nodes), "node")
+            self.status(f"{nodes} · enter follows one upstream, r measures real effects")
 
     def on_circuit_finished(self, message: CircuitFinished) -> None:
         if message.request == self.requests["circuit"]:
@@ -401,7 +402,7 @@ class CircuitScreen(Screen[None]):
         pane = self.query_one("#drawing-pane")
         if self.circuit is not None:
             out.append_text(circuit_text(self.circuit, width))
-            pane.border_title = f"circuit · {len(self.circuit.nodes)} nodes"
+            pane.border_title = f"circuit · {counted(len(self.circuit.nodes), 'node')}"
         elif pane.border_title != "circuit · finding…":
             pane.border_title = "circuit"
         if self.patching is not None:
@@ -474,7 +475,7 @@ class CircuitScreen(Screen[None]):
             return
         if self.attribution is not None:
             nodes = tuple(s.node for s in self._shown(self.attribution)[:REAL])
-            self.status(f"measuring {len(nodes)} real effects…")
+            self.status(f"measuring {counted(len(nodes), 'real effect')}…")
             self._measure(self._next("effects"), self.metric, self.corrupt, nodes)
 
     def _ask(self, question: str, default: str, done: Callable[[str | None], None]) -> None:
