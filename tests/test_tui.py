@@ -19,7 +19,7 @@ from lenstop.tui.widgets.effects import ShiftView
 from lenstop.tui.widgets.features import FeatureTable
 
 from fake_engine import FakeEngine, FakeFactory
-from pilot import PROMPT, analyses, make_app, screen_text, settle
+from pilot import PROMPT, analyses, make_app, marked_rows, screen_text, settle
 
 
 async def test_loads_and_shows_the_prompt_at_the_first_dictionary_layer() -> None:
@@ -661,3 +661,46 @@ async def test_keys_in_one_burst_edit_a_dialog_in_the_order_they_came() -> None:
         await burst(app, "ab\x7fc")
         await pilot.pause(0.3)
         assert app.inspector.prompt == PROMPT + "ac"
+
+
+async def test_the_selected_row_is_marked_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under NO_COLOR the cursor's shading is gone: a ▶ marks the selected feature, head and intervention."""
+    from lenstop.tui.widgets.effects import InterventionTable
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = app.inspector.query_one(FeatureTable)
+        assert marked_rows(table) == [0]
+        await pilot.press("j", "j")
+        assert marked_rows(table) == [2]
+        await pilot.press("a", "k", "a")  # two ablations
+        await settle(pilot)
+        await pilot.press("4")
+        interventions = app.inspector.query_one(InterventionTable)
+        assert marked_rows(interventions) == [0]
+        await pilot.press("j")
+        assert marked_rows(interventions) == [1]
+        await pilot.press("2", "j")
+        heads = [line for line in str(app.inspector.query_one("#heads").render()).splitlines() if "H" in line[:4]]
+        assert heads[1].startswith("▶H1") and not heads[0].startswith("▶")
+
+
+async def test_labels_use_the_room_the_pane_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels were cut at 80 characters even in a zoomed pane, and at the pane's edge without a mark:
+    each is cut to its room now, with … where it goes on."""
+    import fake_engine
+
+    label = "a label much longer than the eighty characters the features pane used to allow, " * 2
+    monkeypatch.setitem(fake_engine.LABELS, 13, label.strip())
+    app, _ = make_app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("z")
+        await settle(pilot)
+        assert label.strip() in features_text(app)
+        await pilot.press("z")
+        await settle(pilot)
+        first = features_text(app).splitlines()[0]
+        assert label[:30] in first and first.endswith("…")

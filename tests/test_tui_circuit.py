@@ -18,7 +18,7 @@ from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
 from lenstop.tui.session import Session
 
 from fake_engine import FakeEngine
-from pilot import PROMPT, make_app, screen_text, settle
+from pilot import PROMPT, make_app, marked_rows, screen_text, settle
 
 
 def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
@@ -301,3 +301,23 @@ async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_
         await settle(pilot)
         assert screen.attribution is None and screen.patching is None
         assert "no attribution:" in screen_text(app) and "no patching:" in screen_text(app)
+
+
+async def test_the_selected_contributor_is_marked_without_colour() -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        table = screen.query_one(ContributorTable)
+        assert marked_rows(table) == [0]
+        await pilot.press("j", "j")
+        assert marked_rows(table) == [2]
+
+
+def test_a_contributors_label_is_cut_to_its_room() -> None:
+    from lenstop.models.circuits.results import NodeScore
+    from lenstop.tui.screens.circuit import contributor_line
+
+    score = NodeScore(Node("feature", 1, 0, feature=5), 1.5, 2.0, "x" * 150)
+    assert ("x" * 150) in contributor_line(score, ["a"], width=300).plain
+    narrow = contributor_line(score, ["a"], width=100).plain
+    assert len(narrow) == 100 and narrow.endswith("x…")

@@ -51,6 +51,7 @@ from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.value import TextScreen
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
 from lenstop.tui.widgets.footer import LazyFooter
+from lenstop.tui.widgets.marked import MarkedTable
 
 TOP = 40  # rows in the contributors list
 REAL = 12  # nodes whose real effect `r` measures
@@ -88,9 +89,10 @@ def metric_text(attribution: Attribution) -> str:
     return line
 
 
-def contributor_line(score: NodeScore, tokens: Sequence[str]) -> Text:
-    """`› L1.H5@23  ·range   +2.431  +6.120  label`: followable mark, node, its token, predicted, real, label."""
-    line = Text()
+def contributor_line(score: NodeScore, tokens: Sequence[str], width: int = 200) -> Text:
+    """`› L1.H5@23  ·range   +2.431  +6.120  label`: followable mark, node, its token, predicted, real, label,
+    the label cut to what `width` leaves it."""
+    line = Text(" ")  # where the selected row's mark goes
     line.append("›" if score.node.followable else " ", style="bold")
     line.append(f" {node_text(score.node):<14}")
     pos = score.node.position
@@ -100,7 +102,7 @@ def contributor_line(score: NodeScore, tokens: Sequence[str]) -> Text:
     if score.activation is not None:
         line.append(f" {score.activation:6.2f}", style="dim")
     if score.label:
-        line.append(f"  {score.label}", style="italic")
+        line.append(f"  {clip(score.label, max(1, width - len(line) - 2))}", style="italic")
     return line
 
 
@@ -129,7 +131,7 @@ def patching_text(patching: Patching) -> Text:
     return out
 
 
-class ContributorTable(DataTable[Text]):
+class ContributorTable(MarkedTable):
     BINDINGS = [
         Binding("j", "cursor_down", "next node", show=False, id="circuit.down"),
         Binding("k", "cursor_up", "previous node", show=False, id="circuit.up"),
@@ -141,21 +143,32 @@ class ContributorTable(DataTable[Text]):
     def __init__(self) -> None:
         super().__init__(id="contributors", cursor_type="row", show_header=True, cell_padding=0)
         self.scores: list[NodeScore] = []
+        self.tokens: Sequence[str] = ()
+        self.empty = ""
 
     def on_mount(self) -> None:
-        header = Text(f"  {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {'act':>6}  label", style="bold")
+        header = Text(f"   {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {'act':>6}  label", style="bold")
         self.add_column(header, key="row", width=200)
+
+    def on_resize(self) -> None:
+        if self.scores:  # the labels' room has changed
+            self.show(self.scores, self.tokens, self.empty)
 
     def show(self, scores: Sequence[NodeScore], tokens: Sequence[str], empty: str) -> None:
         row = self.cursor_row
         self.clear()
-        self.scores = list(scores)
+        self.scores, self.tokens, self.empty = list(scores), tokens, empty
+        width = self.scrollable_content_region.width or 200
         for i, s in enumerate(self.scores):
-            self.add_row(contributor_line(s, tokens), key=str(i))
+            self.add_row(contributor_line(s, tokens, width), key=str(i))
         if not self.scores:
-            self.add_row(Text("  " + empty, style="dim"), key="empty")
+            self.add_row(Text("   " + empty, style="dim"), key="empty")
         elif 0 <= row < len(self.scores):
             self.move_cursor(row=row, animate=False)
+        self.mark_cursor()
+
+    def marked_rows(self) -> int:
+        return len(self.scores)
 
     @property
     def selected(self) -> NodeScore | None:
