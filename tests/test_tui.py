@@ -704,3 +704,35 @@ async def test_labels_use_the_room_the_pane_has(monkeypatch: pytest.MonkeyPatch)
         await settle(pilot)
         first = features_text(app).splitlines()[0]
         assert label[:30] in first and first.endswith("…")
+
+
+async def test_home_end_and_go_to_a_position() -> None:
+    """Reaching the last of 105 tokens took 81 presses: Home, End and # go there at once."""
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        last = len(app.inspector.analysis.tokens) - 1
+        await pilot.press("home")
+        assert app.inspector.position == 0
+        await pilot.press("end")
+        assert app.inspector.position == last
+        await pilot.press("2", "home")  # the heads pane has the focus now
+        assert app.inspector.position == 0
+        await pilot.press("1", "number_sign")
+        await pilot.pause()
+        await pilot.press("3", "enter")
+        await pilot.pause()
+        assert app.inspector.position == 3
+        await pilot.press("number_sign")
+        await pilot.pause()
+        await pilot.press("minus", "2", "enter")
+        await pilot.pause()
+        assert app.inspector.position == last - 1
+        await pilot.press("number_sign")
+        await pilot.pause()
+        await pilot.press("9", "9", "enter")
+        await pilot.pause()
+        assert "'99' is not a position of this prompt" in screen_text(app) and app.inspector.position == last - 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.inspector

@@ -53,7 +53,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.help import HelpScreen
-from lenstop.tui.screens.value import ValueScreen
+from lenstop.tui.screens.value import PositionScreen, ValueScreen
 from lenstop.tui.session import InterventionList, Selection, Session
 from lenstop.tui.views import (
     PANES,
@@ -96,6 +96,9 @@ class InspectorScreen(Screen[None]):
         Binding("question_mark", "help", "help", id="help"),
         Binding("h,left", "token(-1)", "token", key_display="←/→", id="token.previous"),
         Binding("l,right", "token(1)", "token", show=False, id="token.next"),
+        Binding("home", "token_at(0)", "first token", show=False, id="token.first"),
+        Binding("end", "token_at(-1)", "last token", show=False, id="token.last"),
+        Binding("number_sign", "go_to", "go to position", key_display="#", show=False, id="token.go"),
         Binding("left_square_bracket", "layer(-1)", "layer", key_display="[ ]", id="layer.previous"),
         Binding("right_square_bracket", "layer(1)", "layer", show=False, id="layer.next"),
         Binding("a", "ablate", "ablate", id="ablate"),
@@ -615,6 +618,22 @@ class InspectorScreen(Screen[None]):
     def action_token(self, step: int) -> None:
         if self.analysis is not None:
             self.position = max(0, min(len(self.analysis.tokens) - 1, self.position + step))
+
+    def action_token_at(self, position: int) -> None:
+        """Home and End: the first token, or the last (-1)."""
+        if self.analysis is not None:
+            self.position = position % len(self.analysis.tokens)
+
+    def action_go_to(self) -> None:
+        """`#`: type a position, for a long prompt that the arrows would take a hundred presses to cross."""
+        if self.analysis is None:
+            return
+
+        def done(value: float | None) -> None:
+            if value is not None and self.analysis is not None:
+                self.position = int(value) % len(self.analysis.tokens)
+
+        self.app.push_screen(PositionScreen(len(self.analysis.tokens), self.position), done)
 
     def action_layer(self, step: int) -> None:
         if self.info is not None:

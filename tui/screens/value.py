@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from lenstop.models.safe_text import printable
 from lenstop.tui.widgets.field import Field
 
 
@@ -78,3 +80,24 @@ class TextScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class PositionScreen(ValueScreen):
+    """`#`: a token to go to, by its position; negative counts from the end, as `@POS` does in the CLI."""
+
+    def __init__(self, n_tokens: int, current: int) -> None:
+        super().__init__(f"go to position: 0..{n_tokens - 1}, or -1..-{n_tokens} from the end", current)
+        self.n_tokens = n_tokens
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.prevent_default()  # not ValueScreen's: a position is a whole number in range
+        text = event.value.strip()
+        try:
+            position = int(text)
+        except ValueError:
+            position = None
+        if position is None or not -self.n_tokens <= position < self.n_tokens:
+            why = f"{printable(text)!r} is not a position of this prompt (0..{self.n_tokens - 1})"
+            self.query_one("#value-error", Label).update(Text(why))
+            return
+        self.dismiss(float(position % self.n_tokens))

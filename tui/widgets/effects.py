@@ -70,6 +70,8 @@ class InterventionTable(MarkedTable):
         Binding("k", "cursor_up", "previous intervention", show=False, id="effects.up"),
         Binding("left", "screen.token(-1)", "previous token", show=False, id="effects.token.previous"),
         Binding("right", "screen.token(1)", "next token", show=False, id="effects.token.next"),
+        Binding("home", "screen.token_at(0)", "first token", show=False, id="effects.token.first"),
+        Binding("end", "screen.token_at(-1)", "last token", show=False, id="effects.token.last"),
         Binding("space", "screen.toggle_entry", "on/off", id="effects.toggle"),
         Binding("d,delete", "screen.remove_entry", "remove", id="effects.remove"),
         Binding("e", "screen.edit_entry", "edit", id="effects.edit"),

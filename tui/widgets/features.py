@@ -35,6 +35,8 @@ class FeatureTable(MarkedTable):
         Binding("k", "cursor_up", "previous feature", show=False, id="features.up"),
         Binding("left", "screen.token(-1)", "previous token", show=False, id="features.token.previous"),
         Binding("right", "screen.token(1)", "next token", show=False, id="features.token.next"),
+        Binding("home", "screen.token_at(0)", "first token", show=False, id="features.token.first"),
+        Binding("end", "screen.token_at(-1)", "last token", show=False, id="features.token.last"),
         Binding("enter", "select_cursor", "card", id="features.card"),
     ]
     DEFAULT_CSS = """
