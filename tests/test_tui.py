@@ -736,3 +736,45 @@ async def test_home_end_and_go_to_a_position() -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is app.inspector
+
+
+async def test_w_asks_before_overwriting_a_file_that_is_not_this_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "lenstop-session.json"
+    other.write_text("another session's file\n")
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("w")
+        await pilot.pause()
+        assert "is not this session" in screen_text(app) and "overwrite it?" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert other.read_text() == "another session's file\n" and "not saved" in screen_text(app)
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert json.loads(other.read_text())["prompt"] == PROMPT
+        await pilot.press("a", "w")  # its own file now: saved without a question
+        await settle(pilot)
+        assert json.loads(other.read_text())["interventions"] and app.screen is app.inspector
+
+
+async def test_a_session_loaded_from_a_file_saves_to_it_without_asking_and_keeps_the_scope(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    Session(model="fake", prompt=PROMPT).save(path)
+    app = LenstopApp(
+        EngineSpec("fake"), session=Session.load(path), session_path=path, factory=FakeFactory(FakeEngine())
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("at", "w")
+        await settle(pilot)
+        assert app.screen is app.inspector and json.loads(path.read_text())["scope"] == "token"
+    again = LenstopApp(EngineSpec("fake"), session=Session.load(path), factory=FakeFactory(FakeEngine()))
+    async with again.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert not again.inspector.scope_all and "this token" in str(again.inspector.query_one("#header").render())

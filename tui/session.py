@@ -103,6 +103,7 @@ class Session:
     prompt: str = DEFAULT_PROMPT
     selection: Selection = field(default_factory=Selection)
     entries: tuple[Entry, ...] = ()
+    scope_all: bool = True  # `@`: new interventions apply at every position, or at the selected token only
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -113,6 +114,7 @@ class Session:
             "prompt": self.prompt,
             "selection": self.selection.__dict__,
             "interventions": [{**to_dict(e.intervention), "enabled": e.enabled} for e in self.entries],
+            "scope": "all" if self.scope_all else "token",
         }
 
     def save(self, path: str | Path) -> Path:
@@ -143,6 +145,7 @@ class Session:
             prompt=str(doc.get("prompt", "")),
             selection=Selection(**{k: sel[k] for k in ("layer", "position", "feature", "head") if k in sel}),
             entries=tuple(entries),
+            scope_all=doc.get("scope") != "token",  # files saved before the scope was kept: all positions
         )
 
     @classmethod

@@ -53,7 +53,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.help import HelpScreen
-from lenstop.tui.screens.value import PositionScreen, ValueScreen
+from lenstop.tui.screens.value import ConfirmScreen, PositionScreen, ValueScreen
 from lenstop.tui.session import InterventionList, Selection, Session
 from lenstop.tui.views import (
     PANES,
@@ -170,6 +170,9 @@ class InspectorScreen(Screen[None]):
         self.set_reactive(InspectorScreen.feature, sel.feature)
         self.set_reactive(InspectorScreen.head, sel.head)
         self.set_reactive(InspectorScreen.interventions, InterventionList(session.entries))
+        self.set_reactive(InspectorScreen.scope_all, session.scope_all)
+        # The file `w` may write without asking: the one the session came from, then the one it was saved to.
+        self._own_file = self.session_path.resolve() if session_path is not None and session_path.is_file() else None
 
     # ---------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -845,14 +848,33 @@ class InspectorScreen(Screen[None]):
             prompt=self.prompt,
             selection=Selection(self.current_layer, self.position, self.feature, self.head),
             entries=self.interventions.entries,
+            scope_all=self.scope_all,
         )
 
     def action_save_session(self) -> None:
+        """`w`: save to the session's file; a file there that is not this session's is overwritten only if
+        the user says so (it may be another session, saved from another folder's run)."""
+        target = self.session_path
+        if target.exists() and target.resolve() != self._own_file:
+
+            def done(overwrite: bool | None) -> None:
+                if overwrite:
+                    self._save_session()
+                else:
+                    self.status(f"not saved: {target} was left as it was")
+
+            question = f"{target} exists and is not this session's file: overwrite it?"
+            self.app.push_screen(ConfirmScreen(question), done)
+            return
+        self._save_session()
+
+    def _save_session(self) -> None:
         try:
             path = self.session().save(self.session_path)
         except OSError as err:  # a read-only folder, a full disk: the last saved session is untouched
             self.status(f"cannot save the session to {self.session_path}: {err.strerror or err}", error=True)
             return
+        self._own_file = path.resolve()
         self.status(f"saved session to {path} (lenstop inspect --session {path})")
 
     def action_help(self) -> None:

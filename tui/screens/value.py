@@ -101,3 +101,29 @@ class PositionScreen(ValueScreen):
             self.query_one("#value-error", Label).update(Text(why))
             return
         self.dismiss(float(position % self.n_tokens))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes-or-no question: y says yes; n or esc says no."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "no", id="confirm.no"),
+    ]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical { width: 70; height: auto; border: round $warning; padding: 0 1; background: $surface; }
+    ConfirmScreen Label { width: 100%; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(printable(self.question)))
+            yield Label(Text("y: yes · n or esc: no", style="dim"))
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
