@@ -276,24 +276,12 @@ async def test_panes_zoom_and_resize() -> None:
 def test_every_binding_has_an_id_for_remapping() -> None:
     from textual.binding import Binding
 
-    from lenstop.tui.screens.feature_card import CardScreen
-    from lenstop.tui.screens.help import HelpScreen
-    from lenstop.tui.screens.inspector import InspectorScreen
-    from lenstop.tui.screens.value import ValueScreen
-    from lenstop.tui.widgets.effects import InterventionTable
-    from lenstop.tui.widgets.heads import HeadsView
+    from lenstop.tui.app import scopes
+    from lenstop.tui.widgets.field import Field
 
-    classes = (
-        LenstopApp,
-        InspectorScreen,
-        FeatureTable,
-        HeadsView,
-        InterventionTable,
-        CardScreen,
-        HelpScreen,
-        ValueScreen,
-    )
-    bindings = [b for cls in classes for b in cls.BINDINGS]
+    classes = {node for scope in scopes() for node in (*scope.always, *scope.focused)} - {Field}  # Textual's keys
+    assert len(classes) >= 13
+    bindings = [b for cls in classes for b in cls.__dict__.get("BINDINGS", ())]
     assert bindings and all(isinstance(b, Binding) and b.id for b in bindings)
     ids = [b.id for b in bindings]
     assert len(ids) == len(set(ids))
@@ -778,3 +766,92 @@ async def test_a_session_loaded_from_a_file_saves_to_it_without_asking_and_keeps
     async with again.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         assert not again.inspector.scope_all and "this token" in str(again.inspector.query_one("#header").render())
+
+
+def footer_text(app: LenstopApp) -> str:
+    from lenstop.tui.widgets.footer import KeyFooter
+
+    return str(app.screen.query_one(KeyFooter).render())
+
+
+async def keymapped_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: str) -> tuple[LenstopApp, FakeEngine]:
+    from lenstop.tui import app as app_module
+
+    path = tmp_path / "keys.json"
+    path.write_text(keys)
+    monkeypatch.setattr(app_module, "KEYMAP_FILE", path)
+    return make_app()
+
+
+async def test_a_keymap_that_swaps_two_keys_is_applied_whole_and_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The footer dropped both bindings and ? showed the old keys; both follow the keymap now."""
+    app, engine = await keymapped_app(tmp_path, monkeypatch, json.dumps({"ablate": "A", "generate": "a"}))
+    async with app.run_test(size=(120, 70)) as pilot:
+        await settle(pilot)
+        assert " error:" not in str(app.inspector.query_one("#status").render())
+        footer = footer_text(app)
+        assert "A ablate" in footer and "a generate" in footer
+        await pilot.press("a")
+        await settle(pilot)
+        assert engine.calls[-1][0] == "generate"
+        await pilot.press("A")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        keys = {row.id: row.keys for row in app.screen.rows}  # type: ignore[attr-defined]
+        assert keys["ablate"] == "A" and keys["generate"] == "a" and keys["token.previous"] == "h, ←"
+        shown = screen_text(app)
+        assert "A         ablate the feature" in shown and "a         continue the prompt" in shown
+
+
+async def test_a_keymap_entry_that_would_take_a_key_away_or_is_no_key_is_refused_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"ablate": "q", "steer": "steer harder", "nope": "x", "interrupt": "x", "undo": "U"}
+    app, engine = await keymapped_app(tmp_path, monkeypatch, json.dumps(keys))
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        status = str(app.inspector.query_one("#status").render())
+        assert "keys.json: refused 'ablate' → 'q' (q is quit's key)" in status
+        assert "'steer harder' is not a key" in status and "'nope' (no binding has that id" in status
+        assert "'interrupt' (ctrl+c always quits)" in status and "applied undo → U" in status
+        await pilot.press("a")  # still ablates: the refused entry was not applied
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+        await pilot.press("U")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == ()
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_a_keymap_file_that_is_not_json_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, engine = await keymapped_app(tmp_path, monkeypatch, '{"ablate": ')
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        status = str(app.inspector.query_one("#status").render())
+        assert "keys.json not applied:" in status and "not valid JSON" in status
+        await pilot.press("a")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+
+
+async def test_help_spells_keys_one_way_and_the_palette_says_what_each_does() -> None:
+    """? mixed `l,right`, `plus,equals_sign` and `[ ]` beside `]`; the palette described bindings by their ids."""
+    app, _ = make_app()
+    async with app.run_test(size=(120, 70)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        keys = {row.id: row.keys for row in app.screen.rows}  # type: ignore[attr-defined]
+        assert keys["token.next"] == "l, →" and keys["steer.more"] == "+, =" and keys["effects.remove"] == "d, del"
+        assert keys["layer.previous"] == "[" and keys["layer.next"] == "]" and keys["quit"] == "q"
+        assert all("," not in k or ", " in k for k in keys.values()) and not any("_" in k for k in keys.values())
+        commands = list(app.inspector.system_commands())
+        assert commands and not any(c.help.startswith("lenstop:") for c in commands)
+        ablate = next(c for c in commands if c.title.startswith("Ablate"))
+        assert ablate.title == "Ablate the feature (a)" and "zero the selected feature" in ablate.help

@@ -38,6 +38,7 @@ from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, counted, percent
+from lenstop.tui.keymap import Keymap
 from lenstop.tui.messages import (
     AttributionFinished,
     CircuitFailed,
@@ -48,9 +49,10 @@ from lenstop.tui.messages import (
     failure_text,
 )
 from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.help import HelpScreen, help_rows
 from lenstop.tui.screens.value import TextScreen
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
-from lenstop.tui.widgets.footer import LazyFooter
+from lenstop.tui.widgets.footer import FooterKey, KeyFooter
 from lenstop.tui.widgets.marked import MarkedTable
 
 TOP = 40  # rows in the contributors list
@@ -175,21 +177,45 @@ class ContributorTable(MarkedTable):
         return self.scores[self.cursor_row] if 0 <= self.cursor_row < len(self.scores) else None
 
 
+# The footer's keys, most used first (tui/widgets/footer.py); enter is the table's own, which follows.
+FOOTER = (
+    FooterKey((), "follow", "⏎"),
+    FooterKey(("circuit.back",), "back"),
+    FooterKey(("circuit.leave",), "close"),
+    FooterKey(("circuit.target",), "target"),
+    FooterKey(("circuit.wrong",), "wrong"),
+    FooterKey(("circuit.corrupt",), "corrupt"),
+    FooterKey(("circuit.real",), "real effects"),
+    FooterKey(("circuit.integrated",), "integrated"),
+    FooterKey(("circuit.direction",), "direction"),
+    FooterKey(("circuit.filter",), "filter"),
+    FooterKey(("circuit.card",), "card"),
+    FooterKey(("circuit.export",), "export"),
+    FooterKey(("circuit.cancel",), "cancel"),
+)
+GUIDE = (
+    "Why does the model predict this token? The contributors are ranked by their predicted effect on the metric; "
+    "enter follows one upstream and backspace comes back. t and w set a target and a wrong token, p a corrupted "
+    "prompt (which adds the patching heatmaps), i integrated gradients."
+)
+
+
 class CircuitScreen(Screen[None]):
     BINDINGS = [
-        Binding("enter", "follow", "follow", id="circuit.follow"),
-        Binding("backspace", "back", "back", id="circuit.back"),
-        Binding("escape", "leave", "close", id="circuit.leave"),
-        Binding("r", "real", "real effects", id="circuit.real"),
-        Binding("t", "target", "target", id="circuit.target"),
-        Binding("w", "wrong", "wrong token", id="circuit.wrong"),
-        Binding("p", "corrupt", "corrupt", id="circuit.corrupt"),
-        Binding("d", "direction", "direction", show=False, id="circuit.direction"),
-        Binding("c", "cancel", "cancel patching", show=False, id="circuit.cancel"),
-        Binding("i", "integrated", "integrated gradients", show=False, id="circuit.integrated"),
-        Binding("f", "filter", "filter", id="circuit.filter"),
-        Binding("o", "card", "card", show=False, id="circuit.card"),
-        Binding("x", "export", "export graph", show=False, id="circuit.export"),
+        Binding("enter", "follow", "follow the node upstream", id="circuit.follow"),
+        Binding("backspace", "back", "back along the breadcrumb", id="circuit.back"),
+        Binding("escape", "leave", "back, or close the view", id="circuit.leave"),
+        Binding("r", "real", "measure real effects", id="circuit.real"),
+        Binding("t", "target", "type a target token", id="circuit.target"),
+        Binding("w", "wrong", "type a wrong token", id="circuit.wrong"),
+        Binding("p", "corrupt", "type a corrupted prompt", id="circuit.corrupt"),
+        Binding("d", "direction", "flip the patching direction", id="circuit.direction"),
+        Binding("c", "cancel", "cancel patching", id="circuit.cancel"),
+        Binding("i", "integrated", "integrated gradients on/off", id="circuit.integrated"),
+        Binding("f", "filter", "filter the kinds", id="circuit.filter"),
+        Binding("question_mark", "help", "every key", id="circuit.help"),
+        Binding("o", "card", "the feature's card", id="circuit.card"),
+        Binding("x", "export", "save the graph JSON", id="circuit.export"),
     ]
     DEFAULT_CSS = """
     CircuitScreen { layout: vertical; }
@@ -218,11 +244,14 @@ class CircuitScreen(Screen[None]):
     circuit: var[Circuit | None] = var(None, init=False)
     patching: var[Patching | None] = var(None, init=False)
 
-    def __init__(self, engine: EngineProtocol, prompt: str, position: int, *, ignored: int = 0) -> None:
+    def __init__(
+        self, engine: EngineProtocol, prompt: str, position: int, *, ignored: int = 0, keymap: Keymap | None = None
+    ) -> None:
         """`ignored`: how many interventions the inspector has active, which circuits (of the model as it is)
-        do not apply; the settings line says so."""
+        do not apply; the settings line says so. `keymap`: what the app applied of keys.json, for `?`."""
         super().__init__()
         self.engine, self.prompt, self.ignored = engine, prompt, ignored
+        self.keymap = keymap or Keymap()
         self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
         self.patch_error: str | None = None
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
@@ -237,7 +266,7 @@ class CircuitScreen(Screen[None]):
             with VerticalScroll(id="drawing-pane", classes="pane"):
                 yield Static(id="drawing")
         yield Static(id="circuit-status")
-        yield LazyFooter()
+        yield KeyFooter(FOOTER)
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.width < 100, "-compact")
@@ -522,6 +551,11 @@ class CircuitScreen(Screen[None]):
 
     def action_integrated(self) -> None:
         self.steps = 0 if self.steps else IG_STEPS
+
+    def action_help(self) -> None:
+        groups = [("circuit view", [b for b in self.BINDINGS if isinstance(b, Binding)])]
+        rows = help_rows(groups, lambda b: self.keymap.keys_of(b, self.app.get_key_display))
+        self.app.push_screen(HelpScreen(rows, GUIDE))
 
     def action_filter(self) -> None:
         self.filter_index = (self.filter_index + 1) % len(FILTERS)

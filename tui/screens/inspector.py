@@ -11,7 +11,7 @@ or a card fetched by a worker.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from textual import on, work
@@ -38,6 +38,7 @@ from lenstop.models.interventions import (
 from lenstop.models.prompts import unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, LogitLens, ModelInfo
+from lenstop.tui.keymap import PALETTE_KEY, Keymap
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
@@ -52,7 +53,7 @@ from lenstop.tui.messages import (
 )
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
-from lenstop.tui.screens.help import HelpScreen
+from lenstop.tui.screens.help import HelpRow, HelpScreen, help_rows
 from lenstop.tui.screens.value import ConfirmScreen, PositionScreen, ValueScreen
 from lenstop.tui.session import InterventionList, Selection, Session
 from lenstop.tui.views import (
@@ -70,7 +71,7 @@ from lenstop.tui.views import (
 from lenstop.tui.widgets.effects import EffectsPane, InterventionTable, ShiftView
 from lenstop.tui.widgets.features import FeatureTable
 from lenstop.tui.widgets.field import Field
-from lenstop.tui.widgets.footer import LazyFooter
+from lenstop.tui.widgets.footer import FooterKey, KeyFooter
 from lenstop.tui.widgets.heads import HeadsView
 from lenstop.tui.widgets.predictions import PredictionsView
 from lenstop.tui.widgets.tokens import TokenStrip
@@ -90,37 +91,84 @@ class Pane(Container):
     ALLOW_MAXIMIZE = True
 
 
+_TOKEN = "move the selection along the prompt"
+_LAYER = "step through the layers"
+_SCOPE = "new interventions act at every position, or at the selected token only"
+_PANE = "go to the pane (1-4; tab cycles)"
+_SPLIT = "move the split between the columns"
+# The footer's keys, most used first: as many as fit, then "? every key" (tui/widgets/footer.py).
+FOOTER = (
+    FooterKey(("token.previous", "token.next"), "token"),
+    FooterKey(("layer.previous", "layer.next"), "layer"),
+    FooterKey(("ablate",), "ablate"),
+    FooterKey(("steer",), "steer"),
+    FooterKey(("knockout",), "head"),
+    FooterKey(("generate",), "generate"),
+    FooterKey(("circuit",), "circuit"),
+    FooterKey(("prompt",), "prompt"),
+    FooterKey(("pane.zoom",), "zoom"),
+    FooterKey(("undo",), "undo"),
+    FooterKey(("session.save",), "save"),
+    FooterKey(("features.card",), "card"),
+    FooterKey(("effects.toggle",), "on/off"),
+    FooterKey(("effects.remove",), "remove"),
+    FooterKey(("effects.edit",), "edit"),
+    FooterKey(("effects.clear",), "clear all"),
+    FooterKey(("clamp",), "clamp"),
+    FooterKey(("scope",), "scope"),
+    FooterKey(("token.go",), "go to"),
+    FooterKey(("quit",), "quit"),
+)
+HINT = ("?", "more")
+EDITING = (
+    FooterKey(("prompt.leave",), "back to the keys"),
+    FooterKey((), "analyse now", "⏎"),
+    FooterKey((), "newline", r"\n"),
+)
+EDITING_HINT = ("esc ?", "every key")
+
+
 class InspectorScreen(Screen[None]):
+    # The description says what a key does in `?` and the palette, the tooltip is the palette's line under
+    # it; the footer shows these keys in its own order (FOOTER). key_display draws a pair in the footer.
     BINDINGS = [
-        Binding("q", "app.quit", "quit", id="quit"),
-        Binding("question_mark", "help", "help", id="help"),
-        Binding("h,left", "token(-1)", "token", key_display="←/→", id="token.previous"),
-        Binding("l,right", "token(1)", "token", show=False, id="token.next"),
-        Binding("home", "token_at(0)", "first token", show=False, id="token.first"),
-        Binding("end", "token_at(-1)", "last token", show=False, id="token.last"),
-        Binding("number_sign", "go_to", "go to position", key_display="#", show=False, id="token.go"),
-        Binding("left_square_bracket", "layer(-1)", "layer", key_display="[ ]", id="layer.previous"),
-        Binding("right_square_bracket", "layer(1)", "layer", show=False, id="layer.next"),
-        Binding("a", "ablate", "ablate", id="ablate"),
-        Binding("s", "steer", "steer", id="steer"),
-        Binding("c", "clamp", "clamp", id="clamp"),
-        Binding("plus,equals_sign", "nudge(1)", "steer +1", show=False, id="steer.more"),
-        Binding("minus", "nudge(-1)", "steer -1", show=False, id="steer.less"),
-        Binding("x", "knockout", "head", id="knockout"),
-        Binding("at", "scope", "scope", key_display="@", id="scope"),
-        Binding("g", "generate", "generate", id="generate"),
-        Binding("t", "circuit", "circuit", id="circuit"),
-        Binding("u", "undo", "undo", id="undo"),
-        Binding("slash", "focus_prompt", "prompt", key_display="/", id="prompt"),
-        Binding("escape", "leave_prompt", "leave prompt", id="prompt.leave"),
-        Binding("1", "pane('features')", "features", show=False, id="pane.features"),
-        Binding("2", "pane('heads')", "heads", show=False, id="pane.heads"),
-        Binding("3", "pane('predictions')", "predictions", show=False, id="pane.predictions"),
-        Binding("4", "pane('effects')", "effects", show=False, id="pane.effects"),
-        Binding("z", "zoom", "zoom pane", show=False, id="pane.zoom"),
-        Binding("less_than_sign", "split(-1)", "narrower left", show=False, id="pane.narrower"),
-        Binding("greater_than_sign", "split(1)", "wider left", show=False, id="pane.wider"),
-        Binding("w", "save_session", "save session", show=False, id="session.save"),
+        Binding("q", "app.quit", "quit", id="quit", tooltip="leave lenstop"),
+        Binding("question_mark", "help", "every key", id="help", tooltip="every key, where it acts, and its id"),
+        Binding("h,left", "token(-1)", "previous token", key_display="←/→", id="token.previous", tooltip=_TOKEN),
+        Binding("l,right", "token(1)", "next token", key_display="←/→", id="token.next", tooltip=_TOKEN),
+        Binding("home", "token_at(0)", "first token", id="token.first", tooltip=_TOKEN),
+        Binding("end", "token_at(-1)", "last token", id="token.last", tooltip=_TOKEN),
+        Binding("number_sign", "go_to", "go to a position", id="token.go", tooltip="type a token's position"),
+        Binding(
+            "left_square_bracket", "layer(-1)", "previous layer", key_display="[ ]", id="layer.previous", tooltip=_LAYER
+        ),
+        Binding("right_square_bracket", "layer(1)", "next layer", key_display="[ ]", id="layer.next", tooltip=_LAYER),
+        Binding(
+            "a", "ablate", "ablate the feature", id="ablate", tooltip="zero the selected feature; again to restore"
+        ),
+        Binding("s", "steer", "steer the feature", id="steer", tooltip="add a strength you type × its decoder row"),
+        Binding("c", "clamp", "clamp the feature", id="clamp", tooltip="set the selected feature to a value you type"),
+        Binding("plus,equals_sign", "nudge(1)", "steer +1", id="steer.more", tooltip="steer the feature one more"),
+        Binding("minus", "nudge(-1)", "steer -1", id="steer.less", tooltip="steer the feature one less"),
+        Binding(
+            "x", "knockout", "knock out the head", id="knockout", tooltip="zero the selected head; again to restore"
+        ),
+        Binding("at", "scope", "all positions or this token", id="scope", tooltip=_SCOPE),
+        Binding("g", "generate", "continue the prompt", id="generate", tooltip="clean and intervened, side by side"),
+        Binding("t", "circuit", "the circuit view", id="circuit", tooltip="why the model predicts what it does here"),
+        Binding("u", "undo", "undo", id="undo", tooltip="undo the last change to the interventions"),
+        Binding("slash", "focus_prompt", "edit the prompt", id="prompt", tooltip="type in the prompt box"),
+        Binding("escape", "leave_prompt", "back to the keys", id="prompt.leave", tooltip="leave the prompt box"),
+        Binding("1", "pane('features')", "features pane", id="pane.features", tooltip=_PANE),
+        Binding("2", "pane('heads')", "heads pane", id="pane.heads", tooltip=_PANE),
+        Binding("3", "pane('predictions')", "predictions pane", id="pane.predictions", tooltip=_PANE),
+        Binding("4", "pane('effects')", "effects pane", id="pane.effects", tooltip=_PANE),
+        Binding(
+            "z", "zoom", "zoom the pane", id="pane.zoom", tooltip="fill the screen with the active pane, or restore"
+        ),
+        Binding("less_than_sign", "split(-1)", "narrower left column", id="pane.narrower", tooltip=_SPLIT),
+        Binding("greater_than_sign", "split(1)", "wider left column", id="pane.wider", tooltip=_SPLIT),
+        Binding("w", "save_session", "save the session", id="session.save", tooltip="to lenstop-session.json"),
     ]
 
     # What the panes answer for. Watchers redraw; nothing else calls a redraw by hand.
@@ -163,6 +211,8 @@ class InspectorScreen(Screen[None]):
         self._change_request = -1  # the analysis asked for by the last change of the interventions
         self._rolled_back: str | None = None  # why the last change was rolled back, until its analysis is shown
         self._analysis_seconds: float | None = None
+        self.keymap = Keymap()  # what the app applied of the user's keys.json, for `?` and the palette
+        self._keymap_told = False  # what it refused is said once, on the first analysed screen
         sel = session.selection
         self.set_reactive(InspectorScreen.prompt, session.prompt)
         self.set_reactive(InspectorScreen.current_layer, sel.layer)
@@ -200,7 +250,7 @@ class InspectorScreen(Screen[None]):
         yield Static(id="status")
         with Horizontal(id="bottom"):
             yield Label(id="mode")
-            yield LazyFooter()
+            yield KeyFooter(FOOTER, HINT)
 
     def on_mount(self) -> None:
         self.query_one("#tokens-pane").border_title = "tokens"
@@ -338,6 +388,9 @@ class InspectorScreen(Screen[None]):
         if self._rolled_back is not None:
             self.status(f"rolled back: {self._rolled_back}", error=True)  # first, where a narrow line still shows it
             self._rolled_back = None
+        elif not self._keymap_told and (note := self.keymap.note()) is not None:
+            self._keymap_told = True
+            self.status(note, error=True)
         else:
             self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self.set_reactive(InspectorScreen.lens, None)  # the last one read another analysis: "…" until this one's
@@ -487,6 +540,7 @@ class InspectorScreen(Screen[None]):
         mode = self.query_one("#mode", Label)
         mode.update(" EDIT " if editing else " KEYS ")
         mode.set_class(editing, "-editing")
+        self.query_one(KeyFooter).use(*((EDITING, EDITING_HINT) if editing else (FOOTER, HINT)))
         self.refresh_bindings()
 
     @on(DescendantFocus)
@@ -780,7 +834,8 @@ class InspectorScreen(Screen[None]):
         if self.engine is None or self.analysis is None:
             return
         ignored = len(self.interventions.active)
-        self.app.push_screen(CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored))
+        circuit = CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored, keymap=self.keymap)
+        self.app.push_screen(circuit)
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
@@ -878,17 +933,26 @@ class InspectorScreen(Screen[None]):
         self.status(f"saved session to {path} (lenstop inspect --session {path})")
 
     def action_help(self) -> None:
-        rows = [("anywhere", b) for b in (*self.app.BINDINGS, *self.BINDINGS) if isinstance(b, Binding)]
+        groups: list[tuple[str, list[Binding]]] = [("anywhere", _bindings(self.app.BINDINGS, self.BINDINGS))]
         for where, widget in (("features", FeatureTable), ("heads", HeadsView), ("interventions", InterventionTable)):
-            rows += [(where, b) for b in widget.BINDINGS if isinstance(b, Binding)]
-        self.app.push_screen(HelpScreen(rows))
+            groups.append((where, _bindings(widget.BINDINGS)))
+        palette = HelpRow(self.app.get_key_display(Binding(PALETTE_KEY, "")), "the command palette", "anywhere", "")
+        self.app.push_screen(HelpScreen([*help_rows(groups, self._keys_of), palette]))
+
+    def _keys_of(self, binding: Binding) -> str:
+        return self.keymap.keys_of(binding, self.app.get_key_display)
 
     def system_commands(self) -> Iterator[SystemCommand]:
-        """The palette's entries: every binding of this screen, and two without a key."""
-        for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.id not in ("quit", "help", "prompt.leave"):
+        """The palette's entries: every binding of this screen with what it does, and two without a key."""
+        for binding in _bindings(self.BINDINGS):
+            if binding.id not in ("quit", "help", "prompt.leave"):
                 action = binding.action
-                title = binding.description.capitalize() + f" ({binding.key.split(',')[0]})"
-                yield SystemCommand(title, f"lenstop: {binding.id}", lambda a=action: self.run_action(a))
+                title = f"{binding.description.capitalize()} ({self._keys_of(binding)})"
+                yield SystemCommand(title, binding.tooltip or binding.description, lambda a=action: self.run_action(a))
         yield SystemCommand("Clear interventions", "remove every intervention", self.action_clear_entries)
         yield SystemCommand("Feature card", "open the selected feature's card", self.action_card)
+
+
+def _bindings(*groups: Iterable[object]) -> list[Binding]:
+    """The `Binding`s of BINDINGS lists (which may also hold tuples)."""
+    return [b for group in groups for b in group if isinstance(b, Binding)]
