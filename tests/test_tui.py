@@ -406,13 +406,18 @@ async def test_superseded_analyses_and_generations_never_paint() -> None:
         await pilot.press("g")  # a generation of the clean prompt...
         await pilot.press("1", "a")  # ...an ablation analysed beside it...
         await pilot.press("g")  # ...and a generation with the ablation, before either has finished
-        await pilot.press("a")  # the ablation undone: its analysis is superseded too
+        await pilot.press("a")  # the ablation undone: its analysis is superseded too, and its generation
         await settle(pilot)
         await pilot.pause(1.0)
         await settle(pilot)
         assert [call[0] for call in engine.calls].count("generate") == 2
-        assert generated == [(FeatureAblation(0, 13),)]
+        assert generated == []  # each was for interventions that had changed by the time it came
         assert painted == [()] and screen.analysis is not None and screen.analysis.interventions == ()
+        await pilot.press("g")
+        await settle(pilot)
+        await pilot.pause(1.0)
+        await settle(pilot)
+        assert generated == [()]
 
 
 class _SmallMemoryEngine(FakeEngine):
@@ -855,3 +860,69 @@ async def test_help_spells_keys_one_way_and_the_palette_says_what_each_does() ->
         assert commands and not any(c.help.startswith("lenstop:") for c in commands)
         ablate = next(c for c in commands if c.title.startswith("Ablate"))
         assert ablate.title == "Ablate the feature (a)" and "zero the selected feature" in ablate.help
+
+
+def shifts_text_on_screen(app: LenstopApp) -> str:
+    return str(app.inspector.query_one(ShiftView).render())
+
+
+async def test_a_continuation_goes_when_the_interventions_or_the_prompt_change() -> None:
+    """After g then C the pane said 'no interventions active' above the old intervened continuation."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("a", "g")
+        await settle(pilot)
+        assert "intervened" in shifts_text_on_screen(app)
+        await pilot.press("4", "C")
+        await settle(pilot)
+        shown = shifts_text_on_screen(app)
+        assert "no interventions active" in shown and not any(
+            line.startswith(("clean ", "intervened ")) for line in shown.splitlines()
+        )
+        await pilot.press("g")
+        await settle(pilot)
+        assert "clean" in shifts_text_on_screen(app)
+        await pilot.press("slash", *" x", "enter")
+        await settle(pilot)
+        assert app.inspector.analysis.prompt == PROMPT + " x" and "clean      " not in shifts_text_on_screen(app)
+
+
+async def test_shortening_the_prompt_switches_off_what_is_pinned_beyond_it_and_says_so() -> None:
+    """A head knockout pinned at position 15, and a prompt cut to three tokens: the analysis failed and the panes
+    kept the old prompt's tokens under the new text. The knockout is switched off now, and the prompt analysed."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("left", "left", "left", "at", "2", "x")
+        await settle(pilot)
+        knockout = HeadKnockout(0, 0, 15)
+        assert app.inspector.interventions.active == (knockout,)
+        await pilot.press("slash", "ctrl+u", *"def f", "enter")
+        await settle(pilot)
+        assert app.inspector.analysis.prompt == "def f" and app.inspector.analysis.tokens == ("<bos>", "def", " ", "f")
+        assert app.inspector.interventions.entries[0].enabled is False
+        status = str(app.inspector.query_one("#status").render())
+        assert "switched off 1 intervention beyond the prompt's 4 tokens: knock out L0.H0 at pos 15" in status
+        assert "stale" not in str(app.inspector.query_one("#tokens-pane").border_title)
+        await pilot.press("slash", "ctrl+u", *PROMPT, "enter", "u")  # long enough again: u brings it back
+        await settle(pilot)
+        assert app.inspector.interventions.active == (knockout,) and app.inspector.analysis.interventions == (knockout,)
+
+
+async def test_a_failed_analysis_marks_the_panes_stale_and_says_it_whole() -> None:
+    app, engine = make_app(engine=_SmallMemoryEngine())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *" and then some more text", "enter")
+        await settle(pilot)
+        status = app.inspector.query_one("#status")
+        text = str(status.render())
+        assert "tried to allocate 2.50 GiB" in text and "the panes show the last analysis that worked" in text
+        assert status.size.height > 1  # wrapped where it is read, not cut at the edge
+        assert str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale · tokens")
+        assert str(app.inspector.query_one("#features-pane").border_title).startswith("stale · features")
+        await pilot.press("escape", "slash", "ctrl+u", *"def f", "enter")
+        await settle(pilot)
+        assert not str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale")
+        assert app.inspector.query_one("#status").size.height == 1

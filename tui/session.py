@@ -64,6 +64,12 @@ class InterventionList:
         entry = self.entries[index]
         return self._then(self._replace(index, replace(entry, enabled=not entry.enabled)))
 
+    def with_switched_off(self, interventions: tuple[Intervention, ...]) -> InterventionList:
+        """The entries holding `interventions` switched off, as one change (one undo switches them back on)."""
+        return self._then(
+            tuple(replace(e, enabled=False) if e.intervention in interventions else e for e in self.entries)
+        )
+
     def with_amount(self, index: int, amount: float) -> InterventionList:
         """Entry `index`, a steer or a clamp, with a new strength or value."""
         entry = self.entries[index]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -26,7 +27,7 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import NumericError
+from lenstop.models.errors import NumericError, UsageError
 from lenstop.models.interventions import (
     Adjustable,
     FeatureAblation,
@@ -38,6 +39,7 @@ from lenstop.models.interventions import (
 from lenstop.models.prompts import unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, LogitLens, ModelInfo
+from lenstop.tui.format import counted
 from lenstop.tui.keymap import PALETTE_KEY, Keymap
 from lenstop.tui.messages import (
     AnalysisFailed,
@@ -49,6 +51,7 @@ from lenstop.tui.messages import (
     GenerationFinished,
     HeadRolesFound,
     LensFound,
+    PositionsOutside,
     failure_text,
 )
 from lenstop.tui.screens.circuit import CircuitScreen
@@ -193,6 +196,7 @@ class InspectorScreen(Screen[None]):
     # they could not be.
     layer_features: var[LayerFeatures | str | None] = var(None, init=False)
     attention: var[LayerAttention | str | None] = var(None, init=False)
+    stale = var(False, init=False)  # the last analysis failed: the panes show one of another prompt or interventions
 
     def __init__(
         self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
@@ -210,6 +214,7 @@ class InspectorScreen(Screen[None]):
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
         self._change_request = -1  # the analysis asked for by the last change of the interventions
         self._rolled_back: str | None = None  # why the last change was rolled back, until its analysis is shown
+        self._switched_off: str | None = None  # which interventions lay beyond a shortened prompt, likewise
         self._analysis_seconds: float | None = None
         self.keymap = Keymap()  # what the app applied of the user's keys.json, for `?` and the palette
         self._keymap_told = False  # what it refused is said once, on the first analysed screen
@@ -306,9 +311,18 @@ class InspectorScreen(Screen[None]):
         self.prompt = event.value
 
     def watch_prompt(self) -> None:
+        self._drop_continuation()
         if self._debounce is not None:
             self._debounce.stop()
         self._debounce = self.set_timer(DEBOUNCE_S, self.run_analysis)
+
+    def _drop_continuation(self) -> None:
+        """A continuation belongs to the prompt and the interventions it was made with: when either changes it
+        is no longer true, so it goes (and one still being made is ignored when it comes)."""
+        view = self.query_one(ShiftView)
+        if view.generation is not None or view.busy:
+            self.generation_request += 1
+            view.show_generation(None)
 
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self) -> None:
@@ -350,9 +364,42 @@ class InspectorScreen(Screen[None]):
                 lens=False,
             )
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
+            outside = self._outside(engine, prompt, interventions, layer) if isinstance(err, UsageError) else None
+            if outside is not None:
+                self.post_message(PositionsOutside(request, *outside))
+            else:
+                self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
             return
         self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
+
+    @staticmethod
+    def _outside(
+        engine: EngineProtocol, prompt: str, interventions: tuple[Intervention, ...], layer: int
+    ) -> tuple[tuple[Intervention, ...], int] | None:
+        """After a usage error: the interventions pinned to positions beyond the prompt and its length, when
+        there are any. The prompt's length comes from its clean analysis, which the engine makes for any
+        intervened one anyway, and keeps; None when nothing pinned lies outside (the error was another)."""
+        if all(iv.position is None for iv in interventions):
+            return None
+        try:
+            n = len(engine.analyse(prompt, (), top_k=TOP_K, features=[layer], attention=[layer], lens=False).tokens)
+        except BaseException:  # noqa: BLE001 - then the first error is the one to show
+            return None
+        outside = tuple(iv for iv in interventions if iv.position is not None and not -n <= iv.position < n)
+        return (outside, n) if outside else None
+
+    def on_positions_outside(self, message: PositionsOutside) -> None:
+        """Shortening the prompt left pinned interventions beyond its end: they are switched off (u brings them
+        back) and the prompt analysed without them, and the status line says so once that analysis is shown."""
+        self._after_analysis()
+        if message.request != self.request:
+            return
+        which = ", ".join(iv.describe() for iv in message.outside)
+        self._switched_off = (
+            f"switched off {counted(len(message.outside), 'intervention')} beyond the prompt's"
+            f" {counted(message.n_tokens, 'token')}: {which} (u switches back on)"
+        )
+        self.interventions = self.interventions.with_switched_off(message.outside)
 
     def _after_analysis(self) -> None:
         if self._roles_wanted and self.engine is not None:
@@ -376,7 +423,9 @@ class InspectorScreen(Screen[None]):
             self._change_request = -1  # a rollback is not rolled back in turn
             return
         hint = " (u undoes the last change)" if self.interventions.entries else ""
-        self.status(message.error + hint, error=True)
+        shown = " · the panes show the last analysis that worked" if self.analysis is not None else ""
+        self.status(message.error + hint + shown, error=True)
+        self.stale = self.analysis is not None  # for another prompt or other interventions than these
 
     def watch_analysis(self, previous: Analysis | None, analysis: Analysis | None) -> None:
         if analysis is None:
@@ -385,9 +434,14 @@ class InspectorScreen(Screen[None]):
         at_end = previous is not None and self.position == len(previous.tokens) - 1
         if self.position < 0 or self.position >= n or at_end:
             self.set_reactive(InspectorScreen.position, n - 1)  # follow the end of the prompt while typing there
+        self.set_reactive(InspectorScreen.stale, False)  # redrawn below, with the panes
+        self.set_class(False, "-stale")
         if self._rolled_back is not None:
             self.status(f"rolled back: {self._rolled_back}", error=True)  # first, where a narrow line still shows it
             self._rolled_back = None
+        elif self._switched_off is not None:
+            self.status(self._switched_off, note=True)
+            self._switched_off = None
         elif not self._keymap_told and (note := self.keymap.note()) is not None:
             self._keymap_told = True
             self.status(note, error=True)
@@ -518,11 +572,20 @@ class InspectorScreen(Screen[None]):
         self.status("interventions now apply to " + ("all positions" if scope_all else "the selected token only"))
 
     def watch_interventions(self) -> None:
+        self._drop_continuation()
         self._draw_interventions()
         self._draw_features()
         self._draw_heads()
         self.run_analysis()
         self._change_request = self.request  # a NaN from this analysis rolls the change back
+
+    def watch_stale(self, stale: bool) -> None:
+        self.set_class(stale, "-stale")
+        self._draw_selection()
+
+    def _title(self, pane: str, title: str) -> None:
+        """A pane's title, marked when what it shows is no longer the current prompt's and interventions'."""
+        self.query_one(f"#{pane}-pane").border_title = f"stale · {title}" if self.stale else title
 
     def watch_active_pane(self) -> None:
         self._draw_tabs()
@@ -588,7 +651,7 @@ class InspectorScreen(Screen[None]):
         if self.analysis is None:
             return
         values, title = token_shading(self._layer_features(), self.feature, len(self.analysis.tokens))
-        self.query_one("#tokens-pane").border_title = title
+        self._title("tokens", title)
         self.query_one(TokenStrip).show(self.analysis.tokens, values, self.position)
 
     def _draw_features(self) -> None:
@@ -596,7 +659,7 @@ class InspectorScreen(Screen[None]):
         if a is None:
             return
         token = quoted_token(a.tokens[self.position])
-        self.query_one("#features-pane").border_title = f"features · L{layer} · pos {self.position} {token}"
+        self._title("features", f"features · L{layer} · pos {self.position} {token}")
         lf = self._layer_features()
         if lf is None:
             have = ", ".join(str(d.layer) for d in self.info.dictionaries) if self.info else ""
@@ -624,20 +687,20 @@ class InspectorScreen(Screen[None]):
         empty = f"attention unavailable: {self.attention}" if isinstance(self.attention, str) else "reading attention…"
         heads = self.query_one(HeadsView)
         heads.show(attention, self.analysis.tokens, self.position, knocked, self.head, task, empty)
-        self.query_one("#heads-pane").border_title = f"heads · L{self.current_layer} · from pos {self.position}"
+        self._title("heads", f"heads · L{self.current_layer} · from pos {self.position}")
 
     def _draw_predictions(self) -> None:
         if self.analysis is None:
             return
         self.query_one(PredictionsView).show(self.analysis, self.position, self.current_layer, self.lens)
-        self.query_one("#predictions-pane").border_title = f"predictions · after pos {self.position}"
+        self._title("predictions", f"predictions · after pos {self.position}")
 
     def _draw_effects(self) -> None:
         if self.analysis is None:
             return
         self.query_one(ShiftView).show(self.analysis, self.position)
         n = len(self.interventions.active)
-        self.query_one("#effects-pane").border_title = f"effects · {n} active" if n else "effects"
+        self._title("effects", f"effects · {n} active" if n else "effects")
 
     def _draw_interventions(self) -> None:
         self.query_one(InterventionTable).show(self.interventions.entries)
@@ -653,10 +716,12 @@ class InspectorScreen(Screen[None]):
             widget.set_class(pane == self.active_pane, "-active")
             widget.border_subtitle = tabs
 
-    def status(self, text: str, error: bool = False) -> None:
+    def status(self, text: str, error: bool = False, note: bool = False) -> None:
+        """One line, or as many as a long message needs (up to three; the rest of the screen gives way)."""
         status = self.query_one("#status", Static)
-        status.update((" error: " if error else " ") + text)
+        status.update(Text((" error: " if error else " note: " if note else " ") + text))
         status.set_class(error, "-error")
+        status.set_class(note, "-note")
 
     # ---------------------------------------------------------------- selection
     @on(DataTable.RowHighlighted, "#features")
