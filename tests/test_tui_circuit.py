@@ -300,7 +300,8 @@ async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_
         await pilot.press("enter")
         await settle(pilot)
         assert screen.attribution is None and screen.patching is None
-        assert "no attribution:" in screen_text(app) and "no patching:" in screen_text(app)
+        shown = screen_text(app)  # the patching is not drawn: the two prompts are, token by token
+        assert "no attribution:" in shown and "no circuit:" in shown and "token by token" in shown
 
 
 async def test_the_selected_contributor_is_marked_without_colour() -> None:
@@ -321,3 +322,37 @@ def test_a_contributors_label_is_cut_to_its_room() -> None:
     assert ("x" * 150) in contributor_line(score, ["a"], width=300).plain
     narrow = contributor_line(score, ["a"], width=100).plain
     assert len(narrow) == 100 and narrow.endswith("x…")
+
+
+async def test_a_corrupted_prompt_of_another_length_shows_both_tokenisations_aligned() -> None:
+    """It left 'circuit · finding…' forever, the message cut off, and never showed what the CLI shows."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = PROMPT.replace("second", "other one")
+        await pilot.press("enter")
+        await settle(pilot)
+        pane = screen.query_one("#drawing-pane")
+        assert pane.border_title == "circuit · failed"
+        drawn = str(screen.query_one("#drawing", Static).render())
+        assert "no circuit: the clean prompt is 19 tokens and the corrupted one 23" in drawn
+        lines = drawn.splitlines()
+        assert any(
+            a.startswith("clean   <bos> def") and b.startswith("corrupt <bos> def")
+            for a, b in zip(lines, lines[1:], strict=False)
+        )
+        clean, corrupt, mark = next(
+            (a, b, c) for a, b, c in zip(lines, lines[1:], lines[2:], strict=False) if c.strip() == "^"
+        )
+        assert clean.index("second") == corrupt.index("other") == mark.index("^")  # the first difference, aligned
+        status = str(screen.query_one("#circuit-status", Static).render())
+        assert "the clean prompt is 19 tokens and the corrupted one 23" in status
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert pane.border_title.startswith("circuit · ") and "failed" not in pane.border_title
+        assert "token by token" not in str(screen.query_one("#drawing", Static).render()) and screen.patching

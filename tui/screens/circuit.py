@@ -33,6 +33,7 @@ from textual.worker import get_current_worker
 from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
 from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKind
+from lenstop.models.errors import LengthMismatchError
 from lenstop.models.files import write_atomically
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
@@ -227,7 +228,7 @@ class CircuitScreen(Screen[None]):
     CircuitScreen .pane:focus-within { border: round $accent; }
     CircuitScreen #contributors-pane { width: 3fr; }
     CircuitScreen #drawing-pane { width: 2fr; }
-    CircuitScreen #circuit-status { height: 1; color: $text-muted; }
+    CircuitScreen #circuit-status { height: auto; max-height: 3; color: $text-muted; }
     CircuitScreen #circuit-status.-error { color: $error; text-style: bold; }
     CircuitScreen.-compact #circuit-body { layout: vertical; }
     CircuitScreen.-compact #contributors-pane { width: 1fr; height: 3fr; }
@@ -254,6 +255,8 @@ class CircuitScreen(Screen[None]):
         self.keymap = keymap or Keymap()
         self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
         self.patch_error: str | None = None
+        self.circuit_error: str | None = None  # why the last circuit asked for could not be found
+        self.mismatch: LengthMismatchError | None = None  # the corrupted prompt's tokens against the clean's
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
 
     def compose(self) -> ComposeResult:
@@ -300,11 +303,12 @@ class CircuitScreen(Screen[None]):
         try:
             found = self.engine.attribute(self.prompt, metric, corrupt=corrupt, path=path, top=None, steps=steps)
         except BaseException as err:  # noqa: BLE001 - shown on screen, the screen stays up
-            self.post_message(CircuitFailed(request, "attribution", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "attribution", err))
             return
         self.post_message(AttributionFinished(request, found))
 
     def run_circuit(self) -> None:
+        self.circuit_error = None
         self.query_one("#drawing-pane").border_title = "circuit · finding…"
         self._find_circuit(self._next("circuit"), self.metric, self.corrupt, self.steps)
 
@@ -313,7 +317,7 @@ class CircuitScreen(Screen[None]):
         try:
             found = self.engine.circuit(self.prompt, metric, corrupt=corrupt, steps=steps, max_nodes=16)
         except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed(request, "circuit", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "circuit", err))
             return
         self.post_message(CircuitFinished(request, found))
 
@@ -350,7 +354,7 @@ class CircuitScreen(Screen[None]):
                 cancelled=lambda: worker.is_cancelled or request != self.requests["patching"],
             )
         except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed(request, "patching", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "patching", err))
             return
         self.post_message(PatchFinished(request, found))
 
@@ -359,7 +363,7 @@ class CircuitScreen(Screen[None]):
         try:
             real = self.engine.effects(self.prompt, metric, nodes, corrupt=corrupt)
         except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed(request, "effects", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "effects", err))
             return
         self.post_message(EffectsMeasured(request, nodes, real))
 
@@ -394,12 +398,16 @@ class CircuitScreen(Screen[None]):
     def on_circuit_failed(self, message: CircuitFailed) -> None:
         if message.request == self.requests[message.what]:
             self.status(message.error, error=True)
+            if message.mismatch is not None:
+                self.mismatch = message.mismatch  # drawn under the circuit: the CLI's two rows, aligned
             # What is on screen was computed for other settings: clear it rather than show it under these.
             if message.what == "attribution":
                 self.attribution = None
                 self.query_one(ContributorTable).show([], (), f"no attribution: {message.error}")
             elif message.what == "circuit":
+                self.circuit_error = message.error
                 self.circuit = None
+                self._draw_drawing()  # None already, the watcher would not fire: the title said "finding…" forever
             elif message.what == "patching":
                 self.patch_error = message.error
                 self.patching = None
@@ -445,9 +453,16 @@ class CircuitScreen(Screen[None]):
         if self.circuit is not None:
             out.append_text(circuit_text(self.circuit, width))
             pane.border_title = f"circuit · {counted(len(self.circuit.nodes), 'node')}"
+        elif self.circuit_error is not None:
+            out.append(f"no circuit: {self.circuit_error}", style="bold")
+            pane.border_title = "circuit · failed"
         elif pane.border_title != "circuit · finding…":
             pane.border_title = "circuit"
-        if self.patching is not None:
+        if self.mismatch is not None:
+            out.append("\n\nthe two prompts, token by token:\n", style="bold")
+            out.append("\n".join(line.rstrip() for line in self.mismatch.alignment(width)))
+            out.append("\n\np: a corrupted prompt of the same token length", style="dim")
+        elif self.patching is not None:
             out.append("\n\n")
             out.append_text(patching_text(self.patching))
         elif self.corrupt and self.patch_error:
@@ -459,8 +474,9 @@ class CircuitScreen(Screen[None]):
         self.query_one("#drawing", Static).update(out)
 
     def status(self, text: str, error: bool = False) -> None:
+        """One line, or up to three for a long error, which is read whole."""
         line = self.query_one("#circuit-status", Static)
-        line.update((" error: " if error else " ") + text)
+        line.update(Text((" error: " if error else " ") + text))
         line.set_class(error, "-error")
 
     # ---------------------------------------------------------------- what the user changes
@@ -476,6 +492,7 @@ class CircuitScreen(Screen[None]):
         self.refresh_all()
 
     def watch_corrupt(self) -> None:
+        self.mismatch = None  # said again if this one does not line up either
         self._draw_settings()
         self.refresh_all()
         if not self.corrupt:
