@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 
 
 LensKey = tuple[tuple[int, ...], tuple[Intervention, ...]]
-drop_cache_renamed_warning()  # generation's cached passes: see models/quiet.py
 
 
 class Engine:
@@ -945,6 +944,7 @@ class Engine:
         if temperature < 0:
             raise UsageError("--temperature must be 0 (greedy) or more")
         tokens = self.tokenize(prompt)
+        drop_cache_renamed_warning()  # here, not at import: a catch_warnings() around the import would undo it
         clean = self._continue(tokens, (), max_new_tokens, temperature, seed)
         intervened = self._continue(tokens, interventions, max_new_tokens, temperature, seed) if interventions else None
         return Generation(
