@@ -356,3 +356,36 @@ async def test_a_corrupted_prompt_of_another_length_shows_both_tokenisations_ali
         await settle(pilot)
         assert pane.border_title.startswith("circuit · ") and "failed" not in pane.border_title
         assert "token by token" not in str(screen.query_one("#drawing", Static).render()) and screen.patching
+
+
+async def test_patching_says_what_its_cells_measure_in_each_direction_and_both_runs_activations() -> None:
+    """The view said 'restored' both ways, and a feature active only on the corrupted run showed act 0."""
+    app, engine = make_app()
+    corrupt = PROMPT.replace("first", "other")
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = corrupt
+        await pilot.press("enter")
+        await settle(pilot)
+        drawn = str(screen.query_one("#drawing", Static).render())
+        assert "restored to the corrupted run" in drawn and "strongest (restored)" in drawn
+        assert "features (restored, act clean→corrupted)" in drawn
+        table = screen.query_one(ContributorTable)
+        header = str(table.ordered_columns[0].label)
+        assert "act→corrupt" in header
+        feature = next(s for s in table.scores if s.node.kind == "feature")
+        assert feature.corrupt_activation is not None and f"→{feature.corrupt_activation:<5.2f}" in str(
+            table.get_row_at(table.scores.index(feature))[0]
+        )
+        await pilot.press("d")
+        await settle(pilot)
+        drawn = str(screen.query_one("#drawing", Static).render())
+        assert "damage done to the clean run" in drawn and "strongest (damage)" in drawn and "restored" not in drawn
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = ""  # no corrupted prompt: one run, one activation
+        await pilot.press("enter")
+        await settle(pilot)
+        assert "→corrupt" not in str(table.ordered_columns[0].label)

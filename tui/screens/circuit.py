@@ -104,16 +104,22 @@ def contributor_line(score: NodeScore, tokens: Sequence[str], width: int = 200) 
     line.append(f" {'' if score.real is None else format(score.real, '+8.3f'):>8}")
     if score.activation is not None:
         line.append(f" {score.activation:6.2f}", style="dim")
+        if score.corrupt_activation is not None:  # on the corrupted run: 0 on the clean one is not the whole story
+            line.append(f"→{score.corrupt_activation:<5.2f}", style="dim")
     if score.label:
         line.append(f"  {clip(score.label, max(1, width - len(line) - 2))}", style="italic")
     return line
 
 
 def patching_text(patching: Patching) -> Text:
-    """The two grids, with the positions' tokens as a legend, and the strongest heads."""
+    """The two grids, with the positions' tokens as a legend, the strongest heads, and the strongest features
+    with their activation on both runs. Each cell is the share restored (clean->corrupt), or the share of the
+    damage done (corrupt->clean), as the first line says."""
     out = Text()
     out.append(f"patching {patching.direction}: ", style="bold")
     out.append(f"clean {patching.clean_metric:.2f} · corrupted {patching.corrupt_metric:.2f}\n")
+    carries = "restored to the corrupted run" if patching.measure == "restored" else "damage done to the clean run"
+    out.append(f"each cell: the share of the difference {carries}\n", style="dim")
     layers = [f"L{layer}" for layer in range(patching.resid.shape[0])]
     out.append("residual stream, layer × position\n", style="bold")
     out.append_text(grid_text(patching.resid, layers, [str(i % 10) for i in range(patching.resid.shape[1])]))
@@ -127,7 +133,13 @@ def patching_text(patching: Patching) -> Text:
         ),
         reverse=True,
     )[:4]
-    out.append("strongest  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
+    out.append(f"strongest ({patching.measure})  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
+    if patching.features:
+        out.append(f"features ({patching.measure}, act clean→corrupted)\n", style="bold")
+        for f in sorted(patching.features, key=lambda f: -abs(f.restored))[:4]:
+            acts = "" if f.clean_act is None or f.corrupt_act is None else f"  {f.clean_act:.2f}→{f.corrupt_act:.2f}"
+            out.append(f"  L{f.layer} #{f.feature}@{f.position} {f.restored:+.2f}{acts}")
+            out.append(f"  {clip(f.label, 30)}\n" if f.label else "\n", style="italic")
     agreement = ", ".join(f"{k} {v:.2f}" for k, v in patching.agreement().items() if v is not None)
     out.append(f"estimate agrees: {agreement}\n", style="dim")
     out.append(" ".join(f"{i}:{clip(visible(t), 8)}" for i, t in enumerate(patching.tokens)), style="dim")
@@ -146,11 +158,18 @@ class ContributorTable(MarkedTable):
     def __init__(self) -> None:
         super().__init__(id="contributors", cursor_type="row", show_header=True, cell_padding=0)
         self.scores: list[NodeScore] = []
+        self.corrupted = False  # whether the header names the corrupted run's activations
         self.tokens: Sequence[str] = ()
         self.empty = ""
 
     def on_mount(self) -> None:
-        header = Text(f"   {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {'act':>6}  label", style="bold")
+        self._add_header(corrupted=False)
+
+    def _add_header(self, corrupted: bool) -> None:
+        """The columns' names; with a corrupted baseline, a feature's activation on both runs."""
+        self.corrupted = corrupted
+        act = f"{'act':>6}→corrupt" if corrupted else f"{'act':>6}"
+        header = Text(f"   {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {act}  label", style="bold")
         self.add_column(header, key="row", width=200)
 
     def on_resize(self) -> None:
@@ -159,7 +178,10 @@ class ContributorTable(MarkedTable):
 
     def show(self, scores: Sequence[NodeScore], tokens: Sequence[str], empty: str) -> None:
         row = self.cursor_row
-        self.clear()
+        corrupted = any(s.corrupt_activation is not None for s in scores)
+        self.clear(columns=corrupted != self.corrupted)
+        if not self.columns:
+            self._add_header(corrupted)
         self.scores, self.tokens, self.empty = list(scores), tokens, empty
         width = self.scrollable_content_region.width or 200
         for i, s in enumerate(self.scores):
