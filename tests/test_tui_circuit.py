@@ -33,6 +33,15 @@ async def open_circuit(pilot, app: LenstopApp) -> CircuitScreen:  # type: ignore
     return app.screen
 
 
+async def answer(pilot, app: LenstopApp, key: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Press `key`, type `text` into the dialog it opens, and wait for what it starts."""
+    await pilot.press(key)
+    await pilot.pause()
+    app.screen.query_one(Input).value = text
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 async def test_the_circuit_view_explains_the_selected_tokens_prediction() -> None:
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -329,11 +338,7 @@ async def test_a_corrupted_prompt_of_another_length_shows_both_tokenisations_ali
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_circuit(pilot, app)
-        await pilot.press("p")
-        await pilot.pause()
-        app.screen.query_one(Input).value = PROMPT.replace("second", "other one")
-        await pilot.press("enter")
-        await settle(pilot)
+        await answer(pilot, app, "p", PROMPT.replace("second", "other one"))
         pane = screen.query_one("#drawing-pane")
         assert pane.border_title == "circuit · failed"
         drawn = str(screen.query_one("#drawing", Static).render())
@@ -349,11 +354,7 @@ async def test_a_corrupted_prompt_of_another_length_shows_both_tokenisations_ali
         assert clean.index("second") == corrupt.index("other") == mark.index("^")  # the first difference, aligned
         status = str(screen.query_one("#circuit-status", Static).render())
         assert "the clean prompt is 19 tokens and the corrupted one 23" in status
-        await pilot.press("p")
-        await pilot.pause()
-        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
-        await pilot.press("enter")
-        await settle(pilot)
+        await answer(pilot, app, "p", PROMPT.replace("first", "other"))
         assert pane.border_title.startswith("circuit · ") and "failed" not in pane.border_title
         assert "token by token" not in str(screen.query_one("#drawing", Static).render()) and screen.patching
 
@@ -364,11 +365,7 @@ async def test_patching_says_what_its_cells_measure_in_each_direction_and_both_r
     corrupt = PROMPT.replace("first", "other")
     async with app.run_test(size=(120, 60)) as pilot:
         screen = await open_circuit(pilot, app)
-        await pilot.press("p")
-        await pilot.pause()
-        app.screen.query_one(Input).value = corrupt
-        await pilot.press("enter")
-        await settle(pilot)
+        await answer(pilot, app, "p", corrupt)
         drawn = str(screen.query_one("#drawing", Static).render())
         assert "restored to the corrupted run" in drawn and "strongest (restored)" in drawn
         assert "features (restored, act clean→corrupted)" in drawn
@@ -383,9 +380,5 @@ async def test_patching_says_what_its_cells_measure_in_each_direction_and_both_r
         await settle(pilot)
         drawn = str(screen.query_one("#drawing", Static).render())
         assert "damage done to the clean run" in drawn and "strongest (damage)" in drawn and "restored" not in drawn
-        await pilot.press("p")
-        await pilot.pause()
-        app.screen.query_one(Input).value = ""  # no corrupted prompt: one run, one activation
-        await pilot.press("enter")
-        await settle(pilot)
+        await answer(pilot, app, "p", "")  # no corrupted prompt: one run, one activation
         assert "→corrupt" not in str(table.ordered_columns[0].label)
