@@ -926,3 +926,6 @@ async def test_a_failed_analysis_marks_the_panes_stale_and_says_it_whole() -> No
         await settle(pilot)
         assert not str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale")
         assert app.inspector.query_one("#status").size.height == 1
+        await pilot.press("slash", "ctrl+u", "enter")  # no prompt at all: the panes show the one there was
+        await settle(pilot)
+        assert str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale · tokens")

@@ -339,6 +339,7 @@ class InspectorScreen(Screen[None]):
         prompt = unescape(self.prompt)
         if not prompt:  # whitespace is a prompt (newlines and indentation are tokens), nothing is not
             self.status("type a prompt")
+            self.stale = self.analysis is not None  # the panes show the prompt that was there
             self._after_analysis()
             return
         self.status("analysing…")
@@ -400,6 +401,7 @@ class InspectorScreen(Screen[None]):
             f" {counted(message.n_tokens, 'token')}: {which} (u switches back on)"
         )
         self.interventions = self.interventions.with_switched_off(message.outside)
+        self._change_request = -1  # not a change of the user's: a NaN after it is said, not rolled back into this
 
     def _after_analysis(self) -> None:
         if self._roles_wanted and self.engine is not None:
