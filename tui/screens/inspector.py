@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import NumericError, UsageError
+from lenstop.models.errors import LenstopError, NumericError, UsageError
 from lenstop.models.interventions import (
     Adjustable,
     FeatureAblation,
@@ -355,21 +355,23 @@ class InspectorScreen(Screen[None]):
         tic = time.monotonic()
         features = [layer] if interventions else True
         try:
-            analysis = engine.analyse(
-                prompt,
-                interventions,
-                top_k=TOP_K,
-                n_predictions=N_PREDICTIONS,
-                features=features,
-                attention=[layer],
-                lens=False,
-            )
-        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            outside = self._outside(engine, prompt, interventions, layer) if isinstance(err, UsageError) else None
-            if outside is not None:
+            try:
+                analysis = engine.analyse(
+                    prompt,
+                    interventions,
+                    top_k=TOP_K,
+                    n_predictions=N_PREDICTIONS,
+                    features=features,
+                    attention=[layer],
+                    lens=False,
+                )
+            except UsageError:
+                if (outside := self._outside(engine, prompt, interventions, layer)) is None:
+                    raise  # another mistake: said as it is, below
                 self.post_message(PositionsOutside(request, *outside))
-            else:
-                self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
+                return
+        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
+            self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
             return
         self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
 
@@ -384,7 +386,7 @@ class InspectorScreen(Screen[None]):
             return None
         try:
             n = len(engine.analyse(prompt, (), top_k=TOP_K, features=[layer], attention=[layer], lens=False).tokens)
-        except BaseException:  # noqa: BLE001 - then the first error is the one to show
+        except LenstopError:  # then the first error is the one to show (anything else is lenstop's own fault)
             return None
         outside = tuple(iv for iv in interventions if iv.position is not None and not -n <= iv.position < n)
         return (outside, n) if outside else None
