@@ -34,7 +34,7 @@ from lenstop.commands.common import (
     user_errors,
 )
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import ExitCode, LenstopError
+from lenstop.models.errors import ExitCode, LenstopError, UsageError
 from lenstop.models.interventions import parse_all
 from lenstop.models.prompts import read_prompt
 
@@ -227,9 +227,20 @@ def inspect(
         if prompt is not None:
             state.prompt = prompt
         spec = EngineSpec(state.model, tuple(state.saes), device, dtype, n_devices, device_map, tuple(state.labels))
+        need_a_terminal()
         code = run_app(LenstopApp(spec, session=state, session_path=session))
         if code:
             raise typer.Exit(code)
+
+
+def need_a_terminal() -> None:
+    """The app reads keys from stdin and draws on stdout. Started with either not a terminal (a pipe, a
+    file, a job with no tty), it would load for minutes and then wait for keys that never come."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the inspector needs a terminal (stdin and stdout); for scripts, use the commands: "
+            "lenstop trace MODEL --prompt TEXT --json (see lenstop --help)"
+        )
 
 
 def run_app(app: LenstopApp) -> int:

@@ -185,8 +185,9 @@ def render_attribution(found: Attribution) -> None:
         _line((f"explaining {target} ({found.target_value:+.4f}); baseline {baseline}; {found.method}", "dim"))
     )
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("node", "token", "attribution", "real", "activation", "label"):
-        table.add_column(column, justify="right" if column in ("attribution", "real", "activation") else "left")
+    acts = ("activation", "corrupt act") if found.corrupt_prompt else ("activation",)  # and on the baseline run
+    for column in ("node", "token", "attribution", "real", *acts, "label"):
+        table.add_column(column, justify="right" if column in ("attribution", "real", *acts) else "left")
     for s in found.nodes:
         pos = s.node.position
         token = visible(found.tokens[pos]) if pos is not None else ""
@@ -195,7 +196,8 @@ def render_attribution(found: Attribution) -> None:
             token,
             f"{s.attribution:+.4f}",
             "" if s.real is None else f"{s.real:+.4f}",
-            "" if s.activation is None else f"{s.activation:.3f}",
+            _act(s.activation),
+            *((_act(s.corrupt_activation),) if found.corrupt_prompt else ()),
             s.label or "",
         )
     console.print(table)
@@ -224,7 +226,8 @@ def render_direct(found: DirectAttribution) -> None:
 def render_patching(found: Patching) -> None:
     metric = f": clean {found.clean_metric:.4f}, corrupted {found.corrupt_metric:.4f}"
     console.print(_line((found.metric.describe(), "bold"), metric))
-    share = f"direction {found.direction}: each cell is the share of the difference that patching it carries"
+    carries = "restores to the corrupted run" if found.measure == "restored" else "takes from the clean run"
+    share = f"direction {found.direction}: each cell is the share of the difference patching it {carries}"
     console.print(_line((share, "dim")))
     console.print(_line((f"positions: {' '.join(f'{i}:{visible(t)}' for i, t in enumerate(found.tokens))}", "dim")))
     layers = [f"L{layer}" for layer in range(found.resid.shape[0])]
@@ -234,7 +237,7 @@ def render_patching(found: Patching) -> None:
     console.print(_line(("heads", "bold"), " (layer × head, every position)"))
     console.print(grid_text(found.heads, layers, [str(h % 10) for h in range(found.heads.shape[1])]))
     table = Table(show_edge=False, pad_edge=False, title="strongest heads", title_justify="left")
-    for column in ("head", "restored", "estimate"):
+    for column in ("head", found.measure, "estimate"):
         table.add_column(column, justify="left" if column == "head" else "right")
     order = np.argsort(-np.abs(found.heads), axis=None)[:8]
     for index in order:
@@ -245,15 +248,25 @@ def render_patching(found: Patching) -> None:
     console.print(table)
     if found.features:
         features = Table(show_edge=False, pad_edge=False, title="features", title_justify="left")
-        for column in ("feature", "restored", "estimate", "label"):
-            features.add_column(column, justify="right" if column in ("restored", "estimate") else "left")
+        numbers = (found.measure, "estimate", "clean act", "corrupt act")
+        for column in ("feature", *numbers, "label"):
+            features.add_column(column, justify="right" if column in numbers else "left")
         for f in found.features[:15]:
             features.add_row(
-                f"L{f.layer} #{f.feature}@{f.position}", f"{f.restored:+.3f}", f"{f.estimate:+.3f}", f.label or ""
+                f"L{f.layer} #{f.feature}@{f.position}",
+                f"{f.restored:+.3f}",
+                f"{f.estimate:+.3f}",
+                _act(f.clean_act),
+                _act(f.corrupt_act),
+                f.label or "",
             )
         console.print(features)
     agreement = ", ".join(f"{k} {v:.2f}" for k, v in found.agreement().items() if v is not None)
     console.print(_line((f"attribution patching agrees with patching at r = {agreement}", "dim")))
+
+
+def _act(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def render_heads(roles: HeadRoles) -> None:

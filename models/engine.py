@@ -53,7 +53,7 @@ from lenstop.models.layer_cache import LayerCache, LayerKey, layer_key
 from lenstop.models.loading import Processing, load_model
 from lenstop.models.prompts import check_text
 from lenstop.models.protocol import Progress
-from lenstop.models.quiet import quiet
+from lenstop.models.quiet import drop_cache_renamed_warning, quiet
 from lenstop.models.replay import Outputs, recording, replaying, resid_post, supported
 from lenstop.models.results import (
     Analysis,
@@ -965,6 +965,7 @@ class Engine:
         if not -(2**63) <= seed < 2**64:  # what torch's generator takes
             raise UsageError(f"--seed {seed}: a seed is a whole number from 0 to 2**64 - 1")
         tokens = self.tokenize(prompt)
+        drop_cache_renamed_warning()  # here, not at import: a catch_warnings() around the import would undo it
         clean = self._continue(tokens, (), max_new_tokens, temperature, seed)
         intervened = self._continue(tokens, interventions, max_new_tokens, temperature, seed) if interventions else None
         return Generation(

@@ -55,8 +55,10 @@ class LengthMismatchError(IncompatibleError):
         super().__init__(message)
         self.clean, self.corrupt = clean, corrupt
 
-    def alignment(self) -> list[str]:
-        """Two rows, one column per position, the first differing position marked with ^."""
+    def alignment(self, width: int | None = None) -> list[str]:
+        """Two rows, one column per position, the first differing position marked with ^; with `width`, in
+        blocks of columns that fit it, one after another (a blank line between), for a pane that cannot scroll
+        sideways."""
         from lenstop.models.tokens import visible
 
         n = max(len(self.clean), len(self.corrupt))
@@ -69,11 +71,23 @@ class LengthMismatchError(IncompatibleError):
         ]
         widths = [max(len(a), len(b), 1) for a, b in cells]
         first = next((i for i, (a, b) in enumerate(cells) if a != b), n)
-        return [
-            "clean   " + " ".join(a.ljust(w) for (a, _), w in zip(cells, widths, strict=True)),
-            "corrupt " + " ".join(b.ljust(w) for (_, b), w in zip(cells, widths, strict=True)),
-            "        " + " ".join(("^" if i == first else " ").ljust(w) for i, w in enumerate(widths)),
-        ]
+        blocks: list[list[int]] = [[]]
+        used = 8
+        for i, w in enumerate(widths):
+            if width is not None and blocks[-1] and used + w + 1 > width:
+                blocks.append([])
+                used = 8
+            blocks[-1].append(i)
+            used += w + 1
+        lines: list[str] = []
+        for block in blocks:
+            if lines:
+                lines.append("")
+            lines.append("clean   " + " ".join(cells[i][0].ljust(widths[i]) for i in block))
+            lines.append("corrupt " + " ".join(cells[i][1].ljust(widths[i]) for i in block))
+            if first in block or width is None:
+                lines.append("        " + " ".join(("^" if i == first else " ").ljust(widths[i]) for i in block))
+        return lines
 
 
 class BadFileError(LenstopError):

@@ -43,7 +43,7 @@ def resolve_position(position: int | None, prompt_len: int) -> int | None:
     resolved = position + prompt_len if position < 0 else position
     if not 0 <= resolved < prompt_len:
         raise UsageError(
-            f"position {position} is outside the prompt, which has {prompt_len} tokens "
+            f"position {position} is outside the prompt, which has {prompt_len} token{'s' if prompt_len != 1 else ''} "
             f"(0..{prompt_len - 1}, or -1..-{prompt_len})"
         )
     return resolved
@@ -200,8 +200,8 @@ class RunPlan:
             if isinstance(iv, HeadKnockout):
                 if not 0 <= iv.layer < n_layers or not 0 <= iv.head < n_heads:
                     raise UsageError(
-                        f"head {iv.layer}.{iv.head} does not exist: the model has {n_layers} layers "
-                        f"of {n_heads} heads (0..{n_layers - 1}).(0..{n_heads - 1})"
+                        f"head {iv.layer}.{iv.head} does not exist: the model has {n_layers} layer"
+                        f"{'s' if n_layers != 1 else ''} of {n_heads} heads (0..{n_layers - 1}).(0..{n_heads - 1})"
                     )
                 self._hooks.append(
                     (f"blocks.{iv.layer}.attn.hook_z", _knockout(iv.head, resolve_position(iv.position, prompt_len)))

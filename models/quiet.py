@@ -9,6 +9,15 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# transformers 5 renamed the model's `past_key_values` argument `cache`, and warns of it on every cached
+# forward pass; TransformerBridge passes the old name whatever lenstop asks, so `lenstop generate` printed
+# the warning on stderr. That one warning, and nothing else, is dropped.
+CACHE_RENAMED = r"`past_key_values` is deprecated"
+
+
+def drop_cache_renamed_warning() -> None:
+    warnings.filterwarnings("ignore", message=CACHE_RENAMED, category=FutureWarning)
+
 
 @contextmanager
 def quiet() -> Iterator[None]:

@@ -440,6 +440,17 @@ class FakeEngine:
                 totals[sc.node.layer, sc.node.head] += sc.attribution
         kept = scores[:top] if top is not None else scores
         kept = [replace(sc, real=sc.attribution * 1.25) if i < real else sc for i, sc in enumerate(kept)]
+        if corrupt is not None:  # a feature's activation on the corrupted run too, as the engine gives it
+            theirs = {layer: self._features(tokenize(corrupt), layer, ()) for layer in range(self.n_layers)}
+            kept = [
+                replace(sc, corrupt_activation=float(theirs[sc.node.layer][sc.node.position, sc.node.feature]))
+                if sc.node.kind == "feature"
+                and sc.node.layer is not None
+                and sc.node.position is not None
+                and sc.node.feature is not None
+                else sc
+                for sc in kept
+            ]
         return Attribution(
             model="fake",
             prompt=prompt,
@@ -524,6 +535,11 @@ class FakeEngine:
 
         heads = np.zeros((self.n_layers, self.n_heads))
         heads[0, 0], heads[1, 1] = 0.95, 0.9
+        runs = [self._features(tokenize(p), 0, ()) for p in (clean, corrupt)]
+
+        def acts(feature: int) -> tuple[float, float]:
+            return float(runs[0][seq - 1, feature]), float(runs[1][seq - 1, feature])
+
         return Patching(
             clean_prompt=clean,
             corrupt_prompt=corrupt,
@@ -539,7 +555,9 @@ class FakeEngine:
             heads_estimate=frozen_array(heads * 0.8, np.float32),
             head_positions=grid(self.n_layers, self.n_heads, seq) if head_positions else None,
             head_positions_estimate=grid(self.n_layers, self.n_heads, seq) if head_positions else None,
-            features=tuple(FeaturePatch(0, seq - 1, f, 0.5, 0.4, LABELS.get(f)) for f in sorted(LABELS)[:features]),
+            features=tuple(
+                FeaturePatch(0, seq - 1, f, 0.5, 0.4, LABELS.get(f), *acts(f)) for f in sorted(LABELS)[:features]
+            ),
         )
 
     def head_roles(self, *, refresh: bool = False) -> HeadRoles:

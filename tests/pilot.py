@@ -7,8 +7,9 @@ import io
 
 from rich.console import Console
 from rich.segment import Segment
+from textual.coordinate import Coordinate
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.tui.app import LenstopApp
@@ -59,3 +60,8 @@ def screen_segments(app: LenstopApp) -> list[Segment]:
 
 def analyses(engine: FakeEngine) -> list[tuple[object, ...]]:
     return [args for name, args in engine.calls if name == "analyse"]
+
+
+def marked_rows(table: DataTable[object]) -> list[int]:
+    """The rows of a table whose first cell starts with the selection mark."""
+    return [row for row in range(table.row_count) if str(table.get_cell_at(Coordinate(row, 0))).startswith("▶")]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from lenstop.models.errors import ExitCode
 from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
 
 PROMPT = "def add(first, second):"
+LENSTOP = Path(sys.executable).parent / "lenstop"
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +214,30 @@ def test_json_never_carries_nan(runner: CliRunner, tiny_model: Path, resid_saes:
     result = _run(runner, "card", "1:3", str(tiny_model), "--sae", str(sae), "--json", "--device", "cpu")
     one_line(result, ExitCode.NUMERIC, "NaN or infinite numbers, which JSON cannot carry")
     assert result.stdout == ""
+
+
+def test_the_app_refuses_to_start_without_a_terminal(runner: CliRunner) -> None:
+    """CliRunner's stdin and stdout are not terminals: one line pointing to the commands, exit 2, no load."""
+    result = _run(runner, "inspect", "demo", "--device", "cpu")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.stderr.count("\n") == 1 and "needs a terminal" in result.stderr and "--json" in result.stderr
+
+
+def test_lenstop_with_its_output_in_a_pipe_exits_at_once() -> None:
+    """It sat at 'importing torch…' for minutes with stdout piped, and then waited for keys forever."""
+    done = subprocess.run([str(LENSTOP), "--device", "cpu"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert done.returncode == ExitCode.USAGE
+    assert done.stdout == b"" and b"lenstop: error: the inspector needs a terminal" in done.stderr
+
+
+def test_generate_prints_nothing_on_stderr() -> None:
+    """transformers' FutureWarning that `past_key_values` is now `cache` came out on every generation; run as a
+    user runs it, in a process of its own (pytest would catch the warning itself)."""
+    done = subprocess.run(
+        [str(LENSTOP), "generate", "demo", "-p", PROMPT, "-n", "3", "--device", "cpu", "--json"],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode() == "" and json.loads(done.stdout)["clean"]["text"]

@@ -95,6 +95,54 @@ def test_patch_json_fields(runner: CliRunner, tiny_model: Path, resid_saes: Path
     assert cell["restored"] == pytest.approx(float(found.resid[cell["layer"], cell["position"]]), abs=1e-5)
     assert len(doc["heads"]) == found.heads.size and set(doc["heads"][0]) >= {"layer", "head", "restored"}
     assert len(doc["features"]) == 4
+    assert doc["measure"] == "damage"  # in this direction a cell is the damage done; the key stays `restored`
+    runs = {"clean_act": engine.analyse(PROMPT), "corrupt_act": engine.analyse(CORRUPT)}
+    compared = 0
+    for feature in doc["features"]:  # each feature's activation on each run, not 0 where only one has it
+        for key, run in runs.items():
+            across = run.layer(feature["layer"]).activation_of(feature["feature"])
+            if across is not None:
+                assert feature[key] == pytest.approx(float(across[feature["position"]]), abs=1e-4)
+                compared += 1
+    assert compared >= 4 and any(f["clean_act"] != f["corrupt_act"] for f in doc["features"])
+
+
+@pytest.mark.parametrize(("direction", "measure"), [("clean->corrupt", "restored"), ("corrupt->clean", "damage")])
+def test_patch_tables_name_the_column_for_the_direction(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, direction: str, measure: str
+) -> None:
+    """The column said 'restored' in both directions; corrupt->clean measures the damage done."""
+    args = ["patch", str(tiny_model), "--sae", str(resid_saes), "--clean", ESCAPED, "--corrupt", CORRUPT_ESCAPED]
+    result = runner.invoke(app, [*args, "--direction", direction, "--features", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    headers = [line for line in result.stdout.splitlines() if line.lstrip().startswith(("head ", "feature "))]
+    assert len(headers) == 2 and all(measure in h for h in headers), headers
+    assert "clean act" in headers[1] and "corrupt act" in headers[1]
+    assert direction == "clean->corrupt" or not any("restored" in h for h in headers)
+
+
+def test_attribution_against_a_corrupted_prompt_gives_each_features_activation_on_both(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine
+) -> None:
+    """A feature active on the corrupted run alone showed act 0: its attribution is the effect of its absence."""
+    doc = _json(
+        runner,
+        "attribute",
+        str(tiny_model),
+        "--sae",
+        str(resid_saes),
+        "-p",
+        ESCAPED,
+        "--corrupt",
+        CORRUPT_ESCAPED,
+        "--top",
+        "200",
+    )
+    features = [n for n in doc["nodes"] if n["kind"] == "feature"]
+    assert features and all("corrupt_activation" in n for n in features)
+    assert any(n["activation"] == 0 and n["corrupt_activation"] > 0 for n in features)
+    plain = _json(runner, "attribute", str(tiny_model), "--sae", str(resid_saes), "-p", ESCAPED, "--top", "20")
+    assert not any("corrupt_activation" in n for n in plain["nodes"])  # no baseline run: no such field
 
 
 def test_heads_json(runner: CliRunner, tiny_model: Path, engine: Engine) -> None:

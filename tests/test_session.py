@@ -99,3 +99,11 @@ def test_the_retry_box_reads_back_what_it_shows() -> None:
 def test_the_retry_box_explains_what_it_cannot_read(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         EngineSpec("demo").retarget(text)
+
+
+def test_a_session_saved_before_the_scope_was_kept_reads_as_all_positions(tmp_path: Path) -> None:
+    session = Session(model="gpt2", prompt="x", scope_all=False)
+    doc = session.to_json()
+    assert doc["scope"] == "token" and Session.from_json(doc).scope_all is False
+    del doc["scope"]
+    assert Session.from_json(doc).scope_all is True

@@ -25,6 +25,12 @@ def test_type_step_ablate_in_tmux(tmp_path: Path, width: int, height: int, colou
         assert "loading" in first or "tokens" in first
         tmux.wait_for(lambda s: "analysed" in s)
         assert "KEYS" in tmux.screen()  # the demo opens on a prompt: keys navigate
+        footer = tmux.screen().rstrip("\n").splitlines()[-1]
+        first = ["←/→ token", "[ ] layer", "a ablate", "s steer", "x head", "g generate"]
+        more = ["t circuit", "/ prompt", "z zoom", "u undo", "w save"]  # once cut off at 120 columns
+        for keys in first + (more if width >= 120 else []):
+            assert keys in footer, (keys, footer)
+        assert footer.rstrip().endswith("? more"), footer  # the rest, always on screen
         tmux.keys("/")  # to the prompt
         tmux.wait_for(lambda s: "EDIT" in s)
         tmux.keys("C-u")  # clear the prompt box

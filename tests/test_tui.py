@@ -19,7 +19,7 @@ from lenstop.tui.widgets.effects import ShiftView
 from lenstop.tui.widgets.features import FeatureTable
 
 from fake_engine import FakeEngine, FakeFactory
-from pilot import PROMPT, analyses, make_app, screen_text, settle
+from pilot import PROMPT, analyses, make_app, marked_rows, screen_text, settle
 
 
 async def test_loads_and_shows_the_prompt_at_the_first_dictionary_layer() -> None:
@@ -276,24 +276,12 @@ async def test_panes_zoom_and_resize() -> None:
 def test_every_binding_has_an_id_for_remapping() -> None:
     from textual.binding import Binding
 
-    from lenstop.tui.screens.feature_card import CardScreen
-    from lenstop.tui.screens.help import HelpScreen
-    from lenstop.tui.screens.inspector import InspectorScreen
-    from lenstop.tui.screens.value import ValueScreen
-    from lenstop.tui.widgets.effects import InterventionTable
-    from lenstop.tui.widgets.heads import HeadsView
+    from lenstop.tui.app import scopes
+    from lenstop.tui.widgets.field import Field
 
-    classes = (
-        LenstopApp,
-        InspectorScreen,
-        FeatureTable,
-        HeadsView,
-        InterventionTable,
-        CardScreen,
-        HelpScreen,
-        ValueScreen,
-    )
-    bindings = [b for cls in classes for b in cls.BINDINGS]
+    classes = {node for scope in scopes() for node in (*scope.always, *scope.focused)} - {Field}  # Textual's keys
+    assert len(classes) >= 13
+    bindings = [b for cls in classes for b in cls.__dict__.get("BINDINGS", ())]
     assert bindings and all(isinstance(b, Binding) and b.id for b in bindings)
     ids = [b.id for b in bindings]
     assert len(ids) == len(set(ids))
@@ -418,13 +406,18 @@ async def test_superseded_analyses_and_generations_never_paint() -> None:
         await pilot.press("g")  # a generation of the clean prompt...
         await pilot.press("1", "a")  # ...an ablation analysed beside it...
         await pilot.press("g")  # ...and a generation with the ablation, before either has finished
-        await pilot.press("a")  # the ablation undone: its analysis is superseded too
+        await pilot.press("a")  # the ablation undone: its analysis is superseded too, and its generation
         await settle(pilot)
         await pilot.pause(1.0)
         await settle(pilot)
         assert [call[0] for call in engine.calls].count("generate") == 2
-        assert generated == [(FeatureAblation(0, 13),)]
+        assert generated == []  # each was for interventions that had changed by the time it came
         assert painted == [()] and screen.analysis is not None and screen.analysis.interventions == ()
+        await pilot.press("g")
+        await settle(pilot)
+        await pilot.pause(1.0)
+        await settle(pilot)
+        assert generated == [()]
 
 
 class _SmallMemoryEngine(FakeEngine):
@@ -635,3 +628,304 @@ async def test_features_that_cannot_be_read_are_said_in_their_pane_and_the_app_s
         await settle(pilot)
         assert "reading" not in features_text(app) and "unavailable" not in features_text(app)
         assert app.inspector._layer_features() is not None
+
+
+async def burst(app: LenstopApp, keys: str) -> None:
+    """Keys as one burst (a paste, tmux send-keys): all posted before the app handles the first."""
+    from textual import events
+
+    for character in keys:
+        key = "backspace" if character == "\x7f" else character
+        app.post_message(events.Key(key, character))
+
+
+async def test_keys_in_one_burst_edit_a_dialog_in_the_order_they_came() -> None:
+    """Textual's Input ran a backspace only once it had bubbled up to the app, after the keys behind it:
+    `12⌫3` became `12` (Textual issue #6605). lenstop's fields run their own bindings in order."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await pilot.pause()
+        await burst(app, "12\x7f3")
+        await pilot.pause(0.3)
+        assert app.screen.query_one("#value-input", Input).value == "13"
+        await pilot.press("escape", "slash", "end")
+        await burst(app, "ab\x7fc")
+        await pilot.pause(0.3)
+        assert app.inspector.prompt == PROMPT + "ac"
+
+
+async def test_the_selected_row_is_marked_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under NO_COLOR the cursor's shading is gone: a ▶ marks the selected feature, head and intervention."""
+    from lenstop.tui.widgets.effects import InterventionTable
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        table = app.inspector.query_one(FeatureTable)
+        assert marked_rows(table) == [0]
+        await pilot.press("j", "j")
+        assert marked_rows(table) == [2]
+        await pilot.press("a", "k", "a")  # two ablations
+        await settle(pilot)
+        await pilot.press("4")
+        interventions = app.inspector.query_one(InterventionTable)
+        assert marked_rows(interventions) == [0]
+        await pilot.press("j")
+        assert marked_rows(interventions) == [1]
+        await pilot.press("2", "j")
+        heads = [line for line in str(app.inspector.query_one("#heads").render()).splitlines() if "H" in line[:4]]
+        assert heads[1].startswith("▶H1") and not heads[0].startswith("▶")
+
+
+async def test_labels_use_the_room_the_pane_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels were cut at 80 characters even in a zoomed pane, and at the pane's edge without a mark:
+    each is cut to its room now, with … where it goes on."""
+    import fake_engine
+
+    label = "a label much longer than the eighty characters the features pane used to allow, " * 2
+    monkeypatch.setitem(fake_engine.LABELS, 13, label.strip())
+    app, _ = make_app()
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("z")
+        await settle(pilot)
+        assert label.strip() in features_text(app)
+        await pilot.press("z")
+        await settle(pilot)
+        first = features_text(app).splitlines()[0]
+        assert label[:30] in first and first.endswith("…")
+
+
+async def test_home_end_and_go_to_a_position() -> None:
+    """Reaching the last of 105 tokens took 81 presses: Home, End and # go there at once."""
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        last = len(app.inspector.analysis.tokens) - 1
+        await pilot.press("home")
+        assert app.inspector.position == 0
+        await pilot.press("end")
+        assert app.inspector.position == last
+        await pilot.press("2", "home")  # the heads pane has the focus now
+        assert app.inspector.position == 0
+        await pilot.press("1", "number_sign")
+        await pilot.pause()
+        await pilot.press("3", "enter")
+        await pilot.pause()
+        assert app.inspector.position == 3
+        await pilot.press("number_sign")
+        await pilot.pause()
+        await pilot.press("minus", "2", "enter")
+        await pilot.pause()
+        assert app.inspector.position == last - 1
+        await pilot.press("number_sign")
+        await pilot.pause()
+        await pilot.press("9", "9", "enter")
+        await pilot.pause()
+        assert "'99' is not a position of this prompt" in screen_text(app) and app.inspector.position == last - 1
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.inspector
+
+
+async def test_w_asks_before_overwriting_a_file_that_is_not_this_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "lenstop-session.json"
+    other.write_text("another session's file\n")
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("w")
+        await pilot.pause()
+        assert "is not this session" in screen_text(app) and "overwrite it?" in screen_text(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert other.read_text() == "another session's file\n" and "not saved" in screen_text(app)
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert json.loads(other.read_text())["prompt"] == PROMPT
+        await pilot.press("a", "w")  # its own file now: saved without a question
+        await settle(pilot)
+        assert json.loads(other.read_text())["interventions"] and app.screen is app.inspector
+
+
+async def test_a_session_loaded_from_a_file_saves_to_it_without_asking_and_keeps_the_scope(tmp_path: Path) -> None:
+    path = tmp_path / "mine.json"
+    Session(model="fake", prompt=PROMPT).save(path)
+    app = LenstopApp(
+        EngineSpec("fake"), session=Session.load(path), session_path=path, factory=FakeFactory(FakeEngine())
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("at", "w")
+        await settle(pilot)
+        assert app.screen is app.inspector and json.loads(path.read_text())["scope"] == "token"
+    again = LenstopApp(EngineSpec("fake"), session=Session.load(path), factory=FakeFactory(FakeEngine()))
+    async with again.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert not again.inspector.scope_all and "this token" in str(again.inspector.query_one("#header").render())
+
+
+def footer_text(app: LenstopApp) -> str:
+    from lenstop.tui.widgets.footer import KeyFooter
+
+    return str(app.screen.query_one(KeyFooter).render())
+
+
+async def keymapped_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: str) -> tuple[LenstopApp, FakeEngine]:
+    from lenstop.tui import app as app_module
+
+    path = tmp_path / "keys.json"
+    path.write_text(keys)
+    monkeypatch.setattr(app_module, "KEYMAP_FILE", path)
+    return make_app()
+
+
+async def test_a_keymap_that_swaps_two_keys_is_applied_whole_and_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The footer dropped both bindings and ? showed the old keys; both follow the keymap now."""
+    app, engine = await keymapped_app(tmp_path, monkeypatch, json.dumps({"ablate": "A", "generate": "a"}))
+    async with app.run_test(size=(120, 70)) as pilot:
+        await settle(pilot)
+        assert " error:" not in str(app.inspector.query_one("#status").render())
+        footer = footer_text(app)
+        assert "A ablate" in footer and "a generate" in footer
+        await pilot.press("a")
+        await settle(pilot)
+        assert engine.calls[-1][0] == "generate"
+        await pilot.press("A")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        keys = {row.id: row.keys for row in app.screen.rows}  # type: ignore[attr-defined]
+        assert keys["ablate"] == "A" and keys["generate"] == "a" and keys["token.previous"] == "h, ←"
+        shown = screen_text(app)
+        assert "A         ablate the feature" in shown and "a         continue the prompt" in shown
+
+
+async def test_a_keymap_entry_that_would_take_a_key_away_or_is_no_key_is_refused_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"ablate": "q", "steer": "steer harder", "nope": "x", "interrupt": "x", "undo": "U"}
+    app, engine = await keymapped_app(tmp_path, monkeypatch, json.dumps(keys))
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        status = str(app.inspector.query_one("#status").render())
+        assert "keys.json: refused 'ablate' → 'q' (q is quit's key)" in status
+        assert "'steer harder' is not a key" in status and "'nope' (no binding has that id" in status
+        assert "'interrupt' (ctrl+c always quits)" in status and "applied undo → U" in status
+        await pilot.press("a")  # still ablates: the refused entry was not applied
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+        await pilot.press("U")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == ()
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_a_keymap_file_that_is_not_json_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, engine = await keymapped_app(tmp_path, monkeypatch, '{"ablate": ')
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        status = str(app.inspector.query_one("#status").render())
+        assert "keys.json not applied:" in status and "not valid JSON" in status
+        await pilot.press("a")
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+
+
+async def test_help_spells_keys_one_way_and_the_palette_says_what_each_does() -> None:
+    """? mixed `l,right`, `plus,equals_sign` and `[ ]` beside `]`; the palette described bindings by their ids."""
+    app, _ = make_app()
+    async with app.run_test(size=(120, 70)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        keys = {row.id: row.keys for row in app.screen.rows}  # type: ignore[attr-defined]
+        assert keys["token.next"] == "l, →" and keys["steer.more"] == "+, =" and keys["effects.remove"] == "d, del"
+        assert keys["layer.previous"] == "[" and keys["layer.next"] == "]" and keys["quit"] == "q"
+        assert all("," not in k or ", " in k for k in keys.values()) and not any("_" in k for k in keys.values())
+        commands = list(app.inspector.system_commands())
+        assert commands and not any(c.help.startswith("lenstop:") for c in commands)
+        ablate = next(c for c in commands if c.title.startswith("Ablate"))
+        assert ablate.title == "Ablate the feature (a)" and "zero the selected feature" in ablate.help
+
+
+def shifts_text_on_screen(app: LenstopApp) -> str:
+    return str(app.inspector.query_one(ShiftView).render())
+
+
+async def test_a_continuation_goes_when_the_interventions_or_the_prompt_change() -> None:
+    """After g then C the pane said 'no interventions active' above the old intervened continuation."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("a", "g")
+        await settle(pilot)
+        assert "intervened" in shifts_text_on_screen(app)
+        await pilot.press("4", "C")
+        await settle(pilot)
+        shown = shifts_text_on_screen(app)
+        assert "no interventions active" in shown and not any(
+            line.startswith(("clean ", "intervened ")) for line in shown.splitlines()
+        )
+        await pilot.press("g")
+        await settle(pilot)
+        assert "clean" in shifts_text_on_screen(app)
+        await pilot.press("slash", *" x", "enter")
+        await settle(pilot)
+        assert app.inspector.analysis.prompt == PROMPT + " x" and "clean      " not in shifts_text_on_screen(app)
+
+
+async def test_shortening_the_prompt_switches_off_what_is_pinned_beyond_it_and_says_so() -> None:
+    """A head knockout pinned at position 15, and a prompt cut to three tokens: the analysis failed and the panes
+    kept the old prompt's tokens under the new text. The knockout is switched off now, and the prompt analysed."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("left", "left", "left", "at", "2", "x")
+        await settle(pilot)
+        knockout = HeadKnockout(0, 0, 15)
+        assert app.inspector.interventions.active == (knockout,)
+        await pilot.press("slash", "ctrl+u", *"def f", "enter")
+        await settle(pilot)
+        assert app.inspector.analysis.prompt == "def f" and app.inspector.analysis.tokens == ("<bos>", "def", " ", "f")
+        assert app.inspector.interventions.entries[0].enabled is False
+        status = str(app.inspector.query_one("#status").render())
+        assert "switched off 1 intervention beyond the prompt's 4 tokens: knock out L0.H0 at pos 15" in status
+        assert "stale" not in str(app.inspector.query_one("#tokens-pane").border_title)
+        await pilot.press("slash", "ctrl+u", *PROMPT, "enter", "u")  # long enough again: u brings it back
+        await settle(pilot)
+        assert app.inspector.interventions.active == (knockout,) and app.inspector.analysis.interventions == (knockout,)
+
+
+async def test_a_failed_analysis_marks_the_panes_stale_and_says_it_whole() -> None:
+    app, engine = make_app(engine=_SmallMemoryEngine())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *" and then some more text", "enter")
+        await settle(pilot)
+        status = app.inspector.query_one("#status")
+        text = str(status.render())
+        assert "tried to allocate 2.50 GiB" in text and "the panes show the last analysis that worked" in text
+        assert status.size.height > 1  # wrapped where it is read, not cut at the edge
+        assert str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale · tokens")
+        assert str(app.inspector.query_one("#features-pane").border_title).startswith("stale · features")
+        await pilot.press("escape", "slash", "ctrl+u", *"def f", "enter")
+        await settle(pilot)
+        assert not str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale")
+        assert app.inspector.query_one("#status").size.height == 1
+        await pilot.press("slash", "ctrl+u", "enter")  # no prompt at all: the panes show the one there was
+        await settle(pilot)
+        assert str(app.inspector.query_one("#tokens-pane").border_title).startswith("stale · tokens")

@@ -18,7 +18,7 @@ from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
 from lenstop.tui.session import Session
 
 from fake_engine import FakeEngine
-from pilot import PROMPT, make_app, screen_text, settle
+from pilot import PROMPT, make_app, marked_rows, screen_text, settle
 
 
 def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
@@ -31,6 +31,15 @@ async def open_circuit(pilot, app: LenstopApp) -> CircuitScreen:  # type: ignore
     await settle(pilot)
     assert isinstance(app.screen, CircuitScreen)
     return app.screen
+
+
+async def answer(pilot, app: LenstopApp, key: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Press `key`, type `text` into the dialog it opens, and wait for what it starts."""
+    await pilot.press(key)
+    await pilot.pause()
+    app.screen.query_one(Input).value = text
+    await pilot.press("enter")
+    await settle(pilot)
 
 
 async def test_the_circuit_view_explains_the_selected_tokens_prediction() -> None:
@@ -300,4 +309,76 @@ async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_
         await pilot.press("enter")
         await settle(pilot)
         assert screen.attribution is None and screen.patching is None
-        assert "no attribution:" in screen_text(app) and "no patching:" in screen_text(app)
+        shown = screen_text(app)  # the patching is not drawn: the two prompts are, token by token
+        assert "no attribution:" in shown and "no circuit:" in shown and "token by token" in shown
+
+
+async def test_the_selected_contributor_is_marked_without_colour() -> None:
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        table = screen.query_one(ContributorTable)
+        assert marked_rows(table) == [0]
+        await pilot.press("j", "j")
+        assert marked_rows(table) == [2]
+
+
+def test_a_contributors_label_is_cut_to_its_room() -> None:
+    from lenstop.models.circuits.results import NodeScore
+    from lenstop.tui.screens.circuit import contributor_line
+
+    score = NodeScore(Node("feature", 1, 0, feature=5), 1.5, 2.0, "x" * 150)
+    assert ("x" * 150) in contributor_line(score, ["a"], width=300).plain
+    narrow = contributor_line(score, ["a"], width=100).plain
+    assert len(narrow) == 100 and narrow.endswith("x…")
+
+
+async def test_a_corrupted_prompt_of_another_length_shows_both_tokenisations_aligned() -> None:
+    """It left 'circuit · finding…' forever, the message cut off, and never showed what the CLI shows."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await answer(pilot, app, "p", PROMPT.replace("second", "other one"))
+        pane = screen.query_one("#drawing-pane")
+        assert pane.border_title == "circuit · failed"
+        drawn = str(screen.query_one("#drawing", Static).render())
+        assert "no circuit: the clean prompt is 19 tokens and the corrupted one 23" in drawn
+        lines = drawn.splitlines()
+        assert any(
+            a.startswith("clean   <bos> def") and b.startswith("corrupt <bos> def")
+            for a, b in zip(lines, lines[1:], strict=False)
+        )
+        clean, corrupt, mark = next(
+            (a, b, c) for a, b, c in zip(lines, lines[1:], lines[2:], strict=False) if c.strip() == "^"
+        )
+        assert clean.index("second") == corrupt.index("other") == mark.index("^")  # the first difference, aligned
+        status = str(screen.query_one("#circuit-status", Static).render())
+        assert "the clean prompt is 19 tokens and the corrupted one 23" in status
+        await answer(pilot, app, "p", PROMPT.replace("first", "other"))
+        assert pane.border_title.startswith("circuit · ") and "failed" not in pane.border_title
+        assert "token by token" not in str(screen.query_one("#drawing", Static).render()) and screen.patching
+
+
+async def test_patching_says_what_its_cells_measure_in_each_direction_and_both_runs_activations() -> None:
+    """The view said 'restored' both ways, and a feature active only on the corrupted run showed act 0."""
+    app, engine = make_app()
+    corrupt = PROMPT.replace("first", "other")
+    async with app.run_test(size=(120, 60)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await answer(pilot, app, "p", corrupt)
+        drawn = str(screen.query_one("#drawing", Static).render())
+        assert "restored to the corrupted run" in drawn and "strongest (restored)" in drawn
+        assert "features (restored, act clean→corrupted)" in drawn
+        table = screen.query_one(ContributorTable)
+        header = str(table.ordered_columns[0].label)
+        assert "act→corrupt" in header
+        feature = next(s for s in table.scores if s.node.kind == "feature")
+        assert feature.corrupt_activation is not None and f"→{feature.corrupt_activation:<5.2f}" in str(
+            table.get_row_at(table.scores.index(feature))[0]
+        )
+        await pilot.press("d")
+        await settle(pilot)
+        drawn = str(screen.query_one("#drawing", Static).render())
+        assert "damage done to the clean run" in drawn and "strongest (damage)" in drawn and "restored" not in drawn
+        await answer(pilot, app, "p", "")  # no corrupted prompt: one run, one activation
+        assert "→corrupt" not in str(table.ordered_columns[0].label)

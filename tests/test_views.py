@@ -3,6 +3,8 @@ or by the fake engine, with no app and no pilot."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureS
 from lenstop.models.results import Continuation, Generation, LayerAttention, frozen_array
 from lenstop.tui.session import Entry
 from lenstop.tui.views import (
+    analysed_text,
     card_text,
     feature_rows,
     header_text,
@@ -104,8 +107,8 @@ def test_heads_show_every_source_binned_when_long_and_the_role() -> None:
     text = heads_text(attention, tokens, seq - 1, frozenset({1}), head=0, focused=False, width=60).plain
     lines = text.splitlines()
     assert "tokens a cell" in lines[0]  # 60 sources in 24 cells
-    assert lines[1].startswith("H0") and "t58" in lines[1] and "prev-token 1.00" in lines[1]
-    assert lines[2].startswith("H1  ✗") and "t0" in lines[2]
+    assert lines[1].startswith("▶H0") and "t58" in lines[1] and "prev-token 1.00" in lines[1]  # ▶: selected
+    assert lines[2].startswith(" H1  ✗") and "t0" in lines[2]
     short = heads_text(attention, tokens, 3, frozenset(), 0, False, 60).plain.splitlines()
     assert "a cell" not in short[0] and short[1].count("█") == 2  # two cells a token when there is room
 
@@ -142,3 +145,26 @@ def test_the_token_window_follows_the_cursor() -> None:
     rows = token_window(cells, width=30, max_rows=2, cursor=39)
     assert len(rows) == 2 and 39 in rows[-1]
     assert token_window(cells[:3], width=30, max_rows=2, cursor=0) == [[0, 1, 2]]
+
+
+def test_counts_say_one_in_the_singular(fake: FakeEngine) -> None:
+    """'1 interventions' and '1 tokens' were on the status line; a one-layer, one-head model said '1 layers'."""
+    assert analysed_text(1, None, 1) == "1 token · analysed · 1 intervention"
+    assert analysed_text(9, 0.012, 2) == "9 tokens · analysed in 12 ms · 2 interventions"
+    one = replace(fake.info(), n_layers=1, n_heads=1, dictionaries=fake.info().dictionaries[:1])
+    header = header_text(one, "fake", 0, None, True, compact=False)
+    assert "· 1 layer ·" in header and "· 1 head ·" in header
+
+
+def test_continuations_use_the_rows_they_have(fake: FakeEngine) -> None:
+    """Zoomed, the effects pane has rows to spare: the continuations wrap over them instead of one clipped line."""
+    analysis = fake.analyse(PROMPT, [FeatureSteer(0, 1, 3.0)])
+    long_clean, long_steered = "c" * 150, "s" * 150
+    generation = Generation(
+        "fake", PROMPT, Continuation((1,), ("c",), long_clean), Continuation((2,), ("s",), long_steered), (), 0.0, 0
+    )
+    zoomed = shifts_text(analysis, 2, generation, "", width=61, height=30).plain
+    assert zoomed.count("c") >= 150 and zoomed.count("s") >= 150 and "…" not in zoomed
+    small = shifts_text(analysis, 2, generation, "", width=61, height=8).plain.splitlines()
+    clean = [line for line in small if line.startswith("clean")]
+    assert len(small) <= 8 and clean and clean[0].endswith("…")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import threading
 import time
@@ -24,12 +23,20 @@ from textual.screen import Screen
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import ExitCode
 from lenstop.models.files import write_atomically
+from lenstop.tui.keymap import KEYMAP_FILE, Scope, load_keymap
 from lenstop.tui.messages import EngineLoaded
+from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
+from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.help import HelpScreen
 from lenstop.tui.screens.inspector import InspectorScreen
 from lenstop.tui.screens.loading import EngineFactory, LoadingScreen, load_engine
+from lenstop.tui.screens.value import ConfirmScreen, PositionScreen, TextScreen, ValueScreen
 from lenstop.tui.session import Session
+from lenstop.tui.widgets.effects import InterventionTable
+from lenstop.tui.widgets.features import FeatureTable
+from lenstop.tui.widgets.field import Field
+from lenstop.tui.widgets.heads import HeadsView
 
-KEYMAP_FILE = Path("~/.config/lenstop/keys.json").expanduser()
 T = TypeVar("T")
 BACKGROUND_WORK = {"head-roles"}  # worker groups doing what nobody asked for: quitting during them abandons nothing
 SETTLE_S = 0.5  # how long quitting waits for running work (a cache write, say) before abandoning it
@@ -152,10 +159,20 @@ class LenstopApp(App[None]):
             yield from self.inspector.system_commands()
 
     def _load_keymap(self) -> None:
-        """Remap keys by binding id from ~/.config/lenstop/keys.json, e.g. {"ablate": "A"}."""
-        try:
-            mapping = json.loads(KEYMAP_FILE.read_text()) if KEYMAP_FILE.is_file() else {}
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            mapping = {}
-        if isinstance(mapping, dict) and mapping:
-            self.set_keymap({str(k): str(v) for k, v in mapping.items()})
+        """Remap keys by binding id from ~/.config/lenstop/keys.json, e.g. {"ablate": "A"}: what can be applied
+        is (tui/keymap.py checks each entry), and the inspector says once what was refused."""
+        self.keymap = load_keymap(scopes(), KEYMAP_FILE)
+        if self.keymap.keys:
+            self.set_keymap(self.keymap.keys)
+        self.inspector.keymap = self.keymap
+
+
+def scopes() -> list[Scope]:
+    """Which bindings are live together, screen by screen, for the keymap's check (tui/keymap.py)."""
+    always = (LenstopApp,)
+    return [
+        Scope((*always, InspectorScreen), (FeatureTable, HeadsView, InterventionTable)),
+        Scope((*always, CircuitScreen), (ContributorTable,)),
+        *(Scope((*always, modal), (Field,)) for modal in (ValueScreen, PositionScreen, TextScreen, LoadingScreen)),
+        *(Scope((*always, modal)) for modal in (ConfirmScreen, HelpScreen, CardScreen)),
+    ]

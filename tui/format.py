@@ -24,8 +24,23 @@ def plain(text: str, style: str | Style = "") -> Text:
     return Text(printable(text), style=style)
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 intervention`, `3 interventions`: a count and its noun, singular for one."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def wrapped(text: str, width: int, rows: int) -> list[str]:
+    """`text` in lines of `width`, at most `rows` of them, the last cut with … if the text goes on."""
+    width, rows = max(1, width), max(1, rows)
+    lines = [text[i : i + width] for i in range(0, max(1, len(text)), width)]
+    if len(lines) > rows:
+        lines = lines[:rows]
+        lines[-1] = lines[-1][: width - 1] + "…"
+    return lines
 
 
 def block(value: float, top: float) -> str:

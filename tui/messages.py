@@ -9,7 +9,8 @@ from textual.message import Message
 from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, Patching
 from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import LenstopError, describe
+from lenstop.models.errors import LengthMismatchError, LenstopError, describe
+from lenstop.models.interventions import Intervention
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 
@@ -49,6 +50,15 @@ class AnalysisFailed(Message):
     request: int
     error: str
     numeric: bool = False  # the run came out NaN or infinite: an intervention too strong
+
+
+@dataclass
+class PositionsOutside(Message):
+    """The analysis failed because interventions pinned to positions lie beyond the prompt, now this long."""
+
+    request: int
+    outside: tuple[Intervention, ...]
+    n_tokens: int
 
 
 @dataclass
@@ -104,11 +114,17 @@ class EffectsMeasured(Message):
 
 @dataclass
 class CircuitFailed(Message):
-    """Any of the circuit screen's workers failed; `what` says which (attribution, circuit, patching, effects)."""
+    """Any of the circuit screen's workers failed; `what` says which (attribution, circuit, patching, effects).
+    `mismatch`: the two prompts' tokenisations, when a corrupted prompt's length was the trouble."""
 
     request: int
     what: str
     error: str
+    mismatch: LengthMismatchError | None = None
+
+    @classmethod
+    def of(cls, request: int, what: str, err: BaseException) -> CircuitFailed:
+        return cls(request, what, failure_text(err), err if isinstance(err, LengthMismatchError) else None)
 
 
 @dataclass

@@ -64,6 +64,12 @@ class InterventionList:
         entry = self.entries[index]
         return self._then(self._replace(index, replace(entry, enabled=not entry.enabled)))
 
+    def with_switched_off(self, interventions: tuple[Intervention, ...]) -> InterventionList:
+        """The entries holding `interventions` switched off, as one change (one undo switches them back on)."""
+        return self._then(
+            tuple(replace(e, enabled=False) if e.intervention in interventions else e for e in self.entries)
+        )
+
     def with_amount(self, index: int, amount: float) -> InterventionList:
         """Entry `index`, a steer or a clamp, with a new strength or value."""
         entry = self.entries[index]
@@ -103,6 +109,7 @@ class Session:
     prompt: str = DEFAULT_PROMPT
     selection: Selection = field(default_factory=Selection)
     entries: tuple[Entry, ...] = ()
+    scope_all: bool = True  # `@`: new interventions apply at every position, or at the selected token only
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -113,6 +120,7 @@ class Session:
             "prompt": self.prompt,
             "selection": self.selection.__dict__,
             "interventions": [{**to_dict(e.intervention), "enabled": e.enabled} for e in self.entries],
+            "scope": "all" if self.scope_all else "token",
         }
 
     def save(self, path: str | Path) -> Path:
@@ -147,6 +155,7 @@ class Session:
             prompt=_text(doc.get("prompt", ""), "prompt", name),
             selection=_selection(sel, name),
             entries=tuple(entries),
+            scope_all=doc.get("scope") != "token",  # files saved before the scope was kept: all positions
         )
 
     @classmethod

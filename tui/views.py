@@ -21,7 +21,7 @@ from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureS
 from lenstop.models.results import Analysis, LayerFeatures, LogitLens, ModelInfo, TokenPrediction
 from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
-from lenstop.tui.format import block, clip, percent, shade, wrap_tokens
+from lenstop.tui.format import block, clip, counted, percent, shade, wrap_tokens
 from lenstop.tui.session import Entry
 
 PANES = ("features", "heads", "predictions", "effects")
@@ -54,7 +54,8 @@ def header_text(
     kinds = sorted({d.architecture for d in info.dictionaries})
     dicts = f"dict {'/'.join(kinds)}×{len(info.dictionaries)}" if info.dictionaries else "no dict"
     return (
-        f" lenstop · {title} · {info.n_layers} layers · d={info.d_model} · {info.n_heads} heads · {dicts}"
+        f" lenstop · {title} · {counted(info.n_layers, 'layer')} · d={info.d_model} · {counted(info.n_heads, 'head')}"
+        f" · {dicts}"
         f" · {info.device} {info.dtype} │ layer {strip}{pos} │ @ {scope}"
     )
 
@@ -85,8 +86,8 @@ def pane_tabs(active: str) -> str:
 
 def analysed_text(n_tokens: int, seconds: float | None, n_interventions: int) -> str:
     timing = f" in {seconds * 1000:.0f} ms" if seconds is not None else ""
-    extra = f" · {n_interventions} interventions" if n_interventions else ""
-    return f"{n_tokens} tokens · analysed{timing}{extra}"
+    extra = f" · {counted(n_interventions, 'intervention')}" if n_interventions else ""
+    return f"{counted(n_tokens, 'token')} · analysed{timing}{extra}"
 
 
 def intervention_mark(intervention: Intervention) -> str:

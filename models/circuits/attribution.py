@@ -49,9 +49,10 @@ IG_ROWS = 16  # points of the path per pass of integrated gradients, fewer for l
 
 
 def node_scores(
-    engine: Engine, grads: Grads, values: Values, base: Values, *, skip: Node | None = None
+    engine: Engine, grads: Grads, values: Values, base: Values, *, skip: Node | None = None, corrupted: bool = False
 ) -> list[NodeScore]:
-    """Every node's attribution (grad · (value - baseline)); nodes with no path to the target are left out."""
+    """Every node's attribution (grad · (value - baseline)); nodes with no path to the target are left out.
+    `corrupted`: `base` is a corrupted prompt's run, whose feature activations each feature's score carries too."""
     out: list[NodeScore] = []
     for d in engine.dictionaries:
         key = d.key
@@ -61,12 +62,14 @@ def node_scores(
         rows, cols = where[:, 0], where[:, 1]
         scores = (g.float()[rows, cols] * delta[rows, cols]).tolist()
         acts = f.float()[rows, cols].tolist()
+        base_acts = fb.float()[rows, cols].tolist() if corrupted else [None] * len(acts)
         labels: dict[int, str | None] = {}
-        for (pos, feature), score, act in zip(where.tolist(), scores, acts, strict=True):
+        for (pos, feature), score, act, base_act in zip(where.tolist(), scores, acts, base_acts, strict=True):
             if score != 0.0:
                 if feature not in labels:
                     labels[feature] = d.cards.label(feature)
-                out.append(NodeScore(Node("feature", d.layer, pos, feature=feature), score, act, labels[feature]))
+                node = Node("feature", d.layer, pos, feature=feature)
+                out.append(NodeScore(node, score, act, labels[feature], corrupt_activation=base_act))
         err = (grads.errors[key].float() * (values.errors[key] - base.errors[key]).float()).sum(-1)
         out += [NodeScore(Node("error", d.layer, pos), float(v)) for pos, v in enumerate(err.tolist()) if v != 0.0]
     for layer in range(engine.n_layers):
@@ -116,7 +119,7 @@ def attribute(
         grads = integrated_grads(engine, tokens, batch_target(engine, tr, mv, path), tr.values, base, steps)
     else:
         grads = tr.grads(target, keep_graph=False)
-    scores = node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None)
+    scores = node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None, corrupted=corrupt is not None)
     totals = np.zeros((engine.n_layers, engine.n_heads))
     for s in scores:
         if s.node.kind == "head":

@@ -169,8 +169,21 @@ def patch(
         len(chosen),
     )
     labels = {d.key: d.cards for d in engine.dictionaries}
+
+    def act(run: Values, key: str, pos: int, feature: int) -> float:
+        return float(run.feats[key][pos, feature])
+
     patches = [
-        FeaturePatch(layer, pos, feature, float(r), est, labels[key].label(feature))
+        FeaturePatch(
+            layer,
+            pos,
+            feature,
+            float(r),
+            est,
+            labels[key].label(feature),
+            act(found_clean, key, pos, feature),
+            act(found_corrupt, key, pos, feature),
+        )
         for (est, key, layer, pos, feature), r in zip(chosen, restored, strict=True)
     ]
     return mv, m_clean, m_corrupt, grids, patches

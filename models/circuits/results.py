@@ -62,15 +62,21 @@ class NodeScore:
     activation: float | None = None  # a feature's activation on the clean prompt
     label: str | None = None
     real: float | None = None  # the measured fall, when asked for
+    # With a corrupted prompt for baseline, the feature's activation on it: a feature active there alone
+    # reads 0 on the clean prompt, and its attribution is the effect of its being absent.
+    corrupt_activation: float | None = None
 
     def to_json(self) -> JsonObject:
-        return {
+        doc: JsonObject = {
             **self.node.to_json(),
             "attribution": _round(self.attribution),
             "activation": _round(self.activation),
             "label": self.label,
             "real": _round(self.real),
         }
+        if self.corrupt_activation is not None:
+            doc["corrupt_activation"] = _round(self.corrupt_activation)
+        return doc
 
 
 def correlation(predicted: Floats | list[float], real: Floats | list[float]) -> float | None:
@@ -157,9 +163,11 @@ class FeaturePatch:
     layer: int
     position: int
     feature: int
-    restored: float
+    restored: float  # the share of the difference patching it carries: restored, or damage done (Patching.measure)
     estimate: float
     label: str | None = None
+    clean_act: float | None = None  # the feature's activation on each run: the patched-in value is the source's
+    corrupt_act: float | None = None
 
     def to_json(self) -> JsonObject:
         return {
@@ -169,6 +177,8 @@ class FeaturePatch:
             "restored": _round(self.restored),
             "estimate": _round(self.estimate),
             "label": self.label,
+            "clean_act": _round(self.clean_act),
+            "corrupt_act": _round(self.corrupt_act),
         }
 
 
@@ -199,6 +209,12 @@ class Patching:
     head_positions_estimate: Floats | None
     features: tuple[FeaturePatch, ...]
 
+    @property
+    def measure(self) -> str:
+        """What a cell is in this direction: the share of the difference it restores to the corrupted run, or the
+        share of the damage it does to the clean run (the JSON keeps the key `restored` for both)."""
+        return "restored" if self.direction == "clean->corrupt" else "damage"
+
     def agreement(self) -> dict[str, float | None]:
         """Pearson's r between each grid and its estimate."""
         pairs = {
@@ -221,6 +237,7 @@ class Patching:
             "clean_metric": _round(self.clean_metric),
             "corrupt_metric": _round(self.corrupt_metric),
             "direction": self.direction,
+            "measure": self.measure,
             "resid": [
                 {
                     "layer": layer,

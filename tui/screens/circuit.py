@@ -33,12 +33,14 @@ from textual.worker import get_current_worker
 from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
 from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKind
+from lenstop.models.errors import LengthMismatchError
 from lenstop.models.files import write_atomically
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
-from lenstop.tui.format import clip, percent
+from lenstop.tui.format import clip, counted, percent, plain
+from lenstop.tui.keymap import Keymap
 from lenstop.tui.messages import (
     AttributionFinished,
     CircuitFailed,
@@ -48,11 +50,13 @@ from lenstop.tui.messages import (
     PatchProgressed,
     failure_text,
 )
-from lenstop.tui.safe import SafeStatic, SafeTable, title
+from lenstop.tui.safe import SafeStatic, title
 from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.help import HelpScreen, help_rows
 from lenstop.tui.screens.value import TextScreen
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
-from lenstop.tui.widgets.footer import LazyFooter
+from lenstop.tui.widgets.footer import FooterKey, KeyFooter
+from lenstop.tui.widgets.marked import MarkedTable
 
 TOP = 40  # rows in the contributors list
 FINDING = "circuit · finding…"  # the drawing pane's title while a circuit is on its way
@@ -75,7 +79,7 @@ def settings_text(
     attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str, ignored: int = 0
 ) -> str:
     """How the attribution was made; `ignored` counts the inspector's interventions it does not apply."""
-    clean = f"clean model ({ignored} intervention{'s' if ignored != 1 else ''} not applied) · " if ignored else ""
+    clean = f"clean model ({counted(ignored, 'intervention')} not applied) · " if ignored else ""
     baseline = f"corrupted {clip(printable(escape(corrupt)), 30)!r}" if corrupt else "zero"
     method = f"integrated gradients ({steps})" if steps else "gradient"
     measured = attribution.correlation if attribution is not None else None
@@ -91,9 +95,10 @@ def metric_text(attribution: Attribution) -> str:
     return line
 
 
-def contributor_line(score: NodeScore, tokens: Sequence[str]) -> Text:
-    """`› L1.H5@23  ·range   +2.431  +6.120  label`: followable mark, node, its token, predicted, real, label."""
-    line = Text()
+def contributor_line(score: NodeScore, tokens: Sequence[str], width: int = 200) -> Text:
+    """`› L1.H5@23  ·range   +2.431  +6.120  label`: followable mark, node, its token, predicted, real, label,
+    the label cut to what `width` leaves it."""
+    line = Text(" ")  # where the selected row's mark goes
     line.append("›" if score.node.followable else " ", style="bold")
     line.append(f" {node_text(score.node):<14}")
     pos = score.node.position
@@ -102,16 +107,22 @@ def contributor_line(score: NodeScore, tokens: Sequence[str]) -> Text:
     line.append(f" {'' if score.real is None else format(score.real, '+8.3f'):>8}")
     if score.activation is not None:
         line.append(f" {score.activation:6.2f}", style="dim")
+        if score.corrupt_activation is not None:  # on the corrupted run: 0 on the clean one is not the whole story
+            line.append(f"→{score.corrupt_activation:<5.2f}", style="dim")
     if score.label:
-        line.append(f"  {printable(score.label)}", style="italic")
+        line.append(f"  {clip(printable(score.label), max(1, width - len(line) - 2))}", style="italic")
     return line
 
 
 def patching_text(patching: Patching) -> Text:
-    """The two grids, with the positions' tokens as a legend, and the strongest heads."""
+    """The two grids, with the positions' tokens as a legend, the strongest heads, and the strongest features
+    with their activation on both runs. Each cell is the share restored (clean->corrupt), or the share of the
+    damage done (corrupt->clean), as the first line says."""
     out = Text()
     out.append(f"patching {patching.direction}: ", style="bold")
     out.append(f"clean {patching.clean_metric:.2f} · corrupted {patching.corrupt_metric:.2f}\n")
+    carries = "restored to the corrupted run" if patching.measure == "restored" else "damage done to the clean run"
+    out.append(f"each cell: the share of the difference {carries}\n", style="dim")
     layers = [f"L{layer}" for layer in range(patching.resid.shape[0])]
     out.append("residual stream, layer × position\n", style="bold")
     out.append_text(grid_text(patching.resid, layers, [str(i % 10) for i in range(patching.resid.shape[1])]))
@@ -125,14 +136,20 @@ def patching_text(patching: Patching) -> Text:
         ),
         reverse=True,
     )[:4]
-    out.append("strongest  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
+    out.append(f"strongest ({patching.measure})  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
+    if patching.features:
+        out.append(f"features ({patching.measure}, act clean→corrupted)\n", style="bold")
+        for f in sorted(patching.features, key=lambda f: -abs(f.restored))[:4]:
+            acts = "" if f.clean_act is None or f.corrupt_act is None else f"  {f.clean_act:.2f}→{f.corrupt_act:.2f}"
+            out.append(f"  L{f.layer} #{f.feature}@{f.position} {f.restored:+.2f}{acts}")
+            out.append(f"  {clip(f.label, 30)}\n" if f.label else "\n", style="italic")
     agreement = ", ".join(f"{k} {v:.2f}" for k, v in patching.agreement().items() if v is not None)
     out.append(f"estimate agrees: {agreement}\n", style="dim")
     out.append(" ".join(f"{i}:{clip(visible(t), 8)}" for i, t in enumerate(patching.tokens)), style="dim")
     return out
 
 
-class ContributorTable(SafeTable):
+class ContributorTable(MarkedTable):
     BINDINGS = [
         Binding("j", "cursor_down", "next node", show=False, id="circuit.down"),
         Binding("k", "cursor_up", "previous node", show=False, id="circuit.up"),
@@ -144,42 +161,87 @@ class ContributorTable(SafeTable):
     def __init__(self) -> None:
         super().__init__(id="contributors", cursor_type="row", show_header=True, cell_padding=0)
         self.scores: list[NodeScore] = []
+        self.corrupted = False  # whether the header names the corrupted run's activations
+        self.tokens: Sequence[str] = ()
+        self.empty = ""
 
     def on_mount(self) -> None:
-        header = Text(f"  {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {'act':>6}  label", style="bold")
+        self._add_header(corrupted=False)
+
+    def _add_header(self, corrupted: bool) -> None:
+        """The columns' names; with a corrupted baseline, a feature's activation on both runs."""
+        self.corrupted = corrupted
+        act = f"{'act':>6}→corrupt" if corrupted else f"{'act':>6}"
+        header = Text(f"   {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {act}  label", style="bold")
         self.add_column(header, key="row", width=200)
+
+    def on_resize(self) -> None:
+        if self.scores:  # the labels' room has changed
+            self.show(self.scores, self.tokens, self.empty)
 
     def show(self, scores: Sequence[NodeScore], tokens: Sequence[str], empty: str) -> None:
         row = self.cursor_row
-        self.clear()
-        self.scores = list(scores)
+        corrupted = any(s.corrupt_activation is not None for s in scores)
+        self.clear(columns=corrupted != self.corrupted)
+        if not self.columns:
+            self._add_header(corrupted)
+        self.scores, self.tokens, self.empty = list(scores), tokens, empty
+        width = self.scrollable_content_region.width or 200
         for i, s in enumerate(self.scores):
-            self.add_row(contributor_line(s, tokens), key=str(i))
+            self.add_row(contributor_line(s, tokens, width), key=str(i))
         if not self.scores:
-            self.add_row(Text("  " + empty, style="dim"), key="empty")
+            self.add_row(Text("   " + empty, style="dim"), key="empty")
         elif 0 <= row < len(self.scores):
             self.move_cursor(row=row, animate=False)
+        self.mark_cursor()
+
+    def marked_rows(self) -> int:
+        return len(self.scores)
 
     @property
     def selected(self) -> NodeScore | None:
         return self.scores[self.cursor_row] if 0 <= self.cursor_row < len(self.scores) else None
 
 
+# The footer's keys, most used first (tui/widgets/footer.py); enter is the table's own, which follows.
+FOOTER = (
+    FooterKey((), "follow", "⏎"),
+    FooterKey(("circuit.back",), "back"),
+    FooterKey(("circuit.leave",), "close"),
+    FooterKey(("circuit.target",), "target"),
+    FooterKey(("circuit.wrong",), "wrong"),
+    FooterKey(("circuit.corrupt",), "corrupt"),
+    FooterKey(("circuit.real",), "real effects"),
+    FooterKey(("circuit.integrated",), "integrated"),
+    FooterKey(("circuit.direction",), "direction"),
+    FooterKey(("circuit.filter",), "filter"),
+    FooterKey(("circuit.card",), "card"),
+    FooterKey(("circuit.export",), "export"),
+    FooterKey(("circuit.cancel",), "cancel"),
+)
+GUIDE = (
+    "Why does the model predict this token? The contributors are ranked by their predicted effect on the metric; "
+    "enter follows one upstream and backspace comes back. t and w set a target and a wrong token, p a corrupted "
+    "prompt (which adds the patching heatmaps), i integrated gradients."
+)
+
+
 class CircuitScreen(Screen[None]):
     BINDINGS = [
-        Binding("enter", "follow", "follow", id="circuit.follow"),
-        Binding("backspace", "back", "back", id="circuit.back"),
-        Binding("escape", "leave", "close", id="circuit.leave"),
-        Binding("r", "real", "real effects", id="circuit.real"),
-        Binding("t", "target", "target", id="circuit.target"),
-        Binding("w", "wrong", "wrong token", id="circuit.wrong"),
-        Binding("p", "corrupt", "corrupt", id="circuit.corrupt"),
-        Binding("d", "direction", "direction", show=False, id="circuit.direction"),
-        Binding("c", "cancel", "cancel patching", show=False, id="circuit.cancel"),
-        Binding("i", "integrated", "integrated gradients", show=False, id="circuit.integrated"),
-        Binding("f", "filter", "filter", id="circuit.filter"),
-        Binding("o", "card", "card", show=False, id="circuit.card"),
-        Binding("x", "export", "export graph", show=False, id="circuit.export"),
+        Binding("enter", "follow", "follow the node upstream", id="circuit.follow"),
+        Binding("backspace", "back", "back along the breadcrumb", id="circuit.back"),
+        Binding("escape", "leave", "back, or close the view", id="circuit.leave"),
+        Binding("r", "real", "measure real effects", id="circuit.real"),
+        Binding("t", "target", "type a target token", id="circuit.target"),
+        Binding("w", "wrong", "type a wrong token", id="circuit.wrong"),
+        Binding("p", "corrupt", "type a corrupted prompt", id="circuit.corrupt"),
+        Binding("d", "direction", "flip the patching direction", id="circuit.direction"),
+        Binding("c", "cancel", "cancel patching", id="circuit.cancel"),
+        Binding("i", "integrated", "integrated gradients on/off", id="circuit.integrated"),
+        Binding("f", "filter", "filter the kinds", id="circuit.filter"),
+        Binding("question_mark", "help", "every key", id="circuit.help"),
+        Binding("o", "card", "the feature's card", id="circuit.card"),
+        Binding("x", "export", "save the graph JSON", id="circuit.export"),
     ]
     DEFAULT_CSS = """
     CircuitScreen { layout: vertical; }
@@ -191,7 +253,7 @@ class CircuitScreen(Screen[None]):
     CircuitScreen .pane:focus-within { border: round $accent; }
     CircuitScreen #contributors-pane { width: 3fr; }
     CircuitScreen #drawing-pane { width: 2fr; }
-    CircuitScreen #circuit-status { height: 1; color: $text-muted; }
+    CircuitScreen #circuit-status { height: auto; max-height: 3; color: $text-muted; }
     CircuitScreen #circuit-status.-error { color: $error; text-style: bold; }
     CircuitScreen.-compact #circuit-body { layout: vertical; }
     CircuitScreen.-compact #contributors-pane { width: 1fr; height: 3fr; }
@@ -208,13 +270,18 @@ class CircuitScreen(Screen[None]):
     circuit: var[Circuit | None] = var(None, init=False)
     patching: var[Patching | None] = var(None, init=False)
 
-    def __init__(self, engine: EngineProtocol, prompt: str, position: int, *, ignored: int = 0) -> None:
+    def __init__(
+        self, engine: EngineProtocol, prompt: str, position: int, *, ignored: int = 0, keymap: Keymap | None = None
+    ) -> None:
         """`ignored`: how many interventions the inspector has active, which circuits (of the model as it is)
-        do not apply; the settings line says so."""
+        do not apply; the settings line says so. `keymap`: what the app applied of keys.json, for `?`."""
         super().__init__()
         self.engine, self.prompt, self.ignored = engine, prompt, ignored
+        self.keymap = keymap or Keymap()
         self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
         self.patch_error: str | None = None
+        self.circuit_error: str | None = None  # why the last circuit asked for could not be found
+        self.mismatch: LengthMismatchError | None = None  # the corrupted prompt's tokens against the clean's
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
 
     def compose(self) -> ComposeResult:
@@ -227,7 +294,7 @@ class CircuitScreen(Screen[None]):
             with VerticalScroll(id="drawing-pane", classes="pane"):
                 yield SafeStatic(id="drawing")
         yield SafeStatic(id="circuit-status")
-        yield LazyFooter()
+        yield KeyFooter(FOOTER)
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.width < 100, "-compact")
@@ -261,11 +328,12 @@ class CircuitScreen(Screen[None]):
         try:
             found = self.engine.attribute(self.prompt, metric, corrupt=corrupt, path=path, top=None, steps=steps)
         except BaseException as err:  # noqa: BLE001 - shown on screen, the screen stays up
-            self.post_message(CircuitFailed(request, "attribution", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "attribution", err))
             return
         self.post_message(AttributionFinished(request, found))
 
     def run_circuit(self) -> None:
+        self.circuit_error = None
         self.query_one("#drawing-pane").border_title = title(FINDING)
         self._find_circuit(self._next("circuit"), self.metric, self.corrupt, self.steps)
 
@@ -274,7 +342,7 @@ class CircuitScreen(Screen[None]):
         try:
             found = self.engine.circuit(self.prompt, metric, corrupt=corrupt, steps=steps, max_nodes=16)
         except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed(request, "circuit", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "circuit", err))
             return
         self.post_message(CircuitFinished(request, found))
 
@@ -311,7 +379,7 @@ class CircuitScreen(Screen[None]):
                 cancelled=lambda: worker.is_cancelled or request != self.requests["patching"],
             )
         except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed(request, "patching", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "patching", err))
             return
         self.post_message(PatchFinished(request, found))
 
@@ -320,7 +388,7 @@ class CircuitScreen(Screen[None]):
         try:
             real = self.engine.effects(self.prompt, metric, nodes, corrupt=corrupt)
         except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed(request, "effects", failure_text(err)))
+            self.post_message(CircuitFailed.of(request, "effects", err))
             return
         self.post_message(EffectsMeasured(request, nodes, real))
 
@@ -328,7 +396,8 @@ class CircuitScreen(Screen[None]):
     def on_attribution_finished(self, message: AttributionFinished) -> None:
         if message.request == self.requests["attribution"]:
             self.attribution = message.attribution
-            self.status(f"{len(message.attribution.nodes)} nodes · enter follows one upstream, r measures real effects")
+            nodes = counted(len(message.attribution.nodes), "node")
+            self.status(f"{nodes} · enter follows one upstream, r measures real effects")
 
     def on_circuit_finished(self, message: CircuitFinished) -> None:
         if message.request == self.requests["circuit"]:
@@ -354,12 +423,16 @@ class CircuitScreen(Screen[None]):
     def on_circuit_failed(self, message: CircuitFailed) -> None:
         if message.request == self.requests[message.what]:
             self.status(message.error, error=True)
+            if message.mismatch is not None:
+                self.mismatch = message.mismatch  # drawn under the circuit: the CLI's two rows, aligned
             # What is on screen was computed for other settings: clear it rather than show it under these.
             if message.what == "attribution":
                 self.attribution = None
                 self.query_one(ContributorTable).show([], (), f"no attribution: {message.error}")
             elif message.what == "circuit":
+                self.circuit_error = message.error
                 self.circuit = None
+                self._draw_drawing()  # None already, the watcher would not fire: the title said "finding…" forever
             elif message.what == "patching":
                 self.patch_error = message.error
                 self.patching = None
@@ -404,10 +477,17 @@ class CircuitScreen(Screen[None]):
         pane = self.query_one("#drawing-pane")
         if self.circuit is not None:
             out.append_text(circuit_text(self.circuit, width))
-            pane.border_title = title(f"circuit · {len(self.circuit.nodes)} nodes")
+            pane.border_title = title(f"circuit · {counted(len(self.circuit.nodes), 'node')}")
+        elif self.circuit_error is not None:
+            out.append(f"no circuit: {printable(self.circuit_error)}", style="bold")
+            pane.border_title = title("circuit · failed")
         elif pane.border_title != FINDING:
             pane.border_title = title("circuit")
-        if self.patching is not None:
+        if self.mismatch is not None:
+            out.append("\n\nthe two prompts, token by token:\n", style="bold")
+            out.append("\n".join(line.rstrip() for line in self.mismatch.alignment(width)))
+            out.append("\n\np: a corrupted prompt of the same token length", style="dim")
+        elif self.patching is not None:
             out.append("\n\n")
             out.append_text(patching_text(self.patching))
         elif self.corrupt and self.patch_error:
@@ -419,8 +499,9 @@ class CircuitScreen(Screen[None]):
         self.query_one("#drawing", Static).update(out)
 
     def status(self, text: str, error: bool = False) -> None:
+        """One line, or up to three for a long error, which is read whole."""
         line = self.query_one("#circuit-status", Static)
-        line.update((" error: " if error else " ") + text)
+        line.update(plain((" error: " if error else " ") + text))
         line.set_class(error, "-error")
 
     # ---------------------------------------------------------------- what the user changes
@@ -436,6 +517,7 @@ class CircuitScreen(Screen[None]):
         self.refresh_all()
 
     def watch_corrupt(self) -> None:
+        self.mismatch = None  # said again if this one does not line up either
         self._draw_settings()
         self.refresh_all()
         if not self.corrupt:
@@ -477,7 +559,7 @@ class CircuitScreen(Screen[None]):
             return
         if self.attribution is not None:
             nodes = tuple(s.node for s in self._shown(self.attribution)[:REAL])
-            self.status(f"measuring {len(nodes)} real effects…")
+            self.status(f"measuring {counted(len(nodes), 'real effect')}…")
             self._measure(self._next("effects"), self.metric, self.corrupt, nodes)
 
     def _ask(self, question: str, default: str, done: Callable[[str | None], None]) -> None:
@@ -511,6 +593,11 @@ class CircuitScreen(Screen[None]):
 
     def action_integrated(self) -> None:
         self.steps = 0 if self.steps else IG_STEPS
+
+    def action_help(self) -> None:
+        groups = [("circuit view", [b for b in self.BINDINGS if isinstance(b, Binding)])]
+        rows = help_rows(groups, lambda b: self.keymap.keys_of(b, self.app.get_key_display))
+        self.app.push_screen(HelpScreen(rows, GUIDE))
 
     def action_filter(self) -> None:
         self.filter_index = (self.filter_index + 1) % len(FILTERS)

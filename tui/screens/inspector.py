@@ -11,7 +11,7 @@ or a card fetched by a worker.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from textual import on, work
@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import NumericError
+from lenstop.models.errors import LenstopError, NumericError, UsageError
 from lenstop.models.interventions import (
     Adjustable,
     FeatureAblation,
@@ -38,6 +38,8 @@ from lenstop.models.interventions import (
 from lenstop.models.prompts import unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, LogitLens, ModelInfo
+from lenstop.tui.format import counted, plain
+from lenstop.tui.keymap import PALETTE_KEY, Keymap
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
@@ -48,13 +50,14 @@ from lenstop.tui.messages import (
     GenerationFinished,
     HeadRolesFound,
     LensFound,
+    PositionsOutside,
     failure_text,
 )
-from lenstop.tui.safe import SafeInput, SafeLabel, SafeStatic, title
+from lenstop.tui.safe import SafeLabel, SafeStatic, title
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
-from lenstop.tui.screens.help import HelpScreen
-from lenstop.tui.screens.value import ValueScreen
+from lenstop.tui.screens.help import HelpRow, HelpScreen, help_rows
+from lenstop.tui.screens.value import ConfirmScreen, PositionScreen, ValueScreen
 from lenstop.tui.session import InterventionList, Selection, Session
 from lenstop.tui.views import (
     PANES,
@@ -70,7 +73,8 @@ from lenstop.tui.views import (
 )
 from lenstop.tui.widgets.effects import EffectsPane, InterventionTable, ShiftView
 from lenstop.tui.widgets.features import FeatureTable
-from lenstop.tui.widgets.footer import LazyFooter
+from lenstop.tui.widgets.field import Field
+from lenstop.tui.widgets.footer import FooterKey, KeyFooter
 from lenstop.tui.widgets.heads import HeadsView
 from lenstop.tui.widgets.predictions import PredictionsView
 from lenstop.tui.widgets.tokens import TokenStrip
@@ -90,34 +94,84 @@ class Pane(Container):
     ALLOW_MAXIMIZE = True
 
 
+_TOKEN = "move the selection along the prompt"
+_LAYER = "step through the layers"
+_SCOPE = "new interventions act at every position, or at the selected token only"
+_PANE = "go to the pane (1-4; tab cycles)"
+_SPLIT = "move the split between the columns"
+# The footer's keys, most used first: as many as fit, then "? every key" (tui/widgets/footer.py).
+FOOTER = (
+    FooterKey(("token.previous", "token.next"), "token"),
+    FooterKey(("layer.previous", "layer.next"), "layer"),
+    FooterKey(("ablate",), "ablate"),
+    FooterKey(("steer",), "steer"),
+    FooterKey(("knockout",), "head"),
+    FooterKey(("generate",), "generate"),
+    FooterKey(("circuit",), "circuit"),
+    FooterKey(("prompt",), "prompt"),
+    FooterKey(("pane.zoom",), "zoom"),
+    FooterKey(("undo",), "undo"),
+    FooterKey(("session.save",), "save"),
+    FooterKey(("features.card",), "card"),
+    FooterKey(("effects.toggle",), "on/off"),
+    FooterKey(("effects.remove",), "remove"),
+    FooterKey(("effects.edit",), "edit"),
+    FooterKey(("effects.clear",), "clear all"),
+    FooterKey(("clamp",), "clamp"),
+    FooterKey(("scope",), "scope"),
+    FooterKey(("token.go",), "go to"),
+    FooterKey(("quit",), "quit"),
+)
+HINT = ("?", "more")
+EDITING = (
+    FooterKey(("prompt.leave",), "back to the keys"),
+    FooterKey((), "analyse now", "⏎"),
+    FooterKey((), "newline", r"\n"),
+)
+EDITING_HINT = ("esc ?", "every key")
+
+
 class InspectorScreen(Screen[None]):
+    # The description says what a key does in `?` and the palette, the tooltip is the palette's line under
+    # it; the footer shows these keys in its own order (FOOTER). key_display draws a pair in the footer.
     BINDINGS = [
-        Binding("q", "app.quit", "quit", id="quit"),
-        Binding("question_mark", "help", "help", id="help"),
-        Binding("h,left", "token(-1)", "token", key_display="←/→", id="token.previous"),
-        Binding("l,right", "token(1)", "token", show=False, id="token.next"),
-        Binding("left_square_bracket", "layer(-1)", "layer", key_display="[ ]", id="layer.previous"),
-        Binding("right_square_bracket", "layer(1)", "layer", show=False, id="layer.next"),
-        Binding("a", "ablate", "ablate", id="ablate"),
-        Binding("s", "steer", "steer", id="steer"),
-        Binding("c", "clamp", "clamp", id="clamp"),
-        Binding("plus,equals_sign", "nudge(1)", "steer +1", show=False, id="steer.more"),
-        Binding("minus", "nudge(-1)", "steer -1", show=False, id="steer.less"),
-        Binding("x", "knockout", "head", id="knockout"),
-        Binding("at", "scope", "scope", key_display="@", id="scope"),
-        Binding("g", "generate", "generate", id="generate"),
-        Binding("t", "circuit", "circuit", id="circuit"),
-        Binding("u", "undo", "undo", id="undo"),
-        Binding("slash", "focus_prompt", "prompt", key_display="/", id="prompt"),
-        Binding("escape", "leave_prompt", "leave prompt", id="prompt.leave"),
-        Binding("1", "pane('features')", "features", show=False, id="pane.features"),
-        Binding("2", "pane('heads')", "heads", show=False, id="pane.heads"),
-        Binding("3", "pane('predictions')", "predictions", show=False, id="pane.predictions"),
-        Binding("4", "pane('effects')", "effects", show=False, id="pane.effects"),
-        Binding("z", "zoom", "zoom pane", show=False, id="pane.zoom"),
-        Binding("less_than_sign", "split(-1)", "narrower left", show=False, id="pane.narrower"),
-        Binding("greater_than_sign", "split(1)", "wider left", show=False, id="pane.wider"),
-        Binding("w", "save_session", "save session", show=False, id="session.save"),
+        Binding("q", "app.quit", "quit", id="quit", tooltip="leave lenstop"),
+        Binding("question_mark", "help", "every key", id="help", tooltip="every key, where it acts, and its id"),
+        Binding("h,left", "token(-1)", "previous token", key_display="←/→", id="token.previous", tooltip=_TOKEN),
+        Binding("l,right", "token(1)", "next token", key_display="←/→", id="token.next", tooltip=_TOKEN),
+        Binding("home", "token_at(0)", "first token", id="token.first", tooltip=_TOKEN),
+        Binding("end", "token_at(-1)", "last token", id="token.last", tooltip=_TOKEN),
+        Binding("number_sign", "go_to", "go to a position", id="token.go", tooltip="type a token's position"),
+        Binding(
+            "left_square_bracket", "layer(-1)", "previous layer", key_display="[ ]", id="layer.previous", tooltip=_LAYER
+        ),
+        Binding("right_square_bracket", "layer(1)", "next layer", key_display="[ ]", id="layer.next", tooltip=_LAYER),
+        Binding(
+            "a", "ablate", "ablate the feature", id="ablate", tooltip="zero the selected feature; again to restore"
+        ),
+        Binding("s", "steer", "steer the feature", id="steer", tooltip="add a strength you type × its decoder row"),
+        Binding("c", "clamp", "clamp the feature", id="clamp", tooltip="set the selected feature to a value you type"),
+        Binding("plus,equals_sign", "nudge(1)", "steer +1", id="steer.more", tooltip="steer the feature one more"),
+        Binding("minus", "nudge(-1)", "steer -1", id="steer.less", tooltip="steer the feature one less"),
+        Binding(
+            "x", "knockout", "knock out the head", id="knockout", tooltip="zero the selected head; again to restore"
+        ),
+        Binding("at", "scope", "all positions or this token", id="scope", tooltip=_SCOPE),
+        Binding("g", "generate", "continue the prompt", id="generate", tooltip="clean and intervened, side by side"),
+        Binding("t", "circuit", "the circuit view", id="circuit", tooltip="why the model predicts what it does here"),
+        Binding("u", "undo", "undo", id="undo", tooltip="undo the last change to the interventions"),
+        Binding("slash", "focus_prompt", "edit the prompt", id="prompt", tooltip="type in the prompt box"),
+        Binding("escape", "leave_prompt", "back to the keys", id="prompt.leave", tooltip="leave the prompt box"),
+        Binding("1", "pane('features')", "features pane", id="pane.features", tooltip=_PANE),
+        Binding("2", "pane('heads')", "heads pane", id="pane.heads", tooltip=_PANE),
+        Binding("3", "pane('predictions')", "predictions pane", id="pane.predictions", tooltip=_PANE),
+        Binding("4", "pane('effects')", "effects pane", id="pane.effects", tooltip=_PANE),
+        Binding(
+            "z", "zoom", "zoom the pane", id="pane.zoom", tooltip="fill the screen with the active pane, or restore"
+        ),
+        Binding("less_than_sign", "split(-1)", "narrower left column", id="pane.narrower", tooltip=_SPLIT),
+        Binding("greater_than_sign", "split(1)", "wider left column", id="pane.wider", tooltip=_SPLIT),
+        Binding("w", "save_session", "save the session", id="session.save", tooltip="to lenstop-session.json"),
     ]
 
     # What the panes answer for. Watchers redraw; nothing else calls a redraw by hand.
@@ -142,6 +196,7 @@ class InspectorScreen(Screen[None]):
     # they could not be.
     layer_features: var[LayerFeatures | str | None] = var(None, init=False)
     attention: var[LayerAttention | str | None] = var(None, init=False)
+    stale = var(False, init=False)  # the last analysis failed: the panes show one of another prompt or interventions
 
     def __init__(
         self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
@@ -159,7 +214,10 @@ class InspectorScreen(Screen[None]):
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
         self._change_request = -1  # the analysis asked for by the last change of the interventions
         self._rolled_back: str | None = None  # why the last change was rolled back, until its analysis is shown
+        self._switched_off: str | None = None  # which interventions lay beyond a shortened prompt, likewise
         self._analysis_seconds: float | None = None
+        self.keymap = Keymap()  # what the app applied of the user's keys.json, for `?` and the palette
+        self._keymap_told = False  # what it refused is said once, on the first analysed screen
         sel = session.selection
         self.set_reactive(InspectorScreen.prompt, session.prompt)
         self.set_reactive(InspectorScreen.current_layer, sel.layer)
@@ -167,13 +225,16 @@ class InspectorScreen(Screen[None]):
         self.set_reactive(InspectorScreen.feature, sel.feature)
         self.set_reactive(InspectorScreen.head, sel.head)
         self.set_reactive(InspectorScreen.interventions, InterventionList(session.entries))
+        self.set_reactive(InspectorScreen.scope_all, session.scope_all)
+        # The file `w` may write without asking: the one the session came from, then the one it was saved to.
+        self._own_file = self.session_path.resolve() if session_path is not None and session_path.is_file() else None
 
     # ---------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
         yield SafeStatic(id="header")
         with Horizontal(id="prompt-row"):
             yield SafeLabel("❯", id="prompt-mark")
-            yield SafeInput(
+            yield Field(
                 value=self.prompt,
                 placeholder=r"type a prompt; \n is a newline",
                 id="prompt",
@@ -194,7 +255,7 @@ class InspectorScreen(Screen[None]):
         yield SafeStatic(id="status")
         with Horizontal(id="bottom"):
             yield SafeLabel(id="mode")
-            yield LazyFooter()
+            yield KeyFooter(FOOTER, HINT)
 
     def on_mount(self) -> None:
         self.query_one("#tokens-pane").border_title = title("tokens")
@@ -250,9 +311,18 @@ class InspectorScreen(Screen[None]):
         self.prompt = event.value
 
     def watch_prompt(self) -> None:
+        self._drop_continuation()
         if self._debounce is not None:
             self._debounce.stop()
         self._debounce = self.set_timer(DEBOUNCE_S, self.run_analysis)
+
+    def _drop_continuation(self) -> None:
+        """A continuation belongs to the prompt and the interventions it was made with: when either changes it
+        is no longer true, so it goes (and one still being made is ignored when it comes)."""
+        view = self.query_one(ShiftView)
+        if view.generation is not None or view.busy:
+            self.generation_request += 1
+            view.show_generation(None)
 
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self) -> None:
@@ -269,6 +339,7 @@ class InspectorScreen(Screen[None]):
         prompt = unescape(self.prompt)
         if not prompt:  # whitespace is a prompt (newlines and indentation are tokens), nothing is not
             self.status("type a prompt")
+            self.stale = self.analysis is not None  # the panes show the prompt that was there
             self._after_analysis()
             return
         self.status("analysing…")
@@ -284,19 +355,55 @@ class InspectorScreen(Screen[None]):
         tic = time.monotonic()
         features = [layer] if interventions else True
         try:
-            analysis = engine.analyse(
-                prompt,
-                interventions,
-                top_k=TOP_K,
-                n_predictions=N_PREDICTIONS,
-                features=features,
-                attention=[layer],
-                lens=False,
-            )
+            try:
+                analysis = engine.analyse(
+                    prompt,
+                    interventions,
+                    top_k=TOP_K,
+                    n_predictions=N_PREDICTIONS,
+                    features=features,
+                    attention=[layer],
+                    lens=False,
+                )
+            except UsageError:
+                if (outside := self._outside(engine, prompt, interventions, layer)) is None:
+                    raise  # another mistake: said as it is, below
+                self.post_message(PositionsOutside(request, *outside))
+                return
         except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
             self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
             return
         self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
+
+    @staticmethod
+    def _outside(
+        engine: EngineProtocol, prompt: str, interventions: tuple[Intervention, ...], layer: int
+    ) -> tuple[tuple[Intervention, ...], int] | None:
+        """After a usage error: the interventions pinned to positions beyond the prompt and its length, when
+        there are any. The prompt's length comes from its clean analysis, which the engine makes for any
+        intervened one anyway, and keeps; None when nothing pinned lies outside (the error was another)."""
+        if all(iv.position is None for iv in interventions):
+            return None
+        try:
+            n = len(engine.analyse(prompt, (), top_k=TOP_K, features=[layer], attention=[layer], lens=False).tokens)
+        except LenstopError:  # then the first error is the one to show (anything else is lenstop's own fault)
+            return None
+        outside = tuple(iv for iv in interventions if iv.position is not None and not -n <= iv.position < n)
+        return (outside, n) if outside else None
+
+    def on_positions_outside(self, message: PositionsOutside) -> None:
+        """Shortening the prompt left pinned interventions beyond its end: they are switched off (u brings them
+        back) and the prompt analysed without them, and the status line says so once that analysis is shown."""
+        self._after_analysis()
+        if message.request != self.request:
+            return
+        which = ", ".join(iv.describe() for iv in message.outside)
+        self._switched_off = (
+            f"switched off {counted(len(message.outside), 'intervention')} beyond the prompt's"
+            f" {counted(message.n_tokens, 'token')}: {which} (u switches back on)"
+        )
+        self.interventions = self.interventions.with_switched_off(message.outside)
+        self._change_request = -1  # not a change of the user's: a NaN after it is said, not rolled back into this
 
     def _after_analysis(self) -> None:
         if self._roles_wanted and self.engine is not None:
@@ -320,7 +427,9 @@ class InspectorScreen(Screen[None]):
             self._change_request = -1  # a rollback is not rolled back in turn
             return
         hint = " (u undoes the last change)" if self.interventions.entries else ""
-        self.status(message.error + hint, error=True)
+        shown = " · the panes show the last analysis that worked" if self.analysis is not None else ""
+        self.status(message.error + hint + shown, error=True)
+        self.stale = self.analysis is not None  # for another prompt or other interventions than these
 
     def watch_analysis(self, previous: Analysis | None, analysis: Analysis | None) -> None:
         if analysis is None:
@@ -329,9 +438,17 @@ class InspectorScreen(Screen[None]):
         at_end = previous is not None and self.position == len(previous.tokens) - 1
         if self.position < 0 or self.position >= n or at_end:
             self.set_reactive(InspectorScreen.position, n - 1)  # follow the end of the prompt while typing there
+        self.set_reactive(InspectorScreen.stale, False)  # redrawn below, with the panes
+        self.set_class(False, "-stale")
         if self._rolled_back is not None:
             self.status(f"rolled back: {self._rolled_back}", error=True)  # first, where a narrow line still shows it
             self._rolled_back = None
+        elif self._switched_off is not None:
+            self.status(self._switched_off, note=True)
+            self._switched_off = None
+        elif not self._keymap_told and (note := self.keymap.note()) is not None:
+            self._keymap_told = True
+            self.status(note, error=True)
         else:
             self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self.set_reactive(InspectorScreen.lens, None)  # the last one read another analysis: "…" until this one's
@@ -459,11 +576,20 @@ class InspectorScreen(Screen[None]):
         self.status("interventions now apply to " + ("all positions" if scope_all else "the selected token only"))
 
     def watch_interventions(self) -> None:
+        self._drop_continuation()
         self._draw_interventions()
         self._draw_features()
         self._draw_heads()
         self.run_analysis()
         self._change_request = self.request  # a NaN from this analysis rolls the change back
+
+    def watch_stale(self, stale: bool) -> None:
+        self.set_class(stale, "-stale")
+        self._draw_selection()
+
+    def _title(self, pane: str, text: str) -> None:
+        """A pane's title, marked when what it shows is no longer the current prompt's and interventions'."""
+        self.query_one(f"#{pane}-pane").border_title = title(f"stale · {text}" if self.stale else text)
 
     def watch_active_pane(self) -> None:
         self._draw_tabs()
@@ -481,6 +607,7 @@ class InspectorScreen(Screen[None]):
         mode = self.query_one("#mode", Label)
         mode.update(" EDIT " if editing else " KEYS ")
         mode.set_class(editing, "-editing")
+        self.query_one(KeyFooter).use(*((EDITING, EDITING_HINT) if editing else (FOOTER, HINT)))
         self.refresh_bindings()
 
     @on(DescendantFocus)
@@ -528,7 +655,7 @@ class InspectorScreen(Screen[None]):
         if self.analysis is None:
             return
         values, shading = token_shading(self._layer_features(), self.feature, len(self.analysis.tokens))
-        self.query_one("#tokens-pane").border_title = title(shading)
+        self._title("tokens", shading)
         self.query_one(TokenStrip).show(self.analysis.tokens, values, self.position)
 
     def _draw_features(self) -> None:
@@ -536,7 +663,7 @@ class InspectorScreen(Screen[None]):
         if a is None:
             return
         token = quoted_token(a.tokens[self.position])
-        self.query_one("#features-pane").border_title = title(f"features · L{layer} · pos {self.position} {token}")
+        self._title("features", f"features · L{layer} · pos {self.position} {token}")
         lf = self._layer_features()
         if lf is None:
             have = ", ".join(str(d.layer) for d in self.info.dictionaries) if self.info else ""
@@ -564,20 +691,20 @@ class InspectorScreen(Screen[None]):
         empty = f"attention unavailable: {self.attention}" if isinstance(self.attention, str) else "reading attention…"
         heads = self.query_one(HeadsView)
         heads.show(attention, self.analysis.tokens, self.position, knocked, self.head, task, empty)
-        self.query_one("#heads-pane").border_title = title(f"heads · L{self.current_layer} · from pos {self.position}")
+        self._title("heads", f"heads · L{self.current_layer} · from pos {self.position}")
 
     def _draw_predictions(self) -> None:
         if self.analysis is None:
             return
         self.query_one(PredictionsView).show(self.analysis, self.position, self.current_layer, self.lens)
-        self.query_one("#predictions-pane").border_title = title(f"predictions · after pos {self.position}")
+        self._title("predictions", f"predictions · after pos {self.position}")
 
     def _draw_effects(self) -> None:
         if self.analysis is None:
             return
         self.query_one(ShiftView).show(self.analysis, self.position)
         n = len(self.interventions.active)
-        self.query_one("#effects-pane").border_title = title(f"effects · {n} active" if n else "effects")
+        self._title("effects", f"effects · {n} active" if n else "effects")
 
     def _draw_interventions(self) -> None:
         self.query_one(InterventionTable).show(self.interventions.entries)
@@ -593,10 +720,12 @@ class InspectorScreen(Screen[None]):
             widget.set_class(pane == self.active_pane, "-active")
             widget.border_subtitle = title(tabs)
 
-    def status(self, text: str, error: bool = False) -> None:
+    def status(self, text: str, error: bool = False, note: bool = False) -> None:
+        """One line, or as many as a long message needs (up to three; the rest of the screen gives way)."""
         status = self.query_one("#status", Static)
-        status.update((" error: " if error else " ") + text)
+        status.update(plain((" error: " if error else " note: " if note else " ") + text))
         status.set_class(error, "-error")
+        status.set_class(note, "-note")
 
     # ---------------------------------------------------------------- selection
     @on(DataTable.RowHighlighted, "#features")
@@ -615,6 +744,22 @@ class InspectorScreen(Screen[None]):
     def action_token(self, step: int) -> None:
         if self.analysis is not None:
             self.position = max(0, min(len(self.analysis.tokens) - 1, self.position + step))
+
+    def action_token_at(self, position: int) -> None:
+        """Home and End: the first token, or the last (-1)."""
+        if self.analysis is not None:
+            self.position = position % len(self.analysis.tokens)
+
+    def action_go_to(self) -> None:
+        """`#`: type a position, for a long prompt that the arrows would take a hundred presses to cross."""
+        if self.analysis is None:
+            return
+
+        def done(value: float | None) -> None:
+            if value is not None and self.analysis is not None:
+                self.position = int(value) % len(self.analysis.tokens)
+
+        self.app.push_screen(PositionScreen(len(self.analysis.tokens), self.position), done)
 
     def action_layer(self, step: int) -> None:
         if self.info is not None:
@@ -758,7 +903,8 @@ class InspectorScreen(Screen[None]):
         if self.engine is None or self.analysis is None:
             return
         ignored = len(self.interventions.active)
-        self.app.push_screen(CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored))
+        circuit = CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored, keymap=self.keymap)
+        self.app.push_screen(circuit)
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
@@ -826,28 +972,56 @@ class InspectorScreen(Screen[None]):
             prompt=self.prompt,
             selection=Selection(self.current_layer, self.position, self.feature, self.head),
             entries=self.interventions.entries,
+            scope_all=self.scope_all,
         )
 
     def action_save_session(self) -> None:
+        """`w`: save to the session's file; a file there that is not this session's is overwritten only if
+        the user says so (it may be another session, saved from another folder's run)."""
+        target = self.session_path
+        if target.exists() and target.resolve() != self._own_file:
+
+            def done(overwrite: bool | None) -> None:
+                if overwrite:
+                    self._save_session()
+                else:
+                    self.status(f"not saved: {target} was left as it was")
+
+            question = f"{target} exists and is not this session's file: overwrite it?"
+            self.app.push_screen(ConfirmScreen(question), done)
+            return
+        self._save_session()
+
+    def _save_session(self) -> None:
         try:
             path = self.session().save(self.session_path)
         except OSError as err:  # a read-only folder, a full disk: the last saved session is untouched
             self.status(f"cannot save the session to {self.session_path}: {err.strerror or err}", error=True)
             return
+        self._own_file = path.resolve()
         self.status(f"saved session to {path} (lenstop inspect --session {path})")
 
     def action_help(self) -> None:
-        rows = [("anywhere", b) for b in (*self.app.BINDINGS, *self.BINDINGS) if isinstance(b, Binding)]
+        groups: list[tuple[str, list[Binding]]] = [("anywhere", _bindings(self.app.BINDINGS, self.BINDINGS))]
         for where, widget in (("features", FeatureTable), ("heads", HeadsView), ("interventions", InterventionTable)):
-            rows += [(where, b) for b in widget.BINDINGS if isinstance(b, Binding)]
-        self.app.push_screen(HelpScreen(rows))
+            groups.append((where, _bindings(widget.BINDINGS)))
+        palette = HelpRow(self.app.get_key_display(Binding(PALETTE_KEY, "")), "the command palette", "anywhere", "")
+        self.app.push_screen(HelpScreen([*help_rows(groups, self._keys_of), palette]))
+
+    def _keys_of(self, binding: Binding) -> str:
+        return self.keymap.keys_of(binding, self.app.get_key_display)
 
     def system_commands(self) -> Iterator[SystemCommand]:
-        """The palette's entries: every binding of this screen, and two without a key."""
-        for binding in self.BINDINGS:
-            if isinstance(binding, Binding) and binding.id not in ("quit", "help", "prompt.leave"):
+        """The palette's entries: every binding of this screen with what it does, and two without a key."""
+        for binding in _bindings(self.BINDINGS):
+            if binding.id not in ("quit", "help", "prompt.leave"):
                 action = binding.action
-                title = binding.description.capitalize() + f" ({binding.key.split(',')[0]})"
-                yield SystemCommand(title, f"lenstop: {binding.id}", lambda a=action: self.run_action(a))
+                title = f"{binding.description.capitalize()} ({self._keys_of(binding)})"
+                yield SystemCommand(title, binding.tooltip or binding.description, lambda a=action: self.run_action(a))
         yield SystemCommand("Clear interventions", "remove every intervention", self.action_clear_entries)
         yield SystemCommand("Feature card", "open the selected feature's card", self.action_card)
+
+
+def _bindings(*groups: Iterable[object]) -> list[Binding]:
+    """The `Binding`s of BINDINGS lists (which may also hold tuples)."""
+    return [b for group in groups for b in group if isinstance(b, Binding)]

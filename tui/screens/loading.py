@@ -24,7 +24,8 @@ from lenstop.models.errors import LenstopError
 from lenstop.models.protocol import EngineProtocol, Progress
 from lenstop.tui.format import plain
 from lenstop.tui.messages import EngineLoaded, LoadFailed, LoadProgressed, failure_text
-from lenstop.tui.safe import SafeInput, SafeLabel
+from lenstop.tui.safe import SafeLabel
+from lenstop.tui.widgets.field import Field
 
 # How the app turns a spec into an engine: `EngineSpec.load` for real, a fake in the app's tests.
 RETRY = "edit and press enter to load again, or ctrl+c to quit"  # q would type itself into the box
@@ -61,7 +62,7 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
             yield SafeLabel(f"lenstop · loading {self.spec.model}", id="loading-title")
             yield LoadingIndicator()
             yield SafeLabel("starting", id="loading-step")
-            yield SafeInput(value=self.spec.command_line(), id="loading-retry")
+            yield Field(value=self.spec.command_line(), id="loading-retry")
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._load, self.spec)  # the first frame first: the imports hold the GIL for seconds

@@ -14,10 +14,10 @@ from textual.widget import Widget
 
 from lenstop.models.results import Analysis, Generation
 from lenstop.models.tokens import visible
-from lenstop.tui.format import clip, percent
-from lenstop.tui.safe import SafeTable
+from lenstop.tui.format import clip, percent, wrapped
 from lenstop.tui.session import Entry
 from lenstop.tui.views import intervention_mark
+from lenstop.tui.widgets.marked import MarkedTable
 
 GENERATE_HINT = "g: continue the prompt, clean and intervened"
 
@@ -31,8 +31,10 @@ def shifts_text(
     height: int,
 ) -> Text:
     """The KL divergence and the biggest tokens' clean → intervened probabilities at `position`,
-    then the continuations (one line each, clipped, so both stay on screen)."""
+    then the continuations, each wrapped over its share of the rows left (one line each when there is
+    no more room, so that both stay on screen; a zoomed pane shows them whole)."""
     out = Text()
+    used = 0
     a = analysis
     if a is not None and a.shifts is not None and a.kl is not None:
         out.append(f"KL(clean‖intervened) {float(a.kl[position]):.3f} nats at pos {position}\n", style="bold")
@@ -42,28 +44,34 @@ def shifts_text(
             out.append(f"{clip(visible(s.token), 10):<10} {percent(s.clean_prob)} → {percent(s.prob)}  ")
             delta = s.delta_logprob
             out.append(f"{delta:+6.2f}\n", style="bold" if abs(delta) >= 0.5 else "")
+        used = 1 + len(shifts)
     elif a is not None:
         out.append("no interventions active: predictions are clean\n", style="dim")
+        used = 1
     if busy:
         out.append(busy + "\n", style="italic")
+        used += 1
     if generation is not None:
-        text_width = max(8, width - 11)
-        out.append("clean      ", style="bold")
-        out.append(clip(visible(generation.clean.text), text_width) + "\n")
+        texts = [("clean", generation.clean.text)]
         if generation.intervened is not None:
-            out.append("intervened ", style="bold")
-            out.append(clip(visible(generation.intervened.text), text_width) + "\n")
+            texts.append(("intervened", generation.intervened.text))
+        rows = max(1, (height - used) // len(texts))
+        for name, text in texts:
+            out.append(f"{name:<11}", style="bold")
+            out.append(("\n" + " " * 11).join(wrapped(visible(text), max(8, width - 11), rows)) + "\n")
     elif not busy:
         out.append(GENERATE_HINT, style="dim")
     return out
 
 
-class InterventionTable(SafeTable):
+class InterventionTable(MarkedTable):
     BINDINGS = [
         Binding("j", "cursor_down", "next intervention", show=False, id="effects.down"),
         Binding("k", "cursor_up", "previous intervention", show=False, id="effects.up"),
         Binding("left", "screen.token(-1)", "previous token", show=False, id="effects.token.previous"),
         Binding("right", "screen.token(1)", "next token", show=False, id="effects.token.next"),
+        Binding("home", "screen.token_at(0)", "first token", show=False, id="effects.token.first"),
+        Binding("end", "screen.token_at(-1)", "last token", show=False, id="effects.token.last"),
         Binding("space", "screen.toggle_entry", "on/off", id="effects.toggle"),
         Binding("d,delete", "screen.remove_entry", "remove", id="effects.remove"),
         Binding("e", "screen.edit_entry", "edit", id="effects.edit"),
@@ -75,17 +83,22 @@ class InterventionTable(SafeTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", show_header=False)
+        self.entries = 0
 
     def on_mount(self) -> None:
-        self.add_column("on", key="on", width=2)
+        self.add_column("on", key="on", width=3)  # the selection mark, the kind's glyph
         self.add_column("intervention", key="what")
 
     def show(self, entries: Sequence[Entry]) -> None:
         row = self.cursor_row
         self.clear()
+        self.entries = len(entries)
         for i, e in enumerate(entries):
             self.add_row(
-                Text(intervention_mark(e.intervention) if e.enabled else "○", style="bold" if e.enabled else "dim"),
+                Text(
+                    " " + (intervention_mark(e.intervention) if e.enabled else "○"),
+                    style="bold" if e.enabled else "dim",
+                ),
                 Text(e.intervention.describe() + ("" if e.enabled else "  (off)"), style="" if e.enabled else "dim"),
                 key=str(i),
             )
@@ -93,6 +106,10 @@ class InterventionTable(SafeTable):
             self.add_row(Text(""), Text("none yet: a ablate · s steer · c clamp · x head", style="dim"), key="none")
         elif 0 <= row < len(entries):
             self.move_cursor(row=row, animate=False)
+        self.mark_cursor()
+
+    def marked_rows(self) -> int:
+        return self.entries
 
 
 class ShiftView(Widget):

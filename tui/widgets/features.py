@@ -10,23 +10,25 @@ from textual.binding import Binding
 
 from lenstop.models.safe_text import printable
 from lenstop.tui.format import bar, clip
-from lenstop.tui.safe import SafeTable
 from lenstop.tui.views import FeatureRow
+from lenstop.tui.widgets.marked import MarkedTable
 
 BAR = 10
-LABEL = 80  # the pane's right edge clips what does not fit
+FIXED = 3 + 8 + 9 + BAR + 2  # the selection and intervention marks, id, activation, bar: what the label follows
+WIDE = 1000  # the column's width: wider than any pane, which clips nothing now that labels fit their room
 
 
-def feature_line(row: FeatureRow, top: float) -> Text:
-    """`✗ #446      2.83  ██████████  "·return"`: mark, id, activation, a bar against the top one, label."""
+def feature_line(row: FeatureRow, top: float, label_width: int) -> Text:
+    """` ✗ #446      2.83  ██████████  "·return"`: a blank for the selection mark, the intervention mark,
+    id, activation, a bar against the top one, and the label, cut to the room the pane leaves it."""
     line = Text()
-    line.append(f"{row.mark:1} ", style="bold")
+    line.append(f" {row.mark:1} ", style="bold")
     line.append(f"{'#' + str(row.feature):<7} {row.act:7.2f}  {bar(row.act, top, BAR)}  ")
-    line.append(clip(printable(row.label or ""), LABEL), style="italic")
+    line.append(clip(printable(row.label or ""), max(1, label_width)), style="italic")
     return line
 
 
-class FeatureTable(SafeTable):
+class FeatureTable(MarkedTable):
     """One row a feature, laid out here as one cell so the label runs to the pane's edge."""
 
     BINDINGS = [
@@ -34,6 +36,8 @@ class FeatureTable(SafeTable):
         Binding("k", "cursor_up", "previous feature", show=False, id="features.up"),
         Binding("left", "screen.token(-1)", "previous token", show=False, id="features.token.previous"),
         Binding("right", "screen.token(1)", "next token", show=False, id="features.token.next"),
+        Binding("home", "screen.token_at(0)", "first token", show=False, id="features.token.first"),
+        Binding("end", "screen.token_at(-1)", "last token", show=False, id="features.token.last"),
         Binding("enter", "select_cursor", "card", id="features.card"),
     ]
     DEFAULT_CSS = """
@@ -43,26 +47,38 @@ class FeatureTable(SafeTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False, show_header=True, cell_padding=0)
         self.feature_ids: list[int] = []
+        self.shown: Sequence[FeatureRow] = ()
+        self.empty = ""
 
     def on_mount(self) -> None:
-        # A fixed width wider than any pane: no sizing from content, the pane's edge clips the rest.
-        header = Text(f"  {'feature':<7} {'act':>7}  {'':<{BAR}}  label", style="bold")
-        self.add_column(header, key="row", width=2 + 8 + 8 + 2 + BAR + 2 + LABEL)
+        # One cell a row, wider than any pane: no sizing from content; each label is cut to its room.
+        header = Text(f"   {'feature':<7} {'act':>7}  {'':<{BAR}}  label", style="bold")
+        self.add_column(header, key="row", width=WIDE)
+
+    def marked_rows(self) -> int:
+        return len(self.feature_ids)
+
+    def on_resize(self) -> None:
+        if self.shown:  # the labels' room has changed
+            self.show(self.shown, self.selected, self.empty)
 
     def show(self, rows: Sequence[FeatureRow], keep: int | None, empty: str = "no active features here") -> None:
         """One row a feature; keeps the cursor on `keep` when it is listed, else on the same row."""
         row = self.cursor_row
         self.clear()
+        self.shown, self.empty = rows, empty
         top = max((r.act for r in rows), default=0.0)
+        room = (self.scrollable_content_region.width or FIXED + 80) - FIXED
         self.feature_ids = [r.feature for r in rows]
         for r in rows:
-            self.add_row(feature_line(r, top), key=str(r.feature))
+            self.add_row(feature_line(r, top, room), key=str(r.feature))
         if not rows:
-            self.add_row(Text("  " + empty, style="dim"), key="empty")
+            self.add_row(Text("   " + empty, style="dim"), key="empty")
         if keep in self.feature_ids:
             self.move_cursor(row=self.feature_ids.index(keep), animate=False)
         elif 0 <= row < len(self.feature_ids):
             self.move_cursor(row=row, animate=False)
+        self.mark_cursor()
 
     @property
     def selected(self) -> int | None:

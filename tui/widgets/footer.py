@@ -1,28 +1,87 @@
-"""Textual's footer, recomposed once per refresh however often the bindings change.
+"""The footer: the most used keys first, as many as the width allows, and a hint that `?` lists
+the rest, which always shows.
 
-Textual's `Footer` schedules a full recompose (about 20 key widgets, restyled) for
-every change of the screen's bindings, and a focus move or a screen push changes
-them several times in a row: at start-up that was eight recomposes before the first
-frame. This one coalesces them into one.
+Textual's `Footer` lists every shown binding in the order of the focus chain and cuts the row where
+the terminal ends: at 120 columns the circuit view's `t` and the prompt's `/` fell off, and at 80 the
+row stopped in the middle of a word. Here each screen names its keys in order of use, with the keys
+bound now (a remapped binding shows its new key), and the bindings the screen has switched off
+(`/` while typing in the prompt) are left out. One line of text, redrawn when the bindings change.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widget import Widget
 
 
-class LazyFooter(Footer):
-    _recompose_pending = False
+@dataclass(frozen=True)
+class FooterKey:
+    ids: tuple[str, ...]  # the bindings it stands for: one, or a pair such as previous/next token
+    label: str
+    keys: str = ""  # with no ids: a key handled by a widget itself (a field's enter), shown as it is
 
-    def bindings_changed(self, screen: Screen[object]) -> None:
-        self._bindings_ready = True
-        if not screen.app.app_focus or not self.is_attached or screen is not self.screen:
-            return
-        if not self._recompose_pending:
-            self._recompose_pending = True
-            self.call_after_refresh(self._recompose_once)
 
-    async def _recompose_once(self) -> None:
-        self._recompose_pending = False
-        await self.recompose()
+def footer_text(items: Sequence[tuple[str, str]], hint: tuple[str, str], width: int) -> Text:
+    """`key label` pairs two spaces apart, as many as fit in `width` beside the hint, which always shows."""
+    hint_width = len(hint[0]) + 1 + len(hint[1])
+    out, used = Text(" "), 1
+    for keys, label in items:
+        if used + len(keys) + 1 + len(label) + 2 + hint_width > width:
+            break
+        out.append(keys, style="bold")
+        out.append(f" {label}  ")
+        used += len(keys) + 1 + len(label) + 2
+    out.append(hint[0], style="bold")
+    out.append(" " + hint[1])
+    return out
+
+
+class KeyFooter(Widget):
+    DEFAULT_CSS = """
+    KeyFooter { height: 1; width: 1fr; background: $footer-background; color: $footer-foreground; }
+    """
+
+    def __init__(self, keys: Sequence[FooterKey], hint: tuple[str, str] = ("?", "more")) -> None:
+        super().__init__()
+        self.keys, self.hint = keys, hint
+
+    def use(self, keys: Sequence[FooterKey], hint: tuple[str, str]) -> None:
+        """Show other keys: the prompt's while typing there, say."""
+        self.keys, self.hint = keys, hint
+        self.refresh()
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+
+    def _bindings_changed(self, screen: Screen[object]) -> None:
+        self.refresh()
+
+    def items(self) -> list[tuple[str, str]]:
+        """What to show: each key of `keys` that is bound and enabled now, with the key it is bound to."""
+        bound: dict[str, list[Binding]] = {}
+        for active in self.screen.active_bindings.values():
+            if active.enabled and active.binding.id:
+                bound.setdefault(active.binding.id, []).append(active.binding)
+        out = []
+        for key in self.keys:
+            if not key.ids:
+                out.append((key.keys, key.label))
+                continue
+            if not all(i in bound for i in key.ids):
+                continue
+            first = bound[key.ids[0]][0]
+            # A pair's bindings share a display (`←/→`, `[ ]`), which a keymap that moves either resets.
+            if first.key_display and all(bound[i][0].key_display == first.key_display for i in key.ids):
+                shown = first.key_display
+            else:
+                shown = "/".join(self.app.get_key_display(bound[i][0]) for i in key.ids)
+            out.append((shown, key.label))
+        return out
+
+    def render(self) -> Text:
+        return footer_text(self.items(), self.hint, self.size.width)

@@ -19,7 +19,7 @@ from lenstop.models.results import LayerAttention
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, shade
 
-FIXED = 3 + 3 + 17 + 16  # head, mark, top source and its weight, role ("  prev-token .99")
+FIXED = 1 + 3 + 3 + 17 + 17  # selection mark, head, knockout mark, top source and weight, role ("  prev-token 1.00")
 
 
 def heads_text(
@@ -47,6 +47,7 @@ def heads_text(
     for h in range(heads):
         row = attention.row(h, position)
         selected = "reverse bold" if focused else "bold"
+        out.append("▶" if h == head else " ", style="bold")  # reads without colour, as the shading does not
         out.append(Text(f"H{h:<2}", style=selected if h == head else ""))
         out.append(" ✗ " if h in knocked else "   ", style="bold")
         for group in bins:
