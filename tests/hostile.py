@@ -13,14 +13,25 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+import pytest
 from hypothesis import strategies as st
 from rich.segment import Segment
+from rich.text import Text
 
 from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, NodeScore, Patching
 from lenstop.models.circuits.spec import Metric
+from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import Context, FeatureCard
 from lenstop.models.interventions import Intervention
-from lenstop.models.results import Analysis, Continuation, Generation, LayerFeatures, ModelInfo, TopTokens
+from lenstop.models.results import (
+    Analysis,
+    Continuation,
+    Generation,
+    LayerAttention,
+    LayerFeatures,
+    ModelInfo,
+    TopTokens,
+)
 from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES
 
 from fake_engine import FakeEngine
@@ -52,6 +63,25 @@ def unsafe_in(output: str) -> list[str]:
     return UNSAFE_BESIDE_NEWLINES.findall(SGR.sub("", output))
 
 
+def nets_must_not_fire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under each text builder there is a net that shows what it left (`tui.safe.safe_text` in the app, the
+    console's render hook in the CLI), but as `�` for C1 and bidi characters: it is there for the builder that
+    forgets. Tests make the net fail instead, so that they check the builders themselves."""
+    from lenstop.commands import render
+    from lenstop.tui import safe
+
+    def builders_sanitise(text: Text) -> Text:
+        left = UNSAFE_BESIDE_NEWLINES.findall(text.plain)
+        assert not left, f"a text builder left {left!r} in {text.plain[:80]!r} for the net to catch"
+        return text
+
+    def console_sanitises(text: str, *, keep_newlines: bool = False) -> str:
+        raise AssertionError(f"a renderer left {UNSAFE_BESIDE_NEWLINES.findall(text)!r} for the console's net")
+
+    monkeypatch.setattr(safe, "safe_text", builders_sanitise)
+    monkeypatch.setattr(render, "glyphs", console_sanitises)
+
+
 def unsafe_segments(segments: Sequence[Segment]) -> list[str]:
     """The control characters in the text of rendered segments (Rich's own control segments, which move
     the cursor and set styles, are not text)."""
@@ -64,6 +94,7 @@ class HostileEngine(FakeEngine):
     `words` in turn: what a downloaded label file, tokenizer or checkpoint could hold."""
 
     words: Sequence[str] = ATTACKS
+    failing: bool = False  # every call but the analysis fails, its message holding the words too
     _next: Iterator[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +102,10 @@ class HostileEngine(FakeEngine):
 
     def word(self) -> str:
         return next(self._next)
+
+    def _maybe_fail(self, what: str) -> None:
+        if self.failing:
+            raise UsageError(f"{what} failed on {self.word()} in {self.word()}; try another")
 
     def _tokens(self, tokens: Sequence[str]) -> tuple[str, ...]:
         return tuple(self.word() if i % 2 else t for i, t in enumerate(tokens))
@@ -107,9 +142,15 @@ class HostileEngine(FakeEngine):
     def features(
         self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, top_k: int = 10
     ) -> LayerFeatures:
+        self._maybe_fail("features")
         return self._taint_layer(super().features(prompt, layer, interventions, top_k=top_k))
 
+    def attention(self, prompt: str, layer: int, interventions: Sequence[Intervention] = ()) -> LayerAttention:
+        self._maybe_fail("attention")
+        return super().attention(prompt, layer, interventions)
+
     def card(self, layer: int, feature: int) -> FeatureCard | None:
+        self._maybe_fail("card")
         super().card(layer, feature)
         context = Context((self.word(), self.word(), self.word()), (0.0, 2.0, 1.0), 1, 2.0)
         return FeatureCard(
@@ -117,6 +158,7 @@ class HostileEngine(FakeEngine):
         )
 
     def generate(self, prompt: str, interventions: Sequence[Intervention] = (), **options: object) -> Generation:
+        self._maybe_fail("generation")
         found = super().generate(prompt, interventions, **options)  # type: ignore[arg-type]
 
         def taint(c: Continuation) -> Continuation:
@@ -133,15 +175,18 @@ class HostileEngine(FakeEngine):
         return tuple(replace(s, label=self.word()) if s.node.kind == "feature" else s for s in nodes)
 
     def attribute(self, prompt: str, metric: Metric = Metric(), **options: object) -> Attribution:
+        self._maybe_fail("attribution")
         found = super().attribute(prompt, metric, **options)  # type: ignore[arg-type]
         metric_value = replace(found.metric, target=self.word())
         return replace(found, tokens=self._tokens(found.tokens), nodes=self._scores(found.nodes), metric=metric_value)
 
     def circuit(self, prompt: str, metric: Metric = Metric(), **options: object) -> Circuit:
+        self._maybe_fail("circuit")
         found = super().circuit(prompt, metric, **options)  # type: ignore[arg-type]
         return replace(found, tokens=self._tokens(found.tokens), nodes=self._scores(found.nodes))
 
     def patch(self, clean: str, corrupt: str, metric: Metric = Metric(), **options: object) -> Patching:
+        self._maybe_fail("patching")
         found = super().patch(clean, corrupt, metric, **options)  # type: ignore[arg-type]
         features = tuple(replace(f, label=self.word()) for f in found.features)
         return replace(found, tokens=self._tokens(found.tokens), features=features)

@@ -25,7 +25,7 @@ from lenstop.models.circuits.spec import Metric
 from lenstop.models.errors import ExitCode, LengthMismatchError, NotFoundError
 from lenstop.models.safe_text import printable
 
-from hostile import ATTACKS, CLIPBOARD, HostileEngine, hostile_text, unsafe_in
+from hostile import ATTACKS, CLIPBOARD, HostileEngine, hostile_text, nets_must_not_fire, unsafe_in
 
 PROMPT = "def add(first, second):\n    return first + second"
 CORRUPT = PROMPT.replace("+", "-")  # one token changed: the same length for every tokenizer here
@@ -33,7 +33,9 @@ CORRUPT = PROMPT.replace("+", "-")  # one token changed: the same length for eve
 
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """The CLI's console, writing to a string as it would to a 256-colour terminal."""
+    """The CLI's console, writing to a string as it would to a 256-colour terminal, with its last net made to
+    fail: the renderers must sanitise what they print themselves."""
+    nets_must_not_fire(monkeypatch)
     out = io.StringIO()
     monkeypatch.setattr(render, "console", render.SafeConsole(file=out, force_terminal=True, color_system="256"))
     monkeypatch.setattr(render.console, "width", 120)
@@ -89,8 +91,10 @@ def test_a_control_character_costs_the_cells_it_is_shown_in(terminal: io.StringI
     assert len(columns) == 1, columns
 
 
-def test_text_built_elsewhere_is_caught_by_the_console_itself(terminal: io.StringIO) -> None:
+def test_text_built_elsewhere_is_caught_by_the_console_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     """The last net: Rich text that a renderer forgot to sanitise, and a plain string, are drawn safely."""
+    terminal = io.StringIO()
+    monkeypatch.setattr(render, "console", render.SafeConsole(file=terminal, force_terminal=True, color_system="256"))
     render.console.print(Text("label " + CLIPBOARD, style="bold"))
     render.console.print("[/] " + CLIPBOARD)
     output = terminal.getvalue()

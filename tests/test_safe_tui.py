@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from textual.widgets import Input
@@ -25,10 +26,17 @@ from lenstop.tui.screens.value import TextScreen, ValueScreen
 from lenstop.tui.session import Session
 
 from fake_engine import FakeFactory
-from hostile import ATTACKS, CLIPBOARD, HostileEngine, hostile_text, unsafe_segments
+from hostile import ATTACKS, CLIPBOARD, HostileEngine, hostile_text, nets_must_not_fire, unsafe_segments
 from pilot import make_app, screen_segments, screen_text, settle
 
 TUI = Path(__file__).resolve().parent.parent / "tui"
+
+
+@pytest.fixture(autouse=True)
+def _builders_sanitise(monkeypatch: pytest.MonkeyPatch) -> None:
+    nets_must_not_fire(monkeypatch)
+
+
 PROMPT = f"def add(first, second): {CLIPBOARD} return first [/] + second"
 
 
@@ -77,6 +85,29 @@ async def _walk(app: LenstopApp, size: tuple[int, int]) -> None:
 async def test_every_pane_draws_hostile_strings_as_text(words: list[str]) -> None:
     app, _ = make_app(HostileEngine(words=words), prompt=PROMPT)
     await _walk(app, (120, 40))
+
+
+async def test_errors_from_a_failing_engine_are_shown_visibly_in_every_pane() -> None:
+    """An engine whose every call but the analysis fails, its message naming files and values: the heads and
+    features panes, the continuation, the card, the circuit view and the patching say why, as text."""
+    app, _ = make_app(HostileEngine(words=ATTACKS, failing=True), prompt=PROMPT)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _frame_is_safe(pilot, app, "the inspector")
+        for keys, where in (
+            (("a", "right_square_bracket"), "another layer's features and attention, under an ablation"),
+            (("g",), "a failed continuation"),
+            (("left_square_bracket", "enter"), "a failed card"),
+            (("t",), "a failed attribution and circuit"),
+        ):
+            await pilot.press(*keys)
+            await _frame_is_safe(pilot, app, where)
+        assert isinstance(app.screen, CircuitScreen)
+        assert "attribution failed on" in screen_text(app)
+        await pilot.press("p")
+        await settle(pilot)
+        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
+        await pilot.press("enter")
+        await _frame_is_safe(pilot, app, "a failed patching")
 
 
 async def test_the_attacks_are_shown_visibly_in_the_compact_layout_too() -> None:
@@ -153,6 +184,21 @@ async def test_a_value_being_edited_keeps_one_cell_for_each_character() -> None:
         assert field._value.plain == "a␇b␛]0;x␇c␍d"
         line = "".join(s.text for s in field.render_line(0))
         assert line.startswith("a␇b␛]0;x␇c␍d") and unsafe_segments(screen_segments(app)) == []
+
+
+async def test_the_palettes_screenshot_says_where_it_saved_as_text(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Textual's own Screenshot command said the folder as markup: a link or a style in its name was obeyed."""
+    folder = tmp_path / "runs [link=x]y [bold]z"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    app, _ = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        (shot,) = [c for c in app.get_system_commands(app.inspector) if c.title == "Screenshot"]
+        shot.callback()
+        await settle(pilot)
+        assert app.is_running and "runs [link=x]y [bold]z" in screen_text(app).replace("\n", "")
+        assert len(list(folder.glob("lenstop-*.svg"))) == 1
 
 
 # ---------------------------------------------------------------- every module of tui/ keeps to it

@@ -154,7 +154,10 @@ class LenstopApp(App[None]):
         self.inspector.status(f"saved {path.resolve()}")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own Screenshot says where it saved as markup with the folder's path in it ([ in a folder's
+        # name broke it); ctrl+s saves the screen and says so as text.
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Screenshot")
+        yield SystemCommand("Screenshot", "Save the screen as an SVG in this folder (ctrl+s)", self.action_save_svg)
         if screen is self.inspector:
             yield from self.inspector.system_commands()
 

@@ -11,7 +11,8 @@ left in it shown one for one (`glyphs`), so its spans still fit.
 
 The app's text widgets are these (tests/test_safe_tui.py holds every module of
 tui/ to it): `SafeStatic` and `SafeLabel` for text, `SafeInput` for fields,
-`SafeTable` for lists, and `title()` for border titles.
+`SafeTable` for lists, `SafeWidget` for a widget that draws its own text, and
+`title()` for border titles.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from rich.text import Text, TextType
 from textual.content import Content
 from textual.visual import VisualType
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Label, Static
 from textual.widgets.data_table import RowKey
 
@@ -89,6 +91,18 @@ class SafeInput(Input):
         if self.password:
             return super()._value
         return Text(glyphs(self.value), no_wrap=True, overflow="ignore", end="")
+
+
+class SafeWidget(Widget):
+    """A widget that draws text it builds itself: `draw()` builds it, and it is drawn through `safe_text`, the
+    last net under the builders (which sanitise what they put in, so that C1 and bidi characters read as
+    escapes rather than as `�`)."""
+
+    def render(self) -> Text:
+        return safe_text(self.draw())
+
+    def draw(self) -> Text:
+        raise NotImplementedError
 
 
 class SafeTable(DataTable[Text]):

@@ -142,7 +142,7 @@ def patching_text(patching: Patching) -> Text:
         for f in sorted(patching.features, key=lambda f: -abs(f.restored))[:4]:
             acts = "" if f.clean_act is None or f.corrupt_act is None else f"  {f.clean_act:.2f}→{f.corrupt_act:.2f}"
             out.append(f"  L{f.layer} #{f.feature}@{f.position} {f.restored:+.2f}{acts}")
-            out.append(f"  {clip(f.label, 30)}\n" if f.label else "\n", style="italic")
+            out.append(f"  {clip(printable(f.label), 30)}\n" if f.label else "\n", style="italic")
     agreement = ", ".join(f"{k} {v:.2f}" for k, v in patching.agreement().items() if v is not None)
     out.append(f"estimate agrees: {agreement}\n", style="dim")
     out.append(" ".join(f"{i}:{clip(visible(t), 8)}" for i, t in enumerate(patching.tokens)), style="dim")
@@ -190,7 +190,7 @@ class ContributorTable(MarkedTable):
         for i, s in enumerate(self.scores):
             self.add_row(contributor_line(s, tokens, width), key=str(i))
         if not self.scores:
-            self.add_row(Text("   " + empty, style="dim"), key="empty")
+            self.add_row(plain("   " + empty, style="dim"), key="empty")  # an error's words, maybe
         elif 0 <= row < len(self.scores):
             self.move_cursor(row=row, animate=False)
         self.mark_cursor()
@@ -491,7 +491,7 @@ class CircuitScreen(Screen[None]):
             out.append("\n\n")
             out.append_text(patching_text(self.patching))
         elif self.corrupt and self.patch_error:
-            out.append(f"\n\nno patching: {self.patch_error}", style="bold")
+            out.append(f"\n\nno patching: {printable(self.patch_error)}", style="bold")
         elif self.corrupt:
             out.append("\n\npatching…", style="italic")
         else:

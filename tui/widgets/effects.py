@@ -10,11 +10,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widget import Widget
 
 from lenstop.models.results import Analysis, Generation
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, percent, wrapped
+from lenstop.tui.safe import SafeWidget
 from lenstop.tui.session import Entry
 from lenstop.tui.views import intervention_mark
 from lenstop.tui.widgets.marked import MarkedTable
@@ -112,7 +112,7 @@ class InterventionTable(MarkedTable):
         return self.entries
 
 
-class ShiftView(Widget):
+class ShiftView(SafeWidget):
     DEFAULT_CSS = """
     ShiftView { height: 1fr; }
     """
@@ -132,7 +132,7 @@ class ShiftView(Widget):
         self.generation, self.busy = generation, busy
         self.refresh()
 
-    def render(self) -> Text:
+    def draw(self) -> Text:
         return shifts_text(self.analysis, self.position, self.generation, self.busy, self.size.width, self.size.height)
 
 

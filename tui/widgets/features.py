@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.binding import Binding
 
 from lenstop.models.safe_text import printable
-from lenstop.tui.format import bar, clip
+from lenstop.tui.format import bar, clip, plain
 from lenstop.tui.views import FeatureRow
 from lenstop.tui.widgets.marked import MarkedTable
 
@@ -73,7 +73,7 @@ class FeatureTable(MarkedTable):
         for r in rows:
             self.add_row(feature_line(r, top, room), key=str(r.feature))
         if not rows:
-            self.add_row(Text("   " + empty, style="dim"), key="empty")
+            self.add_row(plain("   " + empty, style="dim"), key="empty")  # an error's words, maybe
         if keep in self.feature_ids:
             self.move_cursor(row=self.feature_ids.index(keep), animate=False)
         elif 0 <= row < len(self.feature_ids):

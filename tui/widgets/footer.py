@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widget import Widget
+
+from lenstop.tui.safe import SafeWidget
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def footer_text(items: Sequence[tuple[str, str]], hint: tuple[str, str], width: 
     return out
 
 
-class KeyFooter(Widget):
+class KeyFooter(SafeWidget):
     DEFAULT_CSS = """
     KeyFooter { height: 1; width: 1fr; background: $footer-background; color: $footer-foreground; }
     """
@@ -83,5 +84,5 @@ class KeyFooter(Widget):
             out.append((shown, key.label))
         return out
 
-    def render(self) -> Text:
+    def draw(self) -> Text:
         return footer_text(self.items(), self.hint, self.size.width)

@@ -12,12 +12,12 @@ import numpy as np
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.widget import Widget
 
 from lenstop.models.head_scores import HeadScores
 from lenstop.models.results import LayerAttention
 from lenstop.models.tokens import visible
-from lenstop.tui.format import clip, shade
+from lenstop.tui.format import clip, plain, shade
+from lenstop.tui.safe import SafeWidget
 
 FIXED = 1 + 3 + 3 + 17 + 17  # selection mark, head, knockout mark, top source and weight, role ("  prev-token 1.00")
 
@@ -66,7 +66,7 @@ def heads_text(
     return out
 
 
-class HeadsView(Widget, can_focus=True):
+class HeadsView(SafeWidget, can_focus=True):
     BINDINGS = [
         Binding("j,down", "move(1)", "next head", show=False, id="heads.down"),
         Binding("k,up", "move(-1)", "previous head", show=False, id="heads.up"),
@@ -111,9 +111,9 @@ class HeadsView(Widget, can_focus=True):
         self.refresh()
         self.post_message(self.HeadSelected(self.head))
 
-    def render(self) -> Text:
+    def draw(self) -> Text:
         if self.attention is None:
-            return Text(self.empty, style="dim")
+            return plain(self.empty, style="dim")  # an error's words, maybe
         return heads_text(
             self.attention,
             self.tokens,

@@ -4,11 +4,11 @@ what each layer's residual stream would predict, so one sees where a prediction 
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widget import Widget
 
 from lenstop.models.results import Analysis, LogitLens
 from lenstop.models.tokens import visible
 from lenstop.tui.format import bar, clip, percent
+from lenstop.tui.safe import SafeWidget
 from lenstop.tui.views import lens_at
 
 
@@ -38,7 +38,7 @@ def predictions_text(
     return out
 
 
-class PredictionsView(Widget):
+class PredictionsView(SafeWidget):
     DEFAULT_CSS = """
     PredictionsView { height: 1fr; }
     """
@@ -54,7 +54,7 @@ class PredictionsView(Widget):
         self.analysis, self.position, self.selected_layer, self.lens = analysis, position, layer, lens
         self.refresh()
 
-    def render(self) -> Text:
+    def draw(self) -> Text:
         if self.analysis is None:
             return Text("no predictions yet", style="dim")
         return predictions_text(

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size
-from textual.widget import Widget
 
 from lenstop.models.tokens import visible
 from lenstop.tui.format import block, clip, wrap_tokens
+from lenstop.tui.safe import SafeWidget
 
 MAX_TOKEN_WIDTH = 14
 
@@ -60,7 +60,7 @@ def _heat(intensity: float) -> Style:
     return Style(bgcolor="color(130)", bold=True)
 
 
-class TokenStrip(Widget):
+class TokenStrip(SafeWidget):
     DEFAULT_CSS = """
     TokenStrip { height: auto; }
     """
@@ -81,7 +81,7 @@ class TokenStrip(Widget):
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return max(2, 2 * len(token_window(self.cells, width, self.max_rows, self.cursor)))
 
-    def render(self) -> Text:
+    def draw(self) -> Text:
         if not self.cells:
             return Text("(no tokens yet)", style="dim")
         rows = token_window(self.cells, self.size.width, self.max_rows, self.cursor)
