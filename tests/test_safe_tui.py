@@ -224,6 +224,20 @@ def test_no_module_of_the_app_builds_a_raw_text_widget() -> None:
     assert found == [], "use lenstop.tui.safe's SafeStatic, SafeLabel, SafeInput and SafeTable:\n" + "\n".join(found)
 
 
+def test_widgets_that_draw_their_own_text_draw_it_through_the_net() -> None:
+    """A `render()` of its own bypasses the safe widgets (the heads pane drew an error's words raw): such a
+    widget is a SafeWidget, which draws what its `draw()` builds through `safe_text`."""
+    found = [
+        f"{path.relative_to(TUI)}:{node.lineno} {cls.name}.render"
+        for path in _modules()
+        for cls in ast.walk(ast.parse(path.read_text()))
+        if isinstance(cls, ast.ClassDef)
+        for node in cls.body
+        if isinstance(node, ast.FunctionDef) and node.name in ("render", "render_line", "render_lines")
+    ]
+    assert found == [], "subclass lenstop.tui.safe.SafeWidget and build the text in draw():\n" + "\n".join(found)
+
+
 def test_every_border_title_is_set_through_title() -> None:
     found = []
     for path in _modules():
