@@ -4,7 +4,6 @@ JSON document with `--json` (the same the app shows)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -231,9 +230,9 @@ def circuit(
 
         doc = graph_json(found)
         if out is not None:
-            from lenstop.models.files import write_atomically
+            from lenstop.models.files import write_json
 
-            write_atomically(out, json.dumps(doc, ensure_ascii=False) + "\n")
+            write_json(out, doc)
         if as_json:
             print_json(doc)
         else:

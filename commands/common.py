@@ -3,7 +3,6 @@ loading the engine, and printing JSON. Nothing here imports torch."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,9 +12,10 @@ from typing import Annotated
 import typer
 
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, NumericError, describe
+from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, describe
+from lenstop.models.files import json_text
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.safe_text import json_safe, printable
+from lenstop.models.safe_text import printable
 
 ModelArg = Annotated[
     str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
@@ -137,14 +137,5 @@ def load_engine(
 
 
 def print_json(doc: object) -> None:
-    """One JSON document on stdout, readable as UTF-8, with no character a terminal would obey (`json_safe`).
-    NaN and infinity are not JSON (a parser downstream would choke on them), so a result holding one is a
-    numeric error instead."""
-    try:
-        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        raise NumericError(
-            "the result holds NaN or infinite numbers, which JSON cannot carry; check the model's and the "
-            "dictionaries' files, or use smaller intervention strengths"
-        ) from None
-    sys.stdout.write(json_safe(text) + "\n")
+    """One JSON document on stdout, as lenstop writes every one (`json_text`): nothing a terminal would obey."""
+    sys.stdout.write(json_text(doc))

@@ -9,7 +9,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from lenstop.models.errors import ExitCode, LenstopError
+from lenstop.models.errors import ExitCode, LenstopError, NumericError
+from lenstop.models.safe_text import json_safe
 
 # What to do when the file system refuses a write, by errno.
 _ADVICE = {
@@ -31,6 +32,28 @@ class WriteError(LenstopError, OSError):
     def __init__(self, path: Path, why: str, code: ExitCode = ExitCode.BAD_FILE) -> None:
         super().__init__(f"cannot write {path}: {why}", code)
         self.strerror = why
+
+
+def json_text(doc: object, *, indent: int | None = None) -> str:
+    """A JSON document as lenstop writes it, on stdout or to a file, with a final newline: UTF-8 to read, with
+    lone surrogates (which UTF-8 cannot hold: a prompt from a JSON escape) and characters a terminal would obey
+    escaped (`json_safe`). NaN and infinity are not JSON, which a parser downstream would choke on: a result
+    holding one is a numeric error instead."""
+    import json
+
+    try:
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, indent=indent)
+    except ValueError:
+        raise NumericError(
+            "the result holds NaN or infinite numbers, which JSON cannot carry; check the model's and the "
+            "dictionaries' files, or use smaller intervention strengths"
+        ) from None
+    return json_safe(text) + "\n"
+
+
+def write_json(path: str | Path, doc: object, *, indent: int | None = None) -> Path:
+    """`doc` as `json_text`, written by `write_atomically`."""
+    return write_atomically(path, json_text(doc, indent=indent))
 
 
 def write_atomically(path: str | Path, text: str) -> Path:

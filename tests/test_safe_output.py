@@ -201,6 +201,20 @@ def test_labels_in_json_output_are_the_labels_and_nothing_a_terminal_obeys(
     assert shown & set(ATTACKS), "the graph's features carry their labels, unchanged"
 
 
+def test_a_graph_whose_labels_utf8_cannot_hold_is_written_escaped(
+    runner: CliRunner, tiny_model: Path, resid_saes: Path, tmp_path: Path
+) -> None:
+    """A label with a lone surrogate (a JSON escape in a labels file) made `circuit --out` exit 1."""
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps([{"index": i, "description": f"half \ud800 {i}"} for i in range(64)]))
+    out = tmp_path / "graph.json"
+    model = [str(tiny_model), "--sae", str(resid_saes), "--labels", f"1={labels}", "--device", "cpu"]
+    result = runner.invoke(app, ["circuit", "-p", PROMPT, "--out", str(out), *model])
+    assert result.exit_code == 0, result.stderr
+    clerps = {node["clerp"] for node in json.loads(out.read_text(encoding="utf-8"))["nodes"]}
+    assert any(c.startswith("half \ud800 ") for c in clerps)
+
+
 def test_a_dictionarys_own_labels_are_shown_not_obeyed(
     runner: CliRunner, tiny_model: Path, resid_saes: Path, tmp_path: Path
 ) -> None:

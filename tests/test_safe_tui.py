@@ -201,6 +201,32 @@ async def test_the_palettes_screenshot_says_where_it_saved_as_text(tmp_path: Pat
         assert len(list(folder.glob("lenstop-*.svg"))) == 1
 
 
+async def test_text_utf8_cannot_hold_is_saved_escaped_not_a_crash(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A lone surrogate (a session file's `\\ud800` escape) in the prompt, or in a label of an exported
+    graph, ended the app with a UnicodeEncodeError on w and x; it is written as the JSON escape it came as."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "session.json"
+    path.write_text('{"version": 1, "model": "fake", "prompt": "def f\\ud800(x):"}')
+    app = LenstopApp(
+        EngineSpec("fake"),
+        session=Session.load(path),
+        session_path=path,
+        factory=FakeFactory(HostileEngine(words=["\ud800 half a pair"])),
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("w")
+        await settle(pilot)
+        assert app.is_running and Session.load(path).prompt == "def f\ud800(x):"
+        app.inspector.prompt = "def add(first, second): return first"
+        await settle(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+        await pilot.press("x")
+        await settle(pilot)
+        assert app.is_running and "saved lenstop-circuit-" in screen_text(app)
+
+
 # ---------------------------------------------------------------- every module of tui/ keeps to it
 RAW_WIDGETS = {"Static", "Label", "Input"}  # they read strings as markup and pass control characters on
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from lenstop.models.errors import BadFileError, UsageError, read_json
-from lenstop.models.files import write_atomically
+from lenstop.models.files import write_json
 from lenstop.models.interventions import Adjustable, Intervention, Slot, from_dict, to_dict
 
 VERSION = 1
@@ -124,7 +124,7 @@ class Session:
         }
 
     def save(self, path: str | Path) -> Path:
-        return write_atomically(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+        return write_json(path, self.to_json(), indent=2)
 
     @classmethod
     def from_json(cls, doc: dict[str, object], name: str = "session file") -> Session:

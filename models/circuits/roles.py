@@ -10,7 +10,6 @@ weights) and kept in the user's cache directory, written atomically.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ import torch
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.errors import LenstopError, read_json
-from lenstop.models.files import write_atomically
+from lenstop.models.files import write_json
 from lenstop.models.head_scores import HeadScores, head_scores
 
 if TYPE_CHECKING:
@@ -139,7 +138,7 @@ def write(path: Path, roles: HeadRoles) -> None:
         "span": roles.span,
         "layers": [[[s.previous, s.duplicate, s.induction] for s in layer] for layer in roles.layers],
     }
-    write_atomically(path, json.dumps(doc))
+    write_json(path, doc)
 
 
 def head_roles(engine: Engine, *, refresh: bool = False) -> tuple[HeadRoles, Path]:

@@ -14,7 +14,6 @@ Every number comes from the engine in a worker; this screen only draws.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -33,8 +32,8 @@ from textual.worker import get_current_worker
 from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
 from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKind
-from lenstop.models.errors import LengthMismatchError
-from lenstop.models.files import write_atomically
+from lenstop.models.errors import LengthMismatchError, LenstopError
+from lenstop.models.files import write_json
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.safe_text import printable
@@ -623,8 +622,8 @@ class CircuitScreen(Screen[None]):
             return
         path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
         try:
-            write_atomically(path, json.dumps(graph_json(self.circuit), ensure_ascii=False) + "\n")
-        except OSError as err:
-            self.status(f"cannot write {path}: {err.strerror or err}", error=True)
+            write_json(path, graph_json(self.circuit))
+        except (OSError, LenstopError) as err:  # a full disk; a NaN, which JSON cannot carry
+            self.status(f"cannot write {path}: {getattr(err, 'strerror', None) or err}", error=True)
             return
         self.status(f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer")

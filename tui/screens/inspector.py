@@ -995,8 +995,9 @@ class InspectorScreen(Screen[None]):
     def _save_session(self) -> None:
         try:
             path = self.session().save(self.session_path)
-        except OSError as err:  # a read-only folder, a full disk: the last saved session is untouched
-            self.status(f"cannot save the session to {self.session_path}: {err.strerror or err}", error=True)
+        except (OSError, LenstopError) as err:  # a read-only folder, a full disk: the last saved session is untouched
+            why = getattr(err, "strerror", None) or err
+            self.status(f"cannot save the session to {self.session_path}: {why}", error=True)
             return
         self._own_file = path.resolve()
         self.status(f"saved session to {path} (lenstop inspect --session {path})")
