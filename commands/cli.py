@@ -217,6 +217,8 @@ def inspect(
         from lenstop.tui.app import LenstopApp
         from lenstop.tui.session import Session
 
+        if session is not None:  # `--session=~/s.json` reaches us unexpanded: the shell expands ~ only alone
+            session = session.expanduser()
         state = Session.load(session) if session is not None and session.is_file() else Session()
         if model is not None:
             state.model = model

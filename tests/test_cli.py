@@ -223,6 +223,25 @@ def test_the_app_refuses_to_start_without_a_terminal(runner: CliRunner) -> None:
     assert result.stderr.count("\n") == 1 and "needs a terminal" in result.stderr and "--json" in result.stderr
 
 
+def test_a_session_named_with_a_tilde_is_the_file_in_home(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--session=~/s.json` reaches lenstop unexpanded (a shell expands ~ only as a word of its own): the app
+    opened a fresh session, and w then replaced the real file without asking."""
+    from lenstop.commands import cli
+    from lenstop.tui.session import Session
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    Session(model="demo", prompt="def saved(): pass").save(tmp_path / "s.json")
+    opened = []
+    monkeypatch.setattr(cli, "need_a_terminal", lambda: None)
+    monkeypatch.setattr(cli, "run_app", lambda app: opened.append(app) or 0)
+    result = _run(runner, "inspect", "--session=~/s.json")
+    assert result.exit_code == 0, result.output
+    (app,) = opened
+    assert app.inspector.prompt == "def saved(): pass" and app.inspector.session_path == tmp_path / "s.json"
+
+
 def test_lenstop_with_its_output_in_a_pipe_exits_at_once() -> None:
     """It sat at 'importing torch…' for minutes with stdout piped, and then waited for keys forever."""
     done = subprocess.run([str(LENSTOP), "--device", "cpu"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
