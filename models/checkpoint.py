@@ -26,6 +26,7 @@ from lenstop.models.errors import (
     BadFileError,
     IncompatibleError,
     NotFoundError,
+    json_kind,
     parse_json,
     read_json,
 )
@@ -97,7 +98,7 @@ def check_config(folder: Path, what: str) -> dict[str, Any]:
     config = read_json(folder / "config.json", "", what=f"{what}: its config.json")
     if not isinstance(config, dict):
         raise BadFileError(
-            f"{what}: its config.json is a JSON {_json_kind(config)}, not an object; fix or re-download it"
+            f"{what}: its config.json is a JSON {json_kind(config)}, not an object; fix or re-download it"
         )
     for part in _sub_configs(config):
         _check_sizes(part, what)
@@ -142,10 +143,6 @@ def _refuse_remote_code(config: dict[str, Any], what: str) -> None:
         )
 
 
-def _json_kind(value: object) -> str:
-    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
-
-
 def check_small_files(folder: Path, what: str) -> None:
     """Tokenizer and config files are read whole, by readers that trust them: bound their size first."""
     for path in (folder / name for name in SMALL_FILES):
@@ -164,7 +161,7 @@ def blame_a_file(folder: Path, what: str) -> None:
             continue
         doc = read_json(path, "", what=f"{what}: its {path.name}")
         if not isinstance(doc, dict):
-            raise BadFileError(f"{what}: its {path.name} is a JSON {_json_kind(doc)}, not an object; re-download it")
+            raise BadFileError(f"{what}: its {path.name} is a JSON {json_kind(doc)}, not an object; re-download it")
 
 
 # ---------------------------------------------------------------- the weights' headers

@@ -28,6 +28,7 @@ from lenstop.models.errors import (
     UsageError,
     corrupt_weights,
     is_out_of_memory,
+    json_shown,
     read_json,
 )
 from lenstop.models.feature_cards import Cards
@@ -168,7 +169,6 @@ FIELD_TYPES: dict[str, tuple[type, str]] = {
 def check_field_types(path: Path) -> None:
     """Name a cfg.json field of the wrong type before SAELens trips over it somewhere inside torch; the file
     is read bounded, so a nested or huge one is a bad file, not a RecursionError."""
-    import json
 
     if not (path / SAE_CONFIG).is_file():
         return  # SAE.load_from_disk says it is missing, below
@@ -187,7 +187,7 @@ def check_field_types(path: Path) -> None:
                 good = False
             if not good:
                 raise BadFileError(
-                    f"dictionary {path}: its {SAE_CONFIG} field {where}{name} is {json.dumps(value)[:40]}, "
+                    f"dictionary {path}: its {SAE_CONFIG} field {where}{name} is {json_shown(value)}, "
                     f"not {words}; fix or re-download it"
                 )
     k, d_sae = cfg.get("k"), cfg.get("d_sae")

@@ -137,6 +137,20 @@ def allocation(err: BaseException) -> str:
     return ""
 
 
+def json_kind(value: object) -> str:
+    """What a JSON value is, in words, for an error line: `object`, `list`, `string`, `number`, ..."""
+    kinds = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return kinds.get(type(value), "null")
+
+
+def json_shown(value: object, limit: int = 40) -> str:
+    """A JSON value as its file writes it, cut short for an error line."""
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(err: BaseException) -> str:
     """One line for a user: ours as they are, anything else as its type and its message's first line."""
     if isinstance(err, LenstopError):

@@ -820,9 +820,9 @@ async def test_a_keymap_entry_that_would_take_a_key_away_or_is_no_key_is_refused
     async with app.run_test(size=(200, 40)) as pilot:
         await settle(pilot)
         status = str(app.inspector.query_one("#status").render())
-        assert "keys.json: refused 'ablate' → 'q' (q is quit's key)" in status
-        assert "'steer harder' is not a key" in status and "'nope' (no binding has that id" in status
-        assert "'interrupt' (ctrl+c always quits)" in status and "applied undo → U" in status
+        assert 'keys.json: refused "ablate" → "q" (q is quit\'s key)' in status
+        assert '"steer harder" is not a key' in status and '"nope" (no binding has that id' in status
+        assert '"interrupt" (ctrl+c always quits)' in status and "applied undo → U" in status
         await pilot.press("a")  # still ablates: the refused entry was not applied
         await settle(pilot)
         assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
@@ -832,6 +832,45 @@ async def test_a_keymap_entry_that_would_take_a_key_away_or_is_no_key_is_refused
         await pilot.press("q")
         await pilot.pause()
         assert not app.is_running
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["latin_small_letter_a", "QUESTION_MARK", "digit_one", "right-to-left_override", "ctrl+latin_small_letter_x"],
+)
+async def test_a_keymap_entry_naming_a_key_as_textual_never_reports_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """`latin_small_letter_a` is the name of a's character, not the key Textual reports for it (`a`): bound as
+    it was, the footer said it and pressing a did nothing."""
+    app, engine = await keymapped_app(tmp_path, monkeypatch, json.dumps({"ablate": name}))
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        assert "is not a key" in str(app.inspector.query_one("#status").render())
+        await pilot.press("a")  # the binding kept its key
+        await settle(pilot)
+        assert analyses(engine)[-1][1] == (FeatureAblation(0, 13),)
+
+
+@pytest.mark.parametrize(("keys", "shown"), [({"token.previous": "b"}, "b/l"), ({"layer.next": "n"}, "[/n")])
+async def test_moving_one_key_of_a_pair_shows_each_key_in_the_footer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: dict[str, str], shown: str
+) -> None:
+    """The unmoved binding kept the pair's display: the footer said `b/←/→` and `[ ]/n`."""
+    app, _ = await keymapped_app(tmp_path, monkeypatch, json.dumps(keys))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        assert f" {shown} " in footer_text(app)
+
+
+async def test_a_keymap_note_stays_short_whatever_the_file_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = await keymapped_app(tmp_path, monkeypatch, json.dumps({"x" * 5000: "y" * 5000}))
+    async with app.run_test(size=(200, 40)) as pilot:
+        await settle(pilot)
+        status = str(app.inspector.query_one("#status").render())
+        assert "no binding has that id" in status and len(status) < 200
 
 
 async def test_a_keymap_file_that_is_not_json_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,7 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.keys import Keys, _character_to_key, format_key, key_to_character
 
-from lenstop.models.errors import LenstopError, read_json
-from lenstop.models.safe_text import printable
+from lenstop.models.errors import LenstopError, json_kind, json_shown, read_json
 
 KEYMAP_FILE = Path("~/.config/lenstop/keys.json").expanduser()
 MODIFIERS = frozenset({"ctrl", "shift", "alt", "meta", "super", "hyper"})
@@ -71,7 +70,10 @@ def is_key(key: str) -> bool:
         return False
     if len(base) == 1:
         return base.isprintable() and not base.isspace()
-    return base in NAMED_KEYS or key_to_character(base) is not None
+    # A character's long name only as Textual reports it (question_mark), not another spelling of it that
+    # would never match (latin_small_letter_a for a, QUESTION_MARK, digit_one).
+    character = key_to_character(base)
+    return base in NAMED_KEYS or (character is not None and _character_to_key(character) == base)
 
 
 def bindings_of(node: type[DOMNode]) -> list[Binding]:
@@ -90,9 +92,9 @@ def check_keymap(mapping: Mapping[str, object], scopes: Iterable[Scope]) -> Keym
     ids = {b.id for s in scopes for node in (*s.always, *s.focused) for b in bindings_of(node) if b.id}
     refused: dict[str, str] = {}
     wanted: dict[str, list[str]] = {}
-    shown_as = {binding_id: printable(repr(value)) for binding_id, value in mapping.items()}
+    shown_as = {binding_id: json_shown(value) for binding_id, value in mapping.items()}
     for binding_id, value in mapping.items():
-        shown = f"{printable(str(binding_id))!r}"
+        shown = json_shown(binding_id)
         if binding_id not in ids:
             refused[binding_id] = f"{shown} (no binding has that id; ? lists them)"
         elif binding_id in FIXED:
@@ -100,7 +102,7 @@ def check_keymap(mapping: Mapping[str, object], scopes: Iterable[Scope]) -> Keym
         elif not isinstance(value, str) or not value.strip():
             refused[binding_id] = f"{shown} → {shown_as[binding_id]} (not a key)"
         elif bad := [k for k in normal_keys(value) if not is_key(k)]:
-            refused[binding_id] = f"{shown} → {shown_as[binding_id]} ({printable(bad[0])!r} is not a key)"
+            refused[binding_id] = f"{shown} → {shown_as[binding_id]} ({json_shown(bad[0])} is not a key)"
         else:
             wanted[binding_id] = normal_keys(value)
     applied: dict[str, list[str]] = {}
@@ -114,7 +116,7 @@ def check_keymap(mapping: Mapping[str, object], scopes: Iterable[Scope]) -> Keym
     for binding_id, keys in wanted.items():
         if binding_id not in applied:
             holder = _holder(binding_id, keys, applied, scopes)
-            refused[binding_id] = f"{binding_id!r} → {shown_as[binding_id]} ({holder})"
+            refused[binding_id] = f"{json_shown(binding_id)} → {shown_as[binding_id]} ({holder})"
     order = list(mapping)
     return Keymap(
         {k: ",".join(applied[k]) for k in order if k in applied},
@@ -150,7 +152,7 @@ def load_keymap(scopes: Iterable[Scope], path: Path = KEYMAP_FILE) -> Keymap:
     try:
         mapping = read_json(path, "keymap")
     except LenstopError as err:
-        return Keymap(unreadable=printable(str(err)))
+        return Keymap(unreadable=str(err))
     if not isinstance(mapping, dict):
-        return Keymap(unreadable=f"it holds a JSON {type(mapping).__name__}, not an object of binding id: key")
+        return Keymap(unreadable=f"it holds a JSON {json_kind(mapping)}, not an object of binding id: key")
     return check_keymap(mapping, scopes)

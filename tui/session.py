@@ -9,11 +9,10 @@ so one watcher redraws and re-analyses. `Session` is what `w` saves and
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lenstop.models.errors import BadFileError, UsageError, read_json
+from lenstop.models.errors import BadFileError, UsageError, json_shown, read_json
 from lenstop.models.files import write_json
 from lenstop.models.interventions import Adjustable, Intervention, Slot, from_dict, to_dict
 
@@ -140,11 +139,11 @@ class Session:
         entries = []
         for raw in _list(doc.get("interventions")):
             if not isinstance(raw, dict):
-                raise BadFileError(f"{name}: an intervention is {_short(raw)}, not an object")
+                raise BadFileError(f"{name}: an intervention is {json_shown(raw)}, not an object")
             item = dict(raw)
             enabled = item.pop("enabled", True)
             if not isinstance(enabled, bool):
-                raise BadFileError(f"{name}: an intervention's enabled is {_short(enabled)}, not true or false")
+                raise BadFileError(f"{name}: an intervention's enabled is {json_shown(enabled)}, not true or false")
             entries.append(Entry(_intervention(item, name), enabled))
         sel = doc.get("selection")
         sel = sel if isinstance(sel, dict) else {}
@@ -200,18 +199,13 @@ def _number(value: object, what: str, name: str, *, whole: bool, none: bool = Fa
     kinds: tuple[type, ...] = (int,) if whole else (int, float)
     if (value is None and none) or (isinstance(value, kinds) and not isinstance(value, bool)):
         return
-    raise BadFileError(f"{name}: {what} is {_short(value)}, not a {'whole ' if whole else ''}number")
+    raise BadFileError(f"{name}: {what} is {json_shown(value)}, not a {'whole ' if whole else ''}number")
 
 
 def _text(value: object, what: str, name: str) -> str:
     if not isinstance(value, str):
-        raise BadFileError(f"{name}: {what} is {_short(value)}, not a string")
+        raise BadFileError(f"{name}: {what} is {json_shown(value)}, not a string")
     return value
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _list(value: object) -> list[object]:

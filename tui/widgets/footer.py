@@ -11,7 +11,7 @@ bound now (a remapped binding shows its new key), and the bindings the screen ha
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual.binding import Binding
@@ -79,8 +79,8 @@ class KeyFooter(SafeWidget):
             # A pair's bindings share a display (`←/→`, `[ ]`), which a keymap that moves either resets.
             if first.key_display and all(bound[i][0].key_display == first.key_display for i in key.ids):
                 shown = first.key_display
-            else:
-                shown = "/".join(self.app.get_key_display(bound[i][0]) for i in key.ids)
+            else:  # each by its own key: the display the pair shared names keys one of them no longer has
+                shown = "/".join(self.app.get_key_display(replace(bound[i][0], key_display=None)) for i in key.ids)
             out.append((shown, key.label))
         return out
 
