@@ -14,6 +14,7 @@ from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import NotFoundError, OutOfMemoryError
 from lenstop.models.interventions import FeatureAblation, FeatureSteer, HeadKnockout
 from lenstop.tui.app import LenstopApp
+from lenstop.tui.messages import PositionsOutside
 from lenstop.tui.session import Session
 from lenstop.tui.widgets.effects import ShiftView
 from lenstop.tui.widgets.features import FeatureTable
@@ -947,6 +948,28 @@ async def test_shortening_the_prompt_switches_off_what_is_pinned_beyond_it_and_s
         await pilot.press("slash", "ctrl+u", *PROMPT, "enter", "u")  # long enough again: u brings it back
         await settle(pilot)
         assert app.inspector.interventions.active == (knockout,) and app.inspector.analysis.interventions == (knockout,)
+
+
+async def test_an_answer_about_a_prompt_no_longer_in_the_box_changes_nothing() -> None:
+    """The prompt cut short and typed long again while the short one's analysis ran: the answer that a pinned
+    knockout is beyond the short prompt's end came before the long prompt's analysis was asked for (the box
+    waits for typing to rest), and switched off a knockout that fits the prompt in the box."""
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("left", "left", "left", "at", "2", "x")
+        await settle(pilot)
+        knockout = HeadKnockout(0, 0, 15)
+        screen = app.inspector
+        asked_for_the_short_prompt = screen.request
+        screen.prompt = PROMPT + " "  # typed on: the next analysis waits for the typing to rest
+        screen.post_message(PositionsOutside(asked_for_the_short_prompt, (knockout,), 4))
+        await pilot.pause()
+        assert screen.interventions.active == (knockout,)
+        await pilot.pause(0.5)  # the typing rests: the long prompt's analysis
+        await settle(pilot)
+        assert screen.analysis.prompt == PROMPT + " " and screen.analysis.interventions == (knockout,)
+        assert "switched off" not in str(screen.query_one("#status").render())
 
 
 async def test_a_failed_analysis_marks_the_panes_stale_and_says_it_whole() -> None:

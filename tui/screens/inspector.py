@@ -312,6 +312,7 @@ class InspectorScreen(Screen[None]):
 
     def watch_prompt(self) -> None:
         self._drop_continuation()
+        self.request += 1  # what is on its way was asked for the prompt before this one: none of it may land
         if self._debounce is not None:
             self._debounce.stop()
         self._debounce = self.set_timer(DEBOUNCE_S, self.run_analysis)
@@ -428,7 +429,9 @@ class InspectorScreen(Screen[None]):
             return
         hint = " (u undoes the last change)" if self.interventions.entries else ""
         shown = " · the panes show the last analysis that worked" if self.analysis is not None else ""
-        self.status(message.error + hint + shown, error=True)
+        also = f" · also {self._switched_off}" if self._switched_off is not None else ""
+        self._switched_off = self._rolled_back = None  # said now: not later, over an analysis they are not about
+        self.status(message.error + hint + shown + also, error=True)
         self.stale = self.analysis is not None  # for another prompt or other interventions than these
 
     def watch_analysis(self, previous: Analysis | None, analysis: Analysis | None) -> None:
