@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenstop.models.errors import JSON_LIMIT, BadFileError, parse_json, read_json
+from lenstop.models.errors import JSON_LIMIT, BadFileError, json_shown, parse_json, read_json
 
 CARDS_FILE = "feature_cards.json.gz"
 LABELS_FILE = "feature_labels.json"  # {"<feature id>": "<label>"}, written with the cards
@@ -147,6 +147,20 @@ def _checked_card(raw: dict[str, Any], path: Path | None) -> FeatureCard:
         ) from None
 
 
+def feature_number(value: object) -> int | None:
+    """A feature id as label and card files write it (`12`, `12.0` or `"12"`), or None for anything else: a
+    bool, `Infinity`, `3.7`, a negative number, or a string of other digits than decimal ones (`"²"`)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value)
+    return None
+
+
 def read_cards(path: Path) -> dict[int, dict[str, Any]]:
     """The raw cards of a `feature_cards.json.gz`, by feature id. Decompression is bounded by the file's own
     size (JSON compresses some 5x; a gzip bomb a thousandfold), so a bomb is refused after a few megabytes."""
@@ -168,13 +182,11 @@ def read_cards(path: Path) -> dict[int, dict[str, Any]]:
         raise BadFileError(f"{what} has no list of features; re-download or rebuild the cards")
     raw: dict[int, dict[str, Any]] = {}
     for card in features:
-        feature = card.get("id") if isinstance(card, dict) else None
-        if not isinstance(card, dict) or isinstance(feature, bool) or not isinstance(feature, int | str):
+        if not isinstance(card, dict) or "id" not in card:
             raise BadFileError(f"{what}: a card is not an object with a feature id; re-download or rebuild the cards")
-        try:
-            raw[int(feature)] = card
-        except ValueError:
-            raise BadFileError(f"{what}: a card's id {feature!r} is not a feature number") from None
+        if (feature := feature_number(card["id"])) is None:
+            raise BadFileError(f"{what}: a card's id {json_shown(card['id'])} is not a feature number")
+        raw[feature] = card
     return raw
 
 
@@ -185,11 +197,11 @@ def read_own_labels(path: Path) -> dict[int, str]:
         raise BadFileError(f'{path} is not a JSON object of feature ids to labels ({{"12": "a label"}})')
     labels: dict[int, str] = {}
     for key, label in doc.items():
-        if not key.strip().isdigit():
-            raise BadFileError(f"{path}: the key {key[:40]!r} is not a feature number")
+        if (feature := feature_number(key)) is None:
+            raise BadFileError(f"{path}: the key {json_shown(key)} is not a feature number")
         if not isinstance(label, str):
-            raise BadFileError(f"{path}: the label of feature {key} is not a string")
-        labels[int(key)] = label
+            raise BadFileError(f"{path}: the label of feature {feature} is not a string")
+        labels[feature] = label
     return labels
 
 
@@ -209,12 +221,11 @@ def read_labels(path: str | Path) -> tuple[dict[int, str], int | None]:
     labels: dict[int, str] = {}
     for item in data:
         if isinstance(item, dict) and "index" in item and "description" in item:
-            try:
-                labels[int(item["index"])] = str(item["description"]).strip()
-            except (TypeError, ValueError):
-                raise BadFileError(f"--labels {path}: index {item['index']!r} is not a feature number") from None
+            if (feature := feature_number(item["index"])) is None:
+                raise BadFileError(f"--labels {path}: index {json_shown(item['index'])} is not a feature number")
+            labels[feature] = str(item["description"]).strip()
     if not labels:
         raise BadFileError(f"--labels {path}: no objects with 'index' and 'description' in it")
     layers = {str(item.get("layer", "")).split("-")[0] for item in data if isinstance(item, dict)}
     only = layers.pop() if len(layers) == 1 else ""
-    return labels, int(only) if only.isdigit() else None
+    return labels, feature_number(only)

@@ -141,7 +141,7 @@ def test_a_spoilt_dictionary_is_named_with_what_is_wrong(
         (b"\xff\xfe[{\x00", ("not UTF-8 text",)),
         (b'[{"index": 1, "description": "x"', ("not valid JSON",)),
         (b'{"index": 1}', ("expected a list",)),
-        (b'[{"index": "one", "description": "x"}]', ("'one' is not a feature number",)),
+        (b'[{"index": "one", "description": "x"}]', ('"one" is not a feature number',)),
     ],
 )
 def test_a_bad_labels_file_is_one_line(tiny_model: Path, resid_saes: Path, tmp_path: Path, content, words) -> None:

@@ -176,12 +176,17 @@ def test_each_reader_refuses_a_huge_file_before_reading_it(
 
 SHAPES = [
     (_reader(LABELS_FILE), json.dumps(["one", "two"]).encode(), "not a JSON object of feature ids to labels"),
-    (_reader(LABELS_FILE), json.dumps({"seven": "a label"}).encode(), "the key 'seven' is not a feature number"),
+    (_reader(LABELS_FILE), json.dumps({"seven": "a label"}).encode(), 'the key "seven" is not a feature number'),
+    (_reader(LABELS_FILE), json.dumps({"²": "a label"}).encode(), 'the key "²" is not a feature number'),
     (_reader(LABELS_FILE), json.dumps({"7": ["a", "list"]}).encode(), "the label of feature 7 is not a string"),
-    (_reader(CARDS_FILE), json.dumps({"features": [{"id": "x"}]}).encode(), "a card's id 'x' is not a feature number"),
+    (_reader(CARDS_FILE), json.dumps({"features": [{"id": "x"}]}).encode(), 'a card\'s id "x" is not a feature number'),
+    (_reader(CARDS_FILE), b'{"features": [{"id": Infinity}]}', "a card's id Infinity is not a feature number"),
     (_reader(CARDS_FILE), json.dumps({"features": [{"id": 3, "contexts": [{"tokens": 1}]}]}).encode(), "feature 3"),
     (_reader(CARDS_FILE), json.dumps({"cards": []}).encode(), "has no list of features"),
-    (_reader("--labels"), json.dumps([{"index": "one", "description": "x"}]).encode(), "'one' is not a feature number"),
+    (_reader("--labels"), json.dumps([{"index": "one", "description": "x"}]).encode(), '"one" is not a feature number'),
+    (_reader("--labels"), b'[{"index": Infinity, "description": "x"}]', "index Infinity is not a feature number"),
+    (_reader("--labels"), b'[{"index": true, "description": "x"}]', "index true is not a feature number"),
+    (_reader("--labels"), b'[{"index": 2.5, "description": "x"}]', "index 2.5 is not a feature number"),
     (_reader("--session"), json.dumps({**Session().to_json(), "prompt": 3}).encode(), "prompt is 3, not a string"),
     (
         _reader("--session"),
@@ -257,10 +262,20 @@ def test_read_json_refuses_a_huge_file_by_its_size(tmp_path: Path) -> None:
         b'{"version": 1, "model": "x", "sequences": 8, "span": 30, "layers": "all of them"}',
         b'{"version": 1, "model": "x", "sequences": 8, "span": 30, "layers": [[[0.1, 0.2]]]}',
         b'{"version": 1, "model": "x", "sequences": 8, "span": 30, "layers": [[[0.1, 0.2, 0.3]]]}',
+        b'{"version": 1, "model": "x", "sequences": 8, "span": 30, "layers": [[[1' + b"0" * 400 + b", 0.2, 0.3]]]}",
         NOT_UTF8,
         b'{"version": 1, "model": "x",',
     ],
-    ids=["nested", "a-list", "layers-a-string", "two-scores", "too-few-heads", "not-utf8", "truncated"],
+    ids=[
+        "nested",
+        "a-list",
+        "layers-a-string",
+        "two-scores",
+        "too-few-heads",
+        "beyond-a-float",
+        "not-utf8",
+        "truncated",
+    ],
 )
 def test_a_bad_head_roles_cache_is_computed_again(content: bytes, tiny_model: Path, engine) -> None:
     from lenstop.models.circuits import roles

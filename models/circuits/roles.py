@@ -126,7 +126,10 @@ def _scores(scores: object) -> tuple[float | None, ...]:
         raise ValueError("not three scores")
     if not all(s is None or (isinstance(s, int | float) and not isinstance(s, bool)) for s in scores):
         raise ValueError("a score is not a number")
-    return tuple(None if s is None else float(s) for s in scores)
+    try:
+        return tuple(None if s is None else float(s) for s in scores)
+    except OverflowError:  # an integer beyond any float (10**400): not a score lenstop wrote
+        raise ValueError("a score is out of range") from None
 
 
 def write(path: Path, roles: HeadRoles) -> None:
