@@ -414,23 +414,30 @@ def _dims(shape: tuple[int, ...]) -> str:
 
 
 # ---------------------------------------------------------------- after the boot
-def check_finite(parameters: Iterable[tuple[str, torch.Tensor]], what: str) -> None:
-    """One NaN in the weights makes every probability NaN: refuse them when loading, by name. A float32 sum is
-    NaN or infinite exactly when a value is (half precision is summed in float32, so it cannot overflow):
-    one pass, with no mask allocated. Views of one storage (the bridge's q, k and v of GPT-2's fused qkv)
-    are read once, through the widest of them."""
+def nonfinite(tensor: torch.Tensor) -> int:
+    """How many of a tensor's values are NaN or infinite. A sum in float32 (float64 for float64) is finite
+    when every value is, so a sound tensor costs one pass and no mask; a sum that is not may be large finite
+    values overflowing it (bf16 reaches 3e38), so then the values themselves are counted."""
     import torch
 
-    widest: dict[tuple[str, int], tuple[str, torch.Tensor]] = {}
+    wide = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    if bool(torch.isfinite(tensor.sum(dtype=wide))):
+        return 0
+    return int((~torch.isfinite(tensor)).sum())
+
+
+def check_finite(parameters: Iterable[tuple[str, torch.Tensor]], what: str) -> None:
+    """One NaN in the weights makes every probability NaN: refuse them when loading, by name. A tensor seen
+    twice (a tied embedding and unembedding, a view the bridge keeps beside its original) is read once."""
+    seen: set[tuple[str, int, int, tuple[int, ...]]] = set()
     for name, param in parameters:
-        if param.is_floating_point() and param.device.type != "meta":
-            key = (str(param.device), param.untyped_storage().data_ptr())
-            if key not in widest or param.numel() > widest[key][1].numel():
-                widest[key] = (name, param)
-    for name, param in widest.values():
-        wide = torch.float64 if param.dtype == torch.float64 else torch.float32
-        if not bool(torch.isfinite(param.sum(dtype=wide))):
-            bad = int((~torch.isfinite(param)).sum())
+        if not param.is_floating_point() or param.device.type == "meta":
+            continue
+        key = (str(param.device), param.untyped_storage().data_ptr(), int(param.storage_offset()), tuple(param.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        if bad := nonfinite(param):
             shown = name.replace("._original_component", "")  # the bridge's wrappers, not the checkpoint's names
             raise BadFileError(
                 f"{what}: its weights hold {bad:,} NaN or infinite value(s), in {shown}; "

@@ -230,7 +230,7 @@ def _unreadable(err: Exception) -> str:
 def check_finite(sae: SAE, source: str) -> None:
     """NaN or infinite weights would turn every analysis into NaN, and integer ones are no dictionary: refuse
     them when loading, by name."""
-    import torch
+    from lenstop.models.checkpoint import nonfinite
 
     for name, tensor in sae.state_dict().items():
         if not tensor.is_floating_point():
@@ -238,8 +238,7 @@ def check_finite(sae: SAE, source: str) -> None:
                 f"dictionary {source}: its weights' {name} is {str(tensor.dtype).removeprefix('torch.')}, "
                 "not floating point; re-download it"
             )
-        if not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
+        if bad := nonfinite(tensor):
             raise BadFileError(f"dictionary {source}: {name} holds {bad} NaN or infinite values; re-download it")
 
 

@@ -292,3 +292,19 @@ def test_a_native_model_whose_config_asks_for_its_own_code_loads_without_running
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["tokens"] == list(engine.analyse("def f(x):").tokens)
     assert not marker.exists(), "the model's own code ran"
+
+
+def test_large_finite_weights_that_overflow_a_sum_are_not_called_infinite() -> None:
+    """The check sums each tensor in float32 and counts only when the sum is not finite: a sum of finite values
+    can overflow (bf16 reaches 3e38), and such weights were refused as holding '0 NaN or infinite value(s)'."""
+    from lenstop.models.checkpoint import check_finite, nonfinite
+    from lenstop.models.errors import BadFileError
+
+    large = torch.full((4, 4), 3e38, dtype=torch.bfloat16)
+    assert not torch.isfinite(large.sum(dtype=torch.float32)) and nonfinite(large) == 0
+    check_finite([("w", large)], "model 'x'")
+    fused = torch.zeros(3, 4)
+    fused[2, 1] = float("nan")
+    q, k, v = fused.unbind(0)  # views of one storage at three offsets, as the bridge keeps q, k and v
+    with pytest.raises(BadFileError, match=r"1 NaN or infinite value\(s\), in v"):
+        check_finite([("q", q), ("k", k), ("v", v)], "model 'x'")
