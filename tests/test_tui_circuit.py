@@ -249,10 +249,10 @@ async def test_on_the_demo_the_view_walks_from_an_induction_head_to_the_previous
 
 
 def test_export_writes_the_graph_atomically(tmp_path: Path) -> None:
-    from lenstop.tui.screens.circuit import write_atomically
+    from lenstop.tui.screens.circuit import write_json
 
     target = tmp_path / "g.json"
-    write_atomically(target, '{"a": 1}\n')
+    write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["g.json"]
     assert Node("head", 1, 3, head=2).followable
 
@@ -293,10 +293,10 @@ async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_
 ) -> None:
     from lenstop.tui.screens import circuit as circuit_module
 
-    def refuse(path: object, text: str) -> None:
+    def refuse(path: object, doc: object) -> None:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(circuit_module, "write_atomically", refuse)
+    monkeypatch.setattr(circuit_module, "write_json", refuse)
     app, engine = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_circuit(pilot, app)
@@ -311,6 +311,7 @@ async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_
         assert screen.attribution is None and screen.patching is None
         shown = screen_text(app)  # the patching is not drawn: the two prompts are, token by token
         assert "no attribution:" in shown and "no circuit:" in shown and "token by token" in shown
+        assert "log p(" not in shown.splitlines()[0]  # the header no longer names the metric of before
 
 
 async def test_the_selected_contributor_is_marked_without_colour() -> None:

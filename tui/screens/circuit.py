@@ -444,7 +444,9 @@ class CircuitScreen(Screen[None]):
 
     def watch_attribution(self) -> None:
         found = self.attribution
-        if found is None:
+        if found is None:  # failed: the header and the way back no longer name the metric it was for
+            self.query_one("#circuit-header", Static).update(" circuit · no attribution for these settings")
+            self.query_one("#crumbs", Static).update(" " + crumbs_text(self.path, ()))
             return
         self.query_one("#circuit-header", Static).update(" circuit · " + metric_text(found))
         self.query_one("#crumbs", Static).update(" " + crumbs_text(found.path, found.tokens))
