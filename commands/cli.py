@@ -219,7 +219,7 @@ def inspect(
 
         if session is not None:  # `--session=~/s.json` reaches us unexpanded: the shell expands ~ only alone
             session = session.expanduser()
-        state = Session.load(session) if session is not None and session.is_file() else Session()
+        state = Session.load(session) if session is not None and session.exists() else Session()
         if model is not None:
             state.model = model
         if sae:

@@ -144,8 +144,11 @@ def _refuse_remote_code(config: dict[str, Any], what: str) -> None:
 
 
 def check_small_files(folder: Path, what: str) -> None:
-    """Tokenizer and config files are read whole, by readers that trust them: bound their size first."""
+    """Tokenizer and config files are read whole, by readers that trust them: bound their size first. One that
+    is not a regular file (a link to /dev/zero, a FIFO) has no size to bound, and is refused."""
     for path in (folder / name for name in SMALL_FILES):
+        if path.exists() and not path.is_file():
+            raise BadFileError(f"{what}: its {path.name} is not a regular file; copy the real file there")
         if path.is_file() and path.stat().st_size > JSON_LIMIT:
             raise BadFileError(
                 f"{what}: its {path.name} is over {JSON_LIMIT / 2**20:g} MiB, more than any such file holds"

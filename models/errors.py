@@ -168,8 +168,10 @@ def read_json(path: str | Path, option: str, *, limit: int = JSON_LIMIT, what: s
     A file over `limit` bytes is refused by its size, before it is read."""
     path = Path(path).expanduser()
     name = what or f"{option} {path}"
-    if not path.is_file():
+    if not path.exists():
         raise NotFoundError(f"{name}: no such file")
+    if not path.is_file():  # a directory, a FIFO, a device: nothing with a size to bound
+        raise BadFileError(f"{name} is not a regular file; name a JSON file")
     data = b""
     try:
         too_big = path.stat().st_size > limit

@@ -110,7 +110,7 @@ class Cards:
         """The cards' own labels: from the labels file when there is one, else from the cards."""
         if self._own_labels is None:
             index = self.path.with_name(LABELS_FILE) if self.path is not None else None
-            if index is not None and index.is_file():
+            if index is not None and index.exists():  # a folder or a FIFO there is said by read_own_labels
                 own = read_own_labels(index)
             else:
                 own = labels_of(self._load().values())

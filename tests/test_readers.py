@@ -288,3 +288,32 @@ def test_a_bad_head_roles_cache_is_computed_again(content: bytes, tiny_model: Pa
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads(json.dumps(fresh.to_json()))
     assert roles.read(path) == fresh  # and the bad file was replaced by a good one
+
+
+# ---------------------------------------------------------------- what is not a regular file
+def test_a_model_file_that_is_not_a_regular_file_is_refused_before_anything_reads_it(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A tokenizer.json linked to /dev/zero has no size to bound, and transformers would read it for ever."""
+    import os
+
+    from lenstop.models.checkpoint import check_small_files
+
+    for make in (lambda p: p.symlink_to("/dev/zero"), lambda p: os.mkfifo(p), lambda p: p.mkdir()):
+        model = Path(shutil.copytree(tiny_model, tmp_path / f"model-{len(list(tmp_path.iterdir()))}"))
+        (model / "tokenizer.json").unlink()
+        make(model / "tokenizer.json")
+        with pytest.raises(BadFileError, match="its tokenizer.json is not a regular file"):
+            check_small_files(model, f"model {str(model)!r}")
+
+
+@pytest.mark.parametrize(
+    "reader", [_reader("--labels"), _reader("--session"), _reader(LABELS_FILE)], ids=lambda r: r.name
+)
+def test_a_folder_where_a_json_file_should_be_is_one_line(
+    reader: Reader, tmp_path: Path, tiny_model: Path, resid_saes: Path
+) -> None:
+    path = reader.place(tmp_path, tiny_model, resid_saes)
+    path.mkdir()
+    result = CliRunner().invoke(app, reader.command(path, tiny_model, resid_saes))
+    one_line(result, ExitCode.BAD_FILE, reader.words, "is not a regular file")
