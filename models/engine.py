@@ -963,7 +963,7 @@ class Engine:
         if temperature < 0:
             raise UsageError("--temperature must be 0 (greedy) or more")
         if not -(2**63) <= seed < 2**64:  # what torch's generator takes
-            raise UsageError(f"--seed {seed}: a seed is a whole number from 0 to 2**64 - 1")
+            raise UsageError(f"--seed {seed}: a seed is a whole number from -2**63 to 2**64 - 1")
         tokens = self.tokenize(prompt)
         drop_cache_renamed_warning()  # here, not at import: a catch_warnings() around the import would undo it
         clean = self._continue(tokens, (), max_new_tokens, temperature, seed)
