@@ -198,7 +198,7 @@ def integrated_grads(
         total: list[torch.Tensor] | None = None
         for part in alphas.split(rows):
             hooks, leaves = run(part)
-            logits = run_rows(engine, tokens, len(part), (), leaves=_always([*target.hooks, *hooks]))
+            logits = run_rows(engine, tokens, len(part), (), extra=[*target.hooks, *hooks])
             value = target.value(logits).sum()
             if not value.requires_grad:
                 return [torch.zeros_like(x[0]) for x in leaves]
@@ -237,11 +237,6 @@ def integrated_grads(
         mlps[layer] = replace_site("mlp", layer, values.mlps[layer], base.mlps[layer])
     embed = replace_site("resid_pre", 0, values.embed, base.embed)
     return Grads(feats, errors, heads, mlps, embed, {0: embed})
-
-
-def _always(hooks: list[tuple[str, HookFn]]) -> Callable[[int], list[tuple[str, HookFn]]]:
-    """`run_rows`'s `leaves`: the same hooks whatever the number of rows."""
-    return lambda _rows: hooks
 
 
 # ---------------------------------------------------------------- real effects

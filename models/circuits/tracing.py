@@ -313,12 +313,10 @@ def run_rows(
     rows: int,
     edits: Sequence[Edit],
     *,
-    leaves: Callable[[int], list[tuple[str, HookFn]]] | None = None,
+    extra: Sequence[tuple[str, HookFn]] = (),
 ) -> torch.Tensor:
-    """Logits (rows, seq, vocab) of `rows` copies of the prompt, each with its own edits.
-
-    `leaves(rows)` may add hooks of its own (integrated gradients puts its leaves there).
-    """
+    """Logits (rows, seq, vocab) of `rows` copies of the prompt, each with its own edits, and `extra` hooks
+    after them (integrated gradients puts its leaves there)."""
     hooks: list[tuple[str, HookFn]] = []
     by_site: dict[str, list[SetSite]] = {}
     for e in edits:
@@ -354,8 +352,7 @@ def run_rows(
             return _unflat(flat, out)
 
         hooks += dictionary_hooks(d, key, on_output)
-    if leaves is not None:
-        hooks += leaves(rows)
+    hooks += extra
     batch = tokens.expand(rows, -1)
     with _hooked(engine, hooks):
         return engine.model(batch)
