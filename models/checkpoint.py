@@ -26,6 +26,7 @@ from lenstop.models.errors import (
     BadFileError,
     IncompatibleError,
     NotFoundError,
+    check_size,
     json_kind,
     parse_json,
     read_json,
@@ -147,12 +148,8 @@ def check_small_files(folder: Path, what: str) -> None:
     """Tokenizer and config files are read whole, by readers that trust them: bound their size first. One that
     is not a regular file (a link to /dev/zero, a FIFO) has no size to bound, and is refused."""
     for path in (folder / name for name in SMALL_FILES):
-        if path.exists() and not path.is_file():
-            raise BadFileError(f"{what}: its {path.name} is not a regular file; copy the real file there")
-        if path.is_file() and path.stat().st_size > JSON_LIMIT:
-            raise BadFileError(
-                f"{what}: its {path.name} is over {JSON_LIMIT / 2**20:g} MiB, more than any such file holds"
-            )
+        if path.exists():
+            check_size(path, f"{what}: its {path.name}", JSON_LIMIT)
 
 
 def blame_a_file(folder: Path, what: str) -> None:

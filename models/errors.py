@@ -170,20 +170,28 @@ def read_json(path: str | Path, option: str, *, limit: int = JSON_LIMIT, what: s
     name = what or f"{option} {path}"
     if not path.exists():
         raise NotFoundError(f"{name}: no such file")
-    if not path.is_file():  # a directory, a FIFO, a device: nothing with a size to bound
-        raise BadFileError(f"{name} is not a regular file; name a JSON file")
-    data = b""
     try:
-        too_big = path.stat().st_size > limit
-        if not too_big:
-            with path.open("rb") as fh:
-                data = fh.read(limit + 1)
-            too_big = len(data) > limit  # it grew while being read
+        check_size(path, name, limit)
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
     except OSError as err:
         raise BadFileError(f"{name} cannot be read ({err.strerror or err})") from None
-    if too_big:
-        raise BadFileError(f"{name} is over {limit / 2**20:g} MiB, more than any such file lenstop reads")
+    if len(data) > limit:  # it grew while being read
+        raise _too_big(name, limit)
     return parse_json(data, name)
+
+
+def check_size(path: Path, name: str, limit: int) -> None:
+    """A file that is read whole, bounded before it is: a regular file of at most `limit` bytes, else a one-line
+    error naming it. A directory, a FIFO or a device (a link to /dev/zero) has no size to bound."""
+    if not path.is_file():
+        raise BadFileError(f"{name} is not a regular file; put the real file there")
+    if path.stat().st_size > limit:
+        raise _too_big(name, limit)
+
+
+def _too_big(name: str, limit: int) -> BadFileError:
+    return BadFileError(f"{name} is over {limit / 2**20:g} MiB, more than any such file lenstop reads")
 
 
 def parse_json(data: bytes, name: str) -> Any:
