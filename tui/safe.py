@@ -69,14 +69,8 @@ class SafeStatic(Static):
         super().update(shown(content), layout=layout)
 
 
-class SafeLabel(Label):
-    """A `Label` whose content is data, as `SafeStatic`."""
-
-    def __init__(self, content: VisualType = "", **options: Any) -> None:
-        super().__init__(shown(content), markup=False, **options)
-
-    def update(self, content: VisualType = "", *, layout: bool = True) -> None:
-        super().update(shown(content), layout=layout)
+class SafeLabel(SafeStatic, Label):
+    """A `Label` (a `Static` sized to its text) whose content is data, as `SafeStatic`'s."""
 
 
 class SafeInput(Input):
