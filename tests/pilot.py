@@ -41,6 +41,15 @@ async def settle(pilot: Pilot[object]) -> None:
         await pilot.pause()
 
 
+async def answer(pilot: Pilot[object], app: LenstopApp, key: str, text: str) -> None:
+    """Press `key`, type `text` into the dialog it opens, and wait for what it starts."""
+    await pilot.press(key)
+    await pilot.pause()
+    app.screen.query_one(Input).value = text
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 def screen_text(app: LenstopApp) -> str:
     """The screen as plain text, as a person reads it."""
     width, height = app.size

@@ -27,7 +27,7 @@ from lenstop.tui.session import Session
 
 from fake_engine import FakeFactory
 from hostile import ATTACKS, CLIPBOARD, HostileEngine, hostile_text, nets_must_not_fire, unsafe_segments
-from pilot import make_app, screen_segments, screen_text, settle
+from pilot import answer, make_app, screen_segments, screen_text, settle
 
 TUI = Path(__file__).resolve().parent.parent / "tui"
 
@@ -73,8 +73,8 @@ async def _walk(app: LenstopApp, size: tuple[int, int]) -> None:
         await pilot.press("escape", "p")
         await _frame_is_safe(pilot, app, "the corrupted prompt's box")
         assert isinstance(app.screen, TextScreen)
-        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
-        await pilot.press("enter")
+        await pilot.press("escape")
+        await answer(pilot, app, "p", PROMPT.replace("first", "other"))
         await _frame_is_safe(pilot, app, "the patching grids")
         assert app.screen is circuit and circuit.patching is not None
 
@@ -103,10 +103,7 @@ async def test_errors_from_a_failing_engine_are_shown_visibly_in_every_pane() ->
             await _frame_is_safe(pilot, app, where)
         assert isinstance(app.screen, CircuitScreen)
         assert "attribution failed on" in screen_text(app)
-        await pilot.press("p")
-        await settle(pilot)
-        app.screen.query_one(Input).value = PROMPT.replace("first", "other")
-        await pilot.press("enter")
+        await answer(pilot, app, "p", PROMPT.replace("first", "other"))
         await _frame_is_safe(pilot, app, "a failed patching")
 
 
@@ -138,12 +135,7 @@ async def test_markup_typed_by_the_user_is_a_value_not_a_crash() -> None:
         await pilot.press("escape", "t")
         await settle(pilot)
         for key in ("t", "w", "p"):
-            await pilot.press(key)
-            await settle(pilot)
-            assert isinstance(app.screen, TextScreen)
-            app.screen.query_one(Input).value = "[/][bold]x"
-            await pilot.press("enter")
-            await settle(pilot)
+            await answer(pilot, app, key, "[/][bold]x")
             assert app.is_running and isinstance(app.screen, CircuitScreen)
         assert "[/][bold]x" in screen_text(app)  # the corrupted prompt, in the settings line
         assert unsafe_segments(screen_segments(app)) == []

@@ -18,7 +18,7 @@ from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
 from lenstop.tui.session import Session
 
 from fake_engine import FakeEngine
-from pilot import PROMPT, make_app, marked_rows, screen_text, settle
+from pilot import PROMPT, answer, make_app, marked_rows, screen_text, settle
 
 
 def calls(engine: FakeEngine, name: str) -> list[tuple[object, ...]]:
@@ -31,15 +31,6 @@ async def open_circuit(pilot, app: LenstopApp) -> CircuitScreen:  # type: ignore
     await settle(pilot)
     assert isinstance(app.screen, CircuitScreen)
     return app.screen
-
-
-async def answer(pilot, app: LenstopApp, key: str, text: str) -> None:  # type: ignore[no-untyped-def]
-    """Press `key`, type `text` into the dialog it opens, and wait for what it starts."""
-    await pilot.press(key)
-    await pilot.pause()
-    app.screen.query_one(Input).value = text
-    await pilot.press("enter")
-    await settle(pilot)
 
 
 async def test_the_circuit_view_explains_the_selected_tokens_prediction() -> None:
