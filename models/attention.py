@@ -98,7 +98,3 @@ class AttentionCache(LayerCache[LayerAttention]):
         if found is None or (full and found.pattern is None):
             return None
         return found if full or found.pattern is None else replace(found, pattern=None)
-
-
-class EnoughRead(Exception):
-    """Raised from a hook once a pass has read what it came for: the layers after it need not run."""

@@ -8,10 +8,8 @@ shared model for the duration of a pass.
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,8 +17,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from lenstop.models import dictionaries as dicts
-from lenstop.models.attention import AttentionCache, EnoughRead, ScoreMasks, summarise
+from lenstop.models.attention import AttentionCache, ScoreMasks, summarise
 from lenstop.models.circuits import attribution, patching, roles
 from lenstop.models.circuits.direct import direct_attribution
 from lenstop.models.circuits.graph import find_circuit
@@ -34,31 +31,23 @@ from lenstop.models.circuits.results import (
     Patching,
 )
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind, check_steps
-from lenstop.models.demo import DEMO_NAME
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import (
-    IncompatibleError,
     LengthMismatchError,
     LenstopError,
-    NumericError,
-    OutOfMemoryError,
     UsageError,
-    allocation,
-    is_out_of_memory,
 )
 from lenstop.models.feature_cards import FeatureCard, read_labels
-from lenstop.models.hooks import Capture, RunPlan, dictionary_at, resolve_position
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, Intervention
 from lenstop.models.layer_cache import LayerCache, LayerKey, layer_key
-from lenstop.models.loading import Processing, load_model
-from lenstop.models.prompts import check_text
+from lenstop.models.loading import Processing
+from lenstop.models.prompts import resolve_position
 from lenstop.models.protocol import Progress
-from lenstop.models.quiet import drop_cache_renamed_warning, quiet
+from lenstop.models.quiet import drop_cache_renamed_warning
 from lenstop.models.replay import Outputs, recording, replaying, resid_post, supported
 from lenstop.models.results import (
     Analysis,
     Continuation,
-    DictionaryInfo,
     Generation,
     LayerAttention,
     LayerFeatures,
@@ -68,7 +57,8 @@ from lenstop.models.results import (
     TopTokens,
     frozen_array,
 )
-from lenstop.models.tokens import token_texts
+from lenstop.models.runtime.handle import EnoughRead, ModelHandle, check_finite_output
+from lenstop.models.runtime.run_plan import Capture, RunPlan
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -82,23 +72,24 @@ class Engine:
 
     def __init__(
         self,
-        model: TransformerBridge,
+        model: TransformerBridge | ModelHandle,
         dictionaries: Sequence[Dictionary] = (),
         *,
         name: str | None = None,
         processing: Processing | None = None,
         prepend_bos: bool | None = None,
     ) -> None:
-        self.model = model
-        self.dictionaries = sorted(dictionaries, key=lambda d: (d.layer, d.key))
-        self.name = name or str(model.cfg.model_name)
-        self.processing = processing or Processing()
-        self.prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True)) if prepend_bos is None else prepend_bos
-        self.model.requires_grad_(False)  # lenstop never trains: gradients are taken at activations only
-        self._lock = threading.RLock()
-        self._token_strings: dict[int, str] = {}
-        self._longest_token: int | None = None  # in characters: how long a prompt can be and still fit
-        self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
+        if isinstance(model, ModelHandle):
+            self.handle = model
+        else:
+            self.handle = ModelHandle(model, dictionaries, name=name, processing=processing, prepend_bos=prepend_bos)
+        self.handle.on_out_of_memory.append(self.forget)  # what the caches held goes with the failed pass's frames
+        self.model = self.handle.model
+        self.dictionaries = self.handle.dictionaries
+        self.name = self.handle.name
+        self.processing = self.handle.processing
+        self.prepend_bos = self.handle.prepend_bos
+        self._forward_guard = self.handle.guard
         # The residual streams of the last analysis, by (token ids, interventions): one position's logit lens.
         self._lens_cache: tuple[LensKey, dict[int, torch.Tensor]] | None = None
         # Layers' attention and dictionaries' features read so far, by prompt and the interventions that can
@@ -108,13 +99,12 @@ class Engine:
         # The last clean analysis's block outputs, by its token ids: a pass under interventions replays those
         # of the layers before the first it touches instead of computing them (see models/replay.py).
         self._clean_blocks: tuple[tuple[int, ...], Outputs] | None = None
-        self._replay_ok = supported(model)  # see models/replay.py
+        self._replay_ok = supported(self.model)  # see models/replay.py
         self._clean_cache: tuple[tuple[tuple[int, ...], int], CleanDistribution] | None = None
         # The last clean analysis's logits and their logsumexp, until the first intervention on its prompt
         # makes the clean distribution from them: else that would unembed the prompt again.
         self._clean_logits: tuple[tuple[int, ...], torch.Tensor, torch.Tensor, TopTokens] | None = None
 
-    # ------------------------------------------------------------------ loading
     @classmethod
     def load(
         cls,
@@ -134,110 +124,39 @@ class Engine:
         may be left out when there is one dictionary or the file names its layer.
         The demo model comes with its own dictionaries unless others are named.
         """
-        if model == DEMO_NAME and not saes:
-            saes = [DEMO_NAME]
-        try:
-            with quiet():
-                engine = cls._load(
-                    model,
-                    saes,
-                    device=device,
-                    dtype=dtype,
-                    n_devices=n_devices,
-                    device_map=device_map,
-                    say=progress or (lambda _msg: None),
-                )
-        except Exception as err:  # out of memory anywhere in the load, the model's or a dictionary's
-            if isinstance(err, LenstopError) or not is_out_of_memory(err):
-                raise
-            advice = "try --dtype bfloat16, --n-devices N or --device-map auto"
-            raise _out_of_memory(f"loading {model} in {dtype}", err, advice) from err
+        handle = ModelHandle.load(
+            model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, progress=progress
+        )
+        engine = cls(handle)
         for spec in labels:
             engine.add_labels(spec)
         return engine
 
-    @classmethod
-    def _load(
-        cls,
-        model: str,
-        saes: Sequence[str],
-        *,
-        device: str,
-        dtype: str,
-        n_devices: int | None,
-        device_map: str | dict[str, str | int] | None,
-        say: Progress,
-    ) -> Engine:
-        say(f"loading model {model}")
-        bridge = load_model(model, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
-        loaded: list[Dictionary] = []
-        for spec in saes:
-            loaded.extend(dicts.load_spec(spec, device="cpu", dtype="float32", progress=say))
-        processing = dicts.agreed_processing(loaded)
-        if not processing.is_raw:
-            say("processing weights to match the dictionaries")
-            bridge.enable_compatibility_mode(
-                disable_warnings=True,
-                fold_ln=processing.fold_ln,
-                center_writing_weights=processing.center_writing_weights,
-                center_unembed=processing.center_unembed,
-                fold_value_biases=processing.fold_value_biases,
-                refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
-            )
-        engine = cls(bridge, loaded, name=model, processing=processing, prepend_bos=dicts.agreed_prepend_bos(loaded))
-        if loaded:
-            say("checking dictionaries against the model")
-            engine._attach_dictionaries()
-        say("ready")
-        return engine
-
-    def _attach_dictionaries(self) -> None:
-        """Validate hooks and widths with one probe pass, then move each SAE beside its layer."""
-        hooks = {h for d in self.dictionaries for h in (d.hook_in, d.hook_out)}
-        missing = [h for h in hooks if h not in self.model.hook_dict]
-        widths: dict[str, int] = {}
-
-        def measure(name: str) -> Callable[..., None]:
-            def hook(tensor: torch.Tensor, hook: Any) -> None:
-                widths[name] = dicts.flat_width(tensor, name)
-
-            return hook
-
-        probe = self.model.to_tokens("a", prepend_bos=True)[:, :1]
-        with (
-            self._lock,
-            torch.no_grad(),
-            self.hooks([(h, measure(h)) for h in hooks if h not in missing]),
-        ):
-            self.model(probe)
-        dicts.validate(self.dictionaries, widths, self.name)
-        dtype = self.model.cfg.dtype
-        for d in self.dictionaries:
-            d.sae.to(device=self._layer_device(d.layer), dtype=dtype)
-            d.sae.eval()
-            d.sae.requires_grad_(False)
-
-    def _layer_device(self, layer: int) -> torch.device:
-        param = next(self.model.blocks[layer].parameters(), None)
-        return param.device if param is not None else torch.device(str(self.model.cfg.device))
-
-    @property
-    def _out_device(self) -> torch.device:
-        param = next(self.model.unembed.parameters(), None)
-        return param.device if param is not None else torch.device(str(self.model.cfg.device))
-
-    # ------------------------------------------------------------------ facts
     @property
     def n_layers(self) -> int:
-        return int(self.model.cfg.n_layers)
+        return self.handle.n_layers
 
     @property
     def n_heads(self) -> int:
-        return int(self.model.cfg.n_heads)
+        return self.handle.n_heads
 
     @property
     def n_ctx(self) -> int:
-        return int(self.model.cfg.n_ctx)
+        return self.handle.n_ctx
+
+    def info(self) -> ModelInfo:
+        return self.handle.info()
+
+    def tokenize(self, prompt: str) -> torch.Tensor:
+        """The prompt as the model sees it, (1, seq), BOS included when the dictionaries expect it."""
+        return self.handle.tokenize(prompt)
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return self.handle.token_strings(ids)
+
+    def hooks(self, hooks: Sequence[tuple[str, Callable[..., Any]]]) -> AbstractContextManager[None]:
+        """Forward hooks for the duration of one run, by hook name (`ModelHandle.hooks`)."""
+        return self.handle.hooks(hooks)
 
     def add_labels(self, spec: str) -> None:
         """Attach `[LAYER=]PATH` labels to the dictionary at that layer."""
@@ -264,123 +183,7 @@ class Engine:
         return d.cards.card(feature)
 
     def dictionary_at(self, layer: int) -> Dictionary:
-        by_layer: dict[int, list[Dictionary]] = {}
-        for d in self.dictionaries:
-            by_layer.setdefault(d.layer, []).append(d)
-        return dictionary_at(by_layer, layer)
-
-    def info(self) -> ModelInfo:
-        cfg = self.model.cfg
-        params = list(self.model.parameters())
-        devices = sorted({str(p.device) for p in params}) or [str(cfg.device)]
-        return ModelInfo(
-            name=self.name,
-            architecture=str(getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", "?")),
-            n_layers=self.n_layers,
-            d_model=int(cfg.d_model),
-            n_heads=self.n_heads,
-            d_head=int(cfg.d_head),
-            n_ctx=self.n_ctx,
-            d_vocab=int(cfg.d_vocab),
-            n_params=sum(p.numel() for p in params),
-            device=",".join(devices),
-            dtype=str(cfg.dtype).removeprefix("torch."),
-            memory_bytes=sum(p.numel() * p.element_size() for p in params)
-            + sum(t.numel() * t.element_size() for d in self.dictionaries for t in d.sae.state_dict().values()),
-            processing=self.processing.describe(),
-            prepend_bos=self.prepend_bos,
-            dictionaries=tuple(
-                DictionaryInfo(
-                    key=d.key,
-                    layer=d.layer,
-                    hook=d.hook_in,
-                    hook_out=d.hook_out,
-                    d_in=d.d_in,
-                    d_sae=d.d_sae,
-                    architecture=d.architecture,
-                    l0=d.declared_l0,
-                    source=d.source,
-                )
-                for d in self.dictionaries
-            ),
-        )
-
-    # ------------------------------------------------------------------ tokens
-    def tokenize(self, prompt: str) -> torch.Tensor:
-        """The prompt as the model sees it, (1, seq), BOS included when the dictionaries expect it."""
-        self._check_fits(prompt)
-        tokens = self.model.to_tokens(check_text(prompt), prepend_bos=self.prepend_bos, truncate=False)
-        if tokens.shape[-1] == 0 or not prompt:
-            raise UsageError("the prompt is empty; type some text")
-        if tokens.shape[-1] > self.n_ctx:
-            raise IncompatibleError(
-                f"the prompt is {tokens.shape[-1]} tokens but {self.name}'s context is {self.n_ctx}; shorten it"
-            )
-        return tokens
-
-    def _check_fits(self, prompt: str) -> None:
-        """Refuse, before tokenising, a prompt too long to fit the context whatever its tokens: no token spells
-        more characters than the vocabulary's longest. Tokenising megabytes first costs seconds, and at some
-        46 MB the Rust tokenizer aborts the process."""
-        if len(prompt) <= self.n_ctx:  # every token spells at least one character: this always fits
-            return
-        if self._longest_token is None:
-            self._longest_token = max((len(t) for t in self.model.tokenizer.get_vocab()), default=1)
-        most = self.n_ctx * self._longest_token
-        if len(prompt) > most:
-            raise IncompatibleError(
-                f"the prompt is {len(prompt):,} characters but {self.name}'s context is {self.n_ctx} tokens, "
-                f"at most {most:,} characters; shorten it"
-            )
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        """Each id decoded on its own (cached: the vocabulary is finite)."""
-        todo = sorted({int(i) for i in ids if int(i) not in self._token_strings})
-        if todo:
-            self._token_strings.update(zip(todo, token_texts(self.model.tokenizer, todo), strict=True))
-        return [self._token_strings[int(i)] for i in ids]
-
-    # ------------------------------------------------------------------ runs
-    @contextmanager
-    def hooks(self, hooks: Sequence[tuple[str, Callable[..., Any]]]) -> Iterator[None]:
-        """Forward hooks for the duration of one run, by hook name: what `TransformerBridge.hooks` does for
-        names, without rebuilding its hook dictionary and alias map for every hook (about 20 ms a run)."""
-        if self._hook_points is None:
-            from transformer_lens.model_bridge.bridge import build_alias_to_canonical_map
-
-            points = dict(self.model.hook_dict)
-            aliases = build_alias_to_canonical_map(points)
-            self._hook_points = {**{a: points[c] for a, c in aliases.items() if c in points}, **points}
-        level = next(_HOOK_LEVELS)  # each context removes its own hooks only, nested or not
-        added = []
-        try:
-            for name, fn in hooks:
-                point = self._hook_points.get(name)
-                if point is None:
-                    raise IncompatibleError(f"{self.name} has no hook {name!r}")
-                point.add_hook(fn, dir="fwd", level=level)
-                added.append(point)
-            yield
-        finally:
-            for point in added:
-                point.remove_hooks(dir="fwd", level=level)
-
-    @contextmanager
-    def _forward_guard(self, tokens: int, *, grad: bool = False) -> Iterator[None]:
-        """One lock for the shared hooks; out-of-memory becomes one line. Gradients only when asked."""
-        with self._lock, torch.set_grad_enabled(grad):
-            try:
-                yield
-            except (RuntimeError, MemoryError) as err:  # torch.OutOfMemoryError is a RuntimeError
-                if is_out_of_memory(err):
-                    raise self._oom(tokens, err) from err
-                raise
-
-    def _oom(self, tokens: int, err: BaseException) -> OutOfMemoryError:
-        """The engine stays usable: what the failed pass allocated is freed with its frames."""
-        advice = "shorten the prompt, load with --dtype bfloat16, or spread the model with --n-devices"
-        self.forget()  # what the caches held goes with the failed pass's frames
-        return _out_of_memory(f"on {self.model.cfg.device} running a {tokens}-token prompt", err, advice)
+        return self.dictionaries.at(layer)
 
     def _run(
         self,
@@ -411,7 +214,7 @@ class Engine:
             resid_layers=range(self.n_layers) if lens else (),
         )
         logits = self._pass(tokens, plan.hooks, record=record, replay=replay)[0]
-        return _finite(logits, interventions), plan
+        return check_finite_output(logits, interventions), plan
 
     def _pass(
         self,
@@ -589,7 +392,7 @@ class Engine:
         upstream = key[1]
 
         def stop(activation: torch.Tensor, hook: Any) -> None:  # after the dictionary's own hooks
-            raise EnoughRead(_finite(activation, upstream))
+            raise EnoughRead(check_finite_output(activation, upstream))
 
         plan, _ = self._read_at(
             tokens,
@@ -613,11 +416,7 @@ class Engine:
 
     def _first_dictionary_at(self, layer: int) -> Dictionary:
         (layer,) = self._layers_asked([layer])
-        found = next((d for d in self.dictionaries if d.layer == layer), None)
-        if found is None:
-            have = ", ".join(str(d.layer) for d in self.dictionaries) or "none"
-            raise UsageError(f"no dictionary at layer {layer}; dictionaries are loaded at layers: {have}")
-        return found
+        return self.dictionaries.at(layer, first=True)
 
     def attention(
         self, prompt: str, layer: int, interventions: Sequence[Intervention] = (), *, full: bool = False
@@ -639,7 +438,7 @@ class Engine:
         upstream = key[1]
 
         def read(at: int, pattern: torch.Tensor) -> None:
-            raise EnoughRead(summarise(at, _finite(pattern, upstream), masks, keep=full))
+            raise EnoughRead(summarise(at, check_finite_output(pattern, upstream), masks, keep=full))
 
         _, summary = self._read_at(tokens, ids, layer, upstream, on_attention=read, attention_layers=(layer,))
         assert isinstance(summary, LayerAttention)
@@ -698,7 +497,9 @@ class Engine:
             _, plan = self._run(tokens, interventions, lens=True)
             cached = self._lens_cache = (key, plan.capture.resid)
         resid = cached[1]
-        stacked = torch.stack([resid[layer][at].to(self._out_device) for layer in sorted(resid)])  # (layers, d_model)
+        stacked = torch.stack(
+            [resid[layer][at].to(self.handle.out_device) for layer in sorted(resid)]
+        )  # (layers, d_model)
         top = self._top_tokens(self._lens_logprobs(stacked), n)
         return LogitLens(at, tuple(top.at(i) for i in range(len(resid))))
 
@@ -722,7 +523,7 @@ class Engine:
     def _lens_logprobs(self, resid: torch.Tensor) -> torch.Tensor:
         """What a layer's residual stream would predict: through the final norm and the unembedding."""
         with self._forward_guard(resid.shape[0]):
-            x = resid.to(self._out_device).unsqueeze(0)
+            x = resid.to(self.handle.out_device).unsqueeze(0)
             return self.model.unembed(self.model.ln_final(x))[0].float().log_softmax(-1)
 
     def _top_tokens(self, logprobs: torch.Tensor, n: int, *, lse: torch.Tensor | None = None) -> TopTokens:
@@ -1024,33 +825,7 @@ class Engine:
         past = {} if cache is None else {"past_key_values": cache}
         with self._forward_guard(tokens.shape[-1]), self.hooks(plan.hooks):
             logits, cache = self.model(tokens, return_type="logits_and_cache", use_cache=True, **past)
-        return _finite(logits[0], interventions), cache
-
-
-def _out_of_memory(what: str, err: BaseException, advice: str) -> OutOfMemoryError:
-    """One line naming what ran out of memory and the size asked for; CUDA's cache is emptied, so what
-    failed leaves nothing held behind it."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return OutOfMemoryError(f"out of memory {what}{allocation(err)}; {advice}")
-
-
-def _finite(logits: torch.Tensor, interventions: Sequence[Intervention]) -> torch.Tensor:
-    """The logits (or an attention pattern), unless the interventions made them NaN or infinite: then a
-    one-line error naming them. In float32 or float64 their sum is NaN or infinite exactly when one of them
-    is (short of logits near 1e38 / vocabulary, which overflow it and are no answer either); summing is one
-    pass without the (seq, vocab) mask that `isfinite(...).all()` allocates, 600 ms of an update at 1,024
-    tokens of GPT-2. Half precision's sum overflows at 65,504: there each value is checked."""
-    if not interventions:
-        return logits
-    wide = logits.dtype in (torch.float32, torch.float64)
-    if not (torch.isfinite(logits.sum()) if wide else torch.isfinite(logits).all()):
-        raise NumericError(
-            "the interventions made the model's output NaN or infinite ("
-            + "; ".join(i.describe() for i in interventions)
-            + "); use a smaller strength or value"
-        )
-    return logits
+        return check_finite_output(logits[0], interventions), cache
 
 
 def _attention_key(ids: tuple[int, ...], interventions: Sequence[Intervention], layer: int) -> LayerKey:
@@ -1059,9 +834,6 @@ def _attention_key(ids: tuple[int, ...], interventions: Sequence[Intervention], 
 
 def _features_key(ids: tuple[int, ...], interventions: Sequence[Intervention], d: Dictionary, top_k: int) -> LayerKey:
     return layer_key(ids, interventions, d.layer, (d.key, top_k))
-
-
-_HOOK_LEVELS = itertools.count(7_000_001)  # lenstop's own levels: removing its hooks leaves anyone else's in place
 
 
 def _logsumexp(logits: torch.Tensor, rows: int = 32) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Interventions a user can ask for, as plain frozen values.
 
 They are parsed from the CLI syntax (`L:F@POS`, `L:F:STRENGTH`, `L.H`) and built
-into hooks by `lenstop.models.hooks`; nothing here touches torch, so the CLI and
+into hooks by `lenstop.models.runtime.run_plan`; nothing here touches torch, so the CLI and
 the TUI can create, show and save them without the heavy imports.
 
 Each kind is its own type: code that treats kinds differently matches on the

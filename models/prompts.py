@@ -66,3 +66,16 @@ def read_prompt(option: str, stdin: BinaryIO | None = None) -> str:
             "convert it, e.g. with iconv -t utf-8"
         ) from None
     return text.removesuffix("\r\n") if text.endswith("\r\n") else text.removesuffix("\n")
+
+
+def resolve_position(position: int | None, prompt_len: int) -> int | None:
+    """A prompt position, negative counting from the end; None means every position."""
+    if position is None:
+        return None
+    resolved = position + prompt_len if position < 0 else position
+    if not 0 <= resolved < prompt_len:
+        raise UsageError(
+            f"position {position} is outside the prompt, which has {prompt_len} token{'s' if prompt_len != 1 else ''} "
+            f"(0..{prompt_len - 1}, or -1..-{prompt_len})"
+        )
+    return resolved

@@ -4,6 +4,7 @@ screen is not scribbled on."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Iterator
@@ -17,6 +18,18 @@ CACHE_RENAMED = r"`past_key_values` is deprecated"
 
 def drop_cache_renamed_warning() -> None:
     warnings.filterwarnings("ignore", message=CACHE_RENAMED, category=FutureWarning)
+
+
+# SAELens's sparse decode builds its tensor without torch's optional invariant checks, which torch then
+# warns of on every first call; lenstop's sparse inputs come from to_sparse(), valid by construction.
+SPARSE_UNCHECKED = "Sparse invariant checks are implicitly disabled"
+
+
+@functools.cache
+def drop_sparse_unchecked_warning() -> None:
+    """Called where lenstop decodes sparsely, not at import: importing a module should not change filters.
+    Once per process (cached), and after the load, whose quiet() restores the filters it found."""
+    warnings.filterwarnings("ignore", message=SPARSE_UNCHECKED)
 
 
 @contextmanager

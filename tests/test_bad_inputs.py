@@ -317,9 +317,9 @@ def test_out_of_memory_while_loading_names_the_model_and_the_size(
     _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", str(tiny_model), "tried to allocate 2.50 GiB")
     monkeypatch.undo()
 
-    from lenstop.models.engine import Engine
+    from lenstop.models.runtime.handle import ModelHandle
 
-    monkeypatch.setattr(Engine, "_attach_dictionaries", _no_room)  # moving the dictionaries onto the device
+    monkeypatch.setattr(ModelHandle, "_attach_dictionaries", _no_room)  # moving the dictionaries onto the device
     result = CliRunner().invoke(app, ["info", str(tiny_model), "--sae", str(resid_saes), "--device", "cpu"])
     _one_line(result, ExitCode.OUT_OF_MEMORY, "out of memory loading", "in float32", "tried to allocate 2.50 GiB")
 

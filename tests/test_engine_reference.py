@@ -470,7 +470,7 @@ def test_no_dictionarys_dense_activations_outlive_its_hook(engine: Engine) -> No
 def test_nan_or_infinite_output_is_told_from_a_large_finite_one_in_every_dtype(dtype: torch.dtype) -> None:
     """The check reads the logits' sum where it cannot overflow (float32) and every value where it can: a
     float16 sum of 10^6 logits of 100 overflows to inf although every logit is finite."""
-    from lenstop.models.engine import _finite
+    from lenstop.models.runtime.handle import check_finite_output as _finite
 
     knock = [HeadKnockout(0, 0)]
     large = torch.full((1000, 1000), 100.0, dtype=dtype)

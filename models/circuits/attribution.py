@@ -37,8 +37,8 @@ from lenstop.models.circuits.tracing import (
     site_hook,
     trace,
 )
+from lenstop.models.dictionaries import unflat
 from lenstop.models.errors import UsageError
-from lenstop.models.hooks import _unflat, decode_full
 from lenstop.models.results import frozen_array
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ def integrated_grads(
             )
 
             def on_output(out: torch.Tensor, x_in: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-                return _unflat((decode_full(d.sae, x_in.detach(), fp) + ep).to(out.dtype), out)
+                return unflat((d.reconstruct(x_in.detach(), fp) + ep).to(out.dtype), out)
 
             return dictionary_hooks(d, d.key, on_output), [fp, ep]
 

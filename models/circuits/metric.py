@@ -10,7 +10,7 @@ import torch
 from lenstop.models.circuits.results import MetricValue
 from lenstop.models.circuits.spec import Metric
 from lenstop.models.errors import UsageError
-from lenstop.models.hooks import resolve_position
+from lenstop.models.prompts import resolve_position
 
 
 def token_id(tokenizer: Any, text: str, what: str) -> int:

@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from lenstop.models.circuits.spec import Node
-from lenstop.models.dictionaries import Dictionary
+from lenstop.models.dictionaries import Dictionary, flat, unflat
 from lenstop.models.errors import UsageError
-from lenstop.models.hooks import _flat, _unflat, decode_full, sae_input
 
 if TYPE_CHECKING:
     from lenstop.models.engine import Engine
@@ -182,12 +181,11 @@ def dictionary_hooks(
     d: Dictionary, key: str, on_output: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]
 ) -> list[tuple[str, HookFn]]:
     """Read the features at the dictionary's input hook; call `on_output(out, x_in, f)` at its output hook."""
-    sae = d.sae
     state: dict[str, torch.Tensor] = {}
 
     def read(x: torch.Tensor, hook: Any) -> torch.Tensor | None:
-        state["x_in"] = sae_input(sae, x)
-        state["f"] = sae.encode(state["x_in"])
+        state["x_in"] = d.input_of(x)
+        state["f"] = d.encode(state["x_in"])
         return None if d.is_transcoder else write(x, hook)
 
     def write(out: torch.Tensor, hook: Any) -> torch.Tensor | None:
@@ -211,17 +209,17 @@ def trace(
         def on_output(
             out: torch.Tensor, x_in: torch.Tensor, f: torch.Tensor, key: str = key, d: Dictionary = d
         ) -> torch.Tensor | None:
-            flat = _flat(out)
-            recon = decode_full(d.sae, x_in.detach(), f.detach())
-            error = (flat.to(recon.dtype) - recon).detach()
+            out_flat = flat(out)
+            recon = d.reconstruct(x_in.detach(), f.detach())
+            error = (out_flat.to(recon.dtype) - recon).detach()
             values.feats[key], values.errors[key] = f[0].detach(), error[0]
             if not differentiable:
                 return None
             f_leaf = f.detach().clone().requires_grad_(True)
             error_leaf = error.clone().requires_grad_(True)
             leaves.feats[key], leaves.errors[key], leaves.live_feats[key] = f_leaf, error_leaf, f
-            spliced = decode_full(d.sae, x_in.detach(), f_leaf) + error_leaf
-            return _unflat((spliced.to(out.dtype) + (flat - flat.detach())), out)
+            spliced = d.reconstruct(x_in.detach(), f_leaf) + error_leaf
+            return unflat((spliced.to(out.dtype) + (out_flat - out_flat.detach())), out)
 
         splices += dictionary_hooks(d, key, on_output)
 
@@ -338,18 +336,18 @@ def run_rows(
             features: list[SetFeature] = features,
             errors: list[SetError] = errors,
         ) -> torch.Tensor:
-            flat = _flat(out).clone()
+            out_flat = flat(out).clone()
             if features:
                 edited = f.clone()
                 for fe in features:
                     edited[fe.row, fe.position, fe.feature] = fe.value
-                delta = decode_full(d.sae, x_in, edited) - decode_full(d.sae, x_in, f)
-                flat = flat + delta.to(flat.dtype)
+                delta = d.reconstruct(x_in, edited) - d.reconstruct(x_in, f)
+                out_flat = out_flat + delta.to(out_flat.dtype)
             if errors:
-                recon = decode_full(d.sae, x_in, f)
+                recon = d.reconstruct(x_in, f)
                 for er in errors:
-                    flat[er.row, er.position] = (recon[er.row, er.position] + er.value).to(flat.dtype)
-            return _unflat(flat, out)
+                    out_flat[er.row, er.position] = (recon[er.row, er.position] + er.value).to(out_flat.dtype)
+            return unflat(out_flat, out)
 
         hooks += dictionary_hooks(d, key, on_output)
     hooks += extra

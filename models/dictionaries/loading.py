@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lenstop.models import demo
 from lenstop.models.demo import DEMO_NAME
+from lenstop.models.dictionaries.dictionary import Dictionary
 from lenstop.models.errors import (
     BadFileError,
     IncompatibleError,
@@ -43,52 +43,6 @@ _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 SAE_CONFIG = "cfg.json"
 SAE_WEIGHTS = "sae_weights.safetensors"
 SPARSITY = "sparsity.safetensors"
-
-
-@dataclass
-class Dictionary:
-    """A loaded SAE or transcoder and the hooks it reads from and writes to."""
-
-    key: str  # how the user and the results name it
-    sae: SAE
-    hook_in: str
-    hook_out: str  # equals hook_in except for transcoders
-    layer: int
-    source: str
-    declared_l0: float | None = None
-    cards: Cards = field(default_factory=Cards)
-
-    @property
-    def architecture(self) -> str:
-        return self.sae.cfg.architecture()
-
-    @property
-    def d_in(self) -> int:
-        return int(self.sae.cfg.d_in)
-
-    @property
-    def d_sae(self) -> int:
-        return int(self.sae.cfg.d_sae)
-
-    @property
-    def is_transcoder(self) -> bool:
-        return self.hook_out != self.hook_in
-
-    @property
-    def metadata(self) -> Any:
-        return self.sae.cfg.metadata
-
-    def processing(self) -> Processing:
-        """The weight processing of the model this dictionary was trained on."""
-        meta = self.metadata
-        if meta.model_class_name not in (None, "HookedTransformer", "HookedSAETransformer"):
-            return Processing()  # trained on raw Hugging Face activations
-        return Processing.from_kwargs(meta.model_from_pretrained_kwargs)
-
-    @property
-    def prepend_bos(self) -> bool:
-        value = self.metadata.prepend_bos
-        return True if value is None else bool(value)
 
 
 def layer_of(hook: str) -> int:
@@ -347,7 +301,7 @@ def agreed_prepend_bos(dictionaries: list[Dictionary]) -> bool | None:
 def validate(dictionaries: list[Dictionary], widths: dict[str, int], model_name: str) -> None:
     """Every hook exists in the model and every width matches, or one line saying which does not."""
     for d in dictionaries:
-        for hook, want, what in ((d.hook_in, d.d_in, "d_in"), (d.hook_out, _d_out(d), "d_out")):
+        for hook, want, what in ((d.hook_in, d.d_in, "d_in"), (d.hook_out, d.d_out, "d_out")):
             if hook not in widths:
                 raise IncompatibleError(
                     f"dictionary {d.key}: hook {hook!r} does not exist in {model_name} "
@@ -358,10 +312,6 @@ def validate(dictionaries: list[Dictionary], widths: dict[str, int], model_name:
                     f"dictionary {d.key}: {what} is {want} but {hook} of {model_name} is {widths[hook]} wide "
                     f"(it was trained on {d.metadata.model_name or 'an unknown model'})"
                 )
-
-
-def _d_out(d: Dictionary) -> int:
-    return int(getattr(d.sae.cfg, "d_out", d.sae.cfg.d_in))
 
 
 def flat_width(tensor: torch.Tensor, hook: str) -> int:
