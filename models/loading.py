@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,20 @@ def load_model(
     if name == DEMO_NAME:
         name = demo.require_built(demo.MODEL_DIR, "model")
     torch_dtype = resolve_dtype(dtype)
+    placement = _placement(device, n_devices, device_map)
+
+    from transformer_lens.model_bridge import TransformerBridge
+
+    def boot(source: str) -> TransformerBridge:
+        return TransformerBridge.boot_transformers(source, dtype=torch_dtype, **placement)
+
+    if looks_like_path(name) and not is_local_model(name):
+        raise NotFoundError(f"no model directory at {name}; pass a Hugging Face directory or a hub name")
+    return _boot_local(name, boot) if is_local_model(name) else _boot_from_hub(name, boot)
+
+
+def _placement(device: str, n_devices: int | None, device_map: str | dict[str, str | int] | None) -> dict[str, Any]:
+    """The bridge's placement arguments: one device, or a device map across several."""
     if n_devices is not None and n_devices > 1 and device_map is None:
         import torch
 
@@ -189,40 +204,36 @@ def load_model(
             raise UsageError(f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if isinstance(device_map, dict):
         check_device_map(device_map)
-    placement: dict[str, Any]
     if device_map is not None or (n_devices is not None and n_devices > 1):
-        placement = {"device_map": device_map or "auto", "n_devices": n_devices}
-    else:
-        placement = {"device": resolve_device(device)}
+        return {"device_map": device_map or "auto", "n_devices": n_devices}
+    return {"device": resolve_device(device)}
 
-    from transformer_lens.model_bridge import TransformerBridge
 
-    def boot() -> TransformerBridge:
-        return TransformerBridge.boot_transformers(name, dtype=torch_dtype, **placement)
+def _boot_local(name: str, boot: Callable[[str], TransformerBridge]) -> TransformerBridge:
+    """A Hugging Face directory on disk, checked before it boots, with the hub out of reach."""
+    path = Path(name).expanduser()
+    if not (path / "config.json").is_file():
+        raise NotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
+    check_files(path, f"model {str(path)!r}")
+    try:
+        with offline():
+            bridge = boot(str(path))
+    except LenstopError:
+        raise
+    except Exception as err:
+        _explain(str(path), err, path)
+        raise
+    check_loaded(bridge, f"model {str(path)!r}")
+    return bridge
 
-    if looks_like_path(name) and not is_local_model(name):
-        raise NotFoundError(f"no model directory at {name}; pass a Hugging Face directory or a hub name")
-    if is_local_model(name):
-        path = Path(name).expanduser()
-        if not (path / "config.json").is_file():
-            raise NotFoundError(f"{path} has no config.json: not a Hugging Face model directory")
-        name = str(path)
-        check_files(path, f"model {name!r}")
-        try:
-            with offline():
-                bridge = boot()
-        except LenstopError:
-            raise
-        except Exception as err:
-            _explain(name, err, path)
-            raise
-        check_loaded(bridge, f"model {name!r}")
-        return bridge
+
+def _boot_from_hub(name: str, boot: Callable[[str], TransformerBridge]) -> TransformerBridge:
+    """A hub model, from the cache first; its files are checked before the boot when cached, else just after."""
     folder = cached_snapshot(name)
     if folder is not None:
         check_files(folder, f"model {name!r}")
     try:
-        bridge = cache_first(f"model {name!r}", boot)
+        bridge = cache_first(f"model {name!r}", lambda: boot(name))
     except LenstopError:
         raise
     except Exception as err:
