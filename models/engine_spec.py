@@ -56,7 +56,7 @@ class EngineSpec:
         with collector_paused():
             say("importing torch, TransformerLens and SAELens")
             import sae_lens  # noqa: F401 - here, where the step says so, not inside the model's load
-            import transformer_lens  # noqa: F401
+            import transformer_lens  # noqa: F401 - likewise
 
             from lenstop.models.engine import Engine
             from lenstop.models.loading import parse_device_map

@@ -88,7 +88,7 @@ def cache_first(what: str, load: Callable[[], T]) -> T:
     try:
         with offline():
             return load()
-    except Exception as err:  # noqa: BLE001 - classified just below
+    except Exception as err:  # classified just below
         if not _is_cache_miss(err):
             raise
     if not hub_reachable():

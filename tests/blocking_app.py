@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+from lenstop.commands.cli import run_app
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.tui.app import LenstopApp
+from lenstop.tui.session import Session
 
-from lenstop.commands.cli import run_app  # noqa: E402
-from lenstop.models.engine_spec import EngineSpec  # noqa: E402
-from lenstop.tui.app import LenstopApp  # noqa: E402
-from lenstop.tui.session import Session  # noqa: E402
-
-from fake_engine import FakeEngine, FakeFactory  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script: the tests' folder is not on the path
+from fake_engine import FakeEngine, FakeFactory  # noqa: E402 - importable only once the line above ran
 
 HANG_S = 600
 

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LENSTOP_CACHE", tempfile.mkdtemp(prefix="lenstop-test-cache-"))  # not the user's cache
 
-from helpers import build_model, build_sae  # noqa: E402
+from helpers import build_model, build_sae  # noqa: E402 - after the environment above, which it reads
 
 D_MODEL = 32
 N_LAYERS = 2

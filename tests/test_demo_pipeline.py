@@ -74,7 +74,10 @@ def test_model_training_resumes_from_its_checkpoint(tmp_path: Path, tiny_build: 
 def test_char_tags_follow_pythons_tokenizer() -> None:
     source = 'def f(x):\n    """Doc."""\n    return x + 1  # note\n'
     tags = char_tags(source)
-    at = lambda text: tags[source.index(text)]  # noqa: E731
+
+    def at(text: str) -> str:
+        return tags[source.index(text)]
+
     assert at("def") == "keyword" and at("f(") == "name" and at("Doc") == "docstring"
     assert at("return") == "keyword" and at("1") == "number" and at("# note") == "comment" and at("+") == "operator"
     assert tags[source.index("    return")] == "indentation"

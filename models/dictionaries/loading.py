@@ -91,7 +91,7 @@ def load_directory(path: Path, *, device: str, dtype: str) -> Dictionary:
         raise NotFoundError(f"dictionary {path}: {missing} is missing; copy or download the whole directory") from err
     except (OSError, MemoryError, LenstopError):
         raise
-    except Exception as err:  # noqa: BLE001 - what SAELens and safetensors raise for a bad file varies
+    except Exception as err:  # what SAELens and safetensors raise for a bad file varies
         if is_out_of_memory(err):
             raise  # Engine.load names it, with the size
         raise BadFileError(f"dictionary {path}: {_unreadable(err)}; fix or re-download it") from err
