@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lenstop.models.demo import metrics
+from lenstop.models.runtime import hook_names
 
 log = logging.getLogger("lenstop.demo")
 
@@ -37,10 +38,6 @@ class SaeRecipe:
     warmup: int = 100
     dead_window: int = 300  # steps without firing before a feature counts as dead (AuxK)
     seed: int = 0
-
-
-def hook_name(layer: int) -> str:
-    return f"blocks.{layer}.hook_resid_post"
 
 
 @torch.no_grad()
@@ -87,7 +84,7 @@ def train_one(
         rescale_acts_by_decoder_norm=True,
         metadata=SAEMetadata(
             model_name="demo",
-            hook_name=hook_name(layer),
+            hook_name=hook_names.resid_post(layer),
             context_size=n_ctx,
             prepend_bos=True,
             model_class_name="AutoModelForCausalLM",
