@@ -92,6 +92,9 @@ def trace(
     clamp: ClampOpt = None,
     ablate_head: HeadOpt = None,
     as_json: JsonOpt = False,
+    lens: Annotated[
+        bool, typer.Option("--lens", help="Include the logit lens of every layer at every position in --json output.")
+    ] = False,
     device: DeviceOpt = ENGINE_DEFAULTS.device,
     dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
     n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
@@ -105,13 +108,15 @@ def trace(
             model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
         )
         engine = load_engine(spec)
-        analysis = engine.analyse(text, interventions, top_k=top_k, n_predictions=n_predictions)
+        # Every layer's lens at every position is the costly part of an analysis: read only when asked for;
+        # the text shows the last position's alone, read from what the analysis kept.
+        analysis = engine.analyse(text, interventions, top_k=top_k, n_predictions=n_predictions, lens=lens and as_json)
         if as_json:
             print_json(analysis.to_json())
         else:
             from lenstop.commands.render import render_trace
 
-            render_trace(analysis)
+            render_trace(analysis, engine.logit_lens(text, -1, interventions, n=n_predictions))
 
 
 @app.command()
