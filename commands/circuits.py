@@ -89,6 +89,8 @@ def attribute(
         check_steps(steps)
         shown = _kinds(kinds)
         path = tuple(parse_node(n) for n in follow or ())
+        if real and path:  # known before the load, so said before it
+            raise UsageError("--real measures effects on the metric; leave out --follow to measure them")
         metric = _metric(position, target, wrong)
         text = read_prompt(prompt)
         spec = engine_spec(
@@ -100,8 +102,6 @@ def attribute(
         )
         nodes = [s for s in found.nodes if s.node.kind in shown][:top]
         if real:
-            if path:
-                raise UsageError("--real measures effects on the metric; leave out --follow to measure them")
             measured = engine.effects(text, metric, [s.node for s in nodes[:real]], corrupt=found.corrupt_prompt)
             nodes = [replace(s, real=r) for s, r in zip(nodes, measured, strict=False)] + nodes[len(measured) :]
         found = replace(found, nodes=tuple(nodes))
