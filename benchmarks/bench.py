@@ -77,7 +77,7 @@ def main() -> None:
     tic = time.perf_counter()
     import sae_lens  # noqa: F401 - timed here, so that the load below is the load alone
     import torch
-    import transformer_lens  # noqa: F401
+    import transformer_lens  # noqa: F401 - timed with sae_lens, above
 
     from lenstop.models.engine import Engine
     from lenstop.models.interventions import FeatureAblation, FeatureSteer

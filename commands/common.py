@@ -91,7 +91,7 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(0) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as err:  # noqa: BLE001 - the edge of the program
+    except Exception as err:  # the edge of the program: anything else is one line too
         if os.environ.get("LENSTOP_DEBUG"):
             raise
         raise fail(f"{describe(err)} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
