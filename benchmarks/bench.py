@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from trace_cli import trace_command  # beside this script
+
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
@@ -77,7 +79,7 @@ def main() -> None:
     tic = time.perf_counter()
     import sae_lens  # noqa: F401 - timed here, so that the load below is the load alone
     import torch
-    import transformer_lens  # noqa: F401
+    import transformer_lens  # noqa: F401 - timed with sae_lens, above
 
     from lenstop.models.engine import Engine
     from lenstop.models.interventions import FeatureAblation, FeatureSteer
@@ -130,7 +132,12 @@ def main() -> None:
     ours = median_ms(lambda: engine.logits(prompt), args.repeats)
     rows.append(("engine.logits from text (tokenising included)", ours, f"{ours / base_forward:.2f} × A"))
     ours = median_ms(lambda: engine.analyse(prompt), args.repeats)
-    rows.append(("engine.analyse (features, heads, lens, predictions)", ours, f"{ours / base_analysis:.2f} × B"))
+    rows.append(("engine.analyse(prompt), its defaults", ours, f"{ours / base_analysis:.2f} × B"))
+    with trace_command(engine, args.model, prompt, *(word for sae in saes for word in ("--sae", sae))) as trace:
+        ours = median_ms(trace, args.repeats)
+    rows.append(
+        ("lenstop trace -p - --json, in this process, the engine loaded", ours, f"{ours / base_analysis:.2f} × B")
+    )
     feature = engine.analyse(prompt).layers[-1].features(tokens.shape[-1] - 1)[0].id
     layer = engine.dictionaries[-1].layer
     ours = median_ms(lambda: engine.analyse(prompt, [FeatureAblation(layer, feature)]), args.repeats)

@@ -14,13 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from lenstop.models.engine_spec import EngineSpec
+from lenstop.tui.app import LenstopApp
+from lenstop.tui.session import Session
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from lenstop.models.engine_spec import EngineSpec  # noqa: E402
-from lenstop.tui.app import LenstopApp  # noqa: E402
-from lenstop.tui.session import Session  # noqa: E402
-
-from fake_engine import FakeEngine, FakeFactory  # noqa: E402
+from fake_engine import FakeEngine, FakeFactory  # noqa: E402 - in tests/, which the line above puts on the path
 
 
 async def measure(tokens: int, width: int, height: int, repeats: int) -> tuple[list[float], list[float]]:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trace_cli import trace_command  # beside this script
+
 SIZES = {
     "reduced": {"layers": 4, "width": 256, "heads": 4, "vocab": 50257, "features": 2048},
     "gpt2-small": {"layers": 12, "width": 768, "heads": 12, "vocab": 50257, "features": 8192},
@@ -261,25 +263,43 @@ def main() -> None:
         on_screen = [middle.layer]  # as the app asks: the layer on screen's attention (and, intervened, features)
         clean = engine.analyse(prompt, top_k=12, attention=on_screen, lens=False)
         first, second, third = (f.id for f in clean.layer(middle.layer).features(len(stream))[:3])
-        times = rounds_ms(  # in this order each round: the toggles follow a clean analysis, as in the app
-            {
-                "forward": forward,
-                "floor": bare,
-                "app": fresh,
-                "ablated": toggle(first, on_screen),  # the prompt's first: its clean distribution is made too
-                "again": toggle(second, on_screen),
-                "every": toggle(third, True),
-                "demand": attention_on_demand,
-            },
-            args.repeats,
+        with (
+            trace_command(engine, str(model_dir), prompt) as trace,
+            trace_command(engine, str(model_dir), prompt, "--lens") as trace_lens,
+        ):
+            times = rounds_ms(  # in this order each round: the toggles follow a clean analysis, as in the app
+                {
+                    "forward": forward,
+                    "floor": bare,
+                    "app": fresh,
+                    "ablated": toggle(first, on_screen),  # the prompt's first: its clean distribution is made too
+                    "again": toggle(second, on_screen),
+                    "every": toggle(third, True),
+                    "demand": attention_on_demand,
+                    "defaults": lambda: engine.analyse(prompt),  # what a script gets, from Python and from the CLI
+                    "trace": trace,
+                    "trace --lens": trace_lens,
+                },
+                args.repeats,
+            )
+        plain, floor, app, ablated, again, every, demand, defaults, cli, cli_lens = (
+            statistics.median(times[k])
+            for k in (
+                "forward",
+                "floor",
+                "app",
+                "ablated",
+                "again",
+                "every",
+                "demand",
+                "defaults",
+                "trace",
+                "trace --lens",
+            )
         )
-        plain, floor, app, ablated, again, every, demand = (
-            statistics.median(times[k]) for k in ("forward", "floor", "app", "ablated", "again", "every", "demand")
-        )
-        cli = median_ms(lambda: engine.analyse(prompt, top_k=12), args.repeats)
         forward_mb, floor_mb, analyse_mb = (memory(step, n) for step in ("forward", "floor", "analyse"))
         analysis = engine.analyse(prompt, top_k=12, attention=on_screen, lens=False)
-        rows += [
+        batch = [
             (f"{n}", "bare forward", f"{plain:.0f} ms", f"{forward_mb:.0f} MB"),
             (f"{n}", "floor: run_with_cache + encode + top-k", f"{floor:.0f} ms", f"{floor_mb:.0f} MB"),
             (
@@ -288,7 +308,24 @@ def main() -> None:
                 f"{app:.0f} ms · {ratio(times, 'app', 'floor'):.2f} × floor",
                 f"{analyse_mb:.0f} MB · {analyse_mb / max(forward_mb, 1):.2f} × forward",
             ),
-            (f"{n}", "analyse, as trace --json asks (every lens)", f"{cli:.0f} ms · {cli / floor:.2f} × floor", ""),
+            (
+                f"{n}",
+                "analyse(prompt), its defaults",
+                f"{defaults:.0f} ms · {ratio(times, 'defaults', 'floor'):.2f} × floor",
+                "",
+            ),
+            (
+                f"{n}",
+                "lenstop trace -p - --json, in this process, the engine loaded",
+                f"{cli:.0f} ms · {ratio(times, 'trace', 'floor'):.2f} × floor",
+                "",
+            ),
+            (
+                f"{n}",
+                "lenstop trace -p - --json --lens (every layer's lens at every position)",
+                f"{cli_lens:.0f} ms · {ratio(times, 'trace --lens', 'floor'):.2f} × floor",
+                "",
+            ),
             (
                 f"{n}",
                 f"the app's update: the prompt's first ablation at layer {middle.layer}",
@@ -315,7 +352,8 @@ def main() -> None:
             ),
             (f"{n}", "what the analysis keeps", "", f"{result_mb(analysis):.1f} MB"),
         ]
-        print(rows[-9:], flush=True)
+        rows += batch
+        print(batch, flush=True)
 
     prompt = engine.model.tokenizer.decode(ids[:63])
     steer = FeatureSteer(middle.layer, 0, 4.0)

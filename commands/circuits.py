@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from lenstop.commands.common import (
+    ENGINE_DEFAULTS,
     DeviceMapOpt,
     DeviceOpt,
     DtypeOpt,
@@ -20,6 +21,7 @@ from lenstop.commands.common import (
     NDevicesOpt,
     PromptOpt,
     SaeOpt,
+    engine_spec,
     load_engine,
     print_json,
     user_errors,
@@ -58,7 +60,7 @@ def _kinds(text: str) -> tuple[NodeKind, ...]:
 
 def attribute(
     prompt: PromptOpt,
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     position: PositionOpt = -1,
@@ -77,26 +79,29 @@ def attribute(
     ] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Add the direct logit attribution.")] = False,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """Which features, heads, MLPs and inputs cause a prediction: each node's attribution to the metric."""
     with user_errors():
         check_steps(steps)
         shown = _kinds(kinds)
         path = tuple(parse_node(n) for n in follow or ())
+        if real and path:  # known before the load, so said before it
+            raise UsageError("--real measures effects on the metric; leave out --follow to measure them")
         metric = _metric(position, target, wrong)
         text = read_prompt(prompt)
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
+        spec = engine_spec(
+            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
+        )
+        engine = load_engine(spec)
         found = engine.attribute(
             text, metric, corrupt=unescape(corrupt) if corrupt else None, path=path, top=None, steps=steps
         )
         nodes = [s for s in found.nodes if s.node.kind in shown][:top]
         if real:
-            if path:
-                raise UsageError("--real measures effects on the metric; leave out --follow to measure them")
             measured = engine.effects(text, metric, [s.node for s in nodes[:real]], corrupt=found.corrupt_prompt)
             nodes = [replace(s, real=r) for s, r in zip(nodes, measured, strict=False)] + nodes[len(measured) :]
         found = replace(found, nodes=tuple(nodes))
@@ -121,7 +126,7 @@ def patch(
         str | None, typer.Option("--answer", help="The right token; default: the clean prediction.")
     ] = None,
     wrong: WrongOpt = None,
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     position: PositionOpt = -1,
@@ -138,16 +143,19 @@ def patch(
         bool, typer.Option("--head-positions/--no-head-positions", help="Also patch each head at each position.")
     ] = True,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """Activation patching between a clean and a corrupted prompt, beside attribution patching's estimate."""
     with user_errors():
         if direction not in DIRECTIONS:
             raise UsageError(f"--direction {direction!r}: expected {' or '.join(DIRECTIONS)}")
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
+        spec = engine_spec(
+            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
+        )
+        engine = load_engine(spec)
         found = engine.patch(
             unescape(clean),
             unescape(corrupt),
@@ -165,18 +173,18 @@ def patch(
 
 
 def heads(
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Compute the roles again instead of reading the cache.")
     ] = False,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
 ) -> None:
     """Each head's previous-token, duplicate-token and induction score on repeated random tokens (cached)."""
     with user_errors():
-        engine = load_engine(model, sae, device, dtype, None, None)
+        engine = load_engine(engine_spec(model=model, sae=sae, device=device, dtype=dtype))
         roles = engine.head_roles(refresh=refresh)
         if as_json:
             print_json(roles.to_json())
@@ -188,7 +196,7 @@ def heads(
 
 def circuit(
     prompt: PromptOpt,
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     position: PositionOpt = -1,
@@ -203,10 +211,10 @@ def circuit(
     max_nodes: Annotated[int, typer.Option(min=1, help="At most this many nodes.")] = 24,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the graph JSON to this file.")] = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """The circuit behind a prediction, as a graph circuit-tracer's and Neuronpedia's viewers read (--json, --out)."""
     with user_errors():
@@ -216,7 +224,10 @@ def circuit(
             check_writable(out)  # a FIFO or a directory is said now, not after the work
         check_steps(steps)
         text = read_prompt(prompt)
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
+        spec = engine_spec(
+            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
+        )
+        engine = load_engine(spec)
         found = engine.circuit(
             text,
             _metric(position, target, wrong),

@@ -16,6 +16,7 @@ import typer
 
 from lenstop.commands import circuits
 from lenstop.commands.common import (
+    ENGINE_DEFAULTS,
     AblateOpt,
     ClampOpt,
     DeviceMapOpt,
@@ -29,11 +30,11 @@ from lenstop.commands.common import (
     PromptOpt,
     SaeOpt,
     SteerOpt,
+    engine_spec,
     load_engine,
     print_json,
     user_errors,
 )
-from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import ExitCode, LenstopError, UsageError
 from lenstop.models.interventions import parse_all
 from lenstop.models.prompts import read_prompt
@@ -75,12 +76,11 @@ def _root(
     """lenstop MODEL [--sae SPEC] opens the inspector; the commands below are for scripts."""
 
 
-# ---------------------------------------------------------------- plumbing
 # ---------------------------------------------------------------- commands
 @app.command()
 def trace(
     prompt: PromptOpt,
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Features to show per token.")] = 5,
@@ -92,29 +92,37 @@ def trace(
     clamp: ClampOpt = None,
     ablate_head: HeadOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    lens: Annotated[
+        bool, typer.Option("--lens", help="Include the logit lens of every layer at every position in --json output.")
+    ] = False,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """Run a prompt and show each token's top features per layer and the predictions."""
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         text = read_prompt(prompt)  # before the load: a bad stdin is said at once, not after minutes
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map, labels)
-        analysis = engine.analyse(text, interventions, top_k=top_k, n_predictions=n_predictions)
+        spec = engine_spec(
+            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
+        )
+        engine = load_engine(spec)
+        # Every layer's lens at every position is the costly part of an analysis: read only when asked for;
+        # the text shows the last position's alone, read from what the analysis kept.
+        analysis = engine.analyse(text, interventions, top_k=top_k, n_predictions=n_predictions, lens=lens and as_json)
         if as_json:
             print_json(analysis.to_json())
         else:
             from lenstop.commands.render import render_trace
 
-            render_trace(analysis)
+            render_trace(analysis, engine.logit_lens(text, -1, interventions, n=n_predictions))
 
 
 @app.command()
 def generate(
     prompt: PromptOpt,
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate.")] = 20,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 is greedy.")] = 0.0,
@@ -124,16 +132,18 @@ def generate(
     clamp: ClampOpt = None,
     ablate_head: HeadOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """Continue a prompt, clean and with the interventions, side by side."""
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         text = read_prompt(prompt)
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map)
+        engine = load_engine(
+            engine_spec(model=model, sae=sae, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
+        )
         result = engine.generate(text, interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         if as_json:
             print_json(result.to_json())
@@ -145,17 +155,19 @@ def generate(
 
 @app.command()
 def info(
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """Describe the model and its dictionaries: shapes, device, memory, hooks, sparsity."""
     with user_errors():
-        engine = load_engine(model, sae, device, dtype, n_devices, device_map)
+        engine = load_engine(
+            engine_spec(model=model, sae=sae, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
+        )
         facts = engine.info()
         if as_json:
             print_json(facts.to_json())
@@ -168,12 +180,12 @@ def info(
 @app.command()
 def card(
     feature: Annotated[str, typer.Argument(help="LAYER:FEATURE, e.g. 1:204.")],
-    model: ModelArg = "demo",
+    model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
 ) -> None:
     """Show a feature's card: label, top contexts, frequency, promoted and suppressed tokens."""
     with user_errors():
@@ -181,7 +193,7 @@ def card(
         if not sep or not layer_text.isdigit() or not feature_text.isdigit():
             raise LenstopError(f"bad feature {feature!r}: expected LAYER:FEATURE, e.g. 1:204", ExitCode.USAGE)
         layer, index = int(layer_text), int(feature_text)
-        engine = load_engine(model, sae, device, dtype, None, None, labels)
+        engine = load_engine(engine_spec(model=model, sae=sae, labels=labels, device=device, dtype=dtype))
         found = engine.card(layer, index)
         if found is None:
             raise LenstopError(
@@ -207,10 +219,10 @@ def inspect(
     session: Annotated[
         Path | None, typer.Option("--session", help="Restore a saved session (w in the app saves one).")
     ] = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    n_devices: NDevicesOpt = None,
-    device_map: DeviceMapOpt = None,
+    device: DeviceOpt = ENGINE_DEFAULTS.device,
+    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
+    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
 ) -> None:
     """Open the interactive inspector (the default command: lenstop MODEL --sae SPEC)."""
     with user_errors():
@@ -228,7 +240,15 @@ def inspect(
             state.labels = list(labels)
         if prompt is not None:
             state.prompt = prompt
-        spec = EngineSpec(state.model, tuple(state.saes), device, dtype, n_devices, device_map, tuple(state.labels))
+        spec = engine_spec(
+            model=state.model,
+            sae=state.saes,
+            labels=state.labels,
+            device=device,
+            dtype=dtype,
+            n_devices=n_devices,
+            device_map=device_map,
+        )
         need_a_terminal()
         code = run_app(LenstopApp(spec, session=state, session_path=session))
         if code:

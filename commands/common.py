@@ -1,11 +1,11 @@
-"""What every `lenstop` command shares: its options, one-line errors with exit codes,
-loading the engine, and printing JSON. Nothing here imports torch."""
+"""What every `lenstop` command shares: its options (the engine's declared once, as `engine_spec` reads
+them), one-line errors with exit codes, loading the engine, and printing JSON. Nothing here imports torch."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -39,6 +39,7 @@ DeviceMapOpt = Annotated[
     str | None,
     typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
 ]
+ENGINE_DEFAULTS = EngineSpec()  # the options above default to what the app loads: the demo, auto, float32
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 PromptOpt = Annotated[
     str,
@@ -90,7 +91,7 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(0) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as err:  # noqa: BLE001 - the edge of the program
+    except Exception as err:  # the edge of the program: anything else is one line too
         if os.environ.get("LENSTOP_DEBUG"):
             raise
         raise fail(f"{describe(err)} (set LENSTOP_DEBUG=1 for the traceback)", ExitCode.FAILED) from None
@@ -122,17 +123,23 @@ def progress_line(enabled: bool) -> Callable[[str], None] | None:
     return say
 
 
-def load_engine(
-    model: str,
-    saes: list[str] | None,
-    device: str,
-    dtype: str,
-    n_devices: int | None,
-    device_map: str | None,
-    labels: list[str] | None = None,
-) -> EngineProtocol:
-    """The engine the options name, loaded as the app loads it (`EngineSpec`), with progress on a terminal."""
-    spec = EngineSpec(model, tuple(saes or ()), device, dtype, n_devices, device_map, tuple(labels or ()))
+def engine_spec(
+    *,
+    model: str = ENGINE_DEFAULTS.model,
+    sae: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    device: str = ENGINE_DEFAULTS.device,
+    dtype: str = ENGINE_DEFAULTS.dtype,
+    n_devices: int | None = ENGINE_DEFAULTS.n_devices,
+    device_map: str | None = ENGINE_DEFAULTS.device_map,
+) -> EngineSpec:
+    """The engine a command's options name (`ModelArg`, `SaeOpt`, `LabelsOpt`, `DeviceOpt`, `DtypeOpt`,
+    `NDevicesOpt`, `DeviceMapOpt`); a command without some of them gets the defaults."""
+    return EngineSpec(model, tuple(sae or ()), device, dtype, n_devices, device_map, tuple(labels or ()))
+
+
+def load_engine(spec: EngineSpec) -> EngineProtocol:
+    """The engine `spec` names, loaded as the app loads it, with progress on a terminal."""
     return spec.load(progress_line(True))
 
 

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.feature_cards import FeatureCard
-from lenstop.models.results import Analysis, Generation, ModelInfo, TopTokens
+from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo, TopTokens
 from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES, glyphs, printable
 from lenstop.models.tokens import visible
 from lenstop.tui.format import percent, plain
@@ -74,7 +74,9 @@ def _predictions(top: TopTokens, position: int, n: int = 5) -> str:
     return "  ".join(f"{visible(p.token)} {percent(p.prob).strip()}" for p in top.at(position)[:n])
 
 
-def render_trace(analysis: Analysis) -> None:
+def render_trace(analysis: Analysis, lens: LogitLens | None = None) -> None:
+    """Each dictionary's table, the predictions after the last token, and each layer's top token there: from
+    `lens` (the engine's `logit_lens` at the last position), or else from the analysis's own lens."""
     for layer in analysis.layers:
         table = Table(
             title=f"layer {layer.layer} · {layer.hook} · {layer.dictionary}",
@@ -108,9 +110,10 @@ def render_trace(analysis: Analysis) -> None:
         console.print(_line(("clean", "dim"), f"      {_predictions(analysis.clean_predictions, last)}"))
         console.print(_line(("KL(clean‖intervened) at the last token", "dim"), f" {float(analysis.kl[last]):.4f} nats"))
         _interventions(analysis.interventions)
-    lens = "  ".join(f"L{layer} {visible(top.at(last)[0].token)}" for layer, top in enumerate(analysis.lens))
-    if lens:
-        console.print(_line(("logit lens", "bold"), f" {lens}"))
+    tops = [top[0] for top in lens.layers] if lens is not None else [top.at(last)[0] for top in analysis.lens]
+    if tops:
+        shown = "  ".join(f"L{layer} {visible(top.token)}" for layer, top in enumerate(tops))
+        console.print(_line(("logit lens", "bold"), f" {shown}"))
 
 
 def _interventions(interventions: Iterable[Any]) -> None:

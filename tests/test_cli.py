@@ -102,6 +102,24 @@ def test_trace_human_output_shows_layers_and_predictions(runner: CliRunner, tiny
     assert "next token" in result.stdout and "logit lens" in result.stdout
 
 
+def test_trace_json_has_the_lens_only_with_lens(runner: CliRunner) -> None:
+    """Every layer's logit lens at every position is read for --lens alone; then each layer's top token at the
+    last position is the engine's own logit lens there."""
+    plain = _run(runner, "trace", "-p", PROMPT, "--json", "--device", "cpu")
+    assert plain.exit_code == 0, plain.stderr
+    assert json.loads(plain.stdout)["logit_lens"] == []
+    result = _run(runner, "trace", "-p", PROMPT, "--json", "--lens", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    demo = Engine.load("demo", device="cpu")
+    expected = demo.logit_lens(PROMPT, -1)
+    assert [entry["layer"] for entry in doc["logit_lens"]] == list(range(demo.n_layers))
+    for entry, top in zip(doc["logit_lens"], expected.layers, strict=True):
+        last = entry["top"][-1]
+        assert (last["token"], last["id"]) == (top[0].token, top[0].id)
+        assert last["prob"] == pytest.approx(top[0].prob, abs=1e-5)
+
+
 def test_generate_json_clean_and_intervened(
     runner: CliRunner, tiny_model: Path, resid_saes: Path, engine: Engine
 ) -> None:

@@ -213,6 +213,20 @@ def test_steps_beyond_the_bound_are_one_line_before_the_model_loads(
     one_line(result, ExitCode.USAGE, "--steps 20000: integrated gradients takes 1 to 1,024 steps")
 
 
+def test_real_with_follow_is_one_line_before_the_model_loads(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--real measures effects on the metric, which --follow replaces: both at once was said after the load."""
+    from helpers import one_line
+
+    def no_engine(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model loaded before --real and --follow were checked")
+
+    monkeypatch.setattr("lenstop.commands.circuits.load_engine", no_engine)
+    result = runner.invoke(app, ["attribute", "demo", "-p", "def f", "--real", "2", "--follow", "1:3@0"])
+    one_line(result, ExitCode.USAGE, "--real measures effects on the metric; leave out --follow")
+
+
 def test_out_of_memory_in_integrated_gradients_is_exit_5(
     runner: CliRunner, tiny_model: Path, resid_saes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
