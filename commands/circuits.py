@@ -24,6 +24,7 @@ from lenstop.commands.common import (
     engine_spec,
     load_engine,
     print_json,
+    syntax,
     user_errors,
 )
 from lenstop.models.circuits.spec import DIRECTIONS, KINDS, NODE_SYNTAX, Metric, NodeKind, check_steps, parse_node
@@ -74,7 +75,7 @@ def attribute(
     follow: Annotated[
         list[str] | None,
         typer.Option(
-            "--follow", help=f"Explain this node instead of the metric (repeat to walk a path): {NODE_SYNTAX}."
+            "--follow", help=syntax(f"Explain this node instead of the metric (repeat to walk a path): {NODE_SYNTAX}.")
         ),
     ] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Add the direct logit attribution.")] = False,

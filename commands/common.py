@@ -10,12 +10,20 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import ExitCode, LengthMismatchError, LenstopError, describe
 from lenstop.models.files import json_text
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.safe_text import printable
+
+
+def syntax(text: str) -> str:
+    """A help text that spells a syntax: Typer renders help as Rich markup, which would take `[@POS]` or
+    `[LAYER=]` for a style and drop it."""
+    return escape(text)
+
 
 ModelArg = Annotated[
     str, typer.Argument(help="A Hugging Face model name, a local Hugging Face model directory, or demo (bundled).")
@@ -30,7 +38,9 @@ SaeOpt = Annotated[
 ]
 LabelsOpt = Annotated[
     list[str] | None,
-    typer.Option("--labels", help="Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable."),
+    typer.Option(
+        "--labels", help=syntax("Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable.")
+    ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16.")]
@@ -50,17 +60,17 @@ PromptOpt = Annotated[
     ),
 ]
 AblateOpt = Annotated[
-    list[str] | None, typer.Option("--ablate", help="Zero a feature: LAYER:FEATURE[@POS]. Repeatable.")
+    list[str] | None, typer.Option("--ablate", help=syntax("Zero a feature: LAYER:FEATURE[@POS]. Repeatable."))
 ]
 SteerOpt = Annotated[
     list[str] | None,
-    typer.Option("--steer", help="Add STRENGTH x the feature's decoder row: LAYER:FEATURE:STRENGTH[@POS]."),
+    typer.Option("--steer", help=syntax("Add STRENGTH x the feature's decoder row: LAYER:FEATURE:STRENGTH[@POS].")),
 ]
 ClampOpt = Annotated[
-    list[str] | None, typer.Option("--clamp", help="Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS].")
+    list[str] | None, typer.Option("--clamp", help=syntax("Set a feature to VALUE: LAYER:FEATURE:VALUE[@POS]."))
 ]
 HeadOpt = Annotated[
-    list[str] | None, typer.Option("--ablate-head", help="Zero an attention head's output: LAYER.HEAD[@POS].")
+    list[str] | None, typer.Option("--ablate-head", help=syntax("Zero an attention head's output: LAYER.HEAD[@POS]."))
 ]
 
 

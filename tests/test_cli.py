@@ -278,3 +278,17 @@ def test_generate_prints_nothing_on_stderr() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.decode() == "" and json.loads(done.stdout)["clean"]["text"]
+
+
+def test_every_options_help_is_shown_as_written() -> None:
+    """Typer renders help as Rich markup: a syntax such as `LAYER:FEATURE[@POS]` lost its `[@POS]` as a
+    style until `syntax()` escaped it. Every option's help of every command must appear whole."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        shown = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "400", "NO_COLOR": "1"}).output
+        for param in command.params:
+            if param.help:
+                written = param.help.replace("\\[", "[")  # the text the escapes stand for
+                assert " ".join(written.split()) in " ".join(shown.split()), (name, param.name)
