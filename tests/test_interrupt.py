@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from lenstop.commands.cli import app
 from lenstop.models.engine import Engine
 from lenstop.models.errors import ExitCode
+from lenstop.models.runtime.handle import ModelHandle
 
 LENSTOP = str(Path(sys.executable).parent / "lenstop")
 HANGING_APP = Path(__file__).parent / "blocking_app.py"
@@ -35,13 +36,16 @@ def _interrupt(*_args: Any, **_kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("command", "method"),
     [
-        (["info", "demo"], "_load"),
+        (["info", "demo"], "_processed"),
         (["trace", "demo", "-p", "def f(x):"], "analyse"),
         (["generate", "demo", "-p", "def f(x):", "-n", "3"], "generate"),
     ],
 )
 def test_ctrl_c_in_a_command_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch, command, method) -> None:
-    monkeypatch.setattr(Engine, method, _interrupt if method != "_load" else classmethod(_interrupt))
+    if method == "_processed":  # the load, inside ModelHandle.load
+        monkeypatch.setattr(ModelHandle, method, classmethod(_interrupt))
+    else:
+        monkeypatch.setattr(Engine, method, _interrupt)
     result = CliRunner().invoke(app, [*command, "--device", "cpu"])
     assert result.exit_code == ExitCode.INTERRUPTED == 130, result.output
     assert result.stderr.strip() == "lenstop: error: interrupted"
