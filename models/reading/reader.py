@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
@@ -26,6 +26,9 @@ from lenstop.models.replay import Outputs, resid_post
 from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, LogitLens, TopTokens
 from lenstop.models.runtime.handle import EnoughRead, ModelHandle, check_finite_output
 from lenstop.models.runtime.run_plan import Capture
+
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 @dataclass
@@ -99,17 +102,16 @@ class Reader:
     ) -> AnalysisPlan:
         ids = tuple(int(i) for i in tokens[0].tolist())
         layers = self._layers_asked(attention)
-        kept_attention: dict[int, LayerAttention] = {}
-        for layer in layers:
-            if (
-                found := self.cache.attention.get(attention_key(ids, interventions, layer), full=full_attention)
-            ) is not None:
-                kept_attention[layer] = found
+        kept_attention = _found(
+            {
+                layer: self.cache.attention.get(attention_key(ids, interventions, layer), full=full_attention)
+                for layer in layers
+            }
+        )
         chosen = self._dictionaries_asked(features)
-        kept_features: dict[str, LayerFeatures] = {}
-        for d in chosen:
-            if (reading := self.cache.features.get(features_key(ids, interventions, d, top_k))) is not None:
-                kept_features[d.key] = reading
+        kept_features = _found(
+            {d.key: self.cache.features.get(features_key(ids, interventions, d, top_k)) for d in chosen}
+        )
         missing = [layer for layer in layers if layer not in kept_attention]
         to_read = [d for d in chosen if d.key not in kept_features]
         # Blocks before the first layer this pass must touch (an intervention's, or one still to read) compute
@@ -291,3 +293,8 @@ class Reader:
     def _layers_asked(self, layers: bool | Sequence[int]) -> list[int]:
         """The layers asked for, in order, each checked (False: none; True was resolved by the caller)."""
         return [] if isinstance(layers, bool) else self.handle.check_layers(layers)
+
+
+def _found(readings: dict[K, T | None]) -> dict[K, T]:
+    """Those of the readings that were kept."""
+    return {key: reading for key, reading in readings.items() if reading is not None}
