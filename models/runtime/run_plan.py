@@ -36,8 +36,8 @@ class FeatureReading:
     """One dictionary's features over the prompt, reduced inside its hook to what the views show.
 
     Every dictionary's dense (seq, d_sae) activations held until the pass ends would outweigh the
-    model's own: on GPT-2 small with a 24,576-feature dictionary at each of 12 layers, 1.2 GB at
-    1,024 tokens. Reduced as each is made, one is alive at a time.
+    model's own activations, a dictionary at every layer being far wider than the residual stream.
+    Reduced as each is made, one is alive at a time.
     """
 
     top_values: torch.Tensor  # (seq, k), descending
