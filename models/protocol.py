@@ -40,12 +40,14 @@ class EngineProtocol(Protocol):
         n_predictions: int = 10,
         features: bool | Sequence[int] = True,
         attention: bool | Sequence[int] = False,
-        lens: bool = True,
+        lens: bool | Sequence[int] = False,
     ) -> Analysis:
         """Predictions at every position; the features of the dictionaries at the layers `features` names (True:
         every dictionary; `features()` reads one on demand); the attention and head scores of the layers
-        `attention` names (True: every layer; `attention()` reads one on demand); with `lens`, the logit lens
-        of every layer at every position too (`logit_lens` gives one position's cheaply)."""
+        `attention` names (True: every layer; `attention()` reads one on demand); and the logit lens of every
+        layer at the positions `lens` names (negative counts from the end; True: every position; none by
+        default; `Analysis.lens_positions` says which were asked for; `logit_lens` gives one position's
+        cheaply)."""
         ...
 
     def features(

@@ -225,12 +225,15 @@ class Analysis:
     token_ids: tuple[int, ...]
     layers: tuple[LayerFeatures, ...]  # one per dictionary, in layer order
     attention: tuple[LayerAttention, ...]  # one per model layer
-    lens: tuple[TopTokens, ...]  # logit lens of each layer's resid_post; empty unless asked (see Engine.logit_lens)
+    # The logit lens of each layer's resid_post, empty unless asked for (see Engine.logit_lens): each row that of
+    # a position, every position's in order unless `lens_positions` names the positions the rows are of.
+    lens: tuple[TopTokens, ...]
     predictions: TopTokens
     interventions: tuple[Intervention, ...] = ()
     clean_predictions: TopTokens | None = None
     kl: Floats | None = None  # (seq,) KL(clean || intervened) in nats
     shifts: tuple[tuple[TokenShift, ...], ...] | None = None  # per position
+    lens_positions: tuple[int, ...] | None = None  # ascending, when the lens was asked for some positions only
 
     def layer(self, layer: int) -> LayerFeatures | None:
         return next((lf for lf in self.layers if lf.layer == layer), None)
@@ -251,6 +254,8 @@ class Analysis:
             ],
             "interventions": [to_dict(i) for i in self.interventions],
         }
+        if self.lens_positions is not None:  # each "top" list is of these positions, not of every one
+            doc["logit_lens_positions"] = list(self.lens_positions)
         if self.clean_predictions is not None:
             doc["clean_predictions"] = self.clean_predictions.to_json()
         if self.kl is not None:

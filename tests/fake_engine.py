@@ -73,6 +73,12 @@ def _at(position: int | None, seq: int) -> slice | int:
     return resolved
 
 
+def _row(position: int, seq: int) -> int:
+    at = _at(position, seq)
+    assert isinstance(at, int)
+    return at
+
+
 def _from(position: int | None, seq: int) -> int:
     """The first position an intervention can change: itself, or 0 when it applies everywhere."""
     at = _at(position, seq)
@@ -215,7 +221,7 @@ class FakeEngine:
         n_predictions: int = 10,
         features: bool | Sequence[int] = True,
         attention: bool | Sequence[int] = False,
-        lens: bool = True,
+        lens: bool | Sequence[int] = False,
     ) -> Analysis:
         with self.lock:
             self.calls.append(("analyse", (prompt, tuple(interventions))))
@@ -228,9 +234,12 @@ class FakeEngine:
         self._check(interventions, seq)
         ids = tuple(_hash(t) % 1000 for t in tokens)
         predictions, probs = self._top(self._logits(tokens, interventions, self.n_layers), n_predictions)
+        positions = None if isinstance(lens, bool) else tuple(sorted({_row(p, seq) for p in lens}))
+        rows = slice(None) if positions is None else list(positions)
         lens_tops = tuple(
-            self._top(self._logits(tokens, interventions, layer + 1), n_predictions)[0]
+            self._top(self._logits(tokens, interventions, layer + 1)[rows], n_predictions)[0]
             for layer in range(self.n_layers)
+            if lens is True or positions
         )
         clean = kl = shifts = None
         if interventions:
@@ -250,12 +259,13 @@ class FakeEngine:
             token_ids=ids,
             layers=tuple(self._layer(tokens, layer, interventions, top_k) for layer in self._layers(features)),
             attention=tuple(self._attention(seq, layer, ids) for layer in self._layers(attention)),
-            lens=lens_tops if lens else (),
+            lens=lens_tops,
             predictions=predictions,
             interventions=tuple(interventions),
             clean_predictions=clean,
             kl=kl,
             shifts=shifts,
+            lens_positions=positions or None,
         )
 
     def _layers(self, attention: bool | Sequence[int]) -> list[int]:

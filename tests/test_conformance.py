@@ -32,7 +32,7 @@ def engine(request: pytest.FixtureRequest) -> EngineProtocol:
 
 @pytest.fixture(scope="module")
 def clean(engine: EngineProtocol) -> Analysis:
-    return engine.analyse(PROMPT, top_k=8, n_predictions=5, attention=True)
+    return engine.analyse(PROMPT, top_k=8, n_predictions=5, attention=True, lens=True)
 
 
 def _top_feature(analysis: Analysis, layer: int) -> int:
@@ -165,6 +165,15 @@ def test_predictions_are_a_sorted_distribution(clean: Analysis) -> None:
     for top in (clean.predictions, *clean.lens):
         assert (np.diff(top.probs, axis=1) <= 1e-7).all()
         assert (top.probs > 0).all() and (top.probs.sum(axis=1) <= 1 + 1e-5).all()
+
+
+def test_a_lens_at_some_positions_is_those_rows_of_every_positions(engine: EngineProtocol, clean: Analysis) -> None:
+    last = len(clean.tokens) - 1
+    some = engine.analyse(PROMPT, top_k=8, n_predictions=5, lens=[-1, 0])
+    assert some.lens_positions == (0, last) and len(some.lens) == len(clean.lens)
+    for part, full in zip(some.lens, clean.lens, strict=True):
+        np.testing.assert_array_equal(part.ids, full.ids[[0, last]])
+        np.testing.assert_allclose(part.probs, full.probs[[0, last]], atol=1e-5)
 
 
 def test_the_last_layers_lens_is_the_prediction(clean: Analysis) -> None:

@@ -103,7 +103,7 @@ def test_one_layers_attention_read_on_demand_equals_hf_and_the_cut_pass_leaves_n
 ) -> None:
     """`Engine.attention` stops its pass once the layer's pattern exists: the pattern and head scores must be
     the model's own, and the pass cut short must leave the model as it was."""
-    engine._attention = AttentionCache()  # each layer read by a pass of its own
+    engine.reader.cache.attention = AttentionCache()  # each layer read by a pass of its own
     with torch.no_grad():
         out = hf(tokens, output_attentions=True)
     for layer in range(engine.n_layers):
@@ -126,7 +126,7 @@ def test_attention_under_an_intervention_is_the_edited_models_and_downstream_one
     Hugging Face model does; one at layer 1 cannot reach layer 0, whose reading is then the clean one, reused."""
     direction = load_sae(resid_saes / "L0").W_dec[11].detach()
     steer = FeatureSteer(0, 11, 6.0)
-    engine._attention = AttentionCache()
+    engine.reader.cache.attention = AttentionCache()
     out = hf_with_resid_edit(hf, tokens, 0, lambda resid: resid + 6.0 * direction, output_attentions=True)
     with torch.no_grad():
         clean = hf(tokens, output_attentions=True)
@@ -169,7 +169,7 @@ def test_the_attention_cache_lets_the_least_recently_used_go_past_its_budget() -
 
 
 def test_logit_lens_equals_final_norm_and_unembedding_of_each_residual(engine: Engine, hf, tokens) -> None:
-    analysis = engine.analyse(PROMPT, n_predictions=5)
+    analysis = engine.analyse(PROMPT, n_predictions=5, lens=True)
     resids = hf_residuals(hf, tokens)  # resid_pre of each block, then the final resid_post
     for layer, top in enumerate(analysis.lens):
         resid_post = resids[layer + 1]
@@ -406,13 +406,13 @@ def test_an_intervened_analysis_reusing_the_clean_prompt_equals_one_computed_who
     interventions = [FeatureAblation(layer, 3), FeatureSteer(1, 5, 3.0)]
     engine.analyse(PROMPT, attention=True)
     with blocks_run(engine) as ran:
-        reused = engine.analyse(PROMPT, interventions, attention=True)
+        reused = engine.analyse(PROMPT, interventions, attention=True, lens=True)
     assert ran == list(range(layer, engine.n_layers))  # the blocks before the intervention did not run
-    engine._readings.clear()  # forget the clean analysis
-    engine._clean_blocks = None
-    engine._attention = AttentionCache()
+    engine.reader.cache.features.clear()  # forget the clean analysis
+    engine.reader.cache.blocks = None
+    engine.reader.cache.attention = AttentionCache()
     with blocks_run(engine) as ran:
-        whole = engine.analyse(PROMPT, interventions, attention=True)
+        whole = engine.analyse(PROMPT, interventions, attention=True, lens=True)
     assert ran == list(range(engine.n_layers))
     for a, b in zip(reused.layers, whole.layers, strict=True):
         np.testing.assert_array_equal(a.top_ids, b.top_ids)
@@ -435,7 +435,7 @@ def test_one_layers_attention_after_a_clean_analysis_runs_that_layer_alone(engin
     """After a clean analysis of the prompt, reading a layer's attention replays the blocks before it: only
     the layer's own attention runs, and its pattern is still the model's."""
     engine.analyse(PROMPT)
-    engine._attention = AttentionCache()
+    engine.reader.cache.attention = AttentionCache()
     with torch.no_grad():
         out = hf(tokens, output_attentions=True)
     for layer in range(engine.n_layers):
@@ -493,9 +493,9 @@ def test_a_replay_that_fails_runs_every_block_and_replays_no_more(
     for read in ("analysis", "attention", "features"):
         engine = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
         engine.analyse(PROMPT)
-        assert engine._clean_blocks is not None
-        ids, outputs = engine._clean_blocks
-        engine._clean_blocks = (ids, {layer: "what block 0 did not hand on" for layer in outputs})
+        assert engine.reader.cache.blocks is not None
+        ids, outputs = engine.reader.cache.blocks
+        engine.reader.cache.blocks = (ids, {layer: "what block 0 did not hand on" for layer in outputs})
         if read == "analysis":
             got = engine.analyse(PROMPT, interventions)
             np.testing.assert_allclose(got.predictions.probs, whole.predictions.probs, atol=1e-6)
@@ -508,7 +508,7 @@ def test_a_replay_that_fails_runs_every_block_and_replays_no_more(
             with torch.no_grad():
                 expected = hf(tokens, output_attentions=True).attentions[1][0].numpy()
             np.testing.assert_allclose(att.pattern, expected, atol=ATOL)
-        assert not engine._replay_ok and engine._clean_blocks is None
+        assert not engine.reader.passes.replay_ok and engine.reader.cache.blocks is None
         assert all("forward" not in block.__dict__ for block in engine.model.blocks)
 
 
@@ -539,7 +539,10 @@ def _same_reading(a: LayerFeatures | None, b: LayerFeatures | None) -> None:
 def _forget(engine: Engine) -> None:
     """No reading kept, no clean blocks to replay, no clean distribution: the next call starts afresh."""
     engine.forget()
-    assert len(engine._readings) == len(engine._attention) == 0 and engine._clean_blocks is None
+    assert (
+        len(engine.reader.cache.features) == len(engine.reader.cache.attention) == 0
+        and engine.reader.cache.blocks is None
+    )
 
 
 def test_one_dictionarys_features_read_on_demand_equal_saelens_and_the_pass_stops_at_its_hook(
@@ -580,7 +583,7 @@ def test_features_read_on_demand_under_interventions_equal_a_whole_analysis(
             _forget(engine)
             if replayed:
                 engine.analyse(PROMPT, top_k=6)
-                engine._readings.clear()  # the clean readings go, the clean blocks stay
+                engine.reader.cache.features.clear()  # the clean readings go, the clean blocks stay
             with blocks_run(engine) as ran:
                 got = engine.features(PROMPT, d.layer, interventions, top_k=6)
             assert ran == list(range(min(first, d.layer) if replayed else 0, d.layer))

@@ -87,7 +87,7 @@ def test_tokens_are_shaded_by_the_selected_feature_else_the_error(fake: FakeEngi
 
 
 def test_summary_and_tabs(fake: FakeEngine) -> None:
-    analysis = fake.analyse(PROMPT, [FeatureSteer(0, 1, 3.0)])
+    analysis = fake.analyse(PROMPT, [FeatureSteer(0, 1, 3.0)], lens=True)
     last = len(analysis.tokens) - 1
     line = summary_text(analysis, last)
     first = analysis.predictions.at(last)[0]
@@ -114,7 +114,7 @@ def test_heads_show_every_source_binned_when_long_and_the_role() -> None:
 
 
 def test_predictions_mark_the_selected_layer(fake: FakeEngine) -> None:
-    analysis = fake.analyse(PROMPT)
+    analysis = fake.analyse(PROMPT, lens=True)
     text = predictions_text(analysis, 3, 1, width=60, height=20).plain
     assert "▶L1" in text and " L0" in text and "lens" in text
 

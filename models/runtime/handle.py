@@ -216,7 +216,7 @@ class ModelHandle:
 
     def _check_fits(self, prompt: str) -> None:
         """Refuse, before tokenising, a prompt too long to fit the context whatever its tokens: no token spells
-        more characters than the vocabulary's longest. Tokenising megabytes first costs seconds, and the Rust
+        more characters than the vocabulary's longest. Tokenising megabytes first is slow, and the Rust
         tokenizer aborts the process on some inputs of tens of megabytes."""
         if len(prompt) <= self.n_ctx:  # every token spells at least one character: this always fits
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from lenstop.models.interventions import (
 from lenstop.models.prompts import resolve_position
 from lenstop.models.runtime import hook_names
 
+if TYPE_CHECKING:
+    from lenstop.models.runtime.handle import ModelHandle
+
 HookFn = Callable[..., Any]
 
 
@@ -33,8 +36,8 @@ class FeatureReading:
     """One dictionary's features over the prompt, reduced inside its hook to what the views show.
 
     Every dictionary's dense (seq, d_sae) activations held until the pass ends would outweigh the
-    model's own: on GPT-2 small with a 24,576-feature dictionary at each of 12 layers, 1.2 GB at
-    1,024 tokens. Reduced as each is made, one is alive at a time.
+    model's own activations, a dictionary at every layer being far wider than the residual stream.
+    Reduced as each is made, one is alive at a time.
     """
 
     top_values: torch.Tensor  # (seq, k), descending
@@ -131,6 +134,18 @@ class RunPlan:
                 self._hooks.append((hook_names.pattern(layer), _tell(on_attention, layer)))
         for layer in resid_layers:
             self._hooks.append((hook_names.resid_post(layer), self._store(self.capture.resid, layer)))
+
+    @classmethod
+    def on(cls, handle: ModelHandle, interventions: Sequence[Intervention], prompt_len: int, **options: Any) -> RunPlan:
+        """The plan of a pass over the handle's model and dictionaries (`options` as `RunPlan` takes them)."""
+        return cls(
+            handle.dictionaries,
+            interventions,
+            n_layers=handle.n_layers,
+            n_heads=handle.n_heads,
+            prompt_len=prompt_len,
+            **options,
+        )
 
     @property
     def hooks(self) -> list[tuple[str, HookFn]]:
