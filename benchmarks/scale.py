@@ -247,7 +247,7 @@ def main() -> None:
                 model(tokens)
 
         def attention_on_demand() -> None:  # the last layer's, read afresh after a clean analysis of the prompt
-            engine._attention.clear()
+            engine.reader.cache.attention.clear()
             engine.attention(prompt, engine.n_layers - 1)
 
         def fresh() -> None:  # a prompt the engine has not seen: nothing kept to reuse

@@ -27,7 +27,7 @@ def generate(
     """`Engine.generate`: the prompt continued with and without the interventions, from the same seed."""
     check_options(max_new_tokens, temperature, seed)
     tokens = handle.tokenize(prompt)
-    drop_cache_renamed_warning()  # here, not at import: a catch_warnings() around the import would undo it
+    drop_cache_renamed_warning()
     clean = _continue(handle, tokens, (), max_new_tokens, temperature, seed)
     intervened = _continue(handle, tokens, interventions, max_new_tokens, temperature, seed) if interventions else None
     return Generation(

@@ -6,18 +6,32 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# transformers 5 renamed the model's `past_key_values` argument `cache`, and warns of it on every cached
-# forward pass; TransformerBridge passes the old name whatever lenstop asks, so `lenstop generate` printed
-# the warning on stderr. That one warning, and nothing else, is dropped.
-CACHE_RENAMED = r"`past_key_values` is deprecated"
+# transformers 5 renamed the model's `past_key_values` argument `cache`, and says so on every cached forward
+# pass that uses the old name; TransformerBridge passes the old name whatever lenstop asks, so generation
+# printed it. Earlier 5.x releases warned (a FutureWarning); later ones log it once, through the logger of
+# transformers.utils.generic. That one message, and nothing else, is dropped either way.
+CACHE_RENAMED = r"`past_key_values`(/`cache_params`)? (is|are) deprecated"
+
+
+class _DropCacheRenamed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return re.match(CACHE_RENAMED, record.getMessage()) is None
 
 
 def drop_cache_renamed_warning() -> None:
+    """Called before each generation, not at import: a catch_warnings() around the import would undo it."""
     warnings.filterwarnings("ignore", message=CACHE_RENAMED, category=FutureWarning)
+    _filter_cache_renamed_log()
+
+
+@functools.cache
+def _filter_cache_renamed_log() -> None:
+    logging.getLogger("transformers.utils.generic").addFilter(_DropCacheRenamed())
 
 
 # SAELens's sparse decode builds its tensor without torch's optional invariant checks, which torch then

@@ -280,6 +280,19 @@ def test_generate_prints_nothing_on_stderr() -> None:
     assert done.stderr.decode() == "" and json.loads(done.stdout)["clean"]["text"]
 
 
+def test_generate_from_python_prints_nothing_on_stderr() -> None:
+    """Later transformers releases log the rename once, through their logger, instead of warning: it came out
+    of `Engine.generate` in a notebook although the CLI, which quiets transformers' logging, kept silent."""
+    script = (
+        "from lenstop.models import Engine\nEngine.load('demo', device='cpu').generate('def f(x):', max_new_tokens=3)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode() == ""
+
+
 def test_every_options_help_is_shown_as_written() -> None:
     """Typer renders help as Rich markup: a syntax such as `LAYER:FEATURE[@POS]` lost its `[@POS]` as a
     style until `syntax()` escaped it. Every option's help of every command must appear whole."""
