@@ -9,7 +9,7 @@ the shared model for the duration of a pass):
 - `lenstop.models.reading.Reader`: analyses, features, attention and the logit lens,
   with the one cache of what it keeps for reuse (`forget()` lets it go);
 - `lenstop.models.generation`: continuations, clean and intervened;
-- the circuit methods (`lenstop.models.engine_circuits`, over `lenstop.models.circuits`).
+- `lenstop.models.circuits`: attribution, patching, direct attribution, head roles and circuits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lenstop.models import engine_circuits, generation
+from lenstop.models import generation
+from lenstop.models.circuits import api as circuits
+from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
+from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import FeatureCard, read_labels
@@ -30,7 +33,6 @@ from lenstop.models.protocol import Progress
 from lenstop.models.reading import Reader
 from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 from lenstop.models.runtime.handle import ModelHandle
-from lenstop.models.runtime.run_plan import RunPlan
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -208,12 +210,8 @@ class Engine:
 
     def logits(self, prompt: str, interventions: Sequence[Intervention] = ()) -> torch.Tensor:
         """Final logits (seq, vocab) of the prompt under the interventions: for scripts and tests."""
-        logits, _ = self._run(self.tokenize(prompt), interventions)
+        logits, _ = self.reader.passes.run(self.tokenize(prompt), interventions)
         return logits
-
-    def _run(self, tokens: torch.Tensor, interventions: Sequence[Intervention]) -> tuple[torch.Tensor, RunPlan]:
-        """One pass under the interventions: the logits (seq, vocab), and the plan with what it captured."""
-        return self.reader.passes.run(tokens, interventions)
 
     def forget(self) -> None:
         """Let go of everything kept from the prompts read so far: each layer's readings, and the last clean
@@ -241,16 +239,86 @@ class Engine:
             self.handle, prompt, interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
         )
 
-    # ------------------------------------------------------------------ circuits (models/engine_circuits.py)
-    _prompt_pair = engine_circuits._prompt_pair
-    attribute = engine_circuits.attribute
-    effects = engine_circuits.effects
-    _check_nodes = engine_circuits._check_nodes
-    _effects = engine_circuits._effects
-    direct = engine_circuits.direct
-    patch = engine_circuits.patch
-    head_roles = engine_circuits.head_roles
-    circuit = engine_circuits.circuit
+    # ------------------------------------------------------------------ circuits (models/circuits/api.py)
+    def attribute(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        path: Sequence[Node] = (),
+        top: int | None = 30,
+        steps: int = 0,
+        real: int = 0,
+    ) -> Attribution:
+        """Every node's attribution to the metric (or, with `path`, to the last node followed upstream from it):
+        features and error nodes at every dictionary, heads, MLPs and embeddings, at every position. The baseline
+        is zero, or the node's value on `corrupt`; `steps` > 0 uses integrated gradients; `real` measures the
+        real effect of removing each of the top `real` nodes."""
+        return circuits.attribute(
+            self.handle, prompt, metric, corrupt=corrupt, path=path, top=top, steps=steps, real=real
+        )
+
+    def effects(
+        self, prompt: str, metric: Metric, nodes: Sequence[Node], *, corrupt: str | None = None
+    ) -> tuple[float, ...]:
+        """The real fall of the metric when each node alone is removed (set to zero, or to its corrupted value)."""
+        return circuits.effects(self.handle, prompt, metric, nodes, corrupt=corrupt)
+
+    def direct(self, prompt: str, metric: Metric = Metric(), *, sources: bool = False) -> DirectAttribution:
+        """Direct logit attribution of the metric: embeddings, each head (by source position with `sources`),
+        each MLP and the biases, through the final norm with its scale frozen; the parts add up to the metric."""
+        return circuits.direct(self.handle, prompt, metric, sources=sources)
+
+    def patch(
+        self,
+        clean: str,
+        corrupt: str,
+        metric: Metric = Metric(),
+        *,
+        direction: Direction = "clean->corrupt",
+        head_positions: bool = True,
+        features: int = 50,
+        progress: Callable[[float], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Patching:
+        """Activation patching between two prompts of equal token length, each cell beside its attribution-patching
+        estimate: every layer's residual stream at every position, every head (at every position, and at each
+        position with `head_positions`), and the `features` features with the largest estimates."""
+        return circuits.patch(
+            self.handle,
+            clean,
+            corrupt,
+            metric,
+            direction=direction,
+            head_positions=head_positions,
+            features=features,
+            progress=progress,
+            cancelled=cancelled,
+        )
+
+    def head_roles(self, *, refresh: bool = False) -> HeadRoles:
+        """Each head's previous-token, duplicate-token and induction scores on repeated random tokens;
+        computed once per model and kept on disk (`refresh` computes them again)."""
+        return circuits.head_roles(self.handle, refresh=refresh)
+
+    def circuit(
+        self,
+        prompt: str,
+        metric: Metric = Metric(),
+        *,
+        corrupt: str | None = None,
+        node_threshold: float = 0.1,
+        edge_threshold: float = 0.1,
+        max_children: int = 6,
+        max_nodes: int = 24,
+        kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
+        steps: int = 0,
+    ) -> Circuit:
+        """The circuit behind the metric: its strongest nodes (by effect on the metric) and the edges between
+        them, above the thresholds (shares of the strongest); `steps` > 0 uses integrated gradients."""
+        options = CircuitOptions(node_threshold, edge_threshold, max_children, max_nodes, tuple(kinds), steps)
+        return circuits.circuit(self.handle, prompt, metric, corrupt, options)
 
 
 if TYPE_CHECKING:  # .ci/typecheck holds the engine to what front ends may ask of it

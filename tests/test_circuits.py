@@ -523,7 +523,7 @@ def test_integrated_gradients_run_in_bounded_chunks_with_the_same_result(
 
 
 def test_rows_a_pass_shrink_with_the_prompt_and_never_vanish(engine: Engine) -> None:
-    from lenstop.models.circuits.tracing import rows_within
+    from lenstop.models.circuits.rows import rows_within
 
     assert rows_within(engine, 10, 16, grad=True) == 16
     long = rows_within(engine, 10**6, 16, grad=True)

@@ -9,24 +9,15 @@ A chosen node that feeds no other gets an edge to the metric, weighted by its ef
 One forward pass serves the whole graph; each followed node costs one backward pass
 (or, with `steps`, one batched pass of integrated gradients per group of nodes).
 Only nodes of `kinds` are shown; the others' effects still flow through the
-gradients of those shown.
+gradients of those shown. The bounds travel as one `CircuitOptions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import torch
-
-from lenstop.models.circuits.attribution import baseline, batch_target, integrated_grads, node_scores, target_of
-from lenstop.models.circuits.metric import resolve
+from lenstop.models.circuits.attribution import gradients, node_scores
 from lenstop.models.circuits.results import Circuit, Edge, NodeScore
-from lenstop.models.circuits.spec import CIRCUIT_KINDS, Metric, Node, NodeKind
-from lenstop.models.circuits.tracing import Trace, trace
-
-if TYPE_CHECKING:
-    from lenstop.models.engine import Engine
+from lenstop.models.circuits.setup import TracedSetup
+from lenstop.models.circuits.spec import CircuitOptions, Node
 
 
 def _strongest(scores: list[NodeScore], threshold: float, limit: int) -> list[NodeScore]:
@@ -37,55 +28,36 @@ def _strongest(scores: list[NodeScore], threshold: float, limit: int) -> list[No
     return [s for s in ranked[:limit] if abs(s.attribution) >= floor and s.attribution != 0.0]
 
 
-def find_circuit(
-    engine: Engine,
-    prompt: str,
-    tokens: torch.Tensor,
-    corrupt: torch.Tensor | None,
-    metric: Metric,
-    *,
-    node_threshold: float = 0.1,
-    edge_threshold: float = 0.1,
-    max_children: int = 6,
-    max_nodes: int = 24,
-    kinds: Sequence[NodeKind] = CIRCUIT_KINDS,
-    steps: int = 0,
-) -> Circuit:
-    tr = trace(engine, tokens)
-    assert isinstance(tr, Trace)
-    mv = resolve(metric, engine.model.tokenizer, tr.logits.detach(), engine.token_strings)
-    base = baseline(engine, tr.values, tokens, corrupt)
-    shown = set(kinds)
+def find_circuit(s: TracedSetup, options: CircuitOptions) -> Circuit:
+    """The circuit behind the set-up's metric, as `options` bound it."""
 
     def scores(path: tuple[Node, ...]) -> list[NodeScore]:
-        if steps:
-            grads = integrated_grads(engine, tokens, batch_target(engine, tr, mv, path), tr.values, base, steps)
-        else:
-            grads = tr.grads(target_of(tr, mv, path))
-        return node_scores(engine, grads, tr.values, base, skip=path[-1] if path else None)
+        return node_scores(s, gradients(s, path, options.steps), skip=path[-1] if path else None)
 
-    chosen = _strongest([s for s in scores(()) if s.node.kind in shown], node_threshold, max_nodes)
-    selected = {s.node for s in chosen}
+    shown = set(options.kinds)
+    chosen = _strongest([n for n in scores(()) if n.node.kind in shown], options.node_threshold, options.max_nodes)
+    selected = {n.node for n in chosen}
     edges: list[Edge] = []
     feeding: set[Node] = set()  # nodes with an edge into another chosen node
-    for s in chosen:
-        if s.node.followable:
-            upstream = [u for u in scores((s.node,)) if u.node in selected]
-            for u in _strongest(upstream, edge_threshold, max_children):
-                edges.append(Edge(u.node, s.node, u.attribution))
+    for n in chosen:
+        if n.node.followable:
+            upstream = [u for u in scores((n.node,)) if u.node in selected]
+            for u in _strongest(upstream, options.edge_threshold, options.max_children):
+                edges.append(Edge(u.node, n.node, u.attribution))
                 feeding.add(u.node)
-    edges += [Edge(s.node, None, s.attribution) for s in chosen if s.node not in feeding]
-    probs = tr.logits[0, mv.position].detach().float().softmax(-1)
+    edges += [Edge(n.node, None, n.attribution) for n in chosen if n.node not in feeding]
+    mv, tokens = s.metric, s.tokens[0].tolist()
+    probs = s.trace.logits[0, mv.position].detach().float().softmax(-1)
     return Circuit(
-        model=engine.name,
-        prompt=prompt,
-        tokens=tuple(engine.token_strings(tokens[0].tolist())),
-        token_ids=tuple(int(i) for i in tokens[0].tolist()),
+        model=s.handle.name,
+        prompt=s.prompts.text,
+        tokens=tuple(s.handle.token_strings(tokens)),
+        token_ids=tuple(int(i) for i in tokens),
         metric=mv,
         target_prob=float(probs[mv.target_id]),
         nodes=tuple(chosen),
         edges=tuple(edges),
-        node_threshold=node_threshold,
-        edge_threshold=edge_threshold,
-        n_layers=engine.n_layers,
+        node_threshold=options.node_threshold,
+        edge_threshold=options.edge_threshold,
+        n_layers=s.handle.n_layers,
     )

@@ -9,7 +9,8 @@ prediction". Attributions are the linear estimate; `real` is measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -105,6 +106,11 @@ class Attribution:
     @property
     def target(self) -> Node | None:
         return self.path[-1] if self.path else None
+
+    def with_real(self, real: Mapping[Node, float]) -> Attribution:
+        """The same attribution with each measured node's real effect beside its estimate; the others as they were.
+        The one place a measured effect joins an attribution, for the engine and every front end."""
+        return replace(self, nodes=tuple(replace(s, real=real[s.node]) if s.node in real else s for s in self.nodes))
 
     @property
     def correlation(self) -> float | None:

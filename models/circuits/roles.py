@@ -21,9 +21,10 @@ from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.errors import LenstopError, read_json
 from lenstop.models.files import write_json
 from lenstop.models.head_scores import HeadScores, head_scores
+from lenstop.models.runtime import hook_names
 
 if TYPE_CHECKING:
-    from lenstop.models.engine import Engine
+    from lenstop.models.runtime.handle import ModelHandle
 
 SEQUENCES, SPAN, SEED = 8, 30, 0
 VERSION = 1  # of the task and the file: a change makes old files stale
@@ -38,11 +39,11 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "lenstop"
 
 
-def fingerprint(engine: Engine) -> str:
+def fingerprint(handle: ModelHandle) -> str:
     """A digest of what the roles depend on: the model's name, its weight processing, and its weights."""
-    digest = hashlib.sha256(f"v{VERSION}|{engine.name}|{engine.processing.describe()}|{engine.prepend_bos}".encode())
+    digest = hashlib.sha256(f"v{VERSION}|{handle.name}|{handle.processing.describe()}|{handle.prepend_bos}".encode())
     with torch.no_grad():
-        for name, param in engine.model.named_parameters():
+        for name, param in handle.model.named_parameters():
             flat = param.detach().flatten()
             probe = flat[
                 :: max(1, flat.numel() // 4096)
@@ -53,18 +54,18 @@ def fingerprint(engine: Engine) -> str:
     return digest.hexdigest()[:24]
 
 
-def compute(engine: Engine, sequences: int = SEQUENCES, span: int = SPAN, seed: int = SEED) -> HeadRoles:
+def compute(handle: ModelHandle, sequences: int = SEQUENCES, span: int = SPAN, seed: int = SEED) -> HeadRoles:
     """Run the task: `sequences` of `span` random tokens repeated once, after BOS when the model uses one."""
-    tokenizer = engine.model.tokenizer
+    tokenizer = handle.model.tokenizer
     special = set(tokenizer.all_special_ids)
     allowed = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
     generator = torch.Generator().manual_seed(seed)
     picks = allowed[torch.stack([torch.randperm(len(allowed), generator=generator)[:span] for _ in range(sequences)])]
     tokens = torch.cat([picks, picks], dim=1)
     bos = tokenizer.bos_token_id
-    if engine.prepend_bos and bos is not None:
+    if handle.prepend_bos and bos is not None:
         tokens = torch.cat([torch.full((sequences, 1), bos), tokens], dim=1)
-    tokens = tokens[:, : engine.n_ctx].to(engine.model.cfg.device)
+    tokens = tokens[:, : handle.n_ctx].to(handle.model.cfg.device)
     patterns: dict[int, torch.Tensor] = {}
 
     def keep(layer: int) -> Any:
@@ -73,16 +74,16 @@ def compute(engine: Engine, sequences: int = SEQUENCES, span: int = SPAN, seed: 
 
         return hook
 
-    hooks = [(f"blocks.{layer}.attn.hook_pattern", keep(layer)) for layer in range(engine.n_layers)]
-    with engine.hooks(hooks):
-        engine.model(tokens)
+    hooks = [(hook_names.pattern(layer), keep(layer)) for layer in range(handle.n_layers)]
+    with handle.hooks(hooks):
+        handle.model(tokens)
     layers = []
-    for layer in range(engine.n_layers):
+    for layer in range(handle.n_layers):
         per_sequence = [
             head_scores(patterns[layer][b].numpy().astype(np.float32), tokens[b].tolist()) for b in range(sequences)
         ]
-        layers.append(tuple(_mean([s[h] for s in per_sequence]) for h in range(engine.n_heads)))
-    return HeadRoles(engine.name, tuple(layers), sequences, span)
+        layers.append(tuple(_mean([s[h] for s in per_sequence]) for h in range(handle.n_heads)))
+    return HeadRoles(handle.name, tuple(layers), sequences, span)
 
 
 def _mean(scores: list[HeadScores]) -> HeadScores:
@@ -144,13 +145,13 @@ def write(path: Path, roles: HeadRoles) -> None:
     write_json(path, doc)
 
 
-def head_roles(engine: Engine, *, refresh: bool = False) -> tuple[HeadRoles, Path]:
+def head_roles(handle: ModelHandle, *, refresh: bool = False) -> tuple[HeadRoles, Path]:
     """The model's head roles from the cache, or computed (and cached) when missing, stale or `refresh`."""
-    path = cache_dir() / "head-roles" / f"{fingerprint(engine)}.json"
+    path = cache_dir() / "head-roles" / f"{fingerprint(handle)}.json"
     cached = None if refresh else read(path)
-    if cached is not None and [len(layer) for layer in cached.layers] == [engine.n_heads] * engine.n_layers:
+    if cached is not None and [len(layer) for layer in cached.layers] == [handle.n_heads] * handle.n_layers:
         return cached, path
-    roles = compute(engine)
+    roles = compute(handle)
     try:
         write(path, roles)
     except OSError:

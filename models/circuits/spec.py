@@ -52,6 +52,21 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class CircuitOptions:
+    """How much of a circuit to draw: its nodes, its edges, and how their attributions are computed."""
+
+    node_threshold: float = 0.1  # a node's |attribution|, as a share of the strongest node's
+    edge_threshold: float = 0.1  # an edge's |weight|, as a share of the strongest into the same node
+    max_children: int = 6  # upstream nodes with an edge into one followed node, at the most
+    max_nodes: int = 24
+    kinds: tuple[NodeKind, ...] = CIRCUIT_KINDS  # the kinds shown; the others' effects still flow through them
+    steps: int = 0  # integrated gradients' points on the path; 0: the plain gradient
+
+    def __post_init__(self) -> None:
+        check_steps(self.steps)
+
+
+@dataclass(frozen=True)
 class Node:
     kind: NodeKind
     layer: int | None = None  # None only for embed
