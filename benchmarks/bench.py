@@ -137,7 +137,7 @@ def main() -> None:
     rows.append((f"bare bridge forward, {tokens.shape[-1]} tokens", base_forward, "1.00 (baseline A)"))
     rows.append(("bare run_with_cache + SAELens encode + lens (same captures)", base_analysis, "1.00 (baseline B)"))
     rows.append(("bare run_with_cache + SAELens encode, no lens", base_default, "1.00 (baseline C)"))
-    ours = median_ms(lambda: engine._run(tokens, ()), args.repeats)
+    ours = median_ms(lambda: engine.reader.passes.run(tokens, ()), args.repeats)
     rows.append(("engine forward on the same tokens, no interventions", ours, f"{ours / base_forward:.2f} × A"))
     ours = median_ms(lambda: engine.logits(prompt), args.repeats)
     rows.append(("engine.logits from text (tokenising included)", ours, f"{ours / base_forward:.2f} × A"))

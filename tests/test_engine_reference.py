@@ -654,3 +654,17 @@ def test_features_on_demand_say_what_was_wrong(engine: Engine) -> None:
         engine.features(PROMPT, 5)
     with pytest.raises(UsageError, match="layer 5 does not exist"):
         engine.analyse(PROMPT, features=[5])
+
+
+def test_nothing_of_a_pass_with_gradients_outlives_it(engine: Engine) -> None:
+    """TransformerLens's fused-qkv attention keeps the last pattern on its module, and with it, after an
+    attribution, the whole autograd graph behind it (every leaf, each (1, seq, d_sae) per dictionary) until
+    the next pass. The handle lets go of it when the pass ends."""
+    import gc
+
+    from lenstop.models.circuits.spec import Metric
+
+    engine.attribute(PROMPT, Metric(), top=5)
+    gc.collect()
+    graphed = [o for o in gc.get_objects() if type(o) is torch.Tensor and (o.grad_fn is not None or o.requires_grad)]
+    assert graphed == []

@@ -70,6 +70,7 @@ class ModelHandle:
         self._token_strings: dict[int, str] = {}
         self._longest_token: int | None = None  # in characters: how long a prompt can be and still fit
         self._hook_points: dict[str, Any] | None = None  # the bridge rebuilds its hook_dict on every access
+        self._pattern_keepers: list[torch.nn.Module] | None = None
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -275,6 +276,17 @@ class ModelHandle:
                     where = f"on {self.model.cfg.device} running a {tokens}-token prompt"
                     raise out_of_memory_error(where, err, _RUN_ADVICE) from err
                 raise
+            finally:
+                self._drop_kept_patterns()
+
+    def _drop_kept_patterns(self) -> None:
+        """TransformerLens's fused-qkv attention keeps the last pass's pattern on the module (`_pattern`, never
+        read again): (heads, seq, seq) a layer, and after a pass with gradients the whole autograd graph behind
+        it, leaves included, until the next pass. Let go of it when the pass ends."""
+        if self._pattern_keepers is None:
+            self._pattern_keepers = [m for m in self.model.modules() if hasattr(m, "_pattern")]
+        for module in self._pattern_keepers:
+            module.__dict__["_pattern"] = None  # a plain attribute, not a parameter or buffer
 
 
 def _dictionary_info(d: Dictionary) -> DictionaryInfo:
