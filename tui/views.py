@@ -1,6 +1,7 @@
-"""What the inspector shows, as pure functions of the engine's results and the
-selection: the header, the summary line, pane titles, the feature rows, the
-shading of the tokens, and a feature's card (which the CLI prints too).
+"""What the screens show, as pure functions of the engine's results and the
+selection: the inspector's header, summary line, pane titles, feature rows and
+token shading, a feature's card (which the CLI prints too), and the circuit
+view's nodes, drawing, patching grids, breadcrumb and settings line.
 
 Nothing here touches a widget, so each is unit-tested without a pilot
 (tests/test_views.py), and the screens only put the results on screen.
@@ -14,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 
-from lenstop.models.circuits.results import Circuit, NodeScore
+from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
 from lenstop.models.circuits.spec import Node
 from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
+from lenstop.models.prompts import escape
 from lenstop.models.results import Analysis, LayerFeatures, LogitLens, ModelInfo, TokenPrediction
 from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
@@ -268,4 +270,64 @@ def grid_text(
             glyph = "−" if v <= -0.05 else shade(min(1.0, max(0.0, v)))
             out.append(glyph, style="reverse" if mark == (r, c) else ("bold" if abs(v) >= 0.5 else ""))
         out.append("\n")
+    return out
+
+
+def crumbs_text(path: Sequence[Node], tokens: Sequence[str]) -> str:
+    """`metric › L1.H5@23 › L0.H0@12`: the way back."""
+    return " › ".join(["metric", *(node_text(n, tokens) for n in path)])
+
+
+def settings_text(
+    attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str, ignored: int = 0
+) -> str:
+    """How the attribution was made; `ignored` counts the inspector's interventions it does not apply."""
+    clean = f"clean model ({counted(ignored, 'intervention')} not applied) · " if ignored else ""
+    baseline = f"corrupted {clip(printable(escape(corrupt)), 30)!r}" if corrupt else "zero"
+    method = f"integrated gradients ({steps})" if steps else "gradient"
+    measured = attribution.correlation if attribution is not None else None
+    r = f" · predicted vs real r {measured:.2f}" if measured is not None else ""
+    return f"{clean}baseline {baseline} · {method} · showing {kinds}{r}"
+
+
+def metric_text(attribution: Attribution) -> str:
+    m = attribution.metric
+    line = f"{m.describe()} = {m.clean:.3f}"
+    if attribution.target is not None:
+        line += f" · explaining {node_text(attribution.target, attribution.tokens)} = {attribution.target_value:+.3f}"
+    return line
+
+
+def patching_text(patching: Patching) -> Text:
+    """The two grids, with the positions' tokens as a legend, the strongest heads, and the strongest features
+    with their activation on both runs. Each cell is the share restored (clean->corrupt), or the share of the
+    damage done (corrupt->clean), as the first line says."""
+    out = Text()
+    out.append(f"patching {patching.direction}: ", style="bold")
+    out.append(f"clean {patching.clean_metric:.2f} · corrupted {patching.corrupt_metric:.2f}\n")
+    carries = "restored to the corrupted run" if patching.measure == "restored" else "damage done to the clean run"
+    out.append(f"each cell: the share of the difference {carries}\n", style="dim")
+    layers = [f"L{layer}" for layer in range(patching.resid.shape[0])]
+    out.append("residual stream, layer × position\n", style="bold")
+    out.append_text(grid_text(patching.resid, layers, [str(i % 10) for i in range(patching.resid.shape[1])]))
+    out.append("heads, layer × head\n", style="bold")
+    out.append_text(grid_text(patching.heads, layers, [str(h % 10) for h in range(patching.heads.shape[1])]))
+    ranked = sorted(
+        (
+            (float(patching.heads[lay, h]), lay, h)
+            for lay in range(patching.heads.shape[0])
+            for h in range(patching.heads.shape[1])
+        ),
+        reverse=True,
+    )[:4]
+    out.append(f"strongest ({patching.measure})  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
+    if patching.features:
+        out.append(f"features ({patching.measure}, act clean→corrupted)\n", style="bold")
+        for f in sorted(patching.features, key=lambda f: -abs(f.restored))[:4]:
+            acts = "" if f.clean_act is None or f.corrupt_act is None else f"  {f.clean_act:.2f}→{f.corrupt_act:.2f}"
+            out.append(f"  L{f.layer} #{f.feature}@{f.position} {f.restored:+.2f}{acts}")
+            out.append(f"  {clip(printable(f.label), 30)}\n" if f.label else "\n", style="italic")
+    agreement = ", ".join(f"{k} {v:.2f}" for k, v in patching.agreement().items() if v is not None)
+    out.append(f"estimate agrees: {agreement}\n", style="dim")
+    out.append(" ".join(f"{i}:{clip(visible(t), 8)}" for i, t in enumerate(patching.tokens)), style="dim")
     return out

@@ -15,19 +15,18 @@ Every number comes from the engine in a worker; this screen only draws.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal, VerticalScroll
 from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
-from textual.worker import get_current_worker
 
 from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
@@ -37,25 +36,31 @@ from lenstop.models.files import write_json
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.safe_text import printable
-from lenstop.models.tokens import visible
-from lenstop.tui.format import clip, counted, percent, plain
+from lenstop.tui.format import counted, percent, plain
 from lenstop.tui.keymap import Keymap
 from lenstop.tui.messages import (
+    AttributionFailed,
     AttributionFinished,
+    CardFailed,
+    CardFound,
     CircuitFailed,
     CircuitFinished,
+    EffectsFailed,
     EffectsMeasured,
+    Failed,
+    Failure,
+    PatchFailed,
     PatchFinished,
     PatchProgressed,
-    failure_text,
 )
 from lenstop.tui.safe import SafeStatic, title
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.help import HelpScreen, help_rows
 from lenstop.tui.screens.value import TextScreen
-from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
+from lenstop.tui.views import card_text, circuit_text, crumbs_text, metric_text, node_text, patching_text, settings_text
+from lenstop.tui.widgets.contributors import ContributorTable
 from lenstop.tui.widgets.footer import FooterKey, KeyFooter
-from lenstop.tui.widgets.marked import MarkedTable
+from lenstop.tui.work import EngineWork, Job, Kind
 
 TOP = 40  # rows in the contributors list
 FINDING = "circuit · finding…"  # the drawing pane's title while a circuit is on its way
@@ -67,139 +72,6 @@ FILTERS: tuple[tuple[str, tuple[NodeKind, ...]], ...] = (
     ("heads", ("head",)),
     ("heads and features", ("feature", "error", "head")),
 )
-
-
-def crumbs_text(path: Sequence[Node], tokens: Sequence[str]) -> str:
-    """`metric › L1.H5@23 › L0.H0@12`: the way back."""
-    return " › ".join(["metric", *(node_text(n, tokens) for n in path)])
-
-
-def settings_text(
-    attribution: Attribution | None, corrupt: str | None, steps: int, kinds: str, ignored: int = 0
-) -> str:
-    """How the attribution was made; `ignored` counts the inspector's interventions it does not apply."""
-    clean = f"clean model ({counted(ignored, 'intervention')} not applied) · " if ignored else ""
-    baseline = f"corrupted {clip(printable(escape(corrupt)), 30)!r}" if corrupt else "zero"
-    method = f"integrated gradients ({steps})" if steps else "gradient"
-    measured = attribution.correlation if attribution is not None else None
-    r = f" · predicted vs real r {measured:.2f}" if measured is not None else ""
-    return f"{clean}baseline {baseline} · {method} · showing {kinds}{r}"
-
-
-def metric_text(attribution: Attribution) -> str:
-    m = attribution.metric
-    line = f"{m.describe()} = {m.clean:.3f}"
-    if attribution.target is not None:
-        line += f" · explaining {node_text(attribution.target, attribution.tokens)} = {attribution.target_value:+.3f}"
-    return line
-
-
-def contributor_line(score: NodeScore, tokens: Sequence[str], width: int = 200) -> Text:
-    """`› L1.H5@23  ·range   +2.431  +6.120  label`: followable mark, node, its token, predicted, real, label,
-    the label cut to what `width` leaves it."""
-    line = Text(" ")  # where the selected row's mark goes
-    line.append("›" if score.node.followable else " ", style="bold")
-    line.append(f" {node_text(score.node):<14}")
-    pos = score.node.position
-    line.append(f" {clip(visible(tokens[pos]), 9) if pos is not None else 'all':<9}", style="dim")
-    line.append(f" {score.attribution:+8.3f}", style="bold" if abs(score.attribution) >= 0.5 else "")
-    line.append(f" {'' if score.real is None else format(score.real, '+8.3f'):>8}")
-    if score.activation is not None:
-        line.append(f" {score.activation:6.2f}", style="dim")
-        if score.corrupt_activation is not None:  # on the corrupted run: 0 on the clean one is not the whole story
-            line.append(f"→{score.corrupt_activation:<5.2f}", style="dim")
-    if score.label:
-        line.append(f"  {clip(printable(score.label), max(1, width - len(line) - 2))}", style="italic")
-    return line
-
-
-def patching_text(patching: Patching) -> Text:
-    """The two grids, with the positions' tokens as a legend, the strongest heads, and the strongest features
-    with their activation on both runs. Each cell is the share restored (clean->corrupt), or the share of the
-    damage done (corrupt->clean), as the first line says."""
-    out = Text()
-    out.append(f"patching {patching.direction}: ", style="bold")
-    out.append(f"clean {patching.clean_metric:.2f} · corrupted {patching.corrupt_metric:.2f}\n")
-    carries = "restored to the corrupted run" if patching.measure == "restored" else "damage done to the clean run"
-    out.append(f"each cell: the share of the difference {carries}\n", style="dim")
-    layers = [f"L{layer}" for layer in range(patching.resid.shape[0])]
-    out.append("residual stream, layer × position\n", style="bold")
-    out.append_text(grid_text(patching.resid, layers, [str(i % 10) for i in range(patching.resid.shape[1])]))
-    out.append("heads, layer × head\n", style="bold")
-    out.append_text(grid_text(patching.heads, layers, [str(h % 10) for h in range(patching.heads.shape[1])]))
-    ranked = sorted(
-        (
-            (float(patching.heads[lay, h]), lay, h)
-            for lay in range(patching.heads.shape[0])
-            for h in range(patching.heads.shape[1])
-        ),
-        reverse=True,
-    )[:4]
-    out.append(f"strongest ({patching.measure})  " + "  ".join(f"L{lay}.H{h} {v:.2f}" for v, lay, h in ranked) + "\n")
-    if patching.features:
-        out.append(f"features ({patching.measure}, act clean→corrupted)\n", style="bold")
-        for f in sorted(patching.features, key=lambda f: -abs(f.restored))[:4]:
-            acts = "" if f.clean_act is None or f.corrupt_act is None else f"  {f.clean_act:.2f}→{f.corrupt_act:.2f}"
-            out.append(f"  L{f.layer} #{f.feature}@{f.position} {f.restored:+.2f}{acts}")
-            out.append(f"  {clip(printable(f.label), 30)}\n" if f.label else "\n", style="italic")
-    agreement = ", ".join(f"{k} {v:.2f}" for k, v in patching.agreement().items() if v is not None)
-    out.append(f"estimate agrees: {agreement}\n", style="dim")
-    out.append(" ".join(f"{i}:{clip(visible(t), 8)}" for i, t in enumerate(patching.tokens)), style="dim")
-    return out
-
-
-class ContributorTable(MarkedTable):
-    BINDINGS = [
-        Binding("j", "cursor_down", "next node", show=False, id="circuit.down"),
-        Binding("k", "cursor_up", "previous node", show=False, id="circuit.up"),
-    ]
-    DEFAULT_CSS = """
-    ContributorTable { height: 1fr; overflow-x: hidden; }
-    """
-
-    def __init__(self) -> None:
-        super().__init__(id="contributors", cursor_type="row", show_header=True, cell_padding=0)
-        self.scores: list[NodeScore] = []
-        self.corrupted = False  # whether the header names the corrupted run's activations
-        self.tokens: Sequence[str] = ()
-        self.empty = ""
-
-    def on_mount(self) -> None:
-        self._add_header(corrupted=False)
-
-    def _add_header(self, corrupted: bool) -> None:
-        """The columns' names; with a corrupted baseline, a feature's activation on both runs."""
-        self.corrupted = corrupted
-        act = f"{'act':>6}→corrupt" if corrupted else f"{'act':>6}"
-        header = Text(f"   {'node':<14} {'token':<9} {'predicted':>8} {'real':>8} {act}  label", style="bold")
-        self.add_column(header, key="row", width=200)
-
-    def on_resize(self) -> None:
-        if self.scores:  # the labels' room has changed
-            self.show(self.scores, self.tokens, self.empty)
-
-    def show(self, scores: Sequence[NodeScore], tokens: Sequence[str], empty: str) -> None:
-        row = self.cursor_row
-        corrupted = any(s.corrupt_activation is not None for s in scores)
-        self.clear(columns=corrupted != self.corrupted)
-        if not self.columns:
-            self._add_header(corrupted)
-        self.scores, self.tokens, self.empty = list(scores), tokens, empty
-        width = self.scrollable_content_region.width or 200
-        for i, s in enumerate(self.scores):
-            self.add_row(contributor_line(s, tokens, width), key=str(i))
-        if not self.scores:
-            self.add_row(plain("   " + empty, style="dim"), key="empty")  # an error's words, maybe
-        elif 0 <= row < len(self.scores):
-            self.move_cursor(row=row, animate=False)
-        self.mark_cursor()
-
-    def marked_rows(self) -> int:
-        return len(self.scores)
-
-    @property
-    def selected(self) -> NodeScore | None:
-        return self.scores[self.cursor_row] if 0 <= self.cursor_row < len(self.scores) else None
 
 
 # The footer's keys, most used first (tui/widgets/footer.py); enter is the table's own, which follows.
@@ -277,9 +149,9 @@ class CircuitScreen(Screen[None]):
         super().__init__()
         self.engine, self.prompt, self.ignored = engine, prompt, ignored
         self.keymap = keymap or Keymap()
-        self.requests = {"attribution": 0, "circuit": 0, "patching": 0, "effects": 0}
-        self.patch_error: str | None = None
-        self.circuit_error: str | None = None  # why the last circuit asked for could not be found
+        self.work = EngineWork(self)  # the engine's calls, and the latest request of each kind: only it counts
+        self.patch_error: Failure | None = None  # why the last patching asked for could not be made
+        self.circuit_error: Failure | None = None  # why the last circuit asked for could not be found
         self.mismatch: LengthMismatchError | None = None  # the corrupted prompt's tokens against the clean's
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
 
@@ -307,10 +179,6 @@ class CircuitScreen(Screen[None]):
         self.refresh_all()
 
     # ---------------------------------------------------------------- work
-    def _next(self, what: str) -> int:
-        self.requests[what] += 1
-        return self.requests[what]
-
     def refresh_all(self) -> None:
         self.run_attribution()
         self.run_circuit()
@@ -318,124 +186,128 @@ class CircuitScreen(Screen[None]):
             self.run_patching()
 
     def run_attribution(self) -> None:
-        self._next("effects")  # real effects under way were measured for what is being replaced
+        self.work.supersede(Kind.EFFECTS)  # real effects under way were measured for what is being replaced
         self.status("attributing…")
-        self._attribute(self._next("attribution"), self.metric, self.corrupt, self.path, self.steps)
+        engine, prompt, metric, corrupt, path, steps = (
+            self.engine,
+            self.prompt,
+            self.metric,
+            self.corrupt,
+            self.path,
+            self.steps,
+        )
 
-    @work(thread=True, exclusive=True, group="attribution", exit_on_error=False)
-    def _attribute(self, request: int, metric: Metric, corrupt: str | None, path: tuple[Node, ...], steps: int) -> None:
-        try:
-            found = self.engine.attribute(self.prompt, metric, corrupt=corrupt, path=path, top=None, steps=steps)
-        except BaseException as err:  # noqa: BLE001 - shown on screen, the screen stays up
-            self.post_message(CircuitFailed.of(request, "attribution", err))
-            return
-        self.post_message(AttributionFinished(request, found))
+        def attribute(job: Job) -> AttributionFinished:
+            found = engine.attribute(prompt, metric, corrupt=corrupt, path=path, top=None, steps=steps)
+            return AttributionFinished(job.request, found)
+
+        self.work.start(Kind.ATTRIBUTION, attribute, AttributionFailed)
 
     def run_circuit(self) -> None:
         self.circuit_error = None
         self.query_one("#drawing-pane").border_title = title(FINDING)
-        self._find_circuit(self._next("circuit"), self.metric, self.corrupt, self.steps)
+        engine, prompt, metric, corrupt, steps = self.engine, self.prompt, self.metric, self.corrupt, self.steps
 
-    @work(thread=True, exclusive=True, group="circuit", exit_on_error=False)
-    def _find_circuit(self, request: int, metric: Metric, corrupt: str | None, steps: int) -> None:
-        try:
-            found = self.engine.circuit(self.prompt, metric, corrupt=corrupt, steps=steps, max_nodes=16)
-        except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed.of(request, "circuit", err))
-            return
-        self.post_message(CircuitFinished(request, found))
+        def find(job: Job) -> CircuitFinished:
+            found = engine.circuit(prompt, metric, corrupt=corrupt, steps=steps, max_nodes=16)
+            return CircuitFinished(job.request, found)
+
+        self.work.start(Kind.CIRCUIT, find, CircuitFailed)
 
     def run_patching(self) -> None:
-        request = self._next("patching")  # a patching still running sees it is stale, and stops
         self.patch_error = None
         if not self.corrupt:
+            self.work.supersede(Kind.PATCHING)  # a patching still running sees it is stale, and stops
             self.patching = None
             return
-        self._patch(request, self.metric, self.corrupt, self.direction)
+        engine, prompt, metric, corrupt, direction = self.engine, self.prompt, self.metric, self.corrupt, self.direction
 
-    def action_cancel(self) -> None:
-        """Stop a patching under way; the grids stay as they were."""
-        running = any(w.group == "patching" and w.is_running for w in self.workers)
-        self._next("patching")
-        self.workers.cancel_group(self, "patching")
-        self.status("patching cancelled" if running else "nothing to cancel")
-
-    @work(thread=True, exclusive=True, group="patching", exit_on_error=False)
-    def _patch(self, request: int, metric: Metric, corrupt: str, direction: Direction) -> None:
-        worker = get_current_worker()
-
-        def progress(share: float) -> None:
-            self.post_message(PatchProgressed(request, share))
-
-        try:
-            found = self.engine.patch(
-                self.prompt,
+        def patch(job: Job) -> PatchFinished:
+            found = engine.patch(
+                prompt,
                 corrupt,
                 metric,
                 direction=direction,
                 features=20,
-                progress=progress,
-                cancelled=lambda: worker.is_cancelled or request != self.requests["patching"],
+                progress=lambda share: job.post(PatchProgressed(job.request, share)),
+                cancelled=job.stale,
             )
-        except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed.of(request, "patching", err))
-            return
-        self.post_message(PatchFinished(request, found))
+            return PatchFinished(job.request, found)
 
-    @work(thread=True, exclusive=True, group="effects", exit_on_error=False)
-    def _measure(self, request: int, metric: Metric, corrupt: str | None, nodes: tuple[Node, ...]) -> None:
-        try:
-            real = self.engine.effects(self.prompt, metric, nodes, corrupt=corrupt)
-        except BaseException as err:  # noqa: BLE001
-            self.post_message(CircuitFailed.of(request, "effects", err))
-            return
-        self.post_message(EffectsMeasured(request, nodes, real))
+        self.work.start(Kind.PATCHING, patch, PatchFailed)
+
+    def action_cancel(self) -> None:
+        """Stop a patching under way; the grids stay as they were."""
+        running = any(w.group == Kind.PATCHING and w.is_running for w in self.workers)
+        self.work.supersede(Kind.PATCHING)
+        self.workers.cancel_group(self, Kind.PATCHING)
+        self.status("patching cancelled" if running else "nothing to cancel")
+
+    def _measure(self, nodes: tuple[Node, ...]) -> None:
+        engine, prompt, metric, corrupt = self.engine, self.prompt, self.metric, self.corrupt
+
+        def measure(job: Job) -> EffectsMeasured:
+            return EffectsMeasured(job.request, nodes, engine.effects(prompt, metric, nodes, corrupt=corrupt))
+
+        self.work.start(Kind.EFFECTS, measure, EffectsFailed)
 
     # ---------------------------------------------------------------- results
     def on_attribution_finished(self, message: AttributionFinished) -> None:
-        if message.request == self.requests["attribution"]:
+        if self.work.is_latest(Kind.ATTRIBUTION, message.request):
             self.attribution = message.attribution
             nodes = counted(len(message.attribution.nodes), "node")
             self.status(f"{nodes} · enter follows one upstream, r measures real effects")
 
     def on_circuit_finished(self, message: CircuitFinished) -> None:
-        if message.request == self.requests["circuit"]:
+        if self.work.is_latest(Kind.CIRCUIT, message.request):
             self.circuit = message.circuit
 
     def on_patch_progressed(self, message: PatchProgressed) -> None:
-        if message.request == self.requests["patching"]:
+        if self.work.is_latest(Kind.PATCHING, message.request):
             self.status(f"patching… {percent(message.share).strip()}")
 
     def on_patch_finished(self, message: PatchFinished) -> None:
-        if message.request == self.requests["patching"]:
+        if self.work.is_latest(Kind.PATCHING, message.request):
             self.patching = message.patching
             self.status("patched")
 
     def on_effects_measured(self, message: EffectsMeasured) -> None:
         found = self.attribution
-        if message.request == self.requests["effects"] and found is not None:
+        if self.work.is_latest(Kind.EFFECTS, message.request) and found is not None:
             real = dict(zip(message.nodes, message.real, strict=True))
             nodes = tuple(replace(s, real=real[s.node]) if s.node in real else s for s in found.nodes)
             self.attribution = replace(found, nodes=nodes)
             self.status("real effects measured: each node alone removed, the metric measured")
 
+    # What is on screen was computed for other settings: a failure clears it rather than show it under these.
+    def _failed(self, kind: Kind, message: Failed) -> bool:
+        """Say a failure of the latest request of `kind`; whether it was that."""
+        if not self.work.is_latest(kind, message.request):
+            return False
+        self.status(message.failure.text, error=True)
+        if message.failure.mismatch is not None:
+            self.mismatch = message.failure.mismatch  # drawn under the circuit: the CLI's two rows, aligned
+        return True
+
+    def on_attribution_failed(self, message: AttributionFailed) -> None:
+        if self._failed(Kind.ATTRIBUTION, message):
+            self.attribution = None
+            self.query_one(ContributorTable).show([], (), f"no attribution: {message.failure.text}")
+
     def on_circuit_failed(self, message: CircuitFailed) -> None:
-        if message.request == self.requests[message.what]:
-            self.status(message.error, error=True)
-            if message.mismatch is not None:
-                self.mismatch = message.mismatch  # drawn under the circuit: the CLI's two rows, aligned
-            # What is on screen was computed for other settings: clear it rather than show it under these.
-            if message.what == "attribution":
-                self.attribution = None
-                self.query_one(ContributorTable).show([], (), f"no attribution: {message.error}")
-            elif message.what == "circuit":
-                self.circuit_error = message.error
-                self.circuit = None
-                self._draw_drawing()  # None already, the watcher would not fire: the title said "finding…" forever
-            elif message.what == "patching":
-                self.patch_error = message.error
-                self.patching = None
-                self._draw_drawing()
+        if self._failed(Kind.CIRCUIT, message):
+            self.circuit_error = message.failure
+            self.circuit = None
+            self._draw_drawing()  # None already, the watcher would not fire: the title said "finding…" forever
+
+    def on_patch_failed(self, message: PatchFailed) -> None:
+        if self._failed(Kind.PATCHING, message):
+            self.patch_error = message.failure
+            self.patching = None
+            self._draw_drawing()
+
+    def on_effects_failed(self, message: EffectsFailed) -> None:
+        self._failed(Kind.EFFECTS, message)
 
     # ---------------------------------------------------------------- drawing
     def _shown(self, found: Attribution) -> list[NodeScore]:
@@ -480,7 +352,7 @@ class CircuitScreen(Screen[None]):
             out.append_text(circuit_text(self.circuit, width))
             pane.border_title = title(f"circuit · {counted(len(self.circuit.nodes), 'node')}")
         elif self.circuit_error is not None:
-            out.append(f"no circuit: {printable(self.circuit_error)}", style="bold")
+            out.append(f"no circuit: {printable(self.circuit_error.text)}", style="bold")
             pane.border_title = title("circuit · failed")
         elif pane.border_title != FINDING:
             pane.border_title = title("circuit")
@@ -492,7 +364,7 @@ class CircuitScreen(Screen[None]):
             out.append("\n\n")
             out.append_text(patching_text(self.patching))
         elif self.corrupt and self.patch_error:
-            out.append(f"\n\nno patching: {printable(self.patch_error)}", style="bold")
+            out.append(f"\n\nno patching: {printable(self.patch_error.text)}", style="bold")
         elif self.corrupt:
             out.append("\n\npatching…", style="italic")
         else:
@@ -561,7 +433,7 @@ class CircuitScreen(Screen[None]):
         if self.attribution is not None:
             nodes = tuple(s.node for s in self._shown(self.attribution)[:REAL])
             self.status(f"measuring {counted(len(nodes), 'real effect')}…")
-            self._measure(self._next("effects"), self.metric, self.corrupt, nodes)
+            self._measure(nodes)
 
     def _ask(self, question: str, default: str, done: Callable[[str | None], None]) -> None:
         self.app.push_screen(TextScreen(question, default), done)
@@ -607,16 +479,19 @@ class CircuitScreen(Screen[None]):
         score = self.query_one(ContributorTable).selected
         if score is not None and score.node.kind == "feature":
             assert score.node.layer is not None and score.node.feature is not None
-            self._open_card(score.node.layer, score.node.feature, max(20, int(self.size.width * 0.95) - 4))
+            layer, feature, width = score.node.layer, score.node.feature, max(20, int(self.size.width * 0.95) - 4)
+            engine = self.engine
 
-    @work(thread=True, exclusive=True, group="card", exit_on_error=False)
-    def _open_card(self, layer: int, feature: int, width: int) -> None:
-        try:
-            card = self.engine.card(layer, feature)
-        except BaseException as err:  # noqa: BLE001
-            self.app.call_from_thread(self.status, failure_text(err), True)
-            return
-        self.app.call_from_thread(self.app.push_screen, CardScreen(card_text(layer, feature, card, width=width)))
+            def card(job: Job) -> CardFound:
+                return CardFound(job.request, card_text(layer, feature, engine.card(layer, feature), width=width))
+
+            self.work.start(Kind.CARD, card, CardFailed)
+
+    def on_card_found(self, message: CardFound) -> None:
+        self.app.push_screen(CardScreen(message.text))
+
+    def on_card_failed(self, message: CardFailed) -> None:
+        self.status(message.failure.text, error=True)
 
     def action_export(self) -> None:
         if self.circuit is None:

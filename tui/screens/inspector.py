@@ -10,11 +10,10 @@ or a card fetched by a worker.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
@@ -26,32 +25,37 @@ from textual.widgets import DataTable, Input, Label, Static
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import LenstopError, NumericError, UsageError
+from lenstop.models.errors import LenstopError
 from lenstop.models.interventions import (
     Adjustable,
     FeatureAblation,
     FeatureClamp,
     FeatureSteer,
     HeadKnockout,
-    Intervention,
 )
 from lenstop.models.prompts import unescape
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, LogitLens, ModelInfo
+from lenstop.tui.analysis import N_PREDICTIONS, analyse, read_layer
+from lenstop.tui.analysis import TOP_K as TOP_K  # how many features an analysis reads, named where it is asked for
 from lenstop.tui.format import counted, plain
 from lenstop.tui.keymap import PALETTE_KEY, Keymap
 from lenstop.tui.messages import (
     AnalysisFailed,
     AnalysisFinished,
+    AttentionFailed,
     AttentionFound,
+    CardFailed,
+    CardFound,
     EngineLoaded,
+    Failure,
+    FeaturesFailed,
     FeaturesFound,
     GenerationFailed,
     GenerationFinished,
     HeadRolesFound,
     LensFound,
     PositionsOutside,
-    failure_text,
 )
 from lenstop.tui.safe import SafeLabel, SafeStatic, title
 from lenstop.tui.screens.circuit import CircuitScreen
@@ -78,9 +82,8 @@ from lenstop.tui.widgets.footer import FooterKey, KeyFooter
 from lenstop.tui.widgets.heads import HeadsView
 from lenstop.tui.widgets.predictions import PredictionsView
 from lenstop.tui.widgets.tokens import TokenStrip
+from lenstop.tui.work import EngineWork, Kind
 
-TOP_K = 12
-N_PREDICTIONS = 10
 NEW_TOKENS = 24
 DEBOUNCE_S = 0.25
 LAYER_DEBOUNCE_S = 0.12  # what an analysis lacks of a layer is read once the layer keys come to rest
@@ -194,8 +197,8 @@ class InspectorScreen(Screen[None]):
     # The selected layer's features and attention when the analysis did not read them (it reads the layer
     # selected when it was asked for; under interventions that layer's features alone), fetched apart; or why
     # they could not be.
-    layer_features: var[LayerFeatures | str | None] = var(None, init=False)
-    attention: var[LayerAttention | str | None] = var(None, init=False)
+    layer_features: var[LayerFeatures | Failure | None] = var(None, init=False)
+    attention: var[LayerAttention | Failure | None] = var(None, init=False)
     stale = var(False, init=False)  # the last analysis failed: the panes show one of another prompt or interventions
 
     def __init__(
@@ -206,10 +209,7 @@ class InspectorScreen(Screen[None]):
         self.session_path = session_path or SESSION_FILE
         self.show_timings = show_timings  # off for snapshot tests, whose screens must not vary
         self.engine: EngineProtocol | None = None
-        self.request = 0  # only the latest analysis counts
-        self.lens_request = 0
-        self.layer_request = 0
-        self.generation_request = 0
+        self.work = EngineWork(self)  # the engine's calls, and the latest request of each kind: only it counts
         self._debounce: Timer | None = None
         self._roles_wanted = False  # the standard-task head roles, asked for after the engine's first analysis
         self._change_request = -1  # the analysis asked for by the last change of the interventions
@@ -291,13 +291,10 @@ class InspectorScreen(Screen[None]):
         self._roles_wanted = True  # after the first analysis, which should not share the CPU with them
         self.run_analysis()
 
-    @work(thread=True, exclusive=True, group="head-roles", exit_on_error=False)
-    def _find_head_roles(self, engine: EngineProtocol) -> None:
-        try:
-            roles = engine.head_roles()
-        except BaseException:  # noqa: BLE001 - the pane then shows the prompt's roles alone
-            return
-        self.post_message(HeadRolesFound(roles))
+    @property
+    def request(self) -> int:
+        """The latest analysis asked for: only it counts."""
+        return self.work.latest(Kind.ANALYSIS)
 
     def on_head_roles_found(self, message: HeadRolesFound) -> None:
         self.head_roles = message.roles
@@ -312,7 +309,7 @@ class InspectorScreen(Screen[None]):
 
     def watch_prompt(self) -> None:
         self._drop_continuation()
-        self.request += 1  # what is on its way was asked for the prompt before this one: none of it may land
+        self.work.supersede(Kind.ANALYSIS)  # what is on its way was asked for the prompt before: none of it may land
         if self._debounce is not None:
             self._debounce.stop()
         self._debounce = self.set_timer(DEBOUNCE_S, self.run_analysis)
@@ -322,7 +319,7 @@ class InspectorScreen(Screen[None]):
         is no longer true, so it goes (and one still being made is ignored when it comes)."""
         view = self.query_one(ShiftView)
         if view.generation is not None or view.busy:
-            self.generation_request += 1
+            self.work.supersede(Kind.GENERATE)
             view.show_generation(None)
 
     @on(Input.Submitted, "#prompt")
@@ -336,61 +333,18 @@ class InspectorScreen(Screen[None]):
         """Analyse the current prompt with the active interventions; only the latest request counts."""
         if self.engine is None:
             return
-        self.request += 1
         prompt = unescape(self.prompt)
         if not prompt:  # whitespace is a prompt (newlines and indentation are tokens), nothing is not
+            self.work.supersede(Kind.ANALYSIS)
             self.status("type a prompt")
             self.stale = self.analysis is not None  # the panes show the prompt that was there
             self._after_analysis()
             return
         self.status("analysing…")
-        self._analyse(self.engine, self.request, prompt, self.interventions.active, self.current_layer)
-
-    @work(thread=True, exclusive=True, group="analysis", exit_on_error=False)
-    def _analyse(
-        self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...], layer: int
-    ) -> None:
-        """The analysis reads the selected layer's attention in its pass, and under interventions that layer's
-        features alone (other layers' are fetched when selected: a clean analysis reads them all, for
-        every later one to reuse), and no logit lens (the selected token's is fetched after)."""
-        tic = time.monotonic()
-        features = [layer] if interventions else True
-        try:
-            try:
-                analysis = engine.analyse(
-                    prompt,
-                    interventions,
-                    top_k=TOP_K,
-                    n_predictions=N_PREDICTIONS,
-                    features=features,
-                    attention=[layer],
-                    lens=False,
-                )
-            except UsageError:
-                if (outside := self._outside(engine, prompt, interventions, layer)) is None:
-                    raise  # another mistake: said as it is, below
-                self.post_message(PositionsOutside(request, *outside))
-                return
-        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.post_message(AnalysisFailed(request, failure_text(err), isinstance(err, NumericError)))
-            return
-        self.post_message(AnalysisFinished(request, analysis, time.monotonic() - tic))
-
-    @staticmethod
-    def _outside(
-        engine: EngineProtocol, prompt: str, interventions: tuple[Intervention, ...], layer: int
-    ) -> tuple[tuple[Intervention, ...], int] | None:
-        """After a usage error: the interventions pinned to positions beyond the prompt and its length, when
-        there are any. The prompt's length comes from its clean analysis, which the engine makes for any
-        intervened one anyway, and keeps; None when nothing pinned lies outside (the error was another)."""
-        if all(iv.position is None for iv in interventions):
-            return None
-        try:
-            n = len(engine.analyse(prompt, (), top_k=TOP_K, features=[layer], attention=[layer], lens=False).tokens)
-        except LenstopError:  # then the first error is the one to show (anything else is lenstop's own fault)
-            return None
-        outside = tuple(iv for iv in interventions if iv.position is not None and not -n <= iv.position < n)
-        return (outside, n) if outside else None
+        engine, interventions, layer = self.engine, self.interventions.active, self.current_layer
+        self.work.start(
+            Kind.ANALYSIS, lambda job: analyse(engine, job.request, prompt, interventions, layer), AnalysisFailed
+        )
 
     def on_positions_outside(self, message: PositionsOutside) -> None:
         """Shortening the prompt left pinned interventions beyond its end: they are switched off (u brings them
@@ -409,7 +363,9 @@ class InspectorScreen(Screen[None]):
     def _after_analysis(self) -> None:
         if self._roles_wanted and self.engine is not None:
             self._roles_wanted = False
-            self._find_head_roles(self.engine)
+            engine = self.engine
+            # Its failure is not said: the heads pane then shows the prompt's roles alone.
+            self.work.start(Kind.HEAD_ROLES, lambda job: HeadRolesFound(engine.head_roles()))
 
     def on_analysis_finished(self, message: AnalysisFinished) -> None:
         self._after_analysis()
@@ -422,8 +378,8 @@ class InspectorScreen(Screen[None]):
         if message.request != self.request:
             return
         undone = self.interventions.undone()
-        if message.numeric and message.request == self._change_request and undone is not None:
-            self._rolled_back = message.error  # said once the analysis without the change is shown
+        if message.failure.numeric and message.request == self._change_request and undone is not None:
+            self._rolled_back = message.failure.text  # said once the analysis without the change is shown
             self.interventions = undone
             self._change_request = -1  # a rollback is not rolled back in turn
             return
@@ -431,7 +387,7 @@ class InspectorScreen(Screen[None]):
         shown = " · the panes show the last analysis that worked" if self.analysis is not None else ""
         also = f" · also {self._switched_off}" if self._switched_off is not None else ""
         self._switched_off = self._rolled_back = None  # said now: not later, over an analysis they are not about
-        self.status(message.error + hint + shown + also, error=True)
+        self.status(message.failure.text + hint + shown + also, error=True)
         self.stale = self.analysis is not None  # for another prompt or other interventions than these
 
     def watch_analysis(self, previous: Analysis | None, analysis: Analysis | None) -> None:
@@ -466,9 +422,9 @@ class InspectorScreen(Screen[None]):
         self._draw_header()
 
     def watch_current_layer(self) -> None:
-        if isinstance(self.layer_features, str):  # why another layer's features could not be read
+        if isinstance(self.layer_features, Failure):  # why another layer's features could not be read
             self.set_reactive(InspectorScreen.layer_features, None)
-        if isinstance(self.attention, str):  # and its attention
+        if isinstance(self.attention, Failure):  # and its attention
             self.set_reactive(InspectorScreen.attention, None)
         self._draw_selection()
         self._request_layer()
@@ -482,69 +438,49 @@ class InspectorScreen(Screen[None]):
         a = self.analysis
         if self.engine is None or a is None or not 0 <= self.position < len(a.tokens):
             return
-        self.lens_request += 1
-        self._find_lens(self.engine, self.lens_request, a.prompt, self.position, a.interventions)
-
-    @work(thread=True, exclusive=True, group="lens", exit_on_error=False)
-    def _find_lens(
-        self, engine: EngineProtocol, request: int, prompt: str, position: int, interventions: tuple[Intervention, ...]
-    ) -> None:
-        try:
-            found = engine.logit_lens(prompt, position, interventions, n=N_PREDICTIONS)
-        except BaseException:  # noqa: BLE001 - the lens is extra: its panes say "…" without it
-            return
-        self.post_message(LensFound(request, found))
+        engine, position = self.engine, self.position
+        # Its failure is not said: the lens is extra, and its panes say "…" without it.
+        self.work.start(
+            Kind.LENS,
+            lambda job: LensFound(job.request, engine.logit_lens(a.prompt, position, a.interventions, n=N_PREDICTIONS)),
+        )
 
     def on_lens_found(self, message: LensFound) -> None:
-        if message.request == self.lens_request:
+        if self.work.is_latest(Kind.LENS, message.request):
             self.lens = message.lens
 
     def _request_layer(self) -> None:
         """What the analysis lacks of the selected layer (its features, its attention): read by a pass up to
         that layer once the layer keys rest (the engine keeps what it read: coming back costs no pass)."""
         a, layer = self.analysis, self.current_layer
-        self.layer_request += 1  # whatever is on its way was asked for another layer or analysis
         if self.engine is None or a is None:
+            self.work.supersede(Kind.LAYER)  # whatever is on its way was asked for another layer or analysis
             return
         features = self._has_dictionary(layer) and a.layer(layer) is None and self._fetched_features() is None
         attention = a.attention_at(layer) is None and self._fetched_attention() is None
         if features or attention:
-            self._read_layer(self.engine, self.layer_request, a.prompt, layer, a.interventions, features, attention)
+            self.work.start(Kind.LAYER, read_layer(self.engine, a, layer, features, attention, LAYER_DEBOUNCE_S))
+        else:
+            self.work.supersede(Kind.LAYER)
 
-    @work(thread=True, exclusive=True, group="layer", exit_on_error=False)
-    def _read_layer(
-        self,
-        engine: EngineProtocol,
-        request: int,
-        prompt: str,
-        layer: int,
-        interventions: tuple[Intervention, ...],
-        features: bool,
-        attention: bool,
-    ) -> None:
-        time.sleep(LAYER_DEBOUNCE_S)
-        if features and request == self.layer_request:  # else the layer moved on: no pass for a layer passed by
-            try:
-                read = engine.features(prompt, layer, interventions, top_k=TOP_K)
-            except BaseException as err:  # noqa: BLE001 - said in the features pane, the app stays up
-                self.post_message(FeaturesFound(request, layer, None, failure_text(err)))
-            else:
-                self.post_message(FeaturesFound(request, layer, read))
-        if attention and request == self.layer_request:
-            try:
-                found = engine.attention(prompt, layer, interventions)
-            except BaseException as err:  # noqa: BLE001 - said in the heads pane, the app stays up
-                self.post_message(AttentionFound(request, layer, None, failure_text(err)))
-            else:
-                self.post_message(AttentionFound(request, layer, found))
+    def _is_this_layer(self, request: int, layer: int) -> bool:
+        return self.work.is_latest(Kind.LAYER, request) and layer == self.current_layer
 
     def on_features_found(self, message: FeaturesFound) -> None:
-        if message.request == self.layer_request and message.layer == self.current_layer:
-            self.layer_features = message.features if message.features is not None else message.error
+        if self._is_this_layer(message.request, message.layer):
+            self.layer_features = message.features
+
+    def on_features_failed(self, message: FeaturesFailed) -> None:
+        if self._is_this_layer(message.request, message.layer):
+            self.layer_features = message.failure
 
     def on_attention_found(self, message: AttentionFound) -> None:
-        if message.request == self.layer_request and message.layer == self.current_layer:
-            self.attention = message.attention if message.attention is not None else message.error
+        if self._is_this_layer(message.request, message.layer):
+            self.attention = message.attention
+
+    def on_attention_failed(self, message: AttentionFailed) -> None:
+        if self._is_this_layer(message.request, message.layer):
+            self.attention = message.failure
 
     def _has_dictionary(self, layer: int) -> bool:
         return self.info is not None and any(d.layer == layer for d in self.info.dictionaries)
@@ -673,8 +609,8 @@ class InspectorScreen(Screen[None]):
             empty = (
                 f"no dictionary at layer {layer} (dictionaries at: {have or 'none'})"
                 if not self._has_dictionary(layer)
-                else f"features unavailable: {self.layer_features}"
-                if isinstance(self.layer_features, str)
+                else f"features unavailable: {self.layer_features.text}"
+                if isinstance(self.layer_features, Failure)
                 else "reading features…"
             )
             table.show([], None, empty=empty)
@@ -691,7 +627,8 @@ class InspectorScreen(Screen[None]):
         attention = self.analysis.attention_at(self.current_layer) or self._fetched_attention()
         roles = self.head_roles
         task = roles.layers[self.current_layer] if roles is not None and self.current_layer < len(roles.layers) else ()
-        empty = f"attention unavailable: {self.attention}" if isinstance(self.attention, str) else "reading attention…"
+        why = self.attention
+        empty = f"attention unavailable: {why.text}" if isinstance(why, Failure) else "reading attention…"
         heads = self.query_one(HeadsView)
         heads.show(attention, self.analysis.tokens, self.position, knocked, self.head, task, empty)
         self._title("heads", f"heads · L{self.current_layer} · from pos {self.position}")
@@ -915,28 +852,23 @@ class InspectorScreen(Screen[None]):
             return
         self.query_one(ShiftView).show_generation(None, "generating…")
         self.active_pane = "effects"
-        self.generation_request += 1
-        self._generate(self.engine, self.generation_request, prompt, self.interventions.active)
-
-    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def _generate(
-        self, engine: EngineProtocol, request: int, prompt: str, interventions: tuple[Intervention, ...]
-    ) -> None:
-        try:
-            result = engine.generate(prompt, interventions, max_new_tokens=NEW_TOKENS, temperature=0.0)
-        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.post_message(GenerationFailed(request, failure_text(err)))
-            return
-        self.post_message(GenerationFinished(request, result))
+        engine, interventions = self.engine, self.interventions.active
+        self.work.start(
+            Kind.GENERATE,
+            lambda job: GenerationFinished(
+                job.request, engine.generate(prompt, interventions, max_new_tokens=NEW_TOKENS, temperature=0.0)
+            ),
+            GenerationFailed,
+        )
 
     def on_generation_finished(self, message: GenerationFinished) -> None:
-        if message.request == self.generation_request:  # a thread cannot be stopped: a superseded one is ignored
+        if self.work.is_latest(Kind.GENERATE, message.request):  # a superseded continuation is ignored
             self.query_one(ShiftView).show_generation(message.generation)
 
     def on_generation_failed(self, message: GenerationFailed) -> None:
-        if message.request == self.generation_request:
+        if self.work.is_latest(Kind.GENERATE, message.request):
             self.query_one(ShiftView).show_generation(None)
-            self.status(message.error, error=True)
+            self.status(message.failure.text, error=True)
 
     def action_card(self) -> None:
         target, lf = self._selected_feature(), self._layer_features()
@@ -945,25 +877,18 @@ class InspectorScreen(Screen[None]):
         acts = lf.activation_of(target[1])
         across = None if acts is None else [float(a) for a in acts]
         width = max(20, int(self.size.width * 0.95) - 4)  # the card's text area
-        self._open_card(self.engine, *target, self.analysis.tokens, across, width)
+        engine, tokens = self.engine, self.analysis.tokens
+        self.work.start(
+            Kind.CARD,
+            lambda job: CardFound(job.request, card_text(*target, engine.card(*target), tokens, across, width)),
+            CardFailed,
+        )
 
-    @work(thread=True, exclusive=True, group="card", exit_on_error=False)
-    def _open_card(
-        self,
-        engine: EngineProtocol,
-        layer: int,
-        feature: int,
-        tokens: Sequence[str],
-        acts: list[float] | None,
-        width: int,
-    ) -> None:
-        try:
-            card = engine.card(layer, feature)
-        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.app.call_from_thread(self.status, failure_text(err), True)
-            return
-        text = card_text(layer, feature, card, tokens, acts, width)
-        self.app.call_from_thread(self.app.push_screen, CardScreen(text))
+    def on_card_found(self, message: CardFound) -> None:
+        self.app.push_screen(CardScreen(message.text))
+
+    def on_card_failed(self, message: CardFailed) -> None:
+        self.status(message.failure.text, error=True)
 
     # ---------------------------------------------------------------- session, help, palette
     def session(self) -> Session:
