@@ -19,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Container, Horizontal, VerticalScroll
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
 
 from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
@@ -35,7 +34,8 @@ from lenstop.models.errors import LengthMismatchError, LenstopError
 from lenstop.models.files import write_json
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
-from lenstop.models.safe_text import printable
+from lenstop.tui.circuits import Question, attribute, find_circuit, measure, patch
+from lenstop.tui.failure import Failure
 from lenstop.tui.format import counted, percent, plain
 from lenstop.tui.keymap import Keymap
 from lenstop.tui.messages import (
@@ -48,19 +48,18 @@ from lenstop.tui.messages import (
     EffectsFailed,
     EffectsMeasured,
     Failed,
-    Failure,
     PatchFailed,
     PatchFinished,
     PatchProgressed,
 )
 from lenstop.tui.safe import SafeStatic, title
-from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.feature_card import CardScreen, fetch_card
 from lenstop.tui.screens.help import HelpScreen, help_rows
 from lenstop.tui.screens.value import TextScreen
-from lenstop.tui.views import card_text, circuit_text, crumbs_text, metric_text, node_text, patching_text, settings_text
+from lenstop.tui.views import Drawn, crumbs_text, drawing_text, metric_text, node_text, settings_text
 from lenstop.tui.widgets.contributors import ContributorTable
 from lenstop.tui.widgets.footer import FooterKey, KeyFooter
-from lenstop.tui.work import EngineWork, Job, Kind
+from lenstop.tui.work import EngineWork, Kind
 
 TOP = 40  # rows in the contributors list
 FINDING = "circuit · finding…"  # the drawing pane's title while a circuit is on its way
@@ -74,6 +73,23 @@ FILTERS: tuple[tuple[str, tuple[NodeKind, ...]], ...] = (
 )
 
 
+# The view's keys; remapped by id as the inspector's are.
+BINDINGS: list[BindingType] = [
+    Binding("enter", "follow", "follow the node upstream", id="circuit.follow"),
+    Binding("backspace", "back", "back along the breadcrumb", id="circuit.back"),
+    Binding("escape", "leave", "back, or close the view", id="circuit.leave"),
+    Binding("r", "real", "measure real effects", id="circuit.real"),
+    Binding("t", "target", "type a target token", id="circuit.target"),
+    Binding("w", "wrong", "type a wrong token", id="circuit.wrong"),
+    Binding("p", "corrupt", "type a corrupted prompt", id="circuit.corrupt"),
+    Binding("d", "direction", "flip the patching direction", id="circuit.direction"),
+    Binding("c", "cancel", "cancel patching", id="circuit.cancel"),
+    Binding("i", "integrated", "integrated gradients on/off", id="circuit.integrated"),
+    Binding("f", "filter", "filter the kinds", id="circuit.filter"),
+    Binding("question_mark", "help", "every key", id="circuit.help"),
+    Binding("o", "card", "the feature's card", id="circuit.card"),
+    Binding("x", "export", "save the graph JSON", id="circuit.export"),
+]
 # The footer's keys, most used first (tui/widgets/footer.py); enter is the table's own, which follows.
 FOOTER = (
     FooterKey((), "follow", "⏎"),
@@ -98,22 +114,7 @@ GUIDE = (
 
 
 class CircuitScreen(Screen[None]):
-    BINDINGS = [
-        Binding("enter", "follow", "follow the node upstream", id="circuit.follow"),
-        Binding("backspace", "back", "back along the breadcrumb", id="circuit.back"),
-        Binding("escape", "leave", "back, or close the view", id="circuit.leave"),
-        Binding("r", "real", "measure real effects", id="circuit.real"),
-        Binding("t", "target", "type a target token", id="circuit.target"),
-        Binding("w", "wrong", "type a wrong token", id="circuit.wrong"),
-        Binding("p", "corrupt", "type a corrupted prompt", id="circuit.corrupt"),
-        Binding("d", "direction", "flip the patching direction", id="circuit.direction"),
-        Binding("c", "cancel", "cancel patching", id="circuit.cancel"),
-        Binding("i", "integrated", "integrated gradients on/off", id="circuit.integrated"),
-        Binding("f", "filter", "filter the kinds", id="circuit.filter"),
-        Binding("question_mark", "help", "every key", id="circuit.help"),
-        Binding("o", "card", "the feature's card", id="circuit.card"),
-        Binding("x", "export", "save the graph JSON", id="circuit.export"),
-    ]
+    BINDINGS = BINDINGS
     DEFAULT_CSS = """
     CircuitScreen { layout: vertical; }
     CircuitScreen #circuit-header { height: 1; background: $primary-background; }
@@ -154,27 +155,33 @@ class CircuitScreen(Screen[None]):
         self.circuit_error: Failure | None = None  # why the last circuit asked for could not be found
         self.mismatch: LengthMismatchError | None = None  # the corrupted prompt's tokens against the clean's
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
+        # The widgets it draws on, made here so that they are typed and always there.
+        self.header_line, self.crumbs_line = SafeStatic(id="circuit-header"), SafeStatic(id="crumbs")
+        self.settings_line, self.status_line = SafeStatic(id="settings"), SafeStatic(id="circuit-status")
+        self.contributors_pane, self.contributors = (
+            Container(id="contributors-pane", classes="pane"),
+            ContributorTable(),
+        )
+        self.drawing_pane, self.drawing = VerticalScroll(id="drawing-pane", classes="pane"), SafeStatic(id="drawing")
 
     def compose(self) -> ComposeResult:
-        yield SafeStatic(id="circuit-header")
-        yield SafeStatic(id="crumbs")
-        yield SafeStatic(id="settings")
+        yield from (self.header_line, self.crumbs_line, self.settings_line)
         with Horizontal(id="circuit-body"):
-            with Container(id="contributors-pane", classes="pane"):
-                yield ContributorTable()
-            with VerticalScroll(id="drawing-pane", classes="pane"):
-                yield SafeStatic(id="drawing")
-        yield SafeStatic(id="circuit-status")
+            with self.contributors_pane:
+                yield self.contributors
+            with self.drawing_pane:
+                yield self.drawing
+        yield self.status_line
         yield KeyFooter(FOOTER)
 
     def on_resize(self) -> None:
         self.set_class(self.app.size.width < 100, "-compact")
 
     def on_mount(self) -> None:
-        self.query_one("#contributors-pane").border_title = title("contributors")
-        self.query_one("#drawing-pane").border_title = title("circuit")
-        self.set_class(self.app.size.width < 100, "-compact")
-        self.query_one(ContributorTable).focus()
+        self.contributors_pane.border_title = title("contributors")
+        self.drawing_pane.border_title = title("circuit")
+        self.on_resize()
+        self.contributors.focus()
         self._draw_settings()
         self.refresh_all()
 
@@ -185,34 +192,18 @@ class CircuitScreen(Screen[None]):
         if self.corrupt:
             self.run_patching()
 
+    def _question(self) -> Question:
+        return Question(self.prompt, self.metric, self.corrupt, self.path, self.steps, self.direction)
+
     def run_attribution(self) -> None:
         self.work.supersede(Kind.EFFECTS)  # real effects under way were measured for what is being replaced
         self.status("attributing…")
-        engine, prompt, metric, corrupt, path, steps = (
-            self.engine,
-            self.prompt,
-            self.metric,
-            self.corrupt,
-            self.path,
-            self.steps,
-        )
-
-        def attribute(job: Job) -> AttributionFinished:
-            found = engine.attribute(prompt, metric, corrupt=corrupt, path=path, top=None, steps=steps)
-            return AttributionFinished(job.request, found)
-
-        self.work.start(Kind.ATTRIBUTION, attribute, AttributionFailed)
+        self.work.start(Kind.ATTRIBUTION, attribute(self.engine, self._question()), AttributionFailed)
 
     def run_circuit(self) -> None:
         self.circuit_error = None
-        self.query_one("#drawing-pane").border_title = title(FINDING)
-        engine, prompt, metric, corrupt, steps = self.engine, self.prompt, self.metric, self.corrupt, self.steps
-
-        def find(job: Job) -> CircuitFinished:
-            found = engine.circuit(prompt, metric, corrupt=corrupt, steps=steps, max_nodes=16)
-            return CircuitFinished(job.request, found)
-
-        self.work.start(Kind.CIRCUIT, find, CircuitFailed)
+        self.drawing_pane.border_title = title(FINDING)
+        self.work.start(Kind.CIRCUIT, find_circuit(self.engine, self._question()), CircuitFailed)
 
     def run_patching(self) -> None:
         self.patch_error = None
@@ -220,21 +211,7 @@ class CircuitScreen(Screen[None]):
             self.work.supersede(Kind.PATCHING)  # a patching still running sees it is stale, and stops
             self.patching = None
             return
-        engine, prompt, metric, corrupt, direction = self.engine, self.prompt, self.metric, self.corrupt, self.direction
-
-        def patch(job: Job) -> PatchFinished:
-            found = engine.patch(
-                prompt,
-                corrupt,
-                metric,
-                direction=direction,
-                features=20,
-                progress=lambda share: job.post(PatchProgressed(job.request, share)),
-                cancelled=job.stale,
-            )
-            return PatchFinished(job.request, found)
-
-        self.work.start(Kind.PATCHING, patch, PatchFailed)
+        self.work.start(Kind.PATCHING, patch(self.engine, self._question(), self.corrupt), PatchFailed)
 
     def action_cancel(self) -> None:
         """Stop a patching under way; the grids stay as they were."""
@@ -242,14 +219,6 @@ class CircuitScreen(Screen[None]):
         self.work.supersede(Kind.PATCHING)
         self.workers.cancel_group(self, Kind.PATCHING)
         self.status("patching cancelled" if running else "nothing to cancel")
-
-    def _measure(self, nodes: tuple[Node, ...]) -> None:
-        engine, prompt, metric, corrupt = self.engine, self.prompt, self.metric, self.corrupt
-
-        def measure(job: Job) -> EffectsMeasured:
-            return EffectsMeasured(job.request, nodes, engine.effects(prompt, metric, nodes, corrupt=corrupt))
-
-        self.work.start(Kind.EFFECTS, measure, EffectsFailed)
 
     # ---------------------------------------------------------------- results
     def on_attribution_finished(self, message: AttributionFinished) -> None:
@@ -292,7 +261,7 @@ class CircuitScreen(Screen[None]):
     def on_attribution_failed(self, message: AttributionFailed) -> None:
         if self._failed(Kind.ATTRIBUTION, message):
             self.attribution = None
-            self.query_one(ContributorTable).show([], (), f"no attribution: {message.failure.text}")
+            self.contributors.show([], (), f"no attribution: {message.failure.text}")
 
     def on_circuit_failed(self, message: CircuitFailed) -> None:
         if self._failed(Kind.CIRCUIT, message):
@@ -317,21 +286,21 @@ class CircuitScreen(Screen[None]):
     def watch_attribution(self) -> None:
         found = self.attribution
         if found is None:  # failed: the header and the way back no longer name the metric it was for
-            self.query_one("#circuit-header", Static).update(" circuit · no attribution for these settings")
-            self.query_one("#crumbs", Static).update(" " + crumbs_text(self.path, ()))
+            self.header_line.update(" circuit · no attribution for these settings")
+            self.crumbs_line.update(" " + crumbs_text(self.path, ()))
             return
-        self.query_one("#circuit-header", Static).update(" circuit · " + metric_text(found))
-        self.query_one("#crumbs", Static).update(" " + crumbs_text(found.path, found.tokens))
+        self.header_line.update(" circuit · " + metric_text(found))
+        self.crumbs_line.update(" " + crumbs_text(found.path, found.tokens))
         self._draw_table()
         self._draw_settings()
 
     def _draw_table(self) -> None:
         if self.attribution is not None:
             empty = "nothing upstream: this node's value does not depend on earlier ones"
-            self.query_one(ContributorTable).show(self._shown(self.attribution), self.attribution.tokens, empty)
+            self.contributors.show(self._shown(self.attribution), self.attribution.tokens, empty)
 
     def _draw_settings(self) -> None:
-        self.query_one("#settings", Static).update(
+        self.settings_line.update(
             " "
             + settings_text(
                 self.attribution, self.corrupt, self.steps, FILTERS[self.filter_index][0], ignored=self.ignored
@@ -345,35 +314,19 @@ class CircuitScreen(Screen[None]):
         self._draw_drawing()
 
     def _draw_drawing(self) -> None:
-        out = Text()
-        width = max(30, self.query_one("#drawing-pane").size.width - 2)
-        pane = self.query_one("#drawing-pane")
+        pane = self.drawing_pane
         if self.circuit is not None:
-            out.append_text(circuit_text(self.circuit, width))
             pane.border_title = title(f"circuit · {counted(len(self.circuit.nodes), 'node')}")
         elif self.circuit_error is not None:
-            out.append(f"no circuit: {printable(self.circuit_error.text)}", style="bold")
             pane.border_title = title("circuit · failed")
         elif pane.border_title != FINDING:
             pane.border_title = title("circuit")
-        if self.mismatch is not None:
-            out.append("\n\nthe two prompts, token by token:\n", style="bold")
-            out.append("\n".join(line.rstrip() for line in self.mismatch.alignment(width)))
-            out.append("\n\np: a corrupted prompt of the same token length", style="dim")
-        elif self.patching is not None:
-            out.append("\n\n")
-            out.append_text(patching_text(self.patching))
-        elif self.corrupt and self.patch_error:
-            out.append(f"\n\nno patching: {printable(self.patch_error.text)}", style="bold")
-        elif self.corrupt:
-            out.append("\n\npatching…", style="italic")
-        else:
-            out.append("\n\np: set a corrupted prompt of the same length to patch", style="dim")
-        self.query_one("#drawing", Static).update(out)
+        found = Drawn(self.circuit, self.circuit_error, self.patching, self.patch_error, self.corrupt, self.mismatch)
+        self.drawing.update(drawing_text(found, max(30, pane.size.width - 2)))
 
     def status(self, text: str, error: bool = False) -> None:
         """One line, or up to three for a long error, which is read whole."""
-        line = self.query_one("#circuit-status", Static)
+        line = self.status_line
         line.update(plain((" error: " if error else " ") + text))
         line.set_class(error, "-error")
 
@@ -408,7 +361,7 @@ class CircuitScreen(Screen[None]):
         self.action_follow()
 
     def action_follow(self) -> None:
-        score = self.query_one(ContributorTable).selected
+        score = self.contributors.selected
         if score is None:
             return
         if not score.node.followable:
@@ -433,32 +386,35 @@ class CircuitScreen(Screen[None]):
         if self.attribution is not None:
             nodes = tuple(s.node for s in self._shown(self.attribution)[:REAL])
             self.status(f"measuring {counted(len(nodes), 'real effect')}…")
-            self._measure(nodes)
+            self.work.start(Kind.EFFECTS, measure(self.engine, self._question(), nodes), EffectsFailed)
 
     def _ask(self, question: str, default: str, done: Callable[[str | None], None]) -> None:
-        self.app.push_screen(TextScreen(question, default), done)
+        """A text typed in a dialog, unescaped, empty as None; nothing if the dialog is cancelled."""
+
+        def answered(text: str | None) -> None:
+            if text is not None:
+                done(unescape(text) or None)
+
+        self.app.push_screen(TextScreen(question, default), answered)
+
+    def _set_metric(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def _set_corrupt(self, text: str | None) -> None:
+        self.corrupt = text
 
     def action_target(self) -> None:
-        def done(text: str | None) -> None:
-            if text is not None:
-                self.metric = replace(self.metric, target=unescape(text) or None)
-
         current = self.attribution.metric.target if self.attribution else ""
-        self._ask("target token (· or a space for a space; empty: the top prediction)", escape(current), done)
+        question = "target token (· or a space for a space; empty: the top prediction)"
+        self._ask(question, escape(current), lambda text: self._set_metric(replace(self.metric, target=text)))
 
     def action_wrong(self) -> None:
-        def done(text: str | None) -> None:
-            if text is not None:
-                self.metric = replace(self.metric, wrong=unescape(text) or None)
-
-        self._ask("wrong token: explain logit(target) − logit(wrong); empty for log p(target)", "", done)
+        question = "wrong token: explain logit(target) − logit(wrong); empty for log p(target)"
+        self._ask(question, "", lambda text: self._set_metric(replace(self.metric, wrong=text)))
 
     def action_corrupt(self) -> None:
-        def done(text: str | None) -> None:
-            if text is not None:
-                self.corrupt = unescape(text) or None
-
-        self._ask("corrupted prompt, the same token length; empty for none", escape(self.corrupt or self.prompt), done)
+        question = "corrupted prompt, the same token length; empty for none"
+        self._ask(question, escape(self.corrupt or self.prompt), self._set_corrupt)
 
     def action_direction(self) -> None:
         self.direction = "corrupt->clean" if self.direction == "clean->corrupt" else "clean->corrupt"
@@ -476,16 +432,11 @@ class CircuitScreen(Screen[None]):
         self.filter_index = (self.filter_index + 1) % len(FILTERS)
 
     def action_card(self) -> None:
-        score = self.query_one(ContributorTable).selected
+        score = self.contributors.selected
         if score is not None and score.node.kind == "feature":
             assert score.node.layer is not None and score.node.feature is not None
-            layer, feature, width = score.node.layer, score.node.feature, max(20, int(self.size.width * 0.95) - 4)
-            engine = self.engine
-
-            def card(job: Job) -> CardFound:
-                return CardFound(job.request, card_text(layer, feature, engine.card(layer, feature), width=width))
-
-            self.work.start(Kind.CARD, card, CardFailed)
+            width = max(20, int(self.size.width * 0.95) - 4)
+            fetch_card(self.work, self.engine, score.node.layer, score.node.feature, width)
 
     def on_card_found(self, message: CardFound) -> None:
         self.app.push_screen(CardScreen(message.text))
@@ -496,11 +447,15 @@ class CircuitScreen(Screen[None]):
     def action_export(self) -> None:
         if self.circuit is None:
             self.status("no circuit yet", error=True)
-            return
-        path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
-        try:
-            write_json(path, graph_json(self.circuit))
-        except (OSError, LenstopError) as err:  # a full disk; a NaN, which JSON cannot carry
-            self.status(f"cannot write {path}: {getattr(err, 'strerror', None) or err}", error=True)
-            return
-        self.status(f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer")
+        else:
+            self.status(*export(self.circuit))
+
+
+def export(circuit: Circuit) -> tuple[str, bool]:
+    """Save the circuit's graph JSON in this folder; what the status line says, and whether it is an error."""
+    path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
+    try:
+        write_json(path, graph_json(circuit))
+    except (OSError, LenstopError) as err:  # a full disk; a NaN, which JSON cannot carry
+        return f"cannot write {path}: {getattr(err, 'strerror', None) or err}", True
+    return f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer", False
