@@ -1,8 +1,8 @@
 """Why an engine call failed, as a value: what the screens say and what they do about it.
 
-No Textual here, so the pure views (`lenstop.tui.views`) can take a failure as they take a result."""
-
-from __future__ import annotations
+No Textual here, so the pure views (`lenstop.tui.views`) can take a failure as they take a result.
+Its annotations are objects, not strings (no `from __future__ import annotations`): what crosses into
+the app is checked field by field (tests/test_seam.py), and a string would have to be looked up."""
 
 from dataclasses import dataclass
 
@@ -23,6 +23,6 @@ class Failure:
     mismatch: LengthMismatchError | None = None  # a corrupted prompt's tokens did not line up with the clean's
 
     @classmethod
-    def of(cls, err: BaseException) -> Failure:
+    def of(cls, err: BaseException) -> "Failure":
         mismatch = err if isinstance(err, LengthMismatchError) else None
         return cls(failure_text(err), isinstance(err, NumericError), mismatch)
