@@ -317,7 +317,7 @@ async def test_the_selected_contributor_is_marked_without_colour() -> None:
 
 def test_a_contributors_label_is_cut_to_its_room() -> None:
     from lenstop.models.circuits.results import NodeScore
-    from lenstop.tui.screens.circuit import contributor_line
+    from lenstop.tui.widgets.contributors import contributor_line
 
     score = NodeScore(Node("feature", 1, 0, feature=5), 1.5, 2.0, "x" * 150)
     assert ("x" * 150) in contributor_line(score, ["a"], width=300).plain

@@ -25,13 +25,14 @@ from lenstop.models.errors import ExitCode
 from lenstop.models.files import write_atomically
 from lenstop.tui.keymap import KEYMAP_FILE, Scope, load_keymap
 from lenstop.tui.messages import EngineLoaded
-from lenstop.tui.screens.circuit import CircuitScreen, ContributorTable
+from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
 from lenstop.tui.screens.help import HelpScreen
 from lenstop.tui.screens.inspector import InspectorScreen
 from lenstop.tui.screens.loading import EngineFactory, LoadingScreen, load_engine
 from lenstop.tui.screens.value import ConfirmScreen, PositionScreen, TextScreen, ValueScreen
 from lenstop.tui.session import Session
+from lenstop.tui.widgets.contributors import ContributorTable
 from lenstop.tui.widgets.effects import InterventionTable
 from lenstop.tui.widgets.features import FeatureTable
 from lenstop.tui.widgets.field import Field

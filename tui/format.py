@@ -80,10 +80,6 @@ def percent(prob: float) -> str:
     return "<.01"
 
 
-def signed(value: float, width: int = 6, digits: int = 2) -> str:
-    return f"{value:+{width}.{digits}f}"
-
-
 def wrap_tokens(cells: list[str], width: int) -> list[list[int]]:
     """Indices of `cells` laid out in rows of at most `width` columns, one space between cells."""
     rows: list[list[int]] = [[]]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual.message import Message
 
 from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, Patching
 from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
-from lenstop.models.errors import LengthMismatchError, LenstopError, describe
 from lenstop.models.interventions import Intervention
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
+from lenstop.tui.failure import Failure
 
 
 @dataclass
@@ -34,8 +35,16 @@ class EngineLoaded(Message):
 
 
 @dataclass
-class LoadFailed(Message):
-    error: str
+class Failed(Message):
+    """An engine call failed; each kind of call has its own subclass, whose handler says what clears."""
+
+    request: int
+    failure: Failure
+
+
+@dataclass
+class LoadFailed(Failed):
+    pass
 
 
 @dataclass
@@ -46,10 +55,8 @@ class AnalysisFinished(Message):
 
 
 @dataclass
-class AnalysisFailed(Message):
-    request: int
-    error: str
-    numeric: bool = False  # the run came out NaN or infinite: an intervention too strong
+class AnalysisFailed(Failed):
+    pass
 
 
 @dataclass
@@ -68,14 +75,21 @@ class GenerationFinished(Message):
 
 
 @dataclass
-class GenerationFailed(Message):
+class GenerationFailed(Failed):
+    pass
+
+
+@dataclass
+class CardFound(Message):
+    """A feature's card, drawn in the worker."""
+
     request: int
-    error: str
+    text: Text
 
 
-def failure_text(err: BaseException) -> str:
-    """One line for the screen: ours as they are, anything else marked as lenstop's own fault."""
-    return describe(err) if isinstance(err, LenstopError) else f"internal error: {describe(err)}"
+@dataclass
+class CardFailed(Failed):
+    pass
 
 
 @dataclass
@@ -85,9 +99,19 @@ class AttributionFinished(Message):
 
 
 @dataclass
+class AttributionFailed(Failed):
+    pass
+
+
+@dataclass
 class CircuitFinished(Message):
     request: int
     circuit: Circuit
+
+
+@dataclass
+class CircuitFailed(Failed):
+    """The circuit could not be found."""
 
 
 @dataclass
@@ -106,6 +130,11 @@ class PatchFinished(Message):
 
 
 @dataclass
+class PatchFailed(Failed):
+    pass
+
+
+@dataclass
 class EffectsMeasured(Message):
     request: int
     nodes: tuple[Node, ...]  # what was measured, in order: the table may have changed since
@@ -113,18 +142,8 @@ class EffectsMeasured(Message):
 
 
 @dataclass
-class CircuitFailed(Message):
-    """Any of the circuit screen's workers failed; `what` says which (attribution, circuit, patching, effects).
-    `mismatch`: the two prompts' tokenisations, when a corrupted prompt's length was the trouble."""
-
-    request: int
-    what: str
-    error: str
-    mismatch: LengthMismatchError | None = None
-
-    @classmethod
-    def of(cls, request: int, what: str, err: BaseException) -> CircuitFailed:
-        return cls(request, what, failure_text(err), err if isinstance(err, LengthMismatchError) else None)
+class EffectsFailed(Failed):
+    pass
 
 
 @dataclass
@@ -135,22 +154,30 @@ class LensFound(Message):
 
 @dataclass
 class FeaturesFound(Message):
-    """One layer's features, read apart from the analysis; or why they could not be."""
+    """One layer's features, read apart from the analysis."""
 
     request: int
     layer: int
-    features: LayerFeatures | None
-    error: str | None = None
+    features: LayerFeatures
+
+
+@dataclass
+class FeaturesFailed(Failed):
+    layer: int
 
 
 @dataclass
 class AttentionFound(Message):
-    """One layer's attention, read apart from the analysis; or why it could not be."""
+    """One layer's attention, read apart from the analysis."""
 
     request: int
     layer: int
-    attention: LayerAttention | None
-    error: str | None = None
+    attention: LayerAttention
+
+
+@dataclass
+class AttentionFailed(Failed):
+    layer: int
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -23,9 +23,10 @@ from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import LenstopError
 from lenstop.models.protocol import EngineProtocol, Progress
 from lenstop.tui.format import plain
-from lenstop.tui.messages import EngineLoaded, LoadFailed, LoadProgressed, failure_text
+from lenstop.tui.messages import EngineLoaded, LoadFailed, LoadProgressed
 from lenstop.tui.safe import SafeLabel
 from lenstop.tui.widgets.field import Field
+from lenstop.tui.work import EngineWork, Job, Kind
 
 # How the app turns a spec into an engine: `EngineSpec.load` for real, a fake in the app's tests.
 RETRY = "edit and press enter to load again, or ctrl+c to quit"  # q would type itself into the box
@@ -56,6 +57,7 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
         super().__init__()
         self.spec = spec
         self.factory = factory
+        self.work = EngineWork(self)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -67,25 +69,21 @@ class LoadingScreen(ModalScreen[EngineLoaded]):
     def on_mount(self) -> None:
         self.call_after_refresh(self._load, self.spec)  # the first frame first: the imports hold the GIL for seconds
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def _load(self, spec: EngineSpec) -> None:
-        def progress(step: str) -> None:
-            self.post_message(LoadProgressed(step))
+        factory = self.factory
 
-        tic = time.monotonic()
-        try:
-            engine = self.factory(spec, progress)
-            info = engine.info()
-        except BaseException as err:  # noqa: BLE001 - shown on screen, the app stays up
-            self.post_message(LoadFailed(failure_text(err)))
-            return
-        self.post_message(EngineLoaded(engine, info, spec, time.monotonic() - tic))
+        def load(job: Job) -> EngineLoaded:
+            tic = time.monotonic()
+            engine = factory(spec, lambda step: job.post(LoadProgressed(step)))
+            return EngineLoaded(engine, engine.info(), spec, time.monotonic() - tic)
+
+        self.work.start(Kind.LOAD, load, LoadFailed)
 
     def on_load_progressed(self, message: LoadProgressed) -> None:
         self.query_one("#loading-step", Label).update(message.step + "…")
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        self._show_error(message.error)
+        self._show_error(message.failure.text)
         self.query_one("#loading-retry", Input).focus()
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:

@@ -10,13 +10,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.reactive import var
 
 from lenstop.models.results import Analysis, Generation
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, percent, wrapped
 from lenstop.tui.safe import SafeWidget
 from lenstop.tui.session import Entry
-from lenstop.tui.views import intervention_mark
+from lenstop.tui.views import Shown, intervention_mark
 from lenstop.tui.widgets.marked import MarkedTable
 
 GENERATE_HINT = "g: continue the prompt, clean and intervened"
@@ -80,19 +81,27 @@ class InterventionTable(MarkedTable):
     DEFAULT_CSS = """
     InterventionTable { height: auto; max-height: 6; overflow-x: hidden; }
     """
+    shown: var[Shown | None] = var(None, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", show_header=False)
         self.entries = 0
+        self.listed: Sequence[Entry] | None = None  # what it lists
 
     def on_mount(self) -> None:
         self.add_column("on", key="on", width=3)  # the selection mark, the kind's glyph
         self.add_column("intervention", key="what")
+        if self.shown is not None:
+            self.show(self.shown.entries)
+
+    def watch_shown(self, s: Shown | None) -> None:
+        if s is not None and self.columns and s.entries != self.listed:
+            self.show(s.entries)
 
     def show(self, entries: Sequence[Entry]) -> None:
         row = self.cursor_row
         self.clear()
-        self.entries = len(entries)
+        self.entries, self.listed = len(entries), entries
         for i, e in enumerate(entries):
             self.add_row(
                 Text(
@@ -116,6 +125,7 @@ class ShiftView(SafeWidget):
     DEFAULT_CSS = """
     ShiftView { height: 1fr; }
     """
+    shown: var[Shown | None] = var(None, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -123,6 +133,10 @@ class ShiftView(SafeWidget):
         self.position = 0
         self.generation: Generation | None = None
         self.busy = ""
+
+    def watch_shown(self, s: Shown | None) -> None:
+        if s is not None and s.analysis is not None:
+            self.show(s.analysis, s.position)
 
     def show(self, analysis: Analysis | None, position: int) -> None:
         self.analysis, self.position = analysis, position
@@ -140,7 +154,8 @@ class EffectsPane(Vertical):
     DEFAULT_CSS = """
     EffectsPane { height: 1fr; }
     """
+    shown: var[Shown | None] = var(None, init=False)  # passed on to the list and the shifts
 
     def compose(self) -> ComposeResult:
-        yield InterventionTable(id="interventions")
-        yield ShiftView(id="shifts")
+        yield InterventionTable(id="interventions").data_bind(EffectsPane.shown)
+        yield ShiftView(id="shifts").data_bind(EffectsPane.shown)

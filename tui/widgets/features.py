@@ -7,14 +7,16 @@ from collections.abc import Sequence
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.reactive import var
 
 from lenstop.models.safe_text import printable
 from lenstop.tui.format import bar, clip, plain
-from lenstop.tui.views import FeatureRow
+from lenstop.tui.views import FeatureRow, Shown, feature_rows
 from lenstop.tui.widgets.marked import MarkedTable
 
 BAR = 10
 FIXED = 3 + 8 + 9 + BAR + 2  # the selection and intervention marks, id, activation, bar: what the label follows
+DEFAULT_EMPTY = "no active features here"
 WIDE = 1000  # the column's width: wider than any pane, which clips nothing now that labels fit their room
 
 
@@ -43,30 +45,45 @@ class FeatureTable(MarkedTable):
     DEFAULT_CSS = """
     FeatureTable { height: 1fr; overflow-x: hidden; }
     """
+    shown: var[Shown | None] = var(None, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False, show_header=True, cell_padding=0)
         self.feature_ids: list[int] = []
-        self.shown: Sequence[FeatureRow] = ()
+        self.drawn: Sequence[FeatureRow] = ()
+        self.listed: tuple[tuple[FeatureRow, ...], str] | None = None  # the rows and the empty text drawn
         self.empty = ""
 
     def on_mount(self) -> None:
         # One cell a row, wider than any pane: no sizing from content; each label is cut to its room.
         header = Text(f"   {'feature':<7} {'act':>7}  {'':<{BAR}}  label", style="bold")
         self.add_column(header, key="row", width=WIDE)
+        self.watch_shown(self.shown)
 
     def marked_rows(self) -> int:
         return len(self.feature_ids)
 
     def on_resize(self) -> None:
-        if self.shown:  # the labels' room has changed
-            self.show(self.shown, self.selected, self.empty)
+        if self.drawn:  # the labels' room has changed
+            self.show(self.drawn, self.selected, self.empty)
 
-    def show(self, rows: Sequence[FeatureRow], keep: int | None, empty: str = "no active features here") -> None:
+    def watch_shown(self, s: Shown | None) -> None:
+        """The selected token's features at the layer; redrawn when they change (the screen keeps the selected
+        feature among them)."""
+        if s is None or s.analysis is None or not self.columns:
+            return
+        lf = s.features()
+        rows, empty = (
+            (feature_rows(lf, s.position, s.entries), DEFAULT_EMPTY) if lf is not None else ([], s.features_empty())
+        )
+        if (tuple(rows), empty) != self.listed:
+            self.show(rows, s.feature, empty)
+
+    def show(self, rows: Sequence[FeatureRow], keep: int | None, empty: str = DEFAULT_EMPTY) -> None:
         """One row a feature; keeps the cursor on `keep` when it is listed, else on the same row."""
         row = self.cursor_row
         self.clear()
-        self.shown, self.empty = rows, empty
+        self.drawn, self.empty, self.listed = rows, empty, (tuple(rows), empty)
         top = max((r.act for r in rows), default=0.0)
         room = (self.scrollable_content_region.width or FIXED + 80) - FIXED
         self.feature_ids = [r.feature for r in rows]

@@ -12,12 +12,14 @@ import numpy as np
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
+from textual.reactive import var
 
 from lenstop.models.head_scores import HeadScores
 from lenstop.models.results import LayerAttention
 from lenstop.models.tokens import visible
 from lenstop.tui.format import clip, plain, shade
 from lenstop.tui.safe import SafeWidget
+from lenstop.tui.views import Shown, knocked_heads
 
 FIXED = 1 + 3 + 3 + 17 + 17  # selection mark, head, knockout mark, top source and weight, role ("  prev-token 1.00")
 
@@ -74,6 +76,7 @@ class HeadsView(SafeWidget, can_focus=True):
     DEFAULT_CSS = """
     HeadsView { height: 1fr; }
     """
+    shown: var[Shown | None] = var(None, init=False)
 
     @dataclass
     class HeadSelected(Message):
@@ -88,6 +91,12 @@ class HeadsView(SafeWidget, can_focus=True):
         self.head = 0
         self.task_roles: Sequence[HeadScores] = ()  # (`task` is taken by the message pump)
         self.empty = "no attention pattern yet"  # said while there is none to draw
+
+    def watch_shown(self, s: Shown | None) -> None:
+        if s is not None and s.analysis is not None:
+            knocked = knocked_heads(s.entries, s.layer)
+            tokens, empty = s.analysis.tokens, s.attention_empty()
+            self.show(s.attention(), tokens, s.position, knocked, s.head, s.task_roles(), empty)
 
     def show(
         self,

@@ -4,12 +4,13 @@ what each layer's residual stream would predict, so one sees where a prediction 
 from __future__ import annotations
 
 from rich.text import Text
+from textual.reactive import var
 
 from lenstop.models.results import Analysis, LogitLens
 from lenstop.models.tokens import visible
 from lenstop.tui.format import bar, clip, percent
 from lenstop.tui.safe import SafeWidget
-from lenstop.tui.views import lens_at
+from lenstop.tui.views import Shown, lens_at
 
 
 def predictions_text(
@@ -42,6 +43,7 @@ class PredictionsView(SafeWidget):
     DEFAULT_CSS = """
     PredictionsView { height: 1fr; }
     """
+    shown: var[Shown | None] = var(None, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -49,6 +51,10 @@ class PredictionsView(SafeWidget):
         self.lens: LogitLens | None = None
         self.position = 0
         self.selected_layer = 0
+
+    def watch_shown(self, s: Shown | None) -> None:
+        if s is not None and s.analysis is not None:
+            self.show(s.analysis, s.position, s.layer, s.lens)
 
     def show(self, analysis: Analysis, position: int, layer: int, lens: LogitLens | None = None) -> None:
         self.analysis, self.position, self.selected_layer, self.lens = analysis, position, layer, lens

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size
+from textual.reactive import var
 
 from lenstop.models.tokens import visible
 from lenstop.tui.format import block, clip, wrap_tokens
 from lenstop.tui.safe import SafeWidget
+from lenstop.tui.views import Shown, token_shading
 
 MAX_TOKEN_WIDTH = 14
 
@@ -64,6 +66,7 @@ class TokenStrip(SafeWidget):
     DEFAULT_CSS = """
     TokenStrip { height: auto; }
     """
+    shown: var[Shown | None] = var(None, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -71,6 +74,11 @@ class TokenStrip(SafeWidget):
         self.values: list[float] = []
         self.cursor = 0
         self.max_rows = 3
+
+    def watch_shown(self, s: Shown | None) -> None:
+        if s is not None and s.analysis is not None:
+            values, _ = token_shading(s.features(), s.feature, len(s.analysis.tokens))
+            self.show(s.analysis.tokens, values, s.position)
 
     def show(self, tokens: Sequence[str], values: Sequence[float], cursor: int) -> None:
         self.cells = [clip(visible(t), MAX_TOKEN_WIDTH) for t in tokens]
