@@ -101,11 +101,11 @@ def attribute(
         found = engine.attribute(
             text, metric, corrupt=unescape(corrupt) if corrupt else None, path=path, top=None, steps=steps
         )
-        nodes = [s for s in found.nodes if s.node.kind in shown][:top]
+        found = replace(found, nodes=tuple(s for s in found.nodes if s.node.kind in shown)[:top])
         if real:
-            measured = engine.effects(text, metric, [s.node for s in nodes[:real]], corrupt=found.corrupt_prompt)
-            nodes = [replace(s, real=r) for s, r in zip(nodes, measured, strict=False)] + nodes[len(measured) :]
-        found = replace(found, nodes=tuple(nodes))
+            measuring = [s.node for s in found.nodes[:real]]
+            measured = engine.effects(text, metric, measuring, corrupt=found.corrupt_prompt)
+            found = found.with_real(dict(zip(measuring, measured, strict=True)))
         dla = engine.direct(text, metric, sources=True) if direct else None
         if as_json:
             doc = found.to_json()

@@ -449,7 +449,7 @@ class FakeEngine:
             if sc.node.kind == "head" and sc.node.layer is not None and sc.node.head is not None:
                 totals[sc.node.layer, sc.node.head] += sc.attribution
         kept = scores[:top] if top is not None else scores
-        kept = [replace(sc, real=sc.attribution * 1.25) if i < real else sc for i, sc in enumerate(kept)]
+        real_of = {sc.node: sc.attribution * 1.25 for sc in kept[:real]}  # the fake's "measured" effects
         if corrupt is not None:  # a feature's activation on the corrupted run too, as the engine gives it
             theirs = {layer: self._features(tokenize(corrupt), layer, ()) for layer in range(self.n_layers)}
             kept = [
@@ -472,7 +472,7 @@ class FakeEngine:
             nodes=tuple(kept),
             head_totals=frozen_array(totals, np.float32),
             target_value=mv.clean if target is None else self._score(target),
-        )
+        ).with_real(real_of)
 
     def effects(
         self, prompt: str, metric: Metric, nodes: Sequence[Node], *, corrupt: str | None = None

@@ -243,9 +243,7 @@ class CircuitScreen(Screen[None]):
     def on_effects_measured(self, message: EffectsMeasured) -> None:
         found = self.attribution
         if self.work.is_latest(Kind.EFFECTS, message.request) and found is not None:
-            real = dict(zip(message.nodes, message.real, strict=True))
-            nodes = tuple(replace(s, real=real[s.node]) if s.node in real else s for s in found.nodes)
-            self.attribution = replace(found, nodes=nodes)
+            self.attribution = found.with_real(dict(zip(message.nodes, message.real, strict=True)))
             self.status("real effects measured: each node alone removed, the metric measured")
 
     # What is on screen was computed for other settings: a failure clears it rather than show it under these.
