@@ -12,17 +12,16 @@ import typer
 
 from lenstop.commands.common import (
     ENGINE_DEFAULTS,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
+    PLACED_BY_DEFAULT,
     JsonOpt,
     LabelsOpt,
     ModelArg,
-    NDevicesOpt,
+    Placement,
     PromptOpt,
     SaeOpt,
     engine_spec,
     load_engine,
+    placement_options,
     print_json,
     syntax,
     user_errors,
@@ -59,6 +58,7 @@ def _kinds(text: str) -> tuple[NodeKind, ...]:
     return kinds  # type: ignore[return-value]  # checked just above
 
 
+@placement_options()
 def attribute(
     prompt: PromptOpt,
     model: ModelArg = ENGINE_DEFAULTS.model,
@@ -80,10 +80,7 @@ def attribute(
     ] = None,
     direct: Annotated[bool, typer.Option("--direct", help="Add the direct logit attribution.")] = False,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Which features, heads, MLPs and inputs cause a prediction: each node's attribution to the metric."""
     with user_errors():
@@ -94,9 +91,7 @@ def attribute(
             raise UsageError("--real measures effects on the metric; leave out --follow to measure them")
         metric = _metric(position, target, wrong)
         text = read_prompt(prompt)
-        spec = engine_spec(
-            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
-        )
+        spec = engine_spec(model=model, sae=sae, labels=labels, placement=placement)
         engine = load_engine(spec)
         found = engine.attribute(
             text, metric, corrupt=unescape(corrupt) if corrupt else None, path=path, top=None, steps=steps
@@ -120,6 +115,7 @@ def attribute(
                 render_direct(dla)
 
 
+@placement_options()
 def patch(
     clean: Annotated[str, typer.Option("--clean", help=r"The clean prompt (\n is a newline).")],
     corrupt: Annotated[str, typer.Option("--corrupt", help="The corrupted prompt, of the same token length.")],
@@ -144,18 +140,13 @@ def patch(
         bool, typer.Option("--head-positions/--no-head-positions", help="Also patch each head at each position.")
     ] = True,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Activation patching between a clean and a corrupted prompt, beside attribution patching's estimate."""
     with user_errors():
         if direction not in DIRECTIONS:
             raise UsageError(f"--direction {direction!r}: expected {' or '.join(DIRECTIONS)}")
-        spec = engine_spec(
-            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
-        )
+        spec = engine_spec(model=model, sae=sae, labels=labels, placement=placement)
         engine = load_engine(spec)
         found = engine.patch(
             unescape(clean),
@@ -173,6 +164,7 @@ def patch(
             render_patching(found)
 
 
+@placement_options(spread=False)
 def heads(
     model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
@@ -180,12 +172,11 @@ def heads(
         bool, typer.Option("--refresh", help="Compute the roles again instead of reading the cache.")
     ] = False,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Each head's previous-token, duplicate-token and induction score on repeated random tokens (cached)."""
     with user_errors():
-        engine = load_engine(engine_spec(model=model, sae=sae, device=device, dtype=dtype))
+        engine = load_engine(engine_spec(model=model, sae=sae, placement=placement))
         roles = engine.head_roles(refresh=refresh)
         if as_json:
             print_json(roles.to_json())
@@ -195,6 +186,7 @@ def heads(
             render_heads(roles)
 
 
+@placement_options()
 def circuit(
     prompt: PromptOpt,
     model: ModelArg = ENGINE_DEFAULTS.model,
@@ -212,10 +204,7 @@ def circuit(
     max_nodes: Annotated[int, typer.Option(min=1, help="At most this many nodes.")] = 24,
     out: Annotated[Path | None, typer.Option("--out", help="Also write the graph JSON to this file.")] = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """The circuit behind a prediction, as a graph circuit-tracer's and Neuronpedia's viewers read (--json, --out)."""
     with user_errors():
@@ -225,9 +214,7 @@ def circuit(
             check_writable(out)  # a FIFO or a directory is said now, not after the work
         check_steps(steps)
         text = read_prompt(prompt)
-        spec = engine_spec(
-            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
-        )
+        spec = engine_spec(model=model, sae=sae, labels=labels, placement=placement)
         engine = load_engine(spec)
         found = engine.circuit(
             text,

@@ -17,21 +17,20 @@ import typer
 from lenstop.commands import circuits
 from lenstop.commands.common import (
     ENGINE_DEFAULTS,
+    PLACED_BY_DEFAULT,
     AblateOpt,
     ClampOpt,
-    DeviceMapOpt,
-    DeviceOpt,
-    DtypeOpt,
     HeadOpt,
     JsonOpt,
     LabelsOpt,
     ModelArg,
-    NDevicesOpt,
+    Placement,
     PromptOpt,
     SaeOpt,
     SteerOpt,
     engine_spec,
     load_engine,
+    placement_options,
     print_json,
     user_errors,
 )
@@ -78,6 +77,7 @@ def _root(
 
 # ---------------------------------------------------------------- commands
 @app.command()
+@placement_options()
 def trace(
     prompt: PromptOpt,
     model: ModelArg = ENGINE_DEFAULTS.model,
@@ -95,18 +95,13 @@ def trace(
     lens: Annotated[
         bool, typer.Option("--lens", help="Include the logit lens of every layer at every position in --json output.")
     ] = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Run a prompt and show each token's top features per layer and the predictions."""
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         text = read_prompt(prompt)  # before the load: a bad stdin is said at once, not after minutes
-        spec = engine_spec(
-            model=model, sae=sae, labels=labels, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map
-        )
+        spec = engine_spec(model=model, sae=sae, labels=labels, placement=placement)
         engine = load_engine(spec)
         # Every layer's lens at every position is the costly part of an analysis: read only when asked for;
         # the text shows the last position's alone, read from what the analysis kept.
@@ -120,6 +115,7 @@ def trace(
 
 
 @app.command()
+@placement_options()
 def generate(
     prompt: PromptOpt,
     model: ModelArg = ENGINE_DEFAULTS.model,
@@ -132,18 +128,13 @@ def generate(
     clamp: ClampOpt = None,
     ablate_head: HeadOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Continue a prompt, clean and with the interventions, side by side."""
     with user_errors():
         interventions = parse_all(ablate=ablate, steer=steer, clamp=clamp, heads=ablate_head)
         text = read_prompt(prompt)
-        engine = load_engine(
-            engine_spec(model=model, sae=sae, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
-        )
+        engine = load_engine(engine_spec(model=model, sae=sae, placement=placement))
         result = engine.generate(text, interventions, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         if as_json:
             print_json(result.to_json())
@@ -154,20 +145,16 @@ def generate(
 
 
 @app.command()
+@placement_options()
 def info(
     model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Describe the model and its dictionaries: shapes, device, memory, hooks, sparsity."""
     with user_errors():
-        engine = load_engine(
-            engine_spec(model=model, sae=sae, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
-        )
+        engine = load_engine(engine_spec(model=model, sae=sae, placement=placement))
         facts = engine.info()
         if as_json:
             print_json(facts.to_json())
@@ -178,14 +165,14 @@ def info(
 
 
 @app.command()
+@placement_options(spread=False)
 def card(
     feature: Annotated[str, typer.Argument(help="LAYER:FEATURE, e.g. 1:204.")],
     model: ModelArg = ENGINE_DEFAULTS.model,
     sae: SaeOpt = None,
     labels: LabelsOpt = None,
     as_json: JsonOpt = False,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Show a feature's card: label, top contexts, frequency, promoted and suppressed tokens."""
     with user_errors():
@@ -193,7 +180,7 @@ def card(
         if not sep or not layer_text.isdigit() or not feature_text.isdigit():
             raise LenstopError(f"bad feature {feature!r}: expected LAYER:FEATURE, e.g. 1:204", ExitCode.USAGE)
         layer, index = int(layer_text), int(feature_text)
-        engine = load_engine(engine_spec(model=model, sae=sae, labels=labels, device=device, dtype=dtype))
+        engine = load_engine(engine_spec(model=model, sae=sae, labels=labels, placement=placement))
         found = engine.card(layer, index)
         if found is None:
             raise LenstopError(
@@ -209,6 +196,7 @@ def card(
 
 
 @app.command()
+@placement_options()
 def inspect(
     model: Annotated[str | None, typer.Argument(help="Model to open (default: the bundled demo).")] = None,
     sae: SaeOpt = None,
@@ -219,10 +207,7 @@ def inspect(
     session: Annotated[
         Path | None, typer.Option("--session", help="Restore a saved session (w in the app saves one).")
     ] = None,
-    device: DeviceOpt = ENGINE_DEFAULTS.device,
-    dtype: DtypeOpt = ENGINE_DEFAULTS.dtype,
-    n_devices: NDevicesOpt = ENGINE_DEFAULTS.n_devices,
-    device_map: DeviceMapOpt = ENGINE_DEFAULTS.device_map,
+    placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """Open the interactive inspector (the default command: lenstop MODEL --sae SPEC)."""
     with user_errors():
@@ -244,10 +229,7 @@ def inspect(
             model=state.model,
             sae=state.saes,
             labels=state.labels,
-            device=device,
-            dtype=dtype,
-            n_devices=n_devices,
-            device_map=device_map,
+            placement=placement,
         )
         need_a_terminal()
         code = run_app(LenstopApp(spec, session=state, session_path=session))

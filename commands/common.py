@@ -3,11 +3,14 @@ them), one-line errors with exit codes, loading the engine, and printing JSON. N
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -50,6 +53,51 @@ DeviceMapOpt = Annotated[
     typer.Option("--device-map", help="auto, balanced, sequential, a JSON object, or module=device pairs."),
 ]
 ENGINE_DEFAULTS = EngineSpec()  # the options above default to what the app loads: the demo, auto, float32
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model runs and in what precision: --device, --dtype, --n-devices and --device-map."""
+
+    device: str = ENGINE_DEFAULTS.device
+    dtype: str = ENGINE_DEFAULTS.dtype
+    n_devices: int | None = ENGINE_DEFAULTS.n_devices
+    device_map: str | None = ENGINE_DEFAULTS.device_map
+
+
+PLACED_BY_DEFAULT = Placement()  # what a command's `placement` is named as; `placement_options` fills it in
+_PLACEMENT_OPTIONS = {"device": DeviceOpt, "dtype": DtypeOpt, "n_devices": NDevicesOpt, "device_map": DeviceMapOpt}
+Command = Callable[..., None]
+
+
+def placement_options(*, spread: bool = True) -> Callable[[Command], Command]:
+    """Give a command the placement options, declared here once: --device and --dtype, and with `spread`
+    --n-devices and --device-map, after the command's own options (so each `--help` lists them last), handed
+    to it as one `placement: Placement`."""
+    names = list(_PLACEMENT_OPTIONS)[: 4 if spread else 2]
+
+    def decorate(command: Command) -> Command:
+        own = inspect.signature(command, eval_str=True)
+        kept = [p for p in own.parameters.values() if p.name != "placement"]
+        added = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(Placement, name), annotation=kind)
+            for name, kind in _PLACEMENT_OPTIONS.items()
+            if name in names
+        ]
+
+        @functools.wraps(command)
+        def with_placement(**options: Any) -> None:
+            placement = Placement(**{name: options.pop(name) for name in names})
+            command(**options, placement=placement)
+
+        # Typer reads the parameters from the signature and their types from the annotations: both made here.
+        with_placement.__signature__ = own.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        with_placement.__annotations__ = {p.name: p.annotation for p in [*kept, *added]} | {"return": None}
+        return with_placement
+
+    return decorate
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 PromptOpt = Annotated[
     str,
@@ -138,14 +186,12 @@ def engine_spec(
     model: str = ENGINE_DEFAULTS.model,
     sae: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
-    device: str = ENGINE_DEFAULTS.device,
-    dtype: str = ENGINE_DEFAULTS.dtype,
-    n_devices: int | None = ENGINE_DEFAULTS.n_devices,
-    device_map: str | None = ENGINE_DEFAULTS.device_map,
+    placement: Placement,
 ) -> EngineSpec:
-    """The engine a command's options name (`ModelArg`, `SaeOpt`, `LabelsOpt`, `DeviceOpt`, `DtypeOpt`,
-    `NDevicesOpt`, `DeviceMapOpt`); a command without some of them gets the defaults."""
-    return EngineSpec(model, tuple(sae or ()), device, dtype, n_devices, device_map, tuple(labels or ()))
+    """The engine a command's options name (`ModelArg`, `SaeOpt`, `LabelsOpt` and its `placement`); a command
+    without some of them gets the defaults."""
+    p = placement
+    return EngineSpec(model, tuple(sae or ()), p.device, p.dtype, p.n_devices, p.device_map, tuple(labels or ()))
 
 
 def load_engine(spec: EngineSpec) -> EngineProtocol:
