@@ -25,9 +25,17 @@ def engine() -> Engine:
     return Engine.load("demo", device="cpu")
 
 
-def test_the_chunked_lens_equals_transformerlens_at_every_layer_and_position(engine: Engine) -> None:
+@pytest.mark.parametrize("block_rows", [ROWS, None])  # several blocks of 32 positions, and the default's one
+def test_the_chunked_lens_equals_transformerlens_at_every_layer_and_position(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, block_rows: int | None
+) -> None:
+    from lenstop.models.reading import lens
+
     tokens = engine.tokenize(PROMPT)
     assert tokens.shape[-1] > ROWS
+    if block_rows is not None:
+        monkeypatch.setattr(lens, "BLOCK_BYTES", block_rows * 4 * int(engine.model.cfg.d_vocab))
+    engine.forget()
     analysis = engine.analyse(PROMPT, n_predictions=N, lens=True)
     assert len(analysis.lens) == engine.n_layers and analysis.lens_positions is None
     model = engine.model

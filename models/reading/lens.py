@@ -1,7 +1,9 @@
 """The logit lens: what a residual stream would predict, through the final norm and the unembedding.
 
 Made a block of positions at a time: the top-k of each block's raw logits, normalised by their
-logsumexp, so no (seq, vocab) log-softmax is ever held (`distribution.ranked`).
+logsumexp, so no (seq, vocab) log-softmax is ever held (`distribution.ranked`). A block's logits are
+bounded in bytes rather than in rows: the unembedding streams its whole (d_model, vocab) matrix once a
+block, so blocks of a few rows would make a long prompt's lens slower than one product over all of it.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ from typing import TYPE_CHECKING
 import torch
 
 from lenstop.models.prompts import resolve_position
-from lenstop.models.reading.distribution import ROWS, logsumexp, ranked, top_tokens
+from lenstop.models.reading.distribution import logsumexp, ranked, top_tokens
 from lenstop.models.results import TopTokens
 
 if TYPE_CHECKING:
     from lenstop.models.runtime.handle import ModelHandle
 
 
-def layer_lens(handle: ModelHandle, resid: torch.Tensor, n: int, rows: int = ROWS) -> TopTokens:
-    """The top `n` tokens that each row of residual stream (rows, d_model) would predict."""
+BLOCK_BYTES = 64 * 2**20  # of float32 logits a block: some 330 positions of GPT-2's vocabulary, 65 of Gemma's
+
+
+def layer_lens(handle: ModelHandle, resid: torch.Tensor, n: int, rows: int | None = None) -> TopTokens:
+    """The top `n` tokens that each row of residual stream (rows, d_model) would predict, `rows` positions a
+    block (by default as many as `BLOCK_BYTES` of logits hold)."""
+    rows = rows or max(1, BLOCK_BYTES // (4 * int(handle.model.cfg.d_vocab)))
     ids, logprobs = [], []
     with handle.guard(resid.shape[0]):
         for block in resid.split(rows):
