@@ -100,7 +100,7 @@ class Reader:
         full_attention: bool,
         lens: bool | Sequence[int],
     ) -> AnalysisPlan:
-        ids = tuple(int(i) for i in tokens[0].tolist())
+        ids = _ids(tokens)
         layers = self._layers_asked(attention)
         kept_attention = _found(
             {
@@ -226,7 +226,7 @@ class Reader:
     ) -> LayerFeatures:
         """`Engine.features`: read by a pass that stops once the dictionary has read its input."""
         tokens = self.handle.tokenize(prompt)
-        ids = tuple(int(i) for i in tokens[0].tolist())
+        ids = _ids(tokens)
         (layer,) = self._layers_asked([layer])
         d = self.handle.dictionaries.at(layer, first=True)
         key = features_key(ids, interventions, d, top_k)
@@ -249,7 +249,7 @@ class Reader:
         """`Engine.attention`: read by a pass that stops once the layer's pattern exists."""
         tokens = self.handle.tokenize(prompt)
         (layer,) = self._layers_asked([layer])
-        ids = tuple(int(i) for i in tokens[0].tolist())
+        ids = _ids(tokens)
         key = attention_key(ids, interventions, layer)
         found = self.cache.attention.get(key, full=full)
         if found is not None:
@@ -273,7 +273,7 @@ class Reader:
         tokens = self.handle.tokenize(prompt)
         at = resolve_position(position, tokens.shape[-1])
         assert at is not None
-        key = (tuple(int(i) for i in tokens[0].tolist()), tuple(interventions))
+        key = (_ids(tokens), tuple(interventions))
         resid = kept_for(self.cache.lens, key)
         if resid is None:
             _, run = self.passes.run(tokens, interventions, lens=True)
@@ -287,12 +287,16 @@ class Reader:
         """The dictionaries at the layers asked for (True: every one), each layer checked against the model's."""
         if layers is True:
             return list(self.handle.dictionaries)
-        wanted = set(self._layers_asked(layers))
-        return [d for d in self.handle.dictionaries if d.layer in wanted]
+        return self.handle.dictionaries.at_layers(self._layers_asked(layers))
 
     def _layers_asked(self, layers: bool | Sequence[int]) -> list[int]:
         """The layers asked for, in order, each checked (False: none; True was resolved by the caller)."""
         return [] if isinstance(layers, bool) else self.handle.check_layers(layers)
+
+
+def _ids(tokens: torch.Tensor) -> tuple[int, ...]:
+    """The prompt's token ids (1, seq) as the key every kept reading is filed under."""
+    return tuple(int(i) for i in tokens[0].tolist())
 
 
 def _found(readings: dict[K, T | None]) -> dict[K, T]:

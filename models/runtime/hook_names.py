@@ -7,8 +7,6 @@ edit, and a typo is a NameError rather than a hook that never fires.
 
 from __future__ import annotations
 
-EMBED = "hook_embed"
-POS_EMBED = "hook_pos_embed"
 FINAL_SCALE = "ln_final.hook_scale"  # the final LayerNorm's scale, frozen by direct attribution
 
 
@@ -20,11 +18,6 @@ def resid_pre(layer: int) -> str:
 def resid_post(layer: int) -> str:
     """The residual stream leaving block `layer`."""
     return f"blocks.{layer}.hook_resid_post"
-
-
-def mlp_in(layer: int) -> str:
-    """What block `layer`'s MLP reads (after its LayerNorm): a transcoder's input."""
-    return f"blocks.{layer}.ln2.hook_normalized"
 
 
 def mlp_out(layer: int) -> str:
