@@ -13,6 +13,9 @@ DEMO_NAME = "demo"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 MODEL_DIR = ARTIFACTS / "model"
 SAE_ROOT = ARTIFACTS / "saes"
+# Per-layer transcoders and a cross-layer transcoder, in circuit-tracer's disk format (config.yaml).
+TRANSCODER_ROOT = ARTIFACTS / "transcoders"
+CLT_ROOT = ARTIFACTS / "clt"
 HOLDOUT_SAMPLE = ARTIFACTS / "holdout_sample.txt"
 
 
