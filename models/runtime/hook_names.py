@@ -20,6 +20,11 @@ def resid_post(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
+def mlp_in(layer: int) -> str:
+    """What block `layer`'s MLP reads (its norm's output): a transcoder's input."""
+    return f"blocks.{layer}.mlp.hook_in"
+
+
 def mlp_out(layer: int) -> str:
     """What block `layer`'s MLP writes to the residual stream."""
     return f"blocks.{layer}.hook_mlp_out"
