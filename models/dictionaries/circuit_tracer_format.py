@@ -125,8 +125,8 @@ def read_config(folder: Path) -> TracerConfig:
         raise BadFileError(f"{what}: its {CONFIG} field transcoders is not a list of file paths; fix it")
     if kind == CROSS_LAYER and listed is not None:
         raise IncompatibleError(
-            f"{what}: a cross-layer transcoder listed file by file (Gemma Scope 2's layout) is not supported; "
-            "lenstop reads circuit-tracer's W_enc_i/W_dec_i files"
+            f"{what}: its {CONFIG} lists a cross-layer transcoder file by file (Gemma Scope 2's layout), which is "
+            "not supported; lenstop reads circuit-tracer's W_enc_i/W_dec_i files beside it"
         )
     return TracerConfig(
         folder=folder,
@@ -152,6 +152,11 @@ def _load_yaml(path: Path, what: str) -> Any:
         raise BadFileError(f"{what}: its {CONFIG} cannot be read ({err.strerror or err})") from None
     try:
         return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError:
+        raise BadFileError(
+            f"{what}: its {CONFIG} holds a tag that builds objects (such as !!python/...), which lenstop does not "
+            "load; write plain fields"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
