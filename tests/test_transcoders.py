@@ -372,7 +372,7 @@ def test_broken_layer_files_are_named(tmp_path: Path) -> None:
         (
             "model_kind: transcoder_set\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n"
             "transcoders: [hf://someone/tc/layer_0.safetensors]\n",
-            ("hf://someone", "local files"),
+            ("hf://someone", "not in the local Hugging Face cache"),
         ),
         (
             "model_kind: cross_layer_transcoder\nfeature_input_hook: mlp.hook_in\nfeature_output_hook: mlp.hook_out\n"
@@ -383,7 +383,7 @@ def test_broken_layer_files_are_named(tmp_path: Path) -> None:
 )
 def test_malformed_config_yaml_is_one_line(tmp_path: Path, text: str, words: tuple[str, ...]) -> None:
     (tmp_path / "config.yaml").write_text(text)
-    with pytest.raises((BadFileError, UsageError, IncompatibleError)) as err:
+    with pytest.raises((BadFileError, UsageError, IncompatibleError, NotFoundError)) as err:
         load_spec(str(tmp_path))
     _one_line(err, "config.yaml" if "hf://" not in text else "hf://", *words)
 
@@ -570,3 +570,43 @@ def test_demo_transcoder_specs_name_the_demo_folders(tmp_path: Path, monkeypatch
     np.testing.assert_allclose(loaded[0].encode(x).numpy(), ct_encode(weights[0], x).numpy(), atol=1e-6)
     clt = load_spec("demo:clt").cross_layer
     assert clt is not None and clt.source == str(tmp_path / "clt")
+
+
+# ------------------------------------------------------------------ hub repositories, from a planted cache
+def _plant_hub(hub: Path, repo_id: str, folder: Path, subfolder: str = "") -> None:
+    from hub_cache import _add, _repo
+
+    snapshot = _repo(hub, repo_id, "1" * 40)
+    for path in sorted(folder.iterdir()):
+        _add(snapshot, f"{subfolder}{path.name}", path.read_bytes())
+
+
+def test_circuit_tracer_hub_repositories_load_from_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`owner/name` as circuit-tracer names a transcoder repo (its config listing hf:// files), and
+    `owner/name/subfolder` for a CLT: read from the local cache with the hub unreachable, scanned by name."""
+    from huggingface_hub import constants
+
+    weights = plant_set(tmp_path / "tc")
+    listing = [f"hf://someone/tc/layer_{i}.safetensors" for i in range(N_LAYERS)]
+    write_config(tmp_path / "tc", "transcoder_set", scan="ignored", transcoders=listing)
+    layers = plant_clt(tmp_path / "clt")
+    hub = tmp_path / "hub"
+    _plant_hub(hub, "someone/tc", tmp_path / "tc")
+    _plant_hub(hub, "someone/clts", tmp_path / "clt", subfolder="small/")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    loaded = load_spec("someone/tc")
+    assert [d.key for d in loaded] == [f"someone/tc/layer_{i}" for i in range(N_LAYERS)]
+    assert TranscoderStack(loaded).scan == "someone/tc"
+    x = torch.randn(3, D_MODEL, generator=torch.Generator().manual_seed(4))
+    for d, w in zip(loaded, weights, strict=True):
+        np.testing.assert_allclose(d.encode(x).numpy(), ct_encode(w, x).numpy(), atol=1e-6)
+    clt = load_spec("someone/clts/small").cross_layer
+    assert clt is not None and clt.scan == "someone/clts/small"
+    for got, want in zip(clt.reconstruct([x, x]), clt_by_hand(layers, [x, x]), strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    with pytest.raises(NotFoundError) as err:
+        load_spec("someone/elsewhere")
+    _one_line(err, "someone/elsewhere", "not in the local Hugging Face cache")
+    with pytest.raises(NotFoundError) as err:
+        load_spec("./no/such/folder")
+    _one_line(err, "no SAELens release or directory")

@@ -16,8 +16,12 @@
 `mlp.hook_out`); `bridge_hook` turns them into the TransformerBridge's names. `scan` is the identifier
 circuit-tracer's viewer fetches feature pages under; without one, the folder's path.
 
-Only safe loaders: `yaml.safe_load` for the config, safetensors for the weights. Hub references inside a
-config (`hf://...`) are refused: download the files and list them by path.
+A folder may also be a hub repository, `owner/name[/subfolder][@revision]` as circuit-tracer names them
+(`hub_folder`): its config and weights come from the local Hugging Face cache first, the hub only when the
+cache misses and the hub answers (`lenstop.models.hub.cache_first`); `hf://owner/name/file` references in a
+config's list are fetched the same way. Its scan is the reference, as circuit-tracer sets it.
+
+Only safe loaders: `yaml.safe_load` for the config, safetensors for the weights.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ class TracerConfig:
     output_hook: str
     scan: str
     transcoders: tuple[str, ...] | None  # the per-layer files as listed; None: layer_i.safetensors beside it
+    label: str | None = None  # how a hub reference names it; None: by its folder
+
+    @property
+    def name(self) -> str:
+        """What the dictionaries' keys start with: the folder's name, or the hub reference."""
+        return self.label or self.folder.name
 
     def hook_in(self, layer: int) -> str:
         return bridge_hook(self.input_hook, layer)
@@ -64,7 +74,7 @@ class TracerConfig:
 
     @property
     def what(self) -> str:
-        return f"transcoders {self.folder}"
+        return f"transcoders {self.label or self.folder}"
 
     def layer_files(self) -> list[Path]:
         """The per-layer files in layer order, resolved against the config's folder."""
@@ -94,12 +104,65 @@ def is_tracer_folder(path: Path) -> bool:
 
 def _resolved(folder: Path, ref: str, what: str) -> Path:
     if ref.startswith("hf://"):
-        raise UsageError(
-            f"{what}: its {CONFIG} names a hub file ({ref}); lenstop reads local files only here: "
-            "download them and list their paths"
-        )
+        return _hub_file(ref, what)
     path = Path(ref).expanduser()
     return path if path.is_absolute() else folder / path
+
+
+def _hub_file(uri: str, what: str) -> Path:
+    """An `hf://owner/name/path/in/repo[?revision=R]` file, from the cache first."""
+    from urllib.parse import parse_qs, urlparse
+
+    from huggingface_hub import hf_hub_download
+
+    from lenstop.models.hub import cache_first
+
+    parsed = urlparse(uri)
+    owner_name, _, filename = parsed.path.lstrip("/").partition("/")
+    if not (parsed.netloc and owner_name and filename):
+        raise BadFileError(f"{what}: its {CONFIG} names {uri!r}, not hf://owner/name/file; fix it")
+    revision = parse_qs(parsed.query).get("revision", [None])[0]
+    repo_id = f"{parsed.netloc}/{owner_name}"
+    return Path(cache_first(uri, lambda: hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)))
+
+
+def is_hub_reference(spec: str) -> bool:
+    """`owner/name[/subfolder][@revision]`: a hub repository id, as no SAELens release and no local path is."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    head = spec.partition("@")[0]
+    parts = head.split("/")
+    if len(parts) < 2 or ":" in spec or head.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id("/".join(parts[:2]))
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_folder(ref: str) -> TracerConfig:
+    """A circuit-tracer hub repository's config, with its weights in the local cache (fetched if the cache
+    misses and the hub answers): the folder is the cached snapshot's, the scan the reference."""
+    from dataclasses import replace
+
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    from lenstop.models.hub import cache_first
+
+    head, _, revision = ref.partition("@")
+    parts = head.split("/")
+    repo_id, subfolder, rev = "/".join(parts[:2]), "/".join(parts[2:]) or None, revision or None
+    what = f"transcoders {ref}"
+    found = cache_first(
+        what, lambda: hf_hub_download(repo_id=repo_id, filename=CONFIG, subfolder=subfolder, revision=rev)
+    )
+    config = replace(read_config(Path(found).parent), scan=ref, label=ref)
+    if config.transcoders is None:  # the weights sit beside the config: fetch them all
+        pattern = "layer_*.safetensors" if config.kind == TRANSCODER_SET else "*.safetensors"
+        patterns = [f"{subfolder}/{pattern}" if subfolder else pattern]
+        cache_first(what, lambda: snapshot_download(repo_id=repo_id, revision=rev, allow_patterns=patterns))
+    return config
 
 
 def read_config(folder: Path) -> TracerConfig:
@@ -211,7 +274,7 @@ def load_tracer_layer(config: TracerConfig, layer: int, file: Path, *, device: s
     sae.eval()
     check_finite(sae, what)
     return Dictionary(
-        key=f"{config.folder.name}/{file.stem}",
+        key=f"{config.name}/{file.stem}",
         sae=sae,
         hook_in=config.hook_in(layer),
         hook_out=config.hook_out(layer),

@@ -198,7 +198,7 @@ def load_cross_layer(config: TracerConfig, *, device: str, dtype: str) -> CrossL
         output_hook=config.output_hook,
         scan=config.scan,
         source=str(config.folder),
-        key=config.folder.name,
+        key=config.name,
     )
     return clt.to(device=torch.device(device), dtype=cast)
 

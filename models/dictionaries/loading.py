@@ -7,6 +7,7 @@ A `--sae` spec is one of:
 - a directory of such directories;
 - a directory with circuit-tracer's `config.yaml`: per-layer transcoders (`transcoder_set`) or a
   cross-layer transcoder (`cross_layer_transcoder`), see `circuit_tracer_format`;
+- `OWNER/NAME[/SUBFOLDER][@REVISION]`  such a folder in a hub repository (the cache first);
 - `demo`            the bundled demo's dictionaries, one per layer;
 - `demo:transcoders`, `demo:clt`  the bundled demo's per-layer transcoders and its cross-layer transcoder.
 SAELens's files are loaded by SAELens itself (safetensors only), so every architecture
@@ -268,6 +269,8 @@ def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progres
         raise UsageError(
             f"--sae {spec}: a file, but a dictionary is a directory holding {SAE_CONFIG} and {SAE_WEIGHTS}"
         )
+    if tracer.is_hub_reference(spec):
+        return load_tracer_folder(tracer.hub_folder(spec), device=device, dtype=dtype, progress=progress)
     release, sep, sae_id = spec.partition(":")
     if sep:
         return Dictionaries(
@@ -304,14 +307,17 @@ def _demo_transcoders(spec: str) -> str:
     return str(root)
 
 
-def load_tracer_folder(path: Path, *, device: str, dtype: str, progress: Any = None) -> Dictionaries:
-    """A circuit-tracer folder: its per-layer transcoders as dictionaries, or its cross-layer transcoder."""
-    config = tracer.read_config(path)
+def load_tracer_folder(
+    path: Path | tracer.TracerConfig, *, device: str, dtype: str, progress: Any = None
+) -> Dictionaries:
+    """A circuit-tracer folder (or its config, read): its per-layer transcoders as dictionaries, or its
+    cross-layer transcoder."""
+    config = path if isinstance(path, tracer.TracerConfig) else tracer.read_config(path)
     if config.kind == tracer.CROSS_LAYER:
         from lenstop.models.dictionaries.cross_layer import load_cross_layer
 
         if progress is not None:
-            progress(f"loading cross-layer transcoder ({path.name})")
+            progress(f"loading cross-layer transcoder ({config.folder.name})")
         return Dictionaries(cross_layer=load_cross_layer(config, device=device, dtype=dtype))
     return Dictionaries(tracer.load_transcoder_set(config, device=device, dtype=dtype, progress=progress))
 
