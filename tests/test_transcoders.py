@@ -225,6 +225,17 @@ def test_hand_written_jumprelu_transcoder_cfg_needs_the_saelens_version(tmp_path
     _one_line(err, "names no hook")
 
 
+def test_a_topk_transcoder_which_saelens_lacks_is_named(tmp_path: Path) -> None:
+    """SAELens 6 has no TopK transcoder (and circuit-tracer's files cannot hold one): the architecture is named."""
+    folder = build_sae(tmp_path / "topk", hook="blocks.0.mlp.hook_in", d_in=D_MODEL, architecture="topk")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg["architecture"] = "topk_transcoder"
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(IncompatibleError) as err:
+        load_spec(str(folder))
+    _one_line(err, "'topk_transcoder'", "jumprelu_transcoder")
+
+
 def test_a_transcoder_on_hook_mlp_in_is_refused_with_the_hook_that_works(tmp_path: Path, tiny_model: Path) -> None:
     """The bridge fires hook_mlp_in only with use_hook_mlp_in set: the error names mlp.hook_in instead."""
     folder = build_sae(

@@ -152,11 +152,26 @@ def check_field_types(path: Path) -> None:
                     f"dictionary {path}: its {SAE_CONFIG} field {where}{name} is {json_shown(value)}, "
                     f"not {words}; fix or re-download it"
                 )
+    _check_architecture(path, cfg.get("architecture"))
     k, d_sae = cfg.get("k"), cfg.get("d_sae")
     if isinstance(k, int) and isinstance(d_sae, int) and k > d_sae:
         raise BadFileError(
             f"dictionary {path}: its {SAE_CONFIG} field k is {k}, more than its {d_sae} features (d_sae); "
             "a TopK dictionary keeps at most d_sae; fix or re-download it"
+        )
+
+
+def _check_architecture(path: Path, architecture: object) -> None:
+    """An architecture SAELens does not load for inference (a TopK transcoder, which SAELens 6 lacks), named as
+    such rather than as the KeyError SAELens raises."""
+    import sae_lens  # registers its architectures
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+
+    if isinstance(architecture, str) and architecture not in SAE_CLASS_REGISTRY:
+        known = ", ".join(sorted(SAE_CLASS_REGISTRY))
+        raise IncompatibleError(
+            f"dictionary {path}: its architecture {architecture!r} is not one SAELens {sae_lens.__version__} "
+            f"loads ({known})"
         )
 
 
@@ -291,8 +306,8 @@ def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progres
 
 # `--sae` names for the bundled demo's circuit-tracer folders: the attribute of lenstop.models.demo and words.
 DEMO_TRANSCODERS = {
-    f"{DEMO_NAME}:transcoders": ("TRANSCODER_ROOT", "per-layer transcoders"),
-    f"{DEMO_NAME}:clt": ("CLT_ROOT", "cross-layer transcoder"),
+    f"{DEMO_NAME}:transcoders": ("TRANSCODER_ROOT", "per-layer transcoders are"),
+    f"{DEMO_NAME}:clt": ("CLT_ROOT", "cross-layer transcoder is"),
 }
 
 
@@ -301,7 +316,7 @@ def _demo_transcoders(spec: str) -> str:
     root = Path(getattr(demo, attribute))
     if not tracer.is_tracer_folder(root):
         raise NotFoundError(
-            f"the bundled demo's {words} are missing ({root / tracer.CONFIG}); "
+            f"the bundled demo's {words} missing ({root / tracer.CONFIG}); "
             "build them with python -m lenstop.models.demo.build"
         )
     return str(root)
