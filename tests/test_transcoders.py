@@ -431,6 +431,8 @@ def test_clt_rides_on_the_handle_checked_and_moved(tmp_path: Path, tiny_model: P
     engine = Engine.load(str(tiny_model), [str(tmp_path / "clt")], device="cpu")
     clt = engine.handle.dictionaries.cross_layer
     assert clt is not None and clt.dtype == torch.float32
+    clt_bytes = sum(4 * D_FEATURES * D_MODEL * (1 + N_LAYERS - i) + 4 * (D_FEATURES + D_MODEL) for i in range(N_LAYERS))
+    assert engine.info().memory_bytes == Engine.load(str(tiny_model), device="cpu").info().memory_bytes + clt_bytes
     ins, outs = mlp_activations(tiny_model, engine)
     predicted = clt.reconstruct(ins)
     for got, want in zip(predicted, clt_by_hand(layers, ins), strict=True):

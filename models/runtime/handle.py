@@ -121,9 +121,10 @@ class ModelHandle:
                 fold_value_biases=processing.fold_value_biases,
                 refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
             )
-        handle = cls(
-            bridge, loaded, name=name, processing=processing, prepend_bos=dicts.agreed_prepend_bos(list(loaded))
-        )
+        prepend_bos = dicts.agreed_prepend_bos(list(loaded))
+        if prepend_bos is None and loaded.cross_layer is not None:
+            prepend_bos = True  # circuit-tracer always puts BOS first
+        handle = cls(bridge, loaded, name=name, processing=processing, prepend_bos=prepend_bos)
         if loaded or loaded.cross_layer is not None:
             say("checking dictionaries against the model")
             handle._attach_dictionaries()
@@ -207,7 +208,8 @@ class ModelHandle:
             device=",".join(devices),
             dtype=str(cfg.dtype).removeprefix("torch."),
             memory_bytes=sum(p.numel() * p.element_size() for p in params)
-            + sum(t.numel() * t.element_size() for d in self.dictionaries for t in d.sae.state_dict().values()),
+            + sum(t.numel() * t.element_size() for d in self.dictionaries for t in d.sae.state_dict().values())
+            + (self.dictionaries.cross_layer.nbytes() if self.dictionaries.cross_layer is not None else 0),
             processing=self.processing.describe(),
             prepend_bos=self.prepend_bos,
             dictionaries=tuple(_dictionary_info(d) for d in self.dictionaries),
