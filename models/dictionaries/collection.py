@@ -1,20 +1,40 @@
-"""The dictionaries loaded beside a model, and the one answer to "which is at layer L"."""
+"""The dictionaries loaded beside a model, and the one answer to "which is at layer L".
+
+A cross-layer transcoder spans every layer and is no `Dictionary`: it rides along as `cross_layer`, at most
+one a model; the sequence itself holds the per-layer dictionaries only."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from lenstop.models.dictionaries.dictionary import Dictionary
 from lenstop.models.errors import UsageError
+
+if TYPE_CHECKING:
+    from lenstop.models.dictionaries.cross_layer import CrossLayerTranscoder
 
 
 class Dictionaries(Sequence[Dictionary]):
     """The loaded dictionaries in layer order, looked up by layer or key."""
 
-    def __init__(self, dictionaries: Iterable[Dictionary] = ()) -> None:
+    def __init__(
+        self, dictionaries: Iterable[Dictionary] = (), cross_layer: CrossLayerTranscoder | None = None
+    ) -> None:
         self._all = sorted(dictionaries, key=lambda d: (d.layer, d.key))
         self.by_key = {d.key: d for d in self._all}
+        self.cross_layer = cross_layer
+
+    @classmethod
+    def joined(cls, parts: Iterable[Dictionaries]) -> Dictionaries:
+        """Several specs' dictionaries as one collection; two cross-layer transcoders are a usage error."""
+        parts = list(parts)
+        clts = [p.cross_layer for p in parts if p.cross_layer is not None]
+        if len(clts) > 1:
+            raise UsageError(
+                f"two cross-layer transcoders ({clts[0].key}, {clts[1].key}); a model takes one, load them separately"
+            )
+        return cls([d for p in parts for d in p], clts[0] if clts else None)
 
     @overload
     def __getitem__(self, index: int) -> Dictionary: ...

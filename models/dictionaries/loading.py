@@ -5,9 +5,15 @@ A `--sae` spec is one of:
 - `RELEASE`         every SAE of that release (e.g. one per layer);
 - a directory with `cfg.json` and `sae_weights.safetensors` (SAELens's disk format);
 - a directory of such directories;
-- `demo`            the bundled demo's dictionaries, one per layer.
-Everything is loaded by SAELens itself (safetensors only), so every architecture
-it supports for inference works: standard, TopK, JumpReLU, gated, transcoders.
+- a directory with circuit-tracer's `config.yaml`: per-layer transcoders (`transcoder_set`) or a
+  cross-layer transcoder (`cross_layer_transcoder`), see `circuit_tracer_format`;
+- `OWNER/NAME[/SUBFOLDER][@REVISION]`  such a folder in a hub repository (the cache first);
+- `demo`            the bundled demo's dictionaries, one per layer;
+- `demo:transcoders`, `demo:clt`  the bundled demo's per-layer transcoders and its cross-layer transcoder.
+SAELens's files are loaded by SAELens itself (safetensors only), so every architecture
+it supports for inference works: standard, TopK, JumpReLU, gated, transcoders. circuit-tracer's
+per-layer files become SAELens transcoders too; a cross-layer transcoder is no SAE and travels
+as `Dictionaries.cross_layer`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from lenstop.models import demo
 from lenstop.models.demo import DEMO_NAME
+from lenstop.models.dictionaries import circuit_tracer_format as tracer
+from lenstop.models.dictionaries.collection import Dictionaries
 from lenstop.models.dictionaries.dictionary import Dictionary
 from lenstop.models.errors import (
     BadFileError,
@@ -144,11 +152,26 @@ def check_field_types(path: Path) -> None:
                     f"dictionary {path}: its {SAE_CONFIG} field {where}{name} is {json_shown(value)}, "
                     f"not {words}; fix or re-download it"
                 )
+    _check_architecture(path, cfg.get("architecture"))
     k, d_sae = cfg.get("k"), cfg.get("d_sae")
     if isinstance(k, int) and isinstance(d_sae, int) and k > d_sae:
         raise BadFileError(
             f"dictionary {path}: its {SAE_CONFIG} field k is {k}, more than its {d_sae} features (d_sae); "
             "a TopK dictionary keeps at most d_sae; fix or re-download it"
+        )
+
+
+def _check_architecture(path: Path, architecture: object) -> None:
+    """An architecture SAELens does not load for inference (a TopK transcoder, which SAELens 6 lacks), named as
+    such rather than as the KeyError SAELens raises."""
+    import sae_lens  # registers its architectures
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+
+    if isinstance(architecture, str) and architecture not in SAE_CLASS_REGISTRY:
+        known = ", ".join(sorted(SAE_CLASS_REGISTRY))
+        raise IncompatibleError(
+            f"dictionary {path}: its architecture {architecture!r} is not one SAELens {sae_lens.__version__} "
+            f"loads ({known})"
         )
 
 
@@ -202,7 +225,10 @@ def directories_in(path: Path) -> list[Path]:
         return [path]
     children = sorted(p for p in path.iterdir() if (p / SAE_CONFIG).is_file())
     if not children:
-        raise NotFoundError(f"{path}: no {SAE_CONFIG} in it or in its subdirectories; not a SAELens dictionary")
+        raise NotFoundError(
+            f"{path}: no {SAE_CONFIG} in it or in its subdirectories, and no {tracer.CONFIG}; "
+            "not a SAELens dictionary or circuit-tracer's transcoders"
+        )
     return children
 
 
@@ -239,26 +265,34 @@ def load_pretrained(release: str, sae_id: str, *, device: str, dtype: str) -> Di
     return _from_sae(sae, key=f"{release}:{sae_id}", source=f"{release}:{sae_id}", declared_l0=declared)
 
 
-def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progress: Any = None) -> list[Dictionary]:
+def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progress: Any = None) -> Dictionaries:
     """Every dictionary a `--sae` spec names (see the module docstring)."""
     if spec == DEMO_NAME:
         spec = demo.require_built(demo.SAE_ROOT, "dictionaries")
+    elif spec in DEMO_TRANSCODERS:
+        spec = _demo_transcoders(spec)
     path = Path(spec).expanduser()
+    if path.is_dir() and tracer.is_tracer_folder(path):
+        return load_tracer_folder(path, device=device, dtype=dtype, progress=progress)
     if path.is_dir():
         dirs = directories_in(path)
-        return [
+        return Dictionaries(
             _step(progress, i, len(dirs), d.name, lambda d=d: load_directory(d, device=device, dtype=dtype))
             for i, d in enumerate(dirs)
-        ]
+        )
     if path.exists():
         raise UsageError(
             f"--sae {spec}: a file, but a dictionary is a directory holding {SAE_CONFIG} and {SAE_WEIGHTS}"
         )
+    if tracer.is_hub_reference(spec):
+        return load_tracer_folder(tracer.hub_folder(spec), device=device, dtype=dtype, progress=progress)
     release, sep, sae_id = spec.partition(":")
     if sep:
-        return [_step(progress, 0, 1, spec, lambda: load_pretrained(release, sae_id, device=device, dtype=dtype))]
+        return Dictionaries(
+            [_step(progress, 0, 1, spec, lambda: load_pretrained(release, sae_id, device=device, dtype=dtype))]
+        )
     ids = release_ids(release)
-    return [
+    return Dictionaries(
         _step(
             progress,
             i,
@@ -267,7 +301,40 @@ def load_spec(spec: str, *, device: str = "cpu", dtype: str = "float32", progres
             lambda i_d=i_d: load_pretrained(release, i_d, device=device, dtype=dtype),
         )
         for i, i_d in enumerate(ids)
-    ]
+    )
+
+
+# `--sae` names for the bundled demo's circuit-tracer folders: the attribute of lenstop.models.demo and words.
+DEMO_TRANSCODERS = {
+    f"{DEMO_NAME}:transcoders": ("TRANSCODER_ROOT", "per-layer transcoders are"),
+    f"{DEMO_NAME}:clt": ("CLT_ROOT", "cross-layer transcoder is"),
+}
+
+
+def _demo_transcoders(spec: str) -> str:
+    attribute, words = DEMO_TRANSCODERS[spec]
+    root = Path(getattr(demo, attribute))
+    if not tracer.is_tracer_folder(root):
+        raise NotFoundError(
+            f"the bundled demo's {words} missing ({root / tracer.CONFIG}); "
+            "build them with python -m lenstop.models.demo.build"
+        )
+    return str(root)
+
+
+def load_tracer_folder(
+    path: Path | tracer.TracerConfig, *, device: str, dtype: str, progress: Any = None
+) -> Dictionaries:
+    """A circuit-tracer folder (or its config, read): its per-layer transcoders as dictionaries, or its
+    cross-layer transcoder."""
+    config = path if isinstance(path, tracer.TracerConfig) else tracer.read_config(path)
+    if config.kind == tracer.CROSS_LAYER:
+        from lenstop.models.dictionaries.cross_layer import load_cross_layer
+
+        if progress is not None:
+            progress(f"loading cross-layer transcoder ({config.folder.name})")
+        return Dictionaries(cross_layer=load_cross_layer(config, device=device, dtype=dtype))
+    return Dictionaries(tracer.load_transcoder_set(config, device=device, dtype=dtype, progress=progress))
 
 
 def _step(progress: Any, index: int, total: int, name: str, load: Any) -> Dictionary:
@@ -303,9 +370,11 @@ def validate(dictionaries: list[Dictionary], widths: dict[str, int], model_name:
     for d in dictionaries:
         for hook, want, what in ((d.hook_in, d.d_in, "d_in"), (d.hook_out, d.d_out, "d_out")):
             if hook not in widths:
+                hint = "; the bridge fires it only with use_hook_mlp_in: name mlp.hook_in, the same activation"
                 raise IncompatibleError(
                     f"dictionary {d.key}: hook {hook!r} does not exist in {model_name} "
                     f"(it was trained on {d.metadata.model_name or 'an unknown model'})"
+                    + (hint if hook.endswith(".hook_mlp_in") else "")
                 )
             if widths[hook] != want:
                 raise IncompatibleError(

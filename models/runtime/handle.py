@@ -59,7 +59,8 @@ class ModelHandle:
         prepend_bos: bool | None = None,
     ) -> None:
         self.model = model
-        self.dictionaries = Dictionaries(dictionaries)
+        # A Dictionaries passed whole keeps its cross-layer transcoder, if any.
+        self.dictionaries = dictionaries if isinstance(dictionaries, Dictionaries) else Dictionaries(dictionaries)
         self.name = name or str(model.cfg.model_name)
         self.processing = processing or Processing()
         self.prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True)) if prepend_bos is None else prepend_bos
@@ -94,9 +95,9 @@ class ModelHandle:
             with quiet():
                 say(f"loading model {model}")
                 bridge = load_model(model, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map)
-                loaded: list[Dictionary] = []
-                for spec in saes:
-                    loaded.extend(dicts.load_spec(spec, device="cpu", dtype="float32", progress=say))
+                loaded = Dictionaries.joined(
+                    dicts.load_spec(spec, device="cpu", dtype="float32", progress=say) for spec in saes
+                )
                 handle = cls._processed(bridge, loaded, model, say)
         except Exception as err:  # out of memory anywhere in the load, the model's or a dictionary's
             if isinstance(err, LenstopError) or not is_out_of_memory(err):
@@ -106,9 +107,10 @@ class ModelHandle:
         return handle
 
     @classmethod
-    def _processed(cls, bridge: TransformerBridge, loaded: list[Dictionary], name: str, say: Progress) -> ModelHandle:
-        """The model's weights processed as the dictionaries expect, and the dictionaries checked and attached."""
-        processing = dicts.agreed_processing(loaded)
+    def _processed(cls, bridge: TransformerBridge, loaded: Dictionaries, name: str, say: Progress) -> ModelHandle:
+        """The model's weights processed as the dictionaries expect, and the dictionaries checked and attached.
+        A cross-layer transcoder asks for no processing (circuit-tracer's models are unprocessed)."""
+        processing = dicts.agreed_processing(list(loaded))
         if not processing.is_raw:
             say("processing weights to match the dictionaries")
             bridge.enable_compatibility_mode(
@@ -119,15 +121,22 @@ class ModelHandle:
                 fold_value_biases=processing.fold_value_biases,
                 refactor_factored_attn_matrices=processing.refactor_factored_attn_matrices,
             )
-        handle = cls(bridge, loaded, name=name, processing=processing, prepend_bos=dicts.agreed_prepend_bos(loaded))
-        if loaded:
+        prepend_bos = dicts.agreed_prepend_bos(list(loaded))
+        if prepend_bos is None and loaded.cross_layer is not None:
+            prepend_bos = True  # circuit-tracer always puts BOS first
+        handle = cls(bridge, loaded, name=name, processing=processing, prepend_bos=prepend_bos)
+        if loaded or loaded.cross_layer is not None:
             say("checking dictionaries against the model")
             handle._attach_dictionaries()
         return handle
 
     def _attach_dictionaries(self) -> None:
-        """Validate hooks and widths with one probe pass, then move each SAE beside its layer."""
+        """Validate hooks and widths with one probe pass, then move each SAE beside its layer (and a cross-layer
+        transcoder beside the first)."""
+        clt = self.dictionaries.cross_layer
         hooks = {h for d in self.dictionaries for h in (d.hook_in, d.hook_out)}
+        if clt is not None:
+            hooks |= {h for layer in range(clt.n_layers) for h in (clt.input_hook(layer), clt.output_hook(layer))}
         missing = [h for h in hooks if h not in self.model.hook_dict]
         widths: dict[str, int] = {}
 
@@ -142,6 +151,9 @@ class ModelHandle:
             self.model(probe)
         dicts.validate(list(self.dictionaries), widths, self.name)
         dtype = self.model.cfg.dtype
+        if clt is not None:
+            dicts.validate_cross_layer(clt, widths, self.n_layers, self.name)
+            clt.to(device=self.layer_device(0), dtype=dtype)
         for d in self.dictionaries:
             d.sae.to(device=self.layer_device(d.layer), dtype=dtype)
             d.sae.eval()
@@ -196,7 +208,8 @@ class ModelHandle:
             device=",".join(devices),
             dtype=str(cfg.dtype).removeprefix("torch."),
             memory_bytes=sum(p.numel() * p.element_size() for p in params)
-            + sum(t.numel() * t.element_size() for d in self.dictionaries for t in d.sae.state_dict().values()),
+            + sum(t.numel() * t.element_size() for d in self.dictionaries for t in d.sae.state_dict().values())
+            + (self.dictionaries.cross_layer.nbytes() if self.dictionaries.cross_layer is not None else 0),
             processing=self.processing.describe(),
             prepend_bos=self.prepend_bos,
             dictionaries=tuple(_dictionary_info(d) for d in self.dictionaries),
