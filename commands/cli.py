@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lenstop.commands import circuits
+from lenstop.commands import circuits, graph
 from lenstop.commands.common import (
     ENGINE_DEFAULTS,
     PLACED_BY_DEFAULT,
@@ -265,7 +265,7 @@ def run_app(app: LenstopApp) -> int:
     return code
 
 
-for command in (circuits.attribute, circuits.patch, circuits.heads, circuits.circuit):
+for command in (circuits.attribute, circuits.patch, circuits.heads, circuits.circuit, graph.graph):
     app.command()(command)
 
 

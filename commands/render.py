@@ -7,7 +7,7 @@ names come from files that strangers write, and a terminal obeys what is in them
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderHook, RenderResult
@@ -22,6 +22,9 @@ from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES, glyphs, printable
 from lenstop.models.tokens import visible
 from lenstop.tui.format import percent, plain
 from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
+
+if TYPE_CHECKING:
+    from lenstop.models.graphs import AttributionGraph
 
 
 class _ShownSafely:
@@ -290,3 +293,9 @@ def render_heads(roles: HeadRoles) -> None:
 
 def render_circuit(found: Circuit) -> None:
     console.print(circuit_text(found, console.width))
+
+
+def render_graph(found: AttributionGraph) -> None:
+    from lenstop.tui.graph_text import graph_text
+
+    console.print(graph_text(found, console.width))

@@ -11,6 +11,8 @@ The public API, for notebooks and scripts::
     engine.analyse(prompt, [FeatureAblation(1, 446)]).kl
     engine.generate(prompt, [FeatureSteer(1, 446, 8.0)], max_new_tokens=20)
 
+    graph = Engine.load("demo", saes=["demo:transcoders"]).graph(prompt)   # an attribution graph
+
 Names are imported on first use (PEP 562), so `import lenstop.models.errors`,
 the CLI's `--help` and the app's first screen do not pay for torch.
 """
@@ -35,10 +37,12 @@ _EXPORTS = {
     "FeatureCard": "feature_cards",
     "LenstopError": "errors",
     "ExitCode": "errors",
+    "AttributionGraph": "graphs",
 }
 
 __all__ = [
     "Analysis",
+    "AttributionGraph",
     "Engine",
     "EngineProtocol",
     "EngineSpec",
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
     from lenstop.models.engine_spec import EngineSpec
     from lenstop.models.errors import ExitCode, LenstopError
     from lenstop.models.feature_cards import FeatureCard
+    from lenstop.models.graphs import AttributionGraph
     from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
     from lenstop.models.protocol import EngineProtocol
     from lenstop.models.results import Analysis, Generation, ModelInfo

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +28,8 @@ from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Directio
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import FeatureCard, read_labels
+from lenstop.models.graphs import AttributionGraph, GraphOptions
+from lenstop.models.graphs import api as graphs
 from lenstop.models.interventions import Intervention
 from lenstop.models.loading import Processing
 from lenstop.models.protocol import Progress
@@ -319,6 +322,32 @@ class Engine:
         them, above the thresholds (shares of the strongest); `steps` > 0 uses integrated gradients."""
         options = CircuitOptions(node_threshold, edge_threshold, max_children, max_nodes, tuple(kinds), steps)
         return circuits.circuit(self.handle, prompt, metric, corrupt, options)
+
+    def graph(
+        self,
+        prompt: str,
+        *,
+        targets: Sequence[str] = (),
+        wrong: str | None = None,
+        max_feature_nodes: int | None = None,
+        node_threshold: float = 0.8,
+        edge_threshold: float = 0.98,
+        batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> AttributionGraph:
+        """The attribution graph of `prompt` on the local replacement model made of the loaded transcoders
+        (circuit-tracer's method and defaults): the salient next tokens, or `targets`, or `targets[0]` - `wrong`."""
+        options = GraphOptions(
+            max_feature_nodes=max_feature_nodes,
+            node_threshold=node_threshold,
+            edge_threshold=edge_threshold,
+            batch_size=batch_size,
+        )
+        return graphs.graph(self.handle, prompt, targets=targets, wrong=wrong, options=options, progress=progress)
+
+    def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
+        """Write `graph` for circuit-tracer's viewer: `path`, its listing, and a feature file per feature node."""
+        return graphs.write_viewer_files(self.handle, graph, path)
 
 
 if TYPE_CHECKING:  # .ci/typecheck holds the engine to what front ends may ask of it

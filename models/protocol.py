@@ -10,6 +10,7 @@ tensor, no cache, no `Any`. Importing this module imports neither torch nor nump
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
@@ -17,6 +18,7 @@ from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node,
 if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap (no numpy)
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
+    from lenstop.models.graphs import AttributionGraph
     from lenstop.models.interventions import Intervention
     from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 
@@ -143,4 +145,23 @@ class EngineProtocol(Protocol):
         steps: int = 0,
     ) -> Circuit:
         """The strongest nodes behind the metric and the edges between them."""
+        ...
+
+    def graph(
+        self,
+        prompt: str,
+        *,
+        targets: Sequence[str] = (),
+        wrong: str | None = None,
+        max_feature_nodes: int | None = None,
+        node_threshold: float = 0.8,
+        edge_threshold: float = 0.98,
+        batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> AttributionGraph:
+        """The attribution graph on the local replacement model made of the loaded transcoders."""
+        ...
+
+    def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
+        """The graph's files for circuit-tracer's viewer: the graph, its listing, a feature file per feature."""
         ...

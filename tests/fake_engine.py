@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,6 +37,9 @@ from lenstop.models.feature_cards import Context, FeatureCard
 from lenstop.models.head_scores import HeadScores, head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
 from lenstop.models.protocol import EngineProtocol, Progress
+
+if TYPE_CHECKING:
+    from lenstop.models.graphs import AttributionGraph
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -581,6 +585,24 @@ class FakeEngine:
         return HeadRoles(
             "fake", tuple(tuple(scores(lay, h) for h in range(self.n_heads)) for lay in range(self.n_layers)), 8, 30
         )
+
+    def graph(
+        self,
+        prompt: str,
+        *,
+        targets: Sequence[str] = (),
+        wrong: str | None = None,
+        max_feature_nodes: int | None = None,
+        node_threshold: float = 0.8,
+        edge_threshold: float = 0.98,
+        batch_size: int = 256,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> AttributionGraph:
+        """As an engine whose dictionaries are SAEs: a graph needs transcoders."""
+        raise UsageError("a replacement needs transcoders; the fake engine has SAEs only")
+
+    def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
+        raise UsageError("the fake engine makes no graphs")
 
     def circuit(
         self,

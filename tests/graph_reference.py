@@ -25,6 +25,7 @@ class Planted:
     """Random JumpReLU transcoders: `W_enc[l]` (d_sae, d_model) as circuit-tracer stores them."""
 
     scan = "planted"
+    source = "planted in the test"
 
     def __init__(
         self, n_layers: int, d_model: int, d_sae: int, *, seed: int = 0, clt: bool = False, skip: bool = False
@@ -42,6 +43,12 @@ class Planted:
 
     def d_features(self, layer: int) -> int:
         return self.W_enc[layer].shape[0]
+
+    def input_hook(self, layer: int) -> str:
+        return f"blocks.{layer}.mlp.hook_in"
+
+    def output_hook(self, layer: int) -> str:
+        return f"blocks.{layer}.mlp.hook_out"
 
     def encode(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         z = x.to(self.W_enc[layer].dtype) @ self.W_enc[layer].T + self.b_enc[layer]

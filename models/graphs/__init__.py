@@ -6,8 +6,8 @@ attention patterns and norm scales are frozen at their values on the prompt, eac
 edge is an exact linear direct effect. `build_graph` returns an `AttributionGraph`.
 """
 
+from lenstop.models.dictionaries import Replacement
 from lenstop.models.graphs.attribution import GraphOptions, build_graph, graph_tokens
-from lenstop.models.graphs.replacement import Replacement
 from lenstop.models.graphs.result import AttributionGraph, GraphNode, Pruned
 from lenstop.models.graphs.targets import LogitTarget
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lenstop.models.dictionaries import Replacement
 from lenstop.models.errors import IncompatibleError
 from lenstop.models.graphs import influence as inf
 from lenstop.models.graphs.frozen import FrozenModel, Reads, capture_names, check_architecture, frozen_model
-from lenstop.models.graphs.replacement import Replacement
 from lenstop.models.graphs.result import AttributionGraph, GraphNode, Pruned
 from lenstop.models.graphs.targets import Targets, choose
 from lenstop.models.runtime import hook_names

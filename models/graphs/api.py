@@ -1,0 +1,74 @@
+"""`graph`: what `Engine.graph` and `lenstop graph` call, with tokens named as the user names them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lenstop.models.circuits.metric import token_id
+from lenstop.models.errors import LenstopError, UsageError
+from lenstop.models.graphs.attribution import GraphOptions, build_graph
+from lenstop.models.graphs.result import AttributionGraph
+from lenstop.models.runtime.handle import ModelHandle
+
+if TYPE_CHECKING:
+    from lenstop.models.feature_cards import FeatureCard
+
+
+def graph(
+    handle: ModelHandle,
+    prompt: str,
+    *,
+    targets: Sequence[str] = (),
+    wrong: str | None = None,
+    options: GraphOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> AttributionGraph:
+    """The attribution graph of `prompt` on the handle's transcoders (`--sae`): per-layer or cross-layer.
+
+    `targets` are tokens (" first", or #ID) to explain instead of the salient next tokens; `wrong`, with one
+    target, explains the logit difference target - wrong."""
+    from dataclasses import replace
+
+    from lenstop.models.dictionaries import replacement_of
+
+    if wrong is not None and len(targets) != 1:
+        raise UsageError("--wrong needs exactly one --target: the graph explains logit(target) - logit(wrong)")
+    tokenizer = handle.model.tokenizer
+    ids = tuple(token_id(tokenizer, t, "--target") for t in targets)
+    wrong_id = token_id(tokenizer, wrong, "--wrong") if wrong is not None else None
+    replacement = replacement_of(handle.dictionaries, handle.n_layers)
+
+    def label(layer: int, feature: int) -> str:
+        if replacement.kind != "transcoder_set":
+            return ""
+        try:
+            return handle.dictionaries.at(layer).cards.label(feature) or ""
+        except LenstopError:
+            return ""
+
+    chosen = replace(options or GraphOptions(), targets=ids, wrong=wrong_id)
+    return build_graph(handle, replacement, prompt, chosen, label, progress)
+
+
+def write_viewer_files(handle: ModelHandle, graph: AttributionGraph, path: Path) -> list[Path]:
+    """The graph for circuit-tracer's viewer at `path`, with a feature file for every feature node beside it
+    (see `lenstop.models.graphs.export`)."""
+    import torch
+
+    from lenstop.models.dictionaries import replacement_of
+    from lenstop.models.graphs import export
+
+    replacement = replacement_of(handle.dictionaries, handle.n_layers)
+
+    def card(layer: int, feature: int) -> FeatureCard | None:
+        if replacement.kind != "transcoder_set":
+            return None
+        return handle.dictionaries.at(layer).cards.card(feature)
+
+    def direction(layer: int, feature: int) -> torch.Tensor:
+        return replacement.decoder_vectors(layer, torch.tensor([feature]))[0].sum(0).to(handle.out_device)
+
+    w_u = handle.model.W_U.detach()
+    return export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings)

@@ -1,0 +1,214 @@
+"""An attribution graph as the files circuit-tracer's local viewer (and Neuronpedia's graph upload) read.
+
+What `circuit_tracer.utils.create_graph_files` writes, from the same pruning: `FILE.json` with `metadata`,
+`qParams`, `nodes` and `links`, and `graph-metadata.json` beside it listing the graph. Their scheme:
+
+- a feature is `{layer}_{feature}_{position}`, its `feature` the Cantor pair of (layer, feature), its type
+  `cross layer transcoder` (circuit-tracer's name for every transcoder feature); an error node is
+  `0_{layer}_{position}`; a token `E_{token id}_{position}`; a logit `{n_layers + 1}_{token id}_{position}`;
+- `influence` is the node's cumulative share of influence (0..1, the most influential lowest), which the
+  viewer hides above `metadata.node_threshold`; that threshold is set so every node in the file is drawn;
+- links are the pruned graph's edges between written nodes; a feature or error node without one is left out.
+
+A feature click fetches `{scan}/{feature}.json` when `scan` starts with `./`: so `scan` is
+`./graph_data/{slug}-features`, and a feature file for every feature node is written in that folder beside
+the graph (circuit-tracer's feature format: examples, top and bottom logits, histogram, density), from the
+feature's card where its dictionary has cards, and from its decoder through the unembedding always. Served
+by circuit-tracer's `local_server` with the graph's folder as its data directory, nothing reaches the hub.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lenstop.models.files import write_json
+from lenstop.models.graphs.result import AttributionGraph, GraphNode
+from lenstop.models.safe_text import printable
+
+if TYPE_CHECKING:
+    from lenstop.models.feature_cards import FeatureCard
+
+N_LOGITS = 10  # top and bottom logits in a feature file
+
+
+def cantor(a: int, b: int) -> int:
+    """Cantor's pairing, as the viewers number features: one integer per (layer, feature)."""
+    return (a + b) * (a + b + 1) // 2 + b
+
+
+def node_id(node: GraphNode, n_layers: int, token_ids: tuple[int, ...]) -> str:
+    match node.kind:
+        case "feature":
+            return f"{node.layer}_{node.feature}_{node.position}"
+        case "error":
+            return f"0_{node.layer}_{node.position}"
+        case "embed":
+            return f"E_{token_ids[node.position]}_{node.position}"
+        case _:
+            return f"{n_layers + 1}_{node.feature}_{node.position}"
+
+
+def _node(graph: AttributionGraph, index: int, first_logit: int) -> dict[str, Any]:
+    node = graph.nodes[index]
+    ident = node_id(node, graph.n_layers, graph.token_ids)
+    out: dict[str, Any] = {
+        "node_id": ident,
+        "layer": str(node.layer),
+        "ctx_idx": node.position,
+        "run_idx": 0,
+        "reverse_ctx_idx": 0,
+        "influence": float(graph.pruned.cumulative[index]),
+        "clerp": printable(node.label) if node.kind == "feature" else "",
+        "token_prob": 0.0,
+        "is_target_logit": False,
+    }
+    match node.kind:
+        case "feature":
+            out |= {
+                "feature": cantor(node.layer, node.feature or 0),
+                "feature_type": "cross layer transcoder",
+                "jsNodeId": f"{node.layer}_{node.feature}-0",
+                "activation": node.activation,
+            }
+        case "error":
+            out |= {
+                "feature": -1,
+                "feature_type": "mlp reconstruction error",
+                "jsNodeId": f"{node.layer}_{node.position}-0",
+            }
+        case "embed":
+            token = graph.token_ids[node.position]
+            out |= {
+                "feature": node.position,
+                "layer": "E",
+                "feature_type": "embedding",
+                "jsNodeId": f"E_{token}-{node.position}",
+            }
+        case _:
+            target = graph.targets[index - first_logit]
+            out |= {
+                "feature": target.id,
+                "layer": str(graph.n_layers + 1),
+                "feature_type": "logit",
+                "jsNodeId": f"L_{target.id}-{node.position}",
+                "token_prob": target.prob,
+                "is_target_logit": index == first_logit,
+                "clerp": printable(f'Output "{target.token}" (p={target.prob:.3f})'),
+                "influence": None,
+            }
+    return out
+
+
+def viewer_graph(graph: AttributionGraph, slug: str) -> dict[str, Any]:
+    """The graph JSON circuit-tracer's `create_graph_files` would write for this graph and pruning."""
+    first_logit = len(graph.nodes) - len(graph.targets)
+    kept = set(graph.pruned.nodes)
+    edges = graph.edges
+    mask = graph.pruned.edges
+    links = [
+        (s, t, w)
+        for s, t, w in zip(
+            edges.source[mask].tolist(), edges.target[mask].tolist(), edges.weight[mask].tolist(), strict=True
+        )
+        if s in kept and t in kept
+    ]
+    connected = {s for s, _, _ in links} | {t for _, t, _ in links}
+    written = [i for i in sorted(kept) if i in connected or graph.nodes[i].kind in ("embed", "logit")]
+    nodes = [_node(graph, i, first_logit) for i in written]
+    ids = {i: node["node_id"] for i, node in zip(written, nodes, strict=True)}
+    shares = [n["influence"] for n in nodes if n["influence"] is not None]
+    return {
+        "metadata": {
+            "slug": slug,
+            "scan": f"./graph_data/{slug}-features",
+            "transcoder_list": [],
+            "prompt_tokens": [printable(t) for t in graph.tokens],
+            "prompt": printable(graph.prompt),
+            "node_threshold": max([graph.pruned.node_threshold, *shares]),
+            "schema_version": 1,
+            "info": {"source": "lenstop", "transcoders": graph.transcoders, "scan": printable(graph.scan)},
+        },
+        "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
+        "nodes": nodes,
+        "links": [{"source": ids[s], "target": ids[t], "weight": w} for s, t, w in links],
+    }
+
+
+def feature_file(
+    graph: AttributionGraph, node: GraphNode, card: FeatureCard | None, logits: tuple[list[str], list[str]]
+) -> dict[str, Any]:
+    """One feature in circuit-tracer's feature format (`frontend/feature_models.py`)."""
+    examples = []
+    if card is not None:
+        for context in card.contexts:
+            examples.append(
+                {
+                    "tokens_acts_list": [float(a) for a in context.acts],
+                    "train_token_ind": int(context.focus),
+                    "is_repeated_datapoint": False,
+                    "tokens": [printable(t) for t in context.tokens],
+                }
+            )
+    top, bottom = logits
+    act_max = card.max_act if card is not None and card.max_act is not None else (node.activation or 1.0)
+    return {
+        "transcoder_id": printable(graph.scan),
+        "index": cantor(node.layer, node.feature or 0),
+        "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}] if examples else [],
+        "top_logits": top,
+        "bottom_logits": bottom,
+        "act_min": 0.0,
+        "act_max": float(act_max),
+        "quantile_values": [],
+        "histogram": [],
+        "activation_frequency": float(card.frequency) if card is not None and card.frequency is not None else 0.0,
+    }
+
+
+def decoder_logits(direction: torch.Tensor, w_u: torch.Tensor, names: Any) -> tuple[list[str], list[str]]:
+    """The tokens a feature's output direction promotes and suppresses most, through the unembedding."""
+    effect = direction.float() @ w_u.float()
+    top = torch.topk(effect, N_LOGITS).indices.tolist()
+    bottom = torch.topk(-effect, N_LOGITS).indices.tolist()
+    return [printable(t) for t in names(top)], [printable(t) for t in names(bottom)]
+
+
+def write_viewer_files(
+    graph: AttributionGraph,
+    path: Path,
+    cards: Any,
+    directions: Any,
+    w_u: torch.Tensor,
+    names: Any,
+) -> list[Path]:
+    """Write `path` (the graph), `graph-metadata.json` beside it, and a feature file for every feature node
+    in `{stem}-features/`. `cards(layer, feature)` is a card or None; `directions(layer, feature)` the
+    feature's total output direction (d_model,); `names(ids)` decodes token ids. Returns the files written."""
+    import json
+
+    slug = path.stem
+    doc = viewer_graph(graph, slug)
+    folder = path.parent / f"{slug}-features"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [path]
+    seen: set[int] = set()
+    for node in doc["nodes"]:
+        if node["feature_type"] != "cross layer transcoder" or node["feature"] in seen:
+            continue
+        seen.add(node["feature"])
+        layer, feature = int(node["layer"]), int(node["node_id"].split("_")[1])
+        graph_node = GraphNode("feature", layer, node["ctx_idx"], feature, node["activation"], 0.0)
+        logits = decoder_logits(directions(layer, feature), w_u, names)
+        target = folder / f"{node['feature']}.json"
+        write_json(target, feature_file(graph, graph_node, cards(layer, feature), logits))
+        written.append(target)
+    write_json(path, doc)
+    listing = path.parent / "graph-metadata.json"
+    graphs = json.loads(listing.read_text())["graphs"] if listing.is_file() else []
+    meta = {k: v for k, v in doc["metadata"].items() if k != "info"}
+    write_json(listing, {"graphs": [g for g in graphs if g.get("slug") != slug] + [meta]})
+    written.append(listing)
+    return written
