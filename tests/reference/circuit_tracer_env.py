@@ -4,7 +4,7 @@ are compared with, and planted transcoders in its file format.
 circuit-tracer pins transformers <= 4.57.3 and lenstop needs >= 5.9, so the two cannot
 share a venv: the reference runs as a subprocess (ct_graph.py) with the venv's python
 and answers with an .npz. Standard library only at import time, so any test can import
-this; plant_transcoders needs torch, safetensors and yaml, which lenstop's venv has.
+this; plant_transcoders needs torch, safetensors, yaml and tokenizers, which lenstop's venv has.
 
     python = ensure_venv()              # builds <repo>/.reference/circuit-tracer once
     result = run_reference("--model", model_dir, "--transcoders", tc_dir, "--tokens", "0,5,9")
@@ -128,34 +128,70 @@ def run_reference(*script_args: str | os.PathLike[str], timeout_s: float = 1800)
     return {"npz": out, "arrays": arrays, "meta": meta, "log": done.stderr}
 
 
-def _ln2_params(model_dir: Path, layer: int) -> tuple[Any, Any]:
-    from safetensors import safe_open
+def gpt2_mlp_inputs(model_dir: str | os.PathLike[str], tokens: Any) -> dict[int, Any]:
+    """Each layer's MLP input (ln_2's output) for `tokens` (batch, pos), from a plain-torch
+    GPT-2 forward over model.safetensors: {layer: (batch * pos, d_model)}. Enough to
+    calibrate planted thresholds without transformers."""
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
 
-    with safe_open(str(Path(model_dir) / "model.safetensors"), framework="pt") as f:
-        names = set(f.keys())
-        prefix = "transformer." if f"transformer.h.{layer}.ln_2.weight" in names else ""
-        return f.get_tensor(f"{prefix}h.{layer}.ln_2.weight"), f.get_tensor(f"{prefix}h.{layer}.ln_2.bias")
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    stored = load_file(str(model_dir / "model.safetensors"))
+    weights = {name.removeprefix("transformer."): tensor.float() for name, tensor in stored.items()}
+    eps, n_head = config.get("layer_norm_epsilon", 1e-5), config["n_head"]
+    batch, n_pos = tokens.shape
+    x = weights["wte.weight"][tokens] + weights["wpe.weight"][:n_pos]
+
+    def ln(h: Any, name: str) -> Any:
+        return F.layer_norm(h, h.shape[-1:], weights[f"{name}.weight"], weights[f"{name}.bias"], eps)
+
+    out = {}
+    with torch.no_grad():
+        for layer in range(config["n_layer"]):
+            p = f"h.{layer}."
+            qkv = ln(x, p + "ln_1") @ weights[p + "attn.c_attn.weight"] + weights[p + "attn.c_attn.bias"]
+            q, k, v = (t.reshape(batch, n_pos, n_head, -1).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(x.shape)
+            x = x + attn @ weights[p + "attn.c_proj.weight"] + weights[p + "attn.c_proj.bias"]
+            mlp_in = ln(x, p + "ln_2")
+            out[layer] = mlp_in[:, 1:].reshape(-1, x.shape[-1])  # not position 0, which circuit-tracer zeroes
+            hidden = F.gelu(mlp_in @ weights[p + "mlp.c_fc.weight"] + weights[p + "mlp.c_fc.bias"], approximate="tanh")
+            x = x + hidden @ weights[p + "mlp.c_proj.weight"] + weights[p + "mlp.c_proj.bias"]
+    return out
 
 
-def _encoder(
-    model_dir: Path, layer: int, n_features: int, fire_rate: float, calibration: Any, generator: Any
-) -> tuple[Any, Any, Any]:
+def calibration_tokens(model_dir: str | os.PathLike[str], n_seqs: int = 16, n_pos: int = 64) -> Any:
+    """(n_seqs, 1 + n_pos) token ids, BOS first: the standard library's json/decoder.py and
+    json/encoder.py (Python code, like the demo's corpus, and fixed for a Python version)
+    tokenized by the model's tokenizer.json. Random ids would be no good: on them the demo's
+    MLP inputs sit elsewhere, and thresholds set there fire 3 to 4 times too often on code."""
+    import json.decoder
+    import json.encoder
+
+    import torch
+    from tokenizers import Tokenizer
+
+    model_dir = Path(model_dir)
+    text = "".join(Path(module.__file__ or "").read_text() for module in (json.decoder, json.encoder))
+    ids = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(text).ids
+    n_seqs = min(n_seqs, len(ids) // n_pos)
+    body = torch.tensor(ids[: n_seqs * n_pos]).reshape(n_seqs, n_pos)
+    bos = json.loads((model_dir / "config.json").read_text()).get("bos_token_id") or 0
+    return torch.cat([torch.full((n_seqs, 1), bos), body], dim=1)
+
+
+def _encoder(n_features: int, fire_rate: float, calibration: Any, generator: Any) -> tuple[Any, Any, Any]:
     """W_enc (n_features, d_model) of unit rows, b_enc and a JumpReLU threshold chosen so
-    each feature fires on about `fire_rate` of the MLP inputs: measured on `calibration`
-    (n, d_model) when given, else estimated from ln_2's weight and bias."""
+    each feature fires on `fire_rate` of the calibration MLP inputs (n, d_model)."""
     import torch
 
-    weight, bias = _ln2_params(model_dir, layer)
-    w_enc = torch.randn(n_features, weight.shape[0], generator=generator)
+    w_enc = torch.randn(n_features, calibration.shape[1], generator=generator)
     w_enc /= w_enc.norm(dim=1, keepdim=True)
-    if calibration is not None:
-        pre = calibration.float() @ w_enc.T
-        b_enc = -pre.mean(0)
-        threshold = torch.quantile(pre + b_enc, 1 - fire_rate, dim=0)
-    else:  # ln_2's output is (x_hat * weight + bias) with x_hat about unit variance per dimension
-        b_enc = -(w_enc @ bias.float())
-        z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - fire_rate))
-        threshold = z * ((w_enc * weight.float()) ** 2).sum(1).sqrt()
+    pre = calibration.float() @ w_enc.T
+    b_enc = -pre.mean(0)
+    threshold = torch.quantile(pre + b_enc, 1 - fire_rate, dim=0)
     return w_enc.contiguous(), b_enc.contiguous(), threshold.clamp(min=1e-3).contiguous()
 
 
@@ -179,9 +215,9 @@ def plant_transcoders(
     (n_features, n_layers - L, d_model)), as CrossLayerTranscoder.to_safetensors writes.
     Both read blocks.L.mlp.hook_in (ln_2's output) and write blocks.L.mlp.hook_out.
 
-    Thresholds make each feature fire on about `fire_rate` of tokens (0.06 of 256 is about
-    15 a token); pass `calibration` {layer: (n, d_model) MLP inputs} to measure that on
-    real activations instead of estimating it from ln_2's parameters."""
+    Thresholds make each feature fire on `fire_rate` of the calibration tokens (0.06 of 256
+    is about 15 a token): `calibration` {layer: (n, d_model) MLP inputs} when given, else
+    the model's own MLP inputs on calibration_tokens(model_dir)."""
     import torch
     import yaml
     from safetensors.torch import save_file
@@ -192,6 +228,8 @@ def plant_transcoders(
     directory.mkdir(parents=True, exist_ok=True)
     n_layers = json.loads((model_dir / "config.json").read_text())["n_layer"]
     generator = torch.Generator().manual_seed(seed)
+    if calibration is None:
+        calibration = gpt2_mlp_inputs(model_dir, calibration_tokens(model_dir))
     config: dict[str, Any] = {
         "model_kind": kind,
         "feature_input_hook": "mlp.hook_in",
@@ -200,8 +238,7 @@ def plant_transcoders(
     }
     files = []
     for layer in range(n_layers):
-        cal = None if calibration is None else calibration[layer]
-        w_enc, b_enc, threshold = _encoder(model_dir, layer, n_features, fire_rate, cal, generator)
+        w_enc, b_enc, threshold = _encoder(n_features, fire_rate, calibration[layer], generator)
         d_model = w_enc.shape[1]
         b_dec = 0.01 * torch.randn(d_model, generator=generator)
         if kind == "transcoder_set":
