@@ -147,7 +147,9 @@ def test_graph_layout_is_features_errors_tokens_logits(kind: str, graphs: dict) 
     edges = a["edge_mask_indices"]
     assert edges.ndim == 2 and edges.shape[1] == 2 and len(edges) == meta["n_edges_kept"]
     assert a["node_influence"].shape == a["cumulative_scores"].shape == (n_nodes,)
-    assert all(0 <= s <= 1 for s in a["scores"]) and len(a["scores"]) == 4
+    scores = ["replacement_score", "completeness_score", "pruned_replacement_score", "pruned_completeness_score"]
+    assert all(0 <= a[name] <= 1 for name in scores)
+    assert json.loads(str(a["meta_json"])) == meta
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -176,12 +178,15 @@ def test_active_features_are_the_planted_jumprelu_of_the_mlp_inputs(
     assert worst < 1e-5, worst
 
 
-def test_repeat_reports_warm_timings(ct_python: Path, planted: dict[str, Path], tmp_path: Path) -> None:
+def test_repeat_reports_warm_timings_and_targets_are_kept(
+    ct_python: Path, planted: dict[str, Path], tmp_path: Path
+) -> None:
     tokens = ",".join(map(str, _tokens()[:6]))
     result = circuit_tracer_env.run_reference(
-        "--model", DEMO, "--transcoders", planted["transcoder_set"], "--tokens", tokens, "--repeat", "2",
-        "--max-feature-nodes", "20", "--out", tmp_path / "g.npz",
+        "--model", DEMO, "--transcoders", planted["cross_layer_transcoder"], "--tokens", tokens, "--repeat", "2",
+        "--max-feature-nodes", "20", "--targets", "309,12", "--out", tmp_path / "g.npz",
     )  # fmt: skip
+    assert list(result["arrays"]["logit_token_ids"]) == [309, 12]
     timings = result["meta"]["timings"]
     assert len(timings["attribute_all_s"]) == 2
     assert 0 < timings["attribute_min_s"] <= timings["attribute_median_s"]

@@ -267,11 +267,12 @@ def serving(graph_dir: str | os.PathLike[str]) -> Iterator[str]:
     and `graph_dir` (its /data/ and /graph_data/ routes); yields the base URL."""
     python = ensure_venv()
     frontend = ensure_viewer_assets()
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe nobody reads, which could fill and block it
     process = subprocess.Popen(
         [str(python), "-c", _SERVE, str(Path(graph_dir).resolve()), str(frontend)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
@@ -279,7 +280,9 @@ def serving(graph_dir: str | os.PathLike[str]) -> Iterator[str]:
         line = process.stdout.readline().strip()
         if not line.isdigit():
             process.kill()
-            raise ViewerError(f"circuit-tracer's local_server did not start: {line} {process.stderr.read()[-2000:]}")
+            process.wait()
+            log.seek(0)
+            raise ViewerError(f"circuit-tracer's local_server did not start: {line} {log.read()[-2000:]}")
         yield f"http://127.0.0.1:{line}"
     finally:
         if process.poll() is None:
@@ -291,6 +294,7 @@ def serving(graph_dir: str | os.PathLike[str]) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        log.close()
 
 
 def check_graph_in_viewer(
