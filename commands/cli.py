@@ -41,7 +41,7 @@ from lenstop.models.prompts import read_prompt
 if TYPE_CHECKING:
     from lenstop.tui.app import LenstopApp  # imported when the app opens: it is the slow part of starting
 
-COMMANDS = ("trace", "generate", "info", "card", "attribute", "patch", "heads", "circuit", "inspect")
+COMMANDS = ("trace", "generate", "info", "card", "attribute", "patch", "heads", "circuit", "graph", "inspect")
 ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
 
 app = typer.Typer(

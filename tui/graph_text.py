@@ -57,7 +57,8 @@ def neighbours_text(graph: AttributionGraph, index: int, k: int = 6, width: int 
             node = graph.nodes[other]
             label = f" {node.label}" if node.kind == "feature" and node.label else ""
             parts.append(f"{graph_node_text(node, graph)}{label} {weight:+.3g}")
-        out.append_text(plain(clip(" · ".join(parts), max(20, 2 * width - 4)) + "\n"))
+        out.append_text(plain(clip(" · ".join(parts), max(20, 2 * width - 4))))
+        out.append("\n")
     return out
 
 
@@ -69,11 +70,12 @@ def graph_text(graph: AttributionGraph, width: int = 100, top: int = 12) -> Text
     out.append_text(
         plain(
             f"{counted(graph.n_pos, 'token')} · {counted(graph.n_active_features, 'active feature')} · "
-            f"{graph.transcoders} {clip(graph.scan, 40)}\n"
+            f"{graph.transcoders} {clip(graph.scan, 40)}"
         )
     )
-    out.append("targets  ", style="bold")
-    out.append_text(plain(clip(targets_line(graph), width - 9) + "\n"))
+    out.append("\ntargets  ", style="bold")
+    out.append_text(plain(clip(targets_line(graph), width - 9)))
+    out.append("\n")
     out.append("graph    ", style="bold")
     out.append(scores_line(graph) + "\n")
     kept = [i for i in graph.pruned.nodes if graph.nodes[i].kind == "feature"]
@@ -85,7 +87,8 @@ def graph_text(graph: AttributionGraph, width: int = 100, top: int = 12) -> Text
             f"  {graph_node_text(node, graph):<16} {quoted_token(graph.tokens[node.position], 10):<12} "
             f"act {node.activation or 0:7.3f}  influence {node.influence:.3g}  {node.label}"
         )
-        out.append_text(plain(clip(line, width) + "\n"))
+        out.append_text(plain(clip(line, width)))
+        out.append("\n")
     first_logit = len(graph.nodes) - len(graph.targets)
     out.append(f"into {graph_node_text(graph.nodes[first_logit], graph)}\n", style="bold")
     out.append_text(neighbours_text(graph, first_logit, width=width))

@@ -188,7 +188,7 @@ def _partial_influence(stored: _Stored, n_cols: int, weights: torch.Tensor, max_
     absolute = v.abs()
     row_sum = torch.zeros(n_rows).index_add_(0, r, absolute)
     shares = absolute / row_sum.clamp(min=1e-8)[r]
-    transposed = torch.sparse_coo_tensor(torch.stack([c, r]), shares, (n_cols, n_rows)).to_sparse_csr()
+    transposed = inf.csr(c, r, shares, (n_cols, n_rows))
     row_node = torch.tensor(stored.row_node)
     prod, total = weights.clone(), torch.zeros(n_cols)
     for _ in range(max_iter):

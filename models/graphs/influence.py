@@ -19,9 +19,20 @@ targets and columns sources, as there. The formulas, from its `graph.py`:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
+
+
+def csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix from coordinates (duplicates summed), without torch's notices that sparse
+    support is in beta and its invariant checks are off: both are facts of torch, not of this graph."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False)
+        return coo.coalesce().to_sparse_csr()
 
 
 @dataclass(frozen=True)
@@ -44,18 +55,13 @@ class Edges:
 
     def to_sparse(self) -> torch.Tensor:
         """The adjacency as a torch sparse CSR tensor, [target, source]."""
-        coo = torch.sparse_coo_tensor(
-            torch.stack([self.target, self.source]), self.weight, (self.n_nodes, self.n_nodes)
-        ).coalesce()
-        return coo.to_sparse_csr()
+        return csr(self.target, self.source, self.weight, (self.n_nodes, self.n_nodes))
 
 
 def influence(edges: Edges, shares: torch.Tensor, weights: torch.Tensor, max_iter: int = 1000) -> torch.Tensor:
     """`weights @ (A + A² + ...)` for the normalised adjacency A (its values `shares`): the graph is acyclic, so
     the series ends after at most its depth."""
-    transposed = torch.sparse_coo_tensor(
-        torch.stack([edges.source, edges.target]), shares, (edges.n_nodes, edges.n_nodes)
-    ).to_sparse_csr()
+    transposed = csr(edges.source, edges.target, shares, (edges.n_nodes, edges.n_nodes))
     current = transposed @ weights
     total = current.clone()
     for _ in range(max_iter):
