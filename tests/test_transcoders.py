@@ -423,11 +423,13 @@ def test_clt_encodes_and_reconstructs_as_circuit_tracer_does(tmp_path: Path, jum
     assert (clt.reconstruct(xs)[1] - alone).abs().max() > 1e-3
 
 
-def test_clt_rides_on_the_handle_checked_and_moved(tmp_path: Path, tiny_model: Path) -> None:
+def test_clt_rides_on_the_handle_checked_and_moved(tmp_path: Path, tiny_model: Path, resid_saes: Path) -> None:
+    """Beside per-layer SAEs or alone; cast to the model's dtype; its prediction of the real MLP outputs is
+    circuit-tracer's."""
     layers = plant_clt(tmp_path / "clt")
-    engine = Engine.load(str(tiny_model), [str(tmp_path / "clt")], device="cpu", dtype="bfloat16")
+    engine = Engine.load(str(tiny_model), [str(resid_saes), str(tmp_path / "clt")], device="cpu", dtype="bfloat16")
     clt = engine.handle.dictionaries.cross_layer
-    assert clt is not None and clt.dtype == torch.bfloat16 and len(engine.handle.dictionaries) == 0
+    assert clt is not None and clt.dtype == torch.bfloat16 and len(engine.handle.dictionaries) == N_LAYERS
     engine = Engine.load(str(tiny_model), [str(tmp_path / "clt")], device="cpu")
     clt = engine.handle.dictionaries.cross_layer
     assert clt is not None and clt.dtype == torch.float32
