@@ -28,8 +28,9 @@ from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Directio
 from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import FeatureCard, read_labels
-from lenstop.models.graphs import AttributionGraph, GraphOptions
+from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
 from lenstop.models.graphs import api as graphs
+from lenstop.models.graphs.intervene import intervene
 from lenstop.models.interventions import Intervention
 from lenstop.models.loading import Processing
 from lenstop.models.protocol import Progress
@@ -324,26 +325,19 @@ class Engine:
         return circuits.circuit(self.handle, prompt, metric, corrupt, options)
 
     def graph(
-        self,
-        prompt: str,
-        *,
-        targets: Sequence[str] = (),
-        wrong: str | None = None,
-        max_feature_nodes: int | None = None,
-        node_threshold: float = 0.8,
-        edge_threshold: float = 0.98,
-        batch_size: int = 256,
-        progress: Callable[[int, int], None] | None = None,
+        self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
     ) -> AttributionGraph:
         """The attribution graph of `prompt` on the local replacement model made of the loaded transcoders
-        (circuit-tracer's method and defaults): the salient next tokens, or `targets`, or `targets[0]` - `wrong`."""
-        options = GraphOptions(
-            max_feature_nodes=max_feature_nodes,
-            node_threshold=node_threshold,
-            edge_threshold=edge_threshold,
-            batch_size=batch_size,
-        )
-        return graphs.graph(self.handle, prompt, targets=targets, wrong=wrong, options=options, progress=progress)
+        (circuit-tracer's method and defaults): the salient next tokens, or `targets`, or `targets[0]` - `wrong`.
+        `options` are `GraphOptions` fields (max_feature_nodes, node_threshold, edge_threshold, batch_size,
+        max_n_logits, desired_logit_prob) and `progress(done, total)`."""
+        return graphs.graph(self.handle, prompt, targets=targets, wrong=wrong, **options)
+
+    def intervene_graph(
+        self, graph: AttributionGraph, settings: Sequence[NodeSetting], *, freeze_attention: bool = True
+    ) -> GraphIntervention:
+        """The graph's prompt with feature nodes set (0 ablates), as circuit-tracer's `feature_intervention`."""
+        return intervene(self.handle, graph, settings, freeze_attention=freeze_attention)
 
     def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
         """Write `graph` for circuit-tracer's viewer: `path`, its listing, and a feature file per feature node."""

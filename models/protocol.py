@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
 
 if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap (no numpy)
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
-    from lenstop.models.graphs import AttributionGraph
+    from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
     from lenstop.models.interventions import Intervention
     from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 
@@ -148,18 +148,15 @@ class EngineProtocol(Protocol):
         ...
 
     def graph(
-        self,
-        prompt: str,
-        *,
-        targets: Sequence[str] = (),
-        wrong: str | None = None,
-        max_feature_nodes: int | None = None,
-        node_threshold: float = 0.8,
-        edge_threshold: float = 0.98,
-        batch_size: int = 256,
-        progress: Callable[[int, int], None] | None = None,
+        self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
     ) -> AttributionGraph:
         """The attribution graph on the local replacement model made of the loaded transcoders."""
+        ...
+
+    def intervene_graph(
+        self, graph: AttributionGraph, settings: Sequence[NodeSetting], *, freeze_attention: bool = True
+    ) -> GraphIntervention:
+        """The graph's prompt with feature nodes set to values: its targets before and after."""
         ...
 
     def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:

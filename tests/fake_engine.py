@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,7 +39,7 @@ from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureS
 from lenstop.models.protocol import EngineProtocol, Progress
 
 if TYPE_CHECKING:
-    from lenstop.models.graphs import AttributionGraph
+    from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -587,19 +587,15 @@ class FakeEngine:
         )
 
     def graph(
-        self,
-        prompt: str,
-        *,
-        targets: Sequence[str] = (),
-        wrong: str | None = None,
-        max_feature_nodes: int | None = None,
-        node_threshold: float = 0.8,
-        edge_threshold: float = 0.98,
-        batch_size: int = 256,
-        progress: Callable[[int, int], None] | None = None,
+        self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
     ) -> AttributionGraph:
         """As an engine whose dictionaries are SAEs: a graph needs transcoders."""
         raise UsageError("a replacement needs transcoders; the fake engine has SAEs only")
+
+    def intervene_graph(
+        self, graph: AttributionGraph, settings: Sequence[NodeSetting], *, freeze_attention: bool = True
+    ) -> GraphIntervention:
+        raise UsageError("the fake engine makes no graphs")
 
     def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
         raise UsageError("the fake engine makes no graphs")

@@ -8,16 +8,26 @@ edge is an exact linear direct effect. `build_graph` returns an `AttributionGrap
 
 from lenstop.models.dictionaries import Replacement
 from lenstop.models.graphs.attribution import GraphOptions, build_graph, graph_tokens
-from lenstop.models.graphs.result import AttributionGraph, GraphNode, Pruned
+from lenstop.models.graphs.result import (
+    AttributionGraph,
+    GraphIntervention,
+    GraphNode,
+    NodeSetting,
+    Pruned,
+    TargetChange,
+)
 from lenstop.models.graphs.targets import LogitTarget
 
 __all__ = [
     "AttributionGraph",
+    "GraphIntervention",
     "GraphNode",
+    "NodeSetting",
     "GraphOptions",
     "LogitTarget",
     "Pruned",
     "Replacement",
+    "TargetChange",
     "build_graph",
     "graph_tokens",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lenstop.models.circuits.metric import token_id
 from lenstop.models.errors import LenstopError, UsageError
@@ -22,8 +22,8 @@ def graph(
     *,
     targets: Sequence[str] = (),
     wrong: str | None = None,
-    options: GraphOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    **options: Any,
 ) -> AttributionGraph:
     """The attribution graph of `prompt` on the handle's transcoders (`--sae`): per-layer or cross-layer.
 
@@ -48,7 +48,11 @@ def graph(
         except LenstopError:
             return ""
 
-    chosen = replace(options or GraphOptions(), targets=ids, wrong=wrong_id)
+    known = set(GraphOptions.__dataclass_fields__) - {"targets", "wrong"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UsageError(f"unknown graph options {unknown}; the options are {sorted(known)}")
+    chosen = replace(GraphOptions(**options), targets=ids, wrong=wrong_id)
     return build_graph(handle, replacement, prompt, chosen, label, progress)
 
 

@@ -8,7 +8,8 @@ every position, then the logit nodes. `edges` holds every nonzero direct effect,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -105,6 +106,38 @@ class AttributionGraph:
         order = torch.argsort(weights.abs(), descending=True)[:k]
         return [(int(other[mask][i]), float(weights[i])) for i in order]
 
+    def _slices(self) -> tuple[torch.Tensor, slice, slice]:
+        from lenstop.models.graphs.influence import logit_weights
+
+        errors = slice(self.n_features, self.n_features + self.n_layers * self.n_pos)
+        tokens = slice(errors.stop, errors.stop + self.n_pos)
+        return logit_weights(len(self.nodes), torch.tensor([t.weight for t in self.targets])), errors, tokens
+
+    def subgraph_scores(self, nodes: Sequence[int]) -> tuple[float, float]:
+        """(replacement, completeness) of the graph kept to `nodes` with every token and logit node, as
+        `compute_graph_scores` computes them on an adjacency masked to those nodes."""
+        from lenstop.models.graphs.influence import scores
+
+        keep = torch.zeros(len(self.nodes), dtype=torch.bool)
+        keep[list(nodes)] = True
+        keep[self.n_features + self.n_layers * self.n_pos :] = True
+        weights, errors, tokens = self._slices()
+        return scores(self.edges.where(keep[self.edges.target] & keep[self.edges.source]), weights, errors, tokens)
+
+    def repruned(self, node_threshold: float, edge_threshold: float) -> AttributionGraph:
+        """The same graph pruned at other thresholds."""
+        from lenstop.models.graphs.influence import prune, scores
+
+        weights, errors, tokens = self._slices()
+        kept = self.n_pos + len(self.targets)
+        pruning = prune(self.edges, weights, self.n_features, kept, node_threshold, edge_threshold)
+        replacement, completeness = scores(self.edges.where(pruning.edges), weights, errors, tokens)
+        nodes = tuple(torch.nonzero(pruning.nodes).squeeze(1).tolist())
+        pruned = Pruned(
+            nodes, pruning.edges, pruning.cumulative, replacement, completeness, node_threshold, edge_threshold
+        )
+        return replace(self, pruned=pruned)
+
     def as_json(self) -> dict:
         """The `lenstop graph --json` document."""
         return {
@@ -131,4 +164,46 @@ class AttributionGraph:
                 "replacement_score": self.pruned.replacement_score,
                 "completeness_score": self.pruned.completeness_score,
             },
+        }
+
+
+@dataclass(frozen=True)
+class NodeSetting:
+    """Set one feature node of a graph to `value` (0 ablates it), as circuit-tracer's `feature_intervention`."""
+
+    layer: int
+    position: int
+    feature: int
+    value: float
+
+
+@dataclass(frozen=True)
+class TargetChange:
+    """One of the graph's targets before and after an intervention."""
+
+    token: str
+    id: int
+    clean_logit: float
+    new_logit: float
+    clean_prob: float
+    new_prob: float
+
+
+@dataclass(frozen=True)
+class GraphIntervention:
+    """The model's next-token prediction with some feature nodes set: the graph's targets before and after,
+    and the new top tokens. `frozen_attention` says whether attention patterns were held at their clean values
+    (circuit-tracer's default) or recomputed."""
+
+    settings: tuple[NodeSetting, ...]
+    frozen_attention: bool
+    targets: tuple[TargetChange, ...]
+    top: tuple[tuple[str, float], ...]  # the intervened model's most probable next tokens, (token, prob)
+
+    def as_json(self) -> dict:
+        return {
+            "settings": [vars(s) for s in self.settings],
+            "frozen_attention": self.frozen_attention,
+            "targets": [vars(t) for t in self.targets],
+            "top": [{"token": t, "prob": p} for t, p in self.top],
         }
