@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from lenstop.models.dictionaries import Replacement
-from lenstop.models.errors import IncompatibleError
+from lenstop.models.errors import IncompatibleError, UsageError
 from lenstop.models.graphs import influence as inf
 from lenstop.models.graphs.frozen import FrozenModel, Reads, capture_names, check_architecture, frozen_model
 from lenstop.models.graphs.result import AttributionGraph, GraphNode, Pruned
@@ -144,19 +144,24 @@ class Rows:
         self.width = len(active) + (self.n_layers + 1) * self.n_pos
 
     def __call__(self, reads: Reads) -> torch.Tensor:
-        batch = reads.embed.shape[0]
+        """Sources past the batch's positions, or at or above its layers, read zeros: they are skipped."""
+        batch, n = reads.embed.shape[0], reads.embed.shape[1]
         rows = reads.embed.new_zeros(batch, self.width)
         active, n_feat = self.active, len(self.active)
         width = active.decoders.shape[1]
         for layer, pos, start, stop in active.spans:
-            outs = range(layer, min(layer + width, self.n_layers))
-            reading = torch.cat([reads.mlp_out[m][:, pos] for m in outs], 1)  # (batch, n_out * d_model)
-            rows[:, start:stop] = reading @ active.decoders[start:stop, : len(outs)].reshape(stop - start, -1).T
-        for layer in range(self.n_layers):
-            first = n_feat + layer * self.n_pos
-            rows[:, first : first + self.n_pos] = (reads.mlp_out[layer] * self.errors[layer]).sum(-1)
+            outs = [m for m in range(layer, min(layer + width, self.n_layers)) if reads.mlp_out[m] is not None]
+            if pos >= n or not outs:
+                continue
+            reading = torch.cat([reads.mlp_out[m][:, pos] for m in outs], 1)  # type: ignore[index]
+            decoders = active.decoders[start:stop, outs[0] - layer : outs[-1] - layer + 1]
+            rows[:, start:stop] = reading @ decoders.reshape(stop - start, -1).T
+        for layer, read in enumerate(reads.mlp_out):
+            if read is not None:
+                first = n_feat + layer * self.n_pos
+                rows[:, first : first + n] = (read * self.errors[layer, :n]).sum(-1)
         first = n_feat + self.n_layers * self.n_pos
-        rows[:, first:] = (reads.embed * self.token_vectors).sum(-1)
+        rows[:, first : first + n] = (reads.embed * self.token_vectors[:n]).sum(-1)
         return rows
 
 
@@ -251,16 +256,20 @@ def visit(
 def build_graph(
     handle: ModelHandle,
     replacement: Replacement,
-    prompt: str,
+    prompt: str | Sequence[int],
     options: GraphOptions = GraphOptions(),
     label: Callable[[int, int], str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AttributionGraph:
-    """The attribution graph of `prompt` on `handle`'s model with its MLPs replaced by `replacement`."""
+    """The attribution graph of `prompt` on `handle`'s model with its MLPs replaced by `replacement`: text
+    (tokenised as circuit-tracer does, `graph_tokens`) or the token ids themselves, BOS included."""
     check_architecture(handle)
     if replacement.n_layers != handle.n_layers:
         raise ValueError(f"the transcoders cover {replacement.n_layers} layers; the model has {handle.n_layers}")
-    ids = graph_tokens(handle, prompt)
+    ids = graph_tokens(handle, prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+    if not ids:
+        raise UsageError("the prompt is empty; type some text")
+    prompt = prompt if isinstance(prompt, str) else "".join(handle.token_strings(ids))
     if len(ids) > handle.n_ctx:
         raise IncompatibleError(
             f"the prompt is {len(ids)} tokens but {handle.name}'s context is {handle.n_ctx}; shorten it"
@@ -317,7 +326,7 @@ def assemble(
     row_map = torch.where(is_logit, node_of_row - n_active + n_sel, col_map[node_of_row.clamp(max=len(col_map) - 1)])
     r, c, v = stored.coordinates()
     keep = col_map[c] >= 0
-    edges = inf.Edges(row_map[r[keep]].cpu(), col_map[c[keep]].cpu(), v[keep].float().cpu(), n_nodes)
+    edges = inf.Edges.sorted_from(row_map[r[keep]].cpu(), col_map[c[keep]].cpu(), v[keep].float().cpu(), n_nodes)
     weights = inf.logit_weights(n_nodes, targets.weights)
     node_scores = inf.node_influence(edges, weights)
     errors = slice(n_sel, n_sel + n_layers * n_pos)

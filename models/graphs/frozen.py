@@ -43,11 +43,12 @@ class Norm:
     centred: bool  # LayerNorm centres its input; RMSNorm does not
 
     def back(self, g: torch.Tensor) -> torch.Tensor:
-        """The gradient at the norm's input from the gradient `g` (batch, n_pos, d_model) at its output."""
+        """The gradient at the norm's input from the gradient `g` (batch, n, d_model) at its output, for the
+        first n positions."""
         g = g * self.weight
         if self.centred:
             g = g - g.mean(-1, keepdim=True)
-        return g / self.scale[:, None]
+        return g / self.scale[: g.shape[1], None]
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class FrozenBlock:
         heads, d_head, d_model = self.w_o.shape
         batch, n_pos = g.shape[0], g.shape[1]
         u = (g @ self.w_o.reshape(heads * d_head, d_model).T).reshape(batch, n_pos, heads, d_head).transpose(1, 2)
-        u = self.pattern.transpose(1, 2) @ u  # (batch, heads, key, d_head): each key gathers its queries
+        pattern = self.pattern[:, :n_pos, :n_pos]  # causal: the first n queries read only the first n keys
+        u = pattern.transpose(1, 2) @ u  # (batch, heads, key, d_head): each key gathers its queries
         w_v = self.w_v.transpose(1, 2).reshape(heads * d_head, d_model)
         return self.ln1.back(u.transpose(1, 2).reshape(batch, n_pos, heads * d_head) @ w_v)
 
@@ -74,8 +76,8 @@ class FrozenBlock:
 class Reads:
     """What each source reads for a batch of targets: the gradient of each target at each place a source writes."""
 
-    mlp_out: list[torch.Tensor]  # per layer, (batch, n_pos, d_model)
-    embed: torch.Tensor  # (batch, n_pos, d_model)
+    mlp_out: list[torch.Tensor | None]  # per layer, (batch, n, d_model) for the first n positions; None: zero
+    embed: torch.Tensor  # (batch, n, d_model)
 
 
 @dataclass(frozen=True)
@@ -92,21 +94,26 @@ class FrozenModel:
 
     def back(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor) -> Reads:
         """Inject target b's `vectors[b]` at layer `layers[b]`'s MLP input, at `positions[b]` (layer n_layers:
-        the final norm's output) and carry every target down to the embedding at once."""
-        batch, n_pos = len(layers), self.final.scale.shape[0]
+        the final norm's output) and carry every target down to the embedding at once.
+
+        Nothing flows forward in position or up in layer, so the batch is carried only over positions up to
+        its last target's and through blocks below its highest: the reads are (batch, n, d_model) for the
+        first n positions, and None for the layers at or above every target (they read zeros)."""
+        batch, n = len(layers), int(positions.max()) + 1
+        top = int(layers.max())
         rows = torch.arange(batch, device=vectors.device)
-        g = vectors.new_zeros(batch, n_pos, vectors.shape[-1])
-        top = layers == self.n_layers
-        if top.any():
-            injected = g.new_zeros(g.shape)
-            injected[rows[top], positions[top]] = vectors[top]
-            g = self.final.back(injected)
-        reads: list[torch.Tensor] = [g] * self.n_layers
-        for layer in reversed(range(self.n_layers)):
+        g = vectors.new_zeros(batch, n, vectors.shape[-1])
+        final = layers == self.n_layers
+        if final.any():
+            g[rows[final], positions[final]] = vectors[final]
+            g = self.final.back(g)
+        reads: list[torch.Tensor | None] = [None] * self.n_layers
+        for layer in reversed(range(min(top + 1, self.n_layers))):
             block = self.blocks[layer]
-            reads[layer] = g
+            if layer < top:
+                reads[layer] = g
             skip = self.skips[layer]
-            at_mlp_in = g @ skip.T if skip is not None else g.new_zeros(g.shape)
+            at_mlp_in = g @ skip.T if skip is not None and layer < top else g.new_zeros(g.shape)
             here = layers == layer
             if here.any():
                 at_mlp_in = at_mlp_in.index_put((rows[here], positions[here]), vectors[here], accumulate=True)

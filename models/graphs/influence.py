@@ -20,32 +20,55 @@ targets and columns sources, as there. The formulas, from its `graph.py`:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 
-def csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A sparse CSR matrix from coordinates (duplicates summed), without torch's notices that sparse
-    support is in beta and its invariant checks are off: both are facts of torch, not of this graph."""
+@contextmanager
+def quiet_sparse() -> Iterator[None]:
+    """Without torch's notices that sparse support is in beta and its invariant checks are off: facts of
+    torch, not of this graph."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        yield
+
+
+def csr(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A sparse CSR matrix from coordinates in any order (duplicates summed)."""
+    with quiet_sparse():
         coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False)
         return coo.coalesce().to_sparse_csr()
 
 
 @dataclass(frozen=True)
 class Edges:
-    """A sparse (n_nodes, n_nodes) adjacency as coordinate lists: `weight` of the edge from `source` into `target`."""
+    """A sparse (n_nodes, n_nodes) adjacency as coordinate lists: `weight` of the edge from `source` into `target`,
+    sorted by (source, target), so the transposed adjacency that the influence multiplies by is a CSR matrix
+    as it stands. `sorted_from` makes one from coordinates in any order."""
 
     target: torch.Tensor  # (n_edges,) int64
     source: torch.Tensor  # (n_edges,) int64
     weight: torch.Tensor  # (n_edges,) float32
     n_nodes: int
 
+    @classmethod
+    def sorted_from(cls, target: torch.Tensor, source: torch.Tensor, weight: torch.Tensor, n_nodes: int) -> Edges:
+        order = torch.argsort(source * n_nodes + target)
+        return cls(target[order], source[order], weight[order], n_nodes)
+
     def where(self, keep: torch.Tensor) -> Edges:
         return Edges(self.target[keep], self.source[keep], self.weight[keep], self.n_nodes)
+
+    def transposed(self, values: torch.Tensor) -> torch.Tensor:
+        """The (source, target) CSR matrix with these values, one per edge: no sort, no coalesce."""
+        counts = torch.bincount(self.source, minlength=self.n_nodes)
+        crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        with quiet_sparse():
+            return torch.sparse_csr_tensor(crow, self.target, values, (self.n_nodes, self.n_nodes))
 
     def normalised(self) -> torch.Tensor:
         """Each edge's share of its target's summed absolute input."""
@@ -61,7 +84,7 @@ class Edges:
 def influence(edges: Edges, shares: torch.Tensor, weights: torch.Tensor, max_iter: int = 1000) -> torch.Tensor:
     """`weights @ (A + A² + ...)` for the normalised adjacency A (its values `shares`): the graph is acyclic, so
     the series ends after at most its depth."""
-    transposed = csr(edges.source, edges.target, shares, (edges.n_nodes, edges.n_nodes))
+    transposed = edges.transposed(shares)
     current = transposed @ weights
     total = current.clone()
     for _ in range(max_iter):
