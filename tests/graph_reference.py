@@ -160,12 +160,15 @@ def reference_edges(hf_path: Any, ids: list[int], rep: Planted, logit_ids: list[
     from transformers import GPT2LMHeadModel
 
     torch.set_grad_enabled(False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of tiny float64 forwards: threads only cost here
     try:
         return _reference_edges(
             GPT2LMHeadModel.from_pretrained(hf_path, attn_implementation="eager").double().eval(), ids, rep, logit_ids
         )
     finally:
         torch.set_grad_enabled(True)
+        torch.set_num_threads(threads)
 
 
 def _reference_edges(hf: Any, ids: list[int], rep: Planted, logit_ids: list[int]) -> References:

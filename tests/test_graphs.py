@@ -99,3 +99,50 @@ def test_activations_are_the_transcoders_own_on_the_models_mlp_inputs(handle, ti
         assert node.activation == pytest.approx(expected, abs=1e-5)
     n_expected = sum(int((rep.encode(layer, seen[layer])[1:] != 0).sum()) for layer in range(handle.n_layers))
     assert graph.n_features == n_expected
+
+
+def test_setting_features_to_their_own_values_changes_nothing_and_ablation_matches_a_hooked_reference(
+    handle, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from transformers import GPT2LMHeadModel
+
+    import lenstop.models.graphs.intervene as module
+    from lenstop.models.graphs import NodeSetting
+    from lenstop.models.graphs.intervene import intervene
+
+    rep = Planted(handle.n_layers, handle.model.cfg.d_model, 64, seed=4)
+    graph = build_graph(handle, rep, PROMPT)
+    picked = [n for n in graph.nodes[: graph.n_features] if n.layer == 0][:3]
+    same = [NodeSetting(n.layer, n.position, n.feature or 0, n.activation or 0.0) for n in picked]
+    monkeypatch.setattr(module, "replacement_of", lambda dictionaries, n_layers: rep)  # stands in for loaded ones
+    for frozen in (True, False):
+        kept = intervene(handle, graph, same, freeze_attention=frozen)
+        for t in kept.targets:
+            assert t.new_logit == pytest.approx(t.clean_logit, abs=1e-5)
+    ablate = [NodeSetting(n.layer, n.position, n.feature or 0, 0.0) for n in picked]
+    got = intervene(handle, graph, ablate, freeze_attention=False)
+    # the reference: the Hugging Face model, with each ablated feature's activation (read live at ln_2's output)
+    # times its decoder row taken away from that MLP's output
+    hf = GPT2LMHeadModel.from_pretrained(tiny_model, attn_implementation="eager").eval()
+    live: dict[int, torch.Tensor] = {}
+    block = hf.transformer.h[0]
+
+    def take_away(module, args, out):
+        acts = rep.encode(0, live[0])
+        for s in ablate:
+            out = out.clone()
+            out[0, s.position] -= acts[s.position, s.feature] * rep.W_dec[0][s.feature, 0]
+        return out
+
+    hooks = [
+        block.ln_2.register_forward_hook(lambda m, a, o: live.__setitem__(0, o[0])),
+        block.mlp.register_forward_hook(take_away),
+    ]
+    with torch.no_grad():
+        logits = hf(torch.tensor([graph.token_ids])).logits[0, -1]
+    for h in hooks:
+        h.remove()
+    moved = [t for t in got.targets if abs(t.new_logit - t.clean_logit) > 1e-3]
+    assert moved, "ablating three active features moved no target"
+    for t in got.targets:
+        assert t.new_logit == pytest.approx(float(logits[t.id]), abs=1e-4)
