@@ -114,6 +114,37 @@ def test_the_venv_is_built_once_with_the_pinned_versions(ct_python: Path) -> Non
     assert installed["torch"] == "2.13.0+cpu", "the CPU build, not a CUDA build from PyPI"
 
 
+def test_a_failing_build_raises_with_pips_last_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No network needed: the requirement is a wheel file that is not there."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{tmp_path / 'missing' / 'nothing-0.0.0-py3-none-any.whl'}\n")
+    monkeypatch.setattr(circuit_tracer_env, "REFERENCE_DIR", tmp_path)
+    monkeypatch.setattr(circuit_tracer_env, "VENV", tmp_path / "venv")
+    monkeypatch.setattr(circuit_tracer_env, "REQUIREMENTS", requirements)
+    monkeypatch.setattr(circuit_tracer_env, "TORCH", "pip")  # already in any venv: instant
+    with pytest.raises(circuit_tracer_env.CircuitTracerError, match="nothing-0.0.0") as failure:
+        circuit_tracer_env.ensure_venv()
+    assert "pip install -r requirements.txt failed" in str(failure.value)
+    assert not (tmp_path / "venv" / circuit_tracer_env.STAMP_NAME).exists(), "a failed build is not stamped"
+
+
+def test_the_build_lock_makes_a_second_worker_wait(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    holder = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import circuit_tracer_env as c\n"
+        "with c.locked(__import__('pathlib').Path(sys.argv[2])):\n    print('held', flush=True); time.sleep(1.5)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder, str(circuit_tracer_env.HERE), str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "held"
+    started = time.perf_counter()
+    with circuit_tracer_env.locked(lock):
+        waited = time.perf_counter() - started
+    process.wait(timeout=10)
+    assert waited > 0.5, waited
+
+
 def test_a_failing_runner_raises_with_its_last_lines(ct_python: Path, tmp_path: Path) -> None:
     with pytest.raises(circuit_tracer_env.CircuitTracerError, match="config.yaml"):
         circuit_tracer_env.run_reference("--model", DEMO, "--transcoders", tmp_path, "--tokens", "0,5,9")
