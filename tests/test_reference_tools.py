@@ -250,6 +250,9 @@ def test_viewer_draws_every_node_of_circuit_tracers_own_export(graphs: dict) -> 
     assert report.error is None, report.body_text
     assert not report.missing and not report.unexpected
     assert sorted(report.drawn_node_ids) == sorted(report.expected_node_ids)
+    # all but prune_graph's boundary node: find_threshold keeps the first node whose cumulative
+    # influence reaches node_threshold, and the viewer hides influence > node_threshold
+    assert all(why.startswith("influence 0.80") for why in report.hidden_by_viewer.values())
     assert not report.console_errors and not report.page_errors
     assert not report.failed_requests and not report.blocked_requests
     urls = [r["url"].split("/", 3)[-1] for r in report.requests]
@@ -295,3 +298,22 @@ def test_a_feature_click_with_a_local_scan_reads_the_feature_file(
     assert not report.blocked_requests and not report.failed_requests
     assert not report.console_errors and not report.page_errors
     assert "Top activations" in click["panel_text"] and "add" in click["panel_text"]
+
+
+def test_the_harness_sees_a_node_the_viewer_hides(graphs: dict, tmp_path: Path) -> None:
+    """Not a vacuous count: raise one feature's influence above the threshold and the viewer
+    stops drawing it, which viewer_hides predicts."""
+    source = Path(graphs["transcoder_set"]["npz"]).parent / "transcoder_set-export"
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "graph-metadata.json").write_text((source / "graph-metadata.json").read_text())
+    graph = json.loads((source / "transcoder_set.json").read_text())
+    node = next(n for n in graph["nodes"] if n["feature_type"] == "cross layer transcoder")
+    node["influence"] = 0.99
+    (export / "transcoder_set.json").write_text(json.dumps(graph))
+    report = viewer.check_graph_in_viewer(export, "transcoder_set", click_feature=False)
+    assert node["node_id"] in report.hidden_by_viewer and node["node_id"] not in report.drawn_node_ids
+    assert sorted(report.drawn_node_ids) == sorted(report.expected_node_ids)
+    before = viewer.viewer_hides(json.loads((source / "transcoder_set.json").read_text()), 0.8)
+    assert set(report.hidden_by_viewer) == {*before, node["node_id"]}
+    assert not report.page_errors and not report.console_errors
