@@ -114,6 +114,37 @@ def test_the_venv_is_built_once_with_the_pinned_versions(ct_python: Path) -> Non
     assert installed["torch"] == "2.13.0+cpu", "the CPU build, not a CUDA build from PyPI"
 
 
+def test_a_failing_build_raises_with_pips_last_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No network needed: the requirement is a wheel file that is not there."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{tmp_path / 'missing' / 'nothing-0.0.0-py3-none-any.whl'}\n")
+    monkeypatch.setattr(circuit_tracer_env, "REFERENCE_DIR", tmp_path)
+    monkeypatch.setattr(circuit_tracer_env, "VENV", tmp_path / "venv")
+    monkeypatch.setattr(circuit_tracer_env, "REQUIREMENTS", requirements)
+    monkeypatch.setattr(circuit_tracer_env, "TORCH", "pip")  # already in any venv: instant
+    with pytest.raises(circuit_tracer_env.CircuitTracerError, match="nothing-0.0.0") as failure:
+        circuit_tracer_env.ensure_venv()
+    assert "pip install -r requirements.txt failed" in str(failure.value)
+    assert not (tmp_path / "venv" / circuit_tracer_env.STAMP_NAME).exists(), "a failed build is not stamped"
+
+
+def test_the_build_lock_makes_a_second_worker_wait(tmp_path: Path) -> None:
+    lock = tmp_path / "x.lock"
+    holder = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import circuit_tracer_env as c\n"
+        "with c.locked(__import__('pathlib').Path(sys.argv[2])):\n    print('held', flush=True); time.sleep(1.5)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder, str(circuit_tracer_env.HERE), str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "held"
+    started = time.perf_counter()
+    with circuit_tracer_env.locked(lock):
+        waited = time.perf_counter() - started
+    process.wait(timeout=10)
+    assert waited > 0.5, waited
+
+
 def test_a_failing_runner_raises_with_its_last_lines(ct_python: Path, tmp_path: Path) -> None:
     with pytest.raises(circuit_tracer_env.CircuitTracerError, match="config.yaml"):
         circuit_tracer_env.run_reference("--model", DEMO, "--transcoders", tmp_path, "--tokens", "0,5,9")
@@ -219,6 +250,9 @@ def test_viewer_draws_every_node_of_circuit_tracers_own_export(graphs: dict) -> 
     assert report.error is None, report.body_text
     assert not report.missing and not report.unexpected
     assert sorted(report.drawn_node_ids) == sorted(report.expected_node_ids)
+    # all but prune_graph's boundary node: find_threshold keeps the first node whose cumulative
+    # influence reaches node_threshold, and the viewer hides influence > node_threshold
+    assert all(why.startswith("influence 0.80") for why in report.hidden_by_viewer.values())
     assert not report.console_errors and not report.page_errors
     assert not report.failed_requests and not report.blocked_requests
     urls = [r["url"].split("/", 3)[-1] for r in report.requests]
@@ -264,3 +298,22 @@ def test_a_feature_click_with_a_local_scan_reads_the_feature_file(
     assert not report.blocked_requests and not report.failed_requests
     assert not report.console_errors and not report.page_errors
     assert "Top activations" in click["panel_text"] and "add" in click["panel_text"]
+
+
+def test_the_harness_sees_a_node_the_viewer_hides(graphs: dict, tmp_path: Path) -> None:
+    """Not a vacuous count: raise one feature's influence above the threshold and the viewer
+    stops drawing it, which viewer_hides predicts."""
+    source = Path(graphs["transcoder_set"]["npz"]).parent / "transcoder_set-export"
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "graph-metadata.json").write_text((source / "graph-metadata.json").read_text())
+    graph = json.loads((source / "transcoder_set.json").read_text())
+    node = next(n for n in graph["nodes"] if n["feature_type"] == "cross layer transcoder")
+    node["influence"] = 0.99
+    (export / "transcoder_set.json").write_text(json.dumps(graph))
+    report = viewer.check_graph_in_viewer(export, "transcoder_set", click_feature=False)
+    assert node["node_id"] in report.hidden_by_viewer and node["node_id"] not in report.drawn_node_ids
+    assert sorted(report.drawn_node_ids) == sorted(report.expected_node_ids)
+    before = viewer.viewer_hides(json.loads((source / "transcoder_set.json").read_text()), 0.8)
+    assert set(report.hidden_by_viewer) == {*before, node["node_id"]}
+    assert not report.page_errors and not report.console_errors

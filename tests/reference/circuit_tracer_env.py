@@ -94,7 +94,7 @@ def ensure_venv() -> Path:
         _run_logged([sys.executable, "-m", "venv", str(VENV)], log, "creating the venv")
         pip = [str(python), "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
         _run_logged([*pip, TORCH], log, f"pip install {TORCH}")
-        _run_logged([*pip, "-r", str(REQUIREMENTS)], log, "pip install -r circuit-tracer-requirements.txt")
+        _run_logged([*pip, "-r", str(REQUIREMENTS)], log, f"pip install -r {REQUIREMENTS.name}")
         check = "import circuit_tracer, torch, transformers; print(torch.__version__, transformers.__version__)"
         _run_logged([str(python), "-c", check], log, "importing circuit_tracer in its venv")
         stamp_path.write_text(json.dumps(_stamp()))  # last: a half-built venv has no stamp

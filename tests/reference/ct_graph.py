@@ -74,12 +74,13 @@ def load_transcoders(directory: Path):
 
     config = yaml.safe_load((directory / "config.yaml").read_text())
     kind = config["model_kind"]
+    config.setdefault("scan", directory.name)  # the viewer export needs one
     if kind == "cross_layer_transcoder":
         from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
 
         return load_clt(
             str(directory),
-            scan=config.get("scan"),
+            scan=config["scan"],
             feature_input_hook=config["feature_input_hook"],
             feature_output_hook=config["feature_output_hook"],
             lazy_decoder=False,
@@ -88,11 +89,13 @@ def load_transcoders(directory: Path):
         )
     from circuit_tracer.utils.hf_utils import load_transcoders as ct_load_transcoders
 
-    if "transcoders" in config:  # relative to the config, as the planted sets write them
-        config["transcoders"] = [
-            path if path.startswith("hf://") or Path(path).is_absolute() else str(directory / path)
-            for path in config["transcoders"]
-        ]
+    if "transcoders" not in config:  # else load_transcoders would snapshot_download repo_id
+        layers = sorted(directory.glob("layer_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
+        config["transcoders"] = [p.name for p in layers]
+    config["transcoders"] = [  # relative to the config, as the planted sets write them
+        path if path.startswith("hf://") or Path(path).is_absolute() else str(directory / path)
+        for path in config["transcoders"]
+    ]
     return ct_load_transcoders(config, device=torch.device("cpu"), dtype=torch.float32)
 
 

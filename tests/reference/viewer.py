@@ -119,21 +119,23 @@ class ViewerReport:
         return [n for n in self.drawn_node_ids if n not in known]
 
 
-def viewer_hides(graph: dict[str, Any]) -> dict[str, str]:
+def viewer_hides(graph: dict[str, Any], node_threshold: float | None) -> dict[str, str]:
     """The nodes circuit-tracer's viewer (utilCg.formatData) leaves out of a graph JSON, and
-    why: with metadata.node_threshold set, a node whose `influence` is above it (embedding
-    and logit nodes exempt); a featureId (layer_feature_ctx) held by more than 2/3 as many
-    nodes as there are prompt tokens."""
+    why. With a pruning threshold (index.html takes graph-metadata.json's `node_threshold`
+    for the slug, not the graph's; None: no pruning): a node whose `influence`
+    is not <= it, as JavaScript compares (null counts as 0, a missing key hides the node),
+    embedding and logit nodes exempt. Then a featureId (layer_feature_ctx) held by more than
+    2/3 as many nodes as there are prompt tokens."""
     hidden: dict[str, str] = {}
-    threshold = graph["metadata"].get("node_threshold")
-    nodes = graph["nodes"]
+    threshold, nodes = node_threshold, graph["nodes"]
     if threshold:
         for node in nodes:
             if node["feature_type"] in ("embedding", "logit"):
                 continue
-            influence = node.get("influence")
-            if influence is not None and not influence <= threshold:  # the viewer keeps influence <= threshold
-                hidden[node["node_id"]] = f"influence {influence:.4f} > node_threshold {threshold}"
+            if "influence" not in node:
+                hidden[node["node_id"]] = "no influence (undefined <= threshold is false)"
+            elif not (node["influence"] or 0) <= threshold:
+                hidden[node["node_id"]] = f"influence {node['influence']:.4f} > node_threshold {threshold}"
     by_feature: dict[str, list[str]] = {}
     for node in nodes:
         if node["node_id"] not in hidden:
@@ -144,6 +146,16 @@ def viewer_hides(graph: dict[str, Any]) -> dict[str, str]:
             for node_id in ids:
                 hidden[node_id] = f"featureId {feature_id} on {len(ids)} nodes > 2/3 of the prompt"
     return hidden
+
+
+def _listed_threshold(graph_dir: Path, slug: str) -> float | None:
+    """graph-metadata.json's node_threshold for `slug`, where the viewer's pruning starts
+    (None when it has none, or the listing or the slug is missing: then nothing draws)."""
+    listing = graph_dir / "graph-metadata.json"
+    graphs = json.loads(listing.read_text())["graphs"] if listing.exists() else []
+    entry = next((g for g in graphs if g["slug"] == slug), None)
+    threshold = entry.get("node_threshold") if entry else None
+    return threshold if isinstance(threshold, int | float) else None
 
 
 def ensure_chromium() -> Path:
@@ -313,7 +325,7 @@ def check_graph_in_viewer(
     modules = _ensure_npm()
     if not shutil.which("node"):
         raise ViewerError("node is missing: install Node.js 18+ (Debian: apt-get install -y nodejs)")
-    hidden = viewer_hides(graph)
+    hidden = viewer_hides(graph, _listed_threshold(graph_dir, slug))
     file_ids = [n["node_id"] for n in graph["nodes"]]
     with serving(graph_dir) as base, tempfile.TemporaryDirectory(prefix="lenstop-chromium-") as profile:
         options = {
