@@ -51,7 +51,7 @@ def mlp_acts(model) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
     hooks = [block.mlp.register_forward_hook(keep(L)) for L, block in enumerate(model.transformer.h)]
     with torch.no_grad():
-        for tokens in metrics.windows(ids, tok.bos_token_id, model.config.n_positions, n=96, seed=5):
+        for tokens in metrics.windows(ids, tok.bos_token_id, model.config.n_positions, n=64, seed=5):
             model(tokens)
     for h in hooks:
         h.remove()
@@ -182,7 +182,12 @@ def test_stage_runs_from_the_shipped_model_alone_and_updates_only_its_card_secti
     card_before = (demo.ARTIFACTS / "MODEL_CARD.md").read_text()
     (out / "MODEL_CARD.md").write_text(card_before)
     build = Build(BuildConfig.tiny(), tmp_path / "work", out)
-    build.run_stage("transcoders")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: on a busy 2-core machine a second thread made this 3-10x slower
+    try:
+        build.run_stage("transcoders")
+    finally:
+        torch.set_num_threads(threads)
     assert build.done("transcoders")
     info = json.loads((tmp_path / "work" / "transcoders.done").read_text())
     per_layer = transcoders.load_transcoder_set(out / "transcoders")
