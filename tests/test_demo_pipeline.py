@@ -43,7 +43,7 @@ def test_pipeline_writes_a_model_and_dictionaries_lenstop_loads(tiny_build: Buil
 
 
 def test_pipeline_is_resumable_and_records_its_figures(tiny_build: Build) -> None:
-    for stage in ("corpus", "tokenizer", "model", "saes", "cards", "card"):
+    for stage in ("corpus", "tokenizer", "model", "saes", "transcoders", "cards", "card"):
         assert tiny_build.done(stage)
     before = (tiny_build.out / "model" / "model.safetensors").stat().st_mtime_ns
     tiny_build.run()  # everything done: nothing is redone
@@ -52,6 +52,20 @@ def test_pipeline_is_resumable_and_records_its_figures(tiny_build: Build) -> Non
     saes = json.loads((tiny_build.work / "saes.done").read_text())["layers"]
     assert f"| 0 | {saes[0]['fvu']:.3f} |" in card
     assert "Induction circuit" in card and "loss recovered" in card
+    transcoders = json.loads((tiny_build.work / "transcoders.done").read_text())
+    row = transcoders["clt"]["layers"][1]
+    assert f"| CLT | 1 | {row['fvu']:.3f} | {row['mean_l0']:.1f} | {row['dead_fraction']:.1%} |" in card
+
+
+def test_pipeline_writes_transcoders_in_circuit_tracers_format(tiny_build: Build) -> None:
+    from lenstop.models.demo import transcoders
+
+    per_layer = transcoders.load_transcoder_set(tiny_build.transcoder_root)
+    clt = transcoders.load_clt(tiny_build.clt_root)
+    d_model = tiny_build.config.model.d_model
+    assert tuple(per_layer.W_enc.shape) == (2, tiny_build.config.transcoder.d_transcoder, d_model)
+    assert [tuple(w.shape) for w in clt.W_dec] == [(32, 2, d_model), (32, 1, d_model)]
+    assert transcoders.read_config(tiny_build.clt_root)["model_kind"] == "cross_layer_transcoder"
 
 
 def test_model_training_resumes_from_its_checkpoint(tmp_path: Path, tiny_build: Build) -> None:

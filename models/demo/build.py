@@ -5,9 +5,15 @@ Stages, each skipped when its output exists (so an interrupted build resumes):
   2. tokenizer  a byte-level BPE, and both splits encoded to token ids
   3. model      the GPT-2 (checkpointed every few hundred steps)
   4. saes       one TopK dictionary per layer on the residual stream
-  5. cards      a feature card for every feature, from the held-out text
-  6. card       MODEL_CARD.md with every figure measured here
+  5. transcoders  JumpReLU transcoders MLP input -> output: one a layer, and a cross-layer
+                one, in circuit-tracer's format (transcoders/, clt/)
+  6. cards      a feature card for every feature, from the held-out text
+  7. card       MODEL_CARD.md with every figure measured here
 Seeded throughout; `--tiny` runs a reduced configuration in about a minute.
+
+`--only transcoders` reruns that one stage from the model in --out alone (the shipped
+one by default), reading the standard library itself when the corpus stage has not
+run in --work, and rewrites the transcoder section of an existing MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -27,16 +33,18 @@ import numpy as np
 from lenstop.models.demo import ARTIFACTS
 from lenstop.models.demo.train_model import ModelRecipe
 from lenstop.models.demo.train_saes import SaeRecipe
+from lenstop.models.demo.train_transcoders import TranscoderRecipe
 
 log = logging.getLogger("lenstop.demo")
 
-STAGES = ("corpus", "tokenizer", "model", "saes", "cards", "card")
+STAGES = ("corpus", "tokenizer", "model", "saes", "transcoders", "cards", "card")
 
 
 @dataclass(frozen=True)
 class BuildConfig:
     model: ModelRecipe = field(default_factory=ModelRecipe)
     sae: SaeRecipe = field(default_factory=SaeRecipe)
+    transcoder: TranscoderRecipe = field(default_factory=TranscoderRecipe)
     holdout_share: float = 0.05
     limit_files: int | None = None
     card_tokens: int = 400_000  # held-out tokens read for the feature cards
@@ -59,6 +67,17 @@ class BuildConfig:
                 warmup=10,
             ),
             sae=replace(SaeRecipe(), d_sae=64, k=8, tokens=20_000, batch=512),
+            transcoder=replace(
+                TranscoderRecipe(),
+                d_transcoder=64,
+                clt_features=32,
+                target_l0=6,
+                tokens=6_000,
+                epochs=2,
+                batch=128,
+                lr=3e-3,
+                warmup=10,
+            ),
             limit_files=12,
             card_tokens=5_000,
             eval_windows=16,
@@ -80,6 +99,39 @@ class Build:
     @property
     def sae_root(self) -> Path:
         return self.out / "saes"
+
+    @property
+    def transcoder_root(self) -> Path:
+        return self.out / "transcoders"
+
+    @property
+    def clt_root(self) -> Path:
+        return self.out / "clt"
+
+    def model_ids(self, split: str) -> np.ndarray:
+        """`split` encoded with the tokenizer saved beside the model in --out, which is what
+        the model read (the tokenizer stage retrains one, which may differ by a merge).
+
+        The text comes from the corpus stage's files when they are in --work, else from the
+        standard library itself (the split is deterministic); the ids are kept in --work.
+        """
+        cached = self.work / f"{split}.model-tokenizer.npy"
+        if cached.is_file():
+            return np.load(cached)
+        if not (self.work / f"{split}.json").is_file():
+            from lenstop.models.demo import corpus
+
+            data = corpus.split(self.config.holdout_share, self.config.limit_files)
+            (self.work / "train.json").write_text(json.dumps(data.train))
+            (self.work / "holdout.json").write_text(json.dumps(data.holdout))
+        from transformers import PreTrainedTokenizerFast
+
+        from lenstop.models.demo.train_model import encode
+
+        tok = PreTrainedTokenizerFast.from_pretrained(self.model_dir)
+        ids = encode(tok, json.loads((self.work / f"{split}.json").read_text()))
+        np.save(cached, ids)
+        return ids
 
     def ids(self, split: str) -> np.ndarray:
         return np.load(self.work / f"{split}.npy")
@@ -106,12 +158,16 @@ class Build:
             if self.done(stage):
                 log.info("stage %s: already done", stage)
                 continue
-            log.info("stage %s: starting", stage)
-            tic = time.monotonic()
-            info = getattr(self, f"stage_{stage}")() or {}
-            info["seconds"] = round(time.monotonic() - tic, 1)
-            self.mark(stage, info)
-            log.info("stage %s: done in %.0f s", stage, info["seconds"])
+            self.run_stage(stage)
+
+    def run_stage(self, stage: str) -> None:
+        """Run `stage` now, whether or not it is done, and record it."""
+        log.info("stage %s: starting", stage)
+        tic = time.monotonic()
+        info = getattr(self, f"stage_{stage}")() or {}
+        info["seconds"] = round(time.monotonic() - tic, 1)
+        self.mark(stage, info)
+        log.info("stage %s: done in %.0f s", stage, info["seconds"])
 
     def stage_corpus(self) -> dict:
         from lenstop.models.demo import corpus
@@ -194,6 +250,35 @@ class Build:
         )
         return {"layers": results}
 
+    def stage_transcoders(self) -> dict:
+        from lenstop.models.demo import metrics, transcoders
+        from lenstop.models.demo.model_card import update_transcoder_section
+        from lenstop.models.demo.train_transcoders import train_both
+
+        tic = time.monotonic()
+        model = self.hf_model()
+        bos = model.config.bos_token_id
+        per_layer, clt = train_both(self.config.transcoder, model, self.model_ids("train"), bos, self.device)
+        train_seconds = round(time.monotonic() - tic, 1)
+        transcoders.save_transcoder_set(per_layer, self.transcoder_root)
+        transcoders.save_clt(clt, self.clt_root)
+        batches = metrics.windows(
+            self.model_ids("holdout"), bos, model.config.n_positions, n=self.config.eval_windows, seed=4
+        )
+        info: dict[str, Any] = {"train_seconds": train_seconds}
+        for kind, tc in (("transcoders", per_layer), ("clt", clt)):
+            figures = transcoders.quality(model, tc, batches)
+            info[kind] = {**asdict(figures), "replacement_score": transcoders.replacement_score(model, tc, [])}
+            for row in figures.layers:
+                print(
+                    f"{kind} layer {row.layer}: fvu {row.fvu:.3f} L0 {row.mean_l0:.1f} dead {row.dead_fraction:.1%}",
+                    file=sys.stderr,
+                )
+        card = self.out / "MODEL_CARD.md"
+        if card.is_file():  # a rebuild of this stage alone keeps the card's figures current
+            update_transcoder_section(card, self.config, info)
+        return info
+
     def stage_cards(self) -> dict:
         from lenstop.models.demo.feature_cards import build_cards
 
@@ -220,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--until", choices=STAGES, default="card", help="stop after this stage")
     parser.add_argument("--redo", choices=STAGES, action="append", default=[], help="run this stage again")
+    parser.add_argument(
+        "--only", choices=STAGES, help="run just this stage, again, from what --out and --work hold (see above)"
+    )
     parser.add_argument("--tiny", action="store_true", help="reduced configuration (minutes), for tests")
     parser.add_argument("--steps", type=int, help="override the model's training steps")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
@@ -245,7 +333,10 @@ def main(argv: list[str] | None = None) -> None:
     for stage in args.redo:
         (args.work / f"{stage}.done").unlink(missing_ok=True)
     (args.work / "config.json").write_text(json.dumps(asdict(config), indent=1))
-    build.run(args.until)
+    if args.only:
+        build.run_stage(args.only)
+    else:
+        build.run(args.until)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,61 @@ def _snippet(context: Any) -> str:
     return "".join(out)
 
 
+TRANSCODER_HEADING = "## Transcoders"
+
+
+def transcoder_section(config: Any, info: dict) -> list[str]:
+    """The card's transcoder section, from the transcoders stage's record (`info`)."""
+    r = config.transcoder
+    n_layers = len(info["transcoders"]["layers"])
+    lines = [
+        TRANSCODER_HEADING,
+        "JumpReLU transcoders from each layer's MLP input (`blocks.L.mlp.hook_in`, the output of `ln_2`) to that MLP's "
+        "output (`blocks.L.mlp.hook_out`), in circuit-tracer's disk format: a per-layer set (`transcoders/`, "
+        f"{r.d_transcoder} features a layer, no skip connection) and a cross-layer transcoder (`clt/`, {r.clt_features} "
+        f"features a layer; a feature at layer i writes to the MLP outputs of layers i..{n_layers - 1}). "
+        f"Trained from a plain torch loop on {r.tokens:,} activations x {r.epochs} epochs (position 0 left out), "
+        f"batch {r.batch}, Adam lr {r.lr:g}; thresholds learnt by straight-through estimators (bandwidth {r.bandwidth:g}) "
+        f"with an L0 penalty whose coefficient is steered to {r.target_l0:g} active features a layer; seed {r.seed}; "
+        f"{info['train_seconds'] / 60:.0f} minutes for both. Measured on {config.eval_windows} held-out windows "
+        "(position 0 left out); spliced: the next-token loss with that layer's MLP output replaced by the reconstruction:",
+        "",
+        "| kind | layer | FVU | mean L0 | dead | loss spliced |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, name in (("transcoders", "per-layer"), ("clt", "CLT")):
+        for row in info[kind]["layers"]:
+            lines.append(
+                f"| {name} | {row['layer']} | {row['fvu']:.3f} | {row['mean_l0']:.1f} | {row['dead_fraction']:.1%} | "
+                f"{row['loss_spliced']:.3f} |"
+            )
+    t, c = info["transcoders"], info["clt"]
+    lines += [
+        "",
+        f"- Loss with every layer's MLP replaced at once: per-layer set **{t['loss_all_spliced']:.3f}**, "
+        f"CLT **{c['loss_all_spliced']:.3f}** (clean {t['loss_clean']:.3f}).",
+    ]
+    for kind, name in (("transcoders", "per-layer set"), ("clt", "CLT")):
+        score = info[kind]["replacement_score"]
+        shown = "pending (it needs attribution graphs, not yet in lenstop)" if score is None else f"**{score:.3f}**"
+        lines.append(f"- Replacement score (circuit-tracer's), {name}: {shown}.")
+    return lines
+
+
+def update_transcoder_section(path: Path, config: Any, info: dict) -> None:
+    """Rewrite only the transcoder section of the card at `path` (added before the feature cards if absent)."""
+    lines = path.read_text().split("\n")
+    section = transcoder_section(config, info)
+    if TRANSCODER_HEADING in lines:
+        start = lines.index(TRANSCODER_HEADING)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = [*section, ""]
+    else:
+        at = lines.index("## Feature cards")
+        lines[at:at] = [*section, ""]
+    path.write_text("\n".join(lines))
+
+
 def write_model_card(build: Any, path: Path) -> None:
     corpus, tok = _done(build, "corpus"), _done(build, "tokenizer")
     model_info, saes_info = _done(build, "model"), _done(build, "saes")
@@ -94,6 +149,7 @@ def write_model_card(build: Any, path: Path) -> None:
             f"| {row['layer']} | {row['fvu']:.3f} | {row['mean_l0']:.1f} | {row['dead_fraction']:.1%} | {row['loss_clean']:.3f} | "
             f"{row['loss_spliced']:.3f} | {row['loss_zero']:.3f} | {row['loss_recovered']:.1%} |"
         )
+    lines += ["", *transcoder_section(build.config, _done(build, "transcoders"))]
     lines += ["", "## Feature cards", ""]
     rng = random.Random(0)
     spot: list[str] = []
