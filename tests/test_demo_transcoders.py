@@ -167,9 +167,20 @@ def test_clt_reconstructs_as_the_card_states(mlp_acts) -> None:
     assert _fvu(outs[2], alone) > _fvu(outs[2], enc[2]["b_dec_2"] + sum(acts[i] @ dec[i][:, 2 - i] for i in range(3)))
 
 
-def test_card_says_the_replacement_score_is_pending() -> None:
+def test_the_cards_replacement_scores_are_the_mean_of_the_graphs_on_held_out_text() -> None:
+    import re
+
+    from lenstop.models.demo import transcoders
+
     section = (demo.ARTIFACTS / "MODEL_CARD.md").read_text().split("## Transcoders", 1)[1].split("\n## ", 1)[0]
-    assert section.count("Replacement score") == 2 and section.count("pending") == 2
+    stated = re.findall(r"per-layer set: \*\*([0-9.]+)\*\*; completeness \*\*([0-9.]+)\*\*", section)
+    assert len(stated) == 1 and "CLT: **" in section
+    prompts = transcoders.held_out_prompts(demo.HOLDOUT_SAMPLE.read_text())[:4]
+    found = transcoders.replacement_scores(demo.MODEL_DIR, demo.TRANSCODER_ROOT, prompts)
+    replacement, completeness = (float(x) for x in stated[0])
+    # four of the card's sixteen graphs: their mean is near the card's, and a score is a share
+    assert 0 < found["replacement_score"] < 1 and abs(found["replacement_score"] - replacement) < 0.1
+    assert abs(found["completeness_score"] - completeness) < 0.05
 
 
 def test_stage_runs_from_the_shipped_model_alone_and_updates_only_its_card_section(tmp_path: Path) -> None:

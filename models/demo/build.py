@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lenstop.models.demo import ARTIFACTS
+from lenstop.models.demo import ARTIFACTS, HOLDOUT_SAMPLE
 from lenstop.models.demo.train_model import ModelRecipe
 from lenstop.models.demo.train_saes import SaeRecipe
 from lenstop.models.demo.train_transcoders import TranscoderRecipe
@@ -266,9 +266,12 @@ class Build:
             self.model_ids("holdout"), bos, model.config.n_positions, n=self.config.eval_windows, seed=4
         )
         info: dict[str, Any] = {"train_seconds": train_seconds}
+        root_of = {"transcoders": self.transcoder_root, "clt": self.clt_root}
+        sample = self.out / "holdout_sample.txt"
+        prompts = transcoders.held_out_prompts((sample if sample.is_file() else HOLDOUT_SAMPLE).read_text())
         for kind, tc in (("transcoders", per_layer), ("clt", clt)):
             figures = transcoders.quality(model, tc, batches)
-            info[kind] = {**asdict(figures), "replacement_score": transcoders.replacement_score(model, tc, [])}
+            info[kind] = {**asdict(figures), **transcoders.replacement_scores(self.model_dir, root_of[kind], prompts)}
             for row in figures.layers:
                 print(
                     f"{kind} layer {row.layer}: fvu {row.fvu:.3f} L0 {row.mean_l0:.1f} dead {row.dead_fraction:.1%}",

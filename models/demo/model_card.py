@@ -60,9 +60,12 @@ def transcoder_section(config: Any, info: dict) -> list[str]:
         f"CLT **{c['loss_all_spliced']:.3f}** (clean {t['loss_clean']:.3f}).",
     ]
     for kind, name in (("transcoders", "per-layer set"), ("clt", "CLT")):
-        score = info[kind]["replacement_score"]
-        shown = "pending (it needs attribution graphs, not yet in lenstop)" if score is None else f"**{score:.3f}**"
-        lines.append(f"- Replacement score (circuit-tracer's), {name}: {shown}.")
+        row = info[kind]
+        lines.append(
+            f"- Replacement score (circuit-tracer's, the mean over {row['graphs']} attribution graphs of held-out "
+            f"text, {row['tokens']:.0f} tokens each), {name}: **{row['replacement_score']:.3f}**; completeness "
+            f"**{row['completeness_score']:.3f}**."
+        )
     return lines
 
 

@@ -309,11 +309,28 @@ def quality(model: Any, tc: CrossLayerJumpReLU, batches: list[torch.Tensor]) -> 
     return TranscoderFigures(rows, metrics.mean_loss(model, batches), _loss_with(model, tc, set(range(n)), batches))
 
 
-def replacement_score(model: Any, tc: CrossLayerJumpReLU, prompts: list[str]) -> float | None:
-    """circuit-tracer's replacement score of `tc` on `prompts` (the share of attribution-graph
-    influence that flows through features rather than error nodes).
+def replacement_scores(model_dir: Path, root: Path, prompts: list[str]) -> dict[str, float]:
+    """circuit-tracer's replacement and completeness scores of the transcoders at `root`, averaged over
+    attribution graphs of `prompts` (held-out text): the share of the tokens' influence on the salient
+    next tokens that flows through features rather than error nodes, and the influence-weighted share of
+    each node's input that does not come from an error. lenstop's graphs equal circuit-tracer's
+    (tests/test_graph_circuit_tracer.py)."""
+    from lenstop.models.engine import Engine
 
-    Pending: it needs lenstop's attribution graphs, which are being written apart from
-    this module. Until then it returns None and the model card says so.
-    """
-    return None
+    engine = Engine.load(str(model_dir), [str(root)], device="cpu")
+    graphs = [engine.graph(prompt) for prompt in prompts]
+    return {
+        "replacement_score": sum(g.replacement_score for g in graphs) / len(graphs),
+        "completeness_score": sum(g.completeness_score for g in graphs) / len(graphs),
+        "graphs": len(graphs),
+        "tokens": sum(g.n_pos for g in graphs) / len(graphs),
+    }
+
+
+def held_out_prompts(joined: str, n: int = 16, n_chars: int = 160, seed: int = 5) -> list[str]:
+    """`n` stretches of held-out text of `n_chars` characters (about 50 tokens), drawn reproducibly; from the
+    shipped held-out sample, so a test can draw them again."""
+    import random
+
+    rng = random.Random(seed)
+    return [joined[start : start + n_chars] for start in (rng.randrange(0, len(joined) - n_chars) for _ in range(n))]
