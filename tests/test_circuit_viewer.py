@@ -59,6 +59,23 @@ def test_every_node_is_drawn_and_nothing_fails(exported: tuple[Path, dict]) -> N
     assert listed[0]["node_threshold"] == graph["metadata"]["node_threshold"]
 
 
+def test_without_a_corrupted_prompt_too_every_node_is_drawn(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lenstop.commands.cli import app
+
+    out = tmp_path / "plain.json"
+    result = CliRunner().invoke(app, ["circuit", "demo", "--prompt", PROMPT, "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    graph = json.loads(out.read_text())
+    assert graph["metadata"]["node_threshold"] == max(n["influence"] or 0 for n in graph["nodes"])
+    report = viewer.check_graph_in_viewer(tmp_path, "plain", click_feature=False)
+    assert report.error is None, report.body_text
+    assert not report.hidden_by_viewer and sorted(report.drawn_node_ids) == sorted(report.file_node_ids)
+    assert not report.console_errors and not report.page_errors
+    assert not report.failed_requests and not report.blocked_requests
+
+
 def test_every_token_has_its_embedding_node(exported: tuple[Path, dict]) -> None:
     _, graph = exported
     tokens = graph["metadata"]["prompt_tokens"]
