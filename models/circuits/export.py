@@ -6,7 +6,7 @@ Node ids follow those viewers' scheme: a feature is `{layer}_{feature}_{position
 `{layer}_-1_{position}`, an input token `E_{token id}_{position}`, the target logit
 `{layers + 1}_{token id}_{position}`; heads and MLPs, which those graphs do not have, are
 `{layer}_H{head}_{position}` and `{layer}_M_{position}`. Every prompt token has its embedding node (the
-viewer labels the token axis from them), those outside the circuit with attribution 0 and no links.
+viewer draws every embedding, titled `Emb: “token”`), those outside the circuit with attribution 0 and no links.
 
 What the viewer does with each field decided what is written (its js, `frontend/assets/attribution_graph/`):
 
