@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -29,6 +29,10 @@ from lenstop.commands.common import (
 from lenstop.models.circuits.spec import DIRECTIONS, KINDS, NODE_SYNTAX, Metric, NodeKind, check_steps, parse_node
 from lenstop.models.errors import UsageError
 from lenstop.models.prompts import read_prompt, unescape
+
+if TYPE_CHECKING:
+    from lenstop.models.engine import Engine
+    from lenstop.models.runtime.handle import ModelHandle
 
 PositionOpt = Annotated[
     int, typer.Option("--position", help="The prompt position whose prediction is explained; negative from the end.")
@@ -186,6 +190,12 @@ def heads(
             render_heads(roles)
 
 
+def _handle(engine: object) -> ModelHandle:
+    """The model and dictionaries the loaded engine holds, whose cards and decoders the feature files are
+    written from (the engine protocol, which the app's fakes also meet, does not carry them)."""
+    return cast("Engine", engine).handle
+
+
 @placement_options()
 def circuit(
     prompt: PromptOpt,
@@ -202,7 +212,12 @@ def circuit(
         float, typer.Option(help="Keep edges with at least this share of a node's top edge.")
     ] = 0.1,
     max_nodes: Annotated[int, typer.Option(min=1, help="At most this many nodes.")] = 24,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write the graph JSON to this file.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Also write the graph for circuit-tracer's viewer here (FILE.json; feature files beside it)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
@@ -225,13 +240,10 @@ def circuit(
             edge_threshold=edge_threshold,
             max_nodes=max_nodes,
         )
-        from lenstop.models.circuits.export import graph_json
+        from lenstop.models.circuits import export
 
-        doc = graph_json(found)
-        if out is not None:
-            from lenstop.models.files import write_json
-
-            write_json(out, doc)
+        # --out: the graph, its features' cards beside it and the listing, as circuit-tracer's viewer reads them
+        doc = export.graph_json(found) if out is None else export.write_viewer_files(_handle(engine), found, out)
         if as_json:
             print_json(doc)
         else:

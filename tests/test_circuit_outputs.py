@@ -58,7 +58,8 @@ def test_the_graph_json_is_what_the_viewers_read(engine: Engine) -> None:
         assert isinstance(node["clerp"], str) and (node["influence"] is None or isinstance(node["influence"], float))
         assert 0 <= node["ctx_idx"] < len(circuit.tokens)
     ids = [n["node_id"] for n in nodes]
-    assert len(ids) == len(set(ids)) == len(circuit.nodes) + 1
+    embedded = {s.node.position for s in circuit.nodes if s.node.kind == "embed"}  # every token gets one
+    assert len(ids) == len(set(ids)) == len(circuit.nodes) + 1 + len(circuit.tokens) - len(embedded)
     logits = [n for n in nodes if n["is_target_logit"]]
     assert len(logits) == 1 and logits[0]["feature"] == circuit.metric.target_id
     assert logits[0]["layer"] == str(engine.n_layers + 1) and logits[0]["feature_type"] == "logit"

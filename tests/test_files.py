@@ -236,7 +236,7 @@ def test_circuit_out_the_file_system_refuses_is_one_line_exit_7(
     out = folder / "graph.json"
     out.write_text("old")
     monkeypatch.setattr("lenstop.commands.circuits.load_engine", _fake_circuit_engine)
-    monkeypatch.setattr("lenstop.models.circuits.export.graph_json", lambda found: {"nodes": []})
+    monkeypatch.setattr("lenstop.models.circuits.export.graph_json", lambda found, slug="lenstop": {"nodes": []})
     spoil(folder, monkeypatch)
     try:
         result = CliRunner().invoke(app, ["circuit", "demo", "-p", "def f", "--out", str(out), "--json"])
@@ -249,6 +249,8 @@ def test_circuit_out_the_file_system_refuses_is_one_line_exit_7(
 
 def _fake_circuit_engine(*args: object, **kwargs: object) -> object:
     class Found:
+        handle = None  # the feature files' source: the fake graph has no feature to write
+
         def circuit(self, *args: object, **kwargs: object) -> object:
             return object()
 

@@ -138,9 +138,9 @@ def viewer_graph(graph: AttributionGraph, slug: str) -> dict[str, Any]:
 
 
 def feature_file(
-    graph: AttributionGraph, node: GraphNode, card: FeatureCard | None, logits: tuple[list[str], list[str]]
+    scan: str, node: GraphNode, card: FeatureCard | None, logits: tuple[list[str], list[str]]
 ) -> dict[str, Any]:
-    """One feature in circuit-tracer's feature format (`frontend/feature_models.py`)."""
+    """One feature of the dictionaries `scan` names, in circuit-tracer's format (`frontend/feature_models.py`)."""
     examples = []
     if card is not None:
         for context in card.contexts:
@@ -155,7 +155,7 @@ def feature_file(
     top, bottom = logits
     act_max = card.max_act if card is not None and card.max_act is not None else (node.activation or 1.0)
     return {
-        "transcoder_id": printable(graph.scan),
+        "transcoder_id": printable(scan),
         "index": cantor(node.layer, node.feature or 0),
         "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}] if examples else [],
         "top_logits": top,
@@ -187,13 +187,19 @@ def write_viewer_files(
     """Write `path` (the graph), `graph-metadata.json` beside it, and a feature file for every feature node
     in `{stem}-features/`. `cards(layer, feature)` is a card or None; `directions(layer, feature)` the
     feature's total output direction (d_model,); `names(ids)` decodes token ids. Returns the files written."""
-    import json
+    doc = viewer_graph(graph, path.stem)
+    folder = path.parent / f"{path.stem}-features"
+    written = write_feature_files(doc, folder, graph.scan, cards, directions, w_u, names)
+    write_json(path, doc)
+    return [path, *written, write_listing(path, doc)]
 
-    slug = path.stem
-    doc = viewer_graph(graph, slug)
-    folder = path.parent / f"{slug}-features"
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [path]
+
+def write_feature_files(
+    doc: dict[str, Any], folder: Path, scan: str, cards: Any, directions: Any, w_u: torch.Tensor, names: Any
+) -> list[Path]:
+    """A feature file in `folder` for every `cross layer transcoder` node of the viewer graph `doc` (ids
+    `{layer}_{feature}_{position}`), as `write_viewer_files` takes `cards`, `directions` and `names`."""
+    written = []
     seen: set[int] = set()
     for node in doc["nodes"]:
         if node["feature_type"] != "cross layer transcoder" or node["feature"] in seen:
@@ -203,12 +209,19 @@ def write_viewer_files(
         graph_node = GraphNode("feature", layer, node["ctx_idx"], feature, node["activation"], 0.0)
         logits = decoder_logits(directions(layer, feature), w_u, names)
         target = folder / f"{node['feature']}.json"
-        write_json(target, feature_file(graph, graph_node, cards(layer, feature), logits))
+        write_json(target, feature_file(scan, graph_node, cards(layer, feature), logits))
         written.append(target)
-    write_json(path, doc)
+    return written
+
+
+def write_listing(path: Path, doc: dict[str, Any]) -> Path:
+    """`graph-metadata.json` beside the graph `path`, listing `doc` (its metadata less `info`) with the graphs
+    already there, a graph of the same slug replaced."""
+    import json
+
+    slug = doc["metadata"]["slug"]
     listing = path.parent / "graph-metadata.json"
     graphs = json.loads(listing.read_text())["graphs"] if listing.is_file() else []
     meta = {k: v for k, v in doc["metadata"].items() if k != "info"}
     write_json(listing, {"graphs": [g for g in graphs if g.get("slug") != slug] + [meta]})
-    written.append(listing)
-    return written
+    return listing
