@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -31,8 +31,7 @@ from lenstop.models.errors import UsageError
 from lenstop.models.prompts import read_prompt, unescape
 
 if TYPE_CHECKING:
-    from lenstop.models.engine import Engine
-    from lenstop.models.runtime.handle import ModelHandle
+    pass
 
 PositionOpt = Annotated[
     int, typer.Option("--position", help="The prompt position whose prediction is explained; negative from the end.")
@@ -190,12 +189,6 @@ def heads(
             render_heads(roles)
 
 
-def _handle(engine: object) -> ModelHandle:
-    """The model and dictionaries the loaded engine holds, whose cards and decoders the feature files are
-    written from (the engine protocol, which the app's fakes also meet, does not carry them)."""
-    return cast("Engine", engine).handle
-
-
 @placement_options()
 def circuit(
     prompt: PromptOpt,
@@ -243,7 +236,9 @@ def circuit(
         from lenstop.models.circuits import export
 
         # --out: the graph, its features' cards beside it and the listing, as circuit-tracer's viewer reads them
-        doc = export.graph_json(found) if out is None else export.write_viewer_files(_handle(engine), found, out)
+        if out is not None:
+            engine.export_graph(found, out)
+        doc = export.graph_json(found) if out is None else export.graph_json(found, out.stem)  # what the file holds
         if as_json:
             print_json(doc)
         else:

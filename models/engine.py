@@ -327,10 +327,8 @@ class Engine:
     def graph(
         self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
     ) -> AttributionGraph:
-        """The attribution graph of `prompt` on the local replacement model made of the loaded transcoders
-        (circuit-tracer's method and defaults): the salient next tokens, or `targets`, or `targets[0]` - `wrong`.
-        `options` are `GraphOptions` fields (max_feature_nodes, node_threshold, edge_threshold, batch_size,
-        max_n_logits, desired_logit_prob) and `progress(done, total)`."""
+        """The attribution graph of `prompt` on the loaded transcoders (circuit-tracer's method and defaults) for
+        the salient next tokens, `targets`, or `targets[0]` - `wrong`; `options`: `GraphOptions` fields, `progress`."""
         return graphs.graph(self.handle, prompt, targets=targets, wrong=wrong, **options)
 
     def intervene_graph(
@@ -339,9 +337,9 @@ class Engine:
         """The graph's prompt with feature nodes set (0 ablates), as circuit-tracer's `feature_intervention`."""
         return intervene(self.handle, graph, settings, freeze_attention=freeze_attention)
 
-    def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
-        """Write `graph` for circuit-tracer's viewer: `path`, its listing, and a feature file per feature node."""
-        return graphs.write_viewer_files(self.handle, graph, path)
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> None:
+        """Write a graph or a circuit for circuit-tracer's viewer: `path`, its listing, a file per feature node."""
+        graphs.write_viewer_files(self.handle, graph, path)
 
 
 if TYPE_CHECKING:  # .ci/typecheck holds the engine to what front ends may ask of it

@@ -159,6 +159,7 @@ class EngineProtocol(Protocol):
         """The graph's prompt with feature nodes set to values: its targets before and after."""
         ...
 
-    def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
-        """The graph's files for circuit-tracer's viewer: the graph, its listing, a feature file per feature."""
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> None:
+        """An attribution graph's or a circuit's files for circuit-tracer's viewer: the graph, its listing, a
+        feature file per feature node."""
         ...

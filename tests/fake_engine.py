@@ -597,8 +597,13 @@ class FakeEngine:
     ) -> GraphIntervention:
         raise UsageError("the fake engine makes no graphs")
 
-    def export_graph(self, graph: AttributionGraph, path: Path) -> list[Path]:
-        raise UsageError("the fake engine makes no graphs")
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> None:
+        from lenstop.models.circuits.export import graph_json
+        from lenstop.models.files import write_json
+
+        if not isinstance(graph, Circuit):
+            raise UsageError("the fake engine makes no graphs")
+        write_json(path, graph_json(graph, path.stem))  # the fake's features have no decoder: the graph alone
 
     def circuit(
         self,

@@ -249,9 +249,13 @@ def test_circuit_out_the_file_system_refuses_is_one_line_exit_7(
 
 def _fake_circuit_engine(*args: object, **kwargs: object) -> object:
     class Found:
-        handle = None  # the feature files' source: the fake graph has no feature to write
-
         def circuit(self, *args: object, **kwargs: object) -> object:
             return object()
+
+        def export_graph(self, graph: object, path: Path) -> None:
+            from lenstop.models.circuits.export import graph_json
+            from lenstop.models.files import write_json
+
+            write_json(path, graph_json(graph, path.stem))  # the real export's last step: its file
 
     return Found()

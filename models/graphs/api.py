@@ -13,6 +13,7 @@ from lenstop.models.graphs.result import AttributionGraph
 from lenstop.models.runtime.handle import ModelHandle
 
 if TYPE_CHECKING:
+    from lenstop.models.circuits.results import Circuit
     from lenstop.models.feature_cards import FeatureCard
 
 
@@ -56,10 +57,18 @@ def graph(
     return build_graph(handle, replacement, prompt, chosen, label, progress)
 
 
-def write_viewer_files(handle: ModelHandle, graph: AttributionGraph, path: Path) -> list[Path]:
-    """The graph for circuit-tracer's viewer at `path`, with a feature file for every feature node beside it
-    (see `lenstop.models.graphs.export`)."""
+def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, path: Path) -> None:
+    """The graph (or a `lenstop circuit` circuit) for circuit-tracer's viewer at `path`, with a feature file for
+    every feature node beside it (see `lenstop.models.graphs.export`, `lenstop.models.circuits.export`)."""
     import torch
+
+    from lenstop.models.circuits.results import Circuit
+
+    if isinstance(graph, Circuit):
+        from lenstop.models.circuits.export import write_viewer_files as write_circuit
+
+        write_circuit(handle, graph, path)
+        return
 
     from lenstop.models.dictionaries import replacement_of
     from lenstop.models.graphs import export
@@ -75,4 +84,4 @@ def write_viewer_files(handle: ModelHandle, graph: AttributionGraph, path: Path)
         return replacement.decoder_vectors(layer, torch.tensor([feature]))[0].sum(0).to(handle.out_device)
 
     w_u = handle.model.W_U.detach()
-    return export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings)
+    export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings)
