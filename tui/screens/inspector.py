@@ -50,6 +50,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.editing import InterventionKeys
 from lenstop.tui.screens.feature_card import CardScreen, fetch_card
+from lenstop.tui.screens.graph import GraphScreen
 from lenstop.tui.screens.help import HelpRow, HelpScreen, help_rows
 from lenstop.tui.screens.inspector_keys import bindings_of, help_groups
 from lenstop.tui.screens.selection import SelectionScreen
@@ -321,6 +322,14 @@ class InspectorScreen(InterventionKeys):
         ignored = len(self.interventions.active)
         circuit = CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored, keymap=self.keymap)
         self.app.push_screen(circuit)
+
+    def action_graph(self) -> None:
+        """The attribution graph of the selected token's next-token prediction, on the prompt cut there."""
+        a = self.analysis
+        if self.engine is not None and a is not None:
+            bos = self.info is None or self.info.prepend_bos
+            graph = GraphScreen(self.engine, a.prompt, a.tokens, self.position, bos=bos, keymap=self.keymap)
+            self.app.push_screen(graph)
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
