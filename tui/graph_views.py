@@ -141,27 +141,29 @@ def node_title(graph: AttributionGraph, index: int, width: int) -> Text:
     return plain(clip(" " + " · ".join(p for p in parts if p), width), "bold")
 
 
-def _edge_line(graph: AttributionGraph, number: int, other: int, weight: float, width: int) -> str:
+def _edge_line(graph: AttributionGraph, number: int | None, edge: Neighbour, width: int) -> str:
+    other, weight = edge
     n = graph.nodes[other]
     label = f" {n.label}" if n.kind == "feature" and n.label else ""
-    return clip(f"{number} {weight:+.3f} {node_name(graph, other)}{label}", width)
+    return clip(f"{number if number is not None else ' '} {weight:+.3f} {node_name(graph, other)}{label}", width)
 
 
-def edges_text(graph: AttributionGraph, inputs: Sequence[Neighbour], outputs: Sequence[Neighbour], width: int) -> Text:
-    """Inputs numbered 1-4 beside outputs numbered 5-8, one edge a line, weights signed and aligned."""
+def edges_text(
+    graph: AttributionGraph, inputs: Sequence[Neighbour], outputs: Sequence[Neighbour], width: int, rows: int
+) -> Text:
+    """Inputs beside outputs, one edge a line, weights signed and aligned: the first four of each numbered
+    (inputs 1-4, outputs 5-8, the keys that follow them), the rest, on a tall screen, listed."""
     half = max(20, (width - 4) // 2)
     out = Text(" ")
     out.append(f"{'inputs (enter follows the first)':<{half}}", "dim")
     out.append(" │ outputs (o)", "dim")
-    for row in range(EDGES_SHOWN):
-        left = _edge_line(graph, row + 1, *inputs[row], half) if row < len(inputs) else ("none" if row == 0 else "")
-        right = (
-            _edge_line(graph, row + 1 + EDGES_SHOWN, *outputs[row], half)
-            if row < len(outputs)
-            else ("none" if row == 0 else "")
-        )
+    for row in range(max(EDGES_SHOWN, rows)):
+        cells = []
+        for edges, first in ((inputs, 1), (outputs, 1 + EDGES_SHOWN)):
+            number = first + row if row < EDGES_SHOWN else None
+            cells.append(_edge_line(graph, number, edges[row], half) if row < len(edges) else "none" * (row == 0))
         out.append("\n ")
-        out.append_text(plain(f"{left:<{half}} │ {right}"))
+        out.append_text(plain(f"{cells[0]:<{half}} │ {cells[1]}"))
     return out
 
 

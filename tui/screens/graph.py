@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 EXPORT_PATH = "./lenstop-graph.json"
 THRESHOLD_STEP = 0.05
+MAX_EDGES = 12
 _MOVE = "←↑↓→"
 STEPS = (Kind.GRAPH_SCORES, Kind.GRAPH_PRUNE, Kind.GRAPH_INTERVENE, Kind.GRAPH_EXPORT)  # work on a built graph
 
@@ -270,7 +271,8 @@ class GraphScreen(Screen[None]):
         crumbs = crumbs_text(graph, [*self.path, selected], width - 9) if self.path else ""
         self.crumbs_line.update(f" path: {crumbs}" if crumbs else " path: (enter or 1-8 follows an edge)")
         self.node_line.update(node_title(graph, selected, width))
-        self.edges_pane.update(edges_text(graph, *model.neighbours(selected), width))
+        rows = self.edge_rows()
+        self.edges_pane.update(edges_text(graph, *model.neighbours(selected, rows), width, rows))
         self.pinned_line.update(pinned_text(graph, self.pinned, self.subgraph, width))
         self.supernodes_line.update(supernodes_text(graph, self.supernodes, width))
         what = self.last_setting[0] if self.last_setting else ""
@@ -284,6 +286,12 @@ class GraphScreen(Screen[None]):
         if index is not None:
             self.selected = index
             self.draw()
+
+    def edge_rows(self) -> int:
+        """The edges listed of each side: four, and on a tall screen as many more as fit (up to 12)."""
+        assert self.model is not None
+        free = self.app.size.height - 15 - self.model.n_rows  # the lines of everything else, and the status's two
+        return max(EDGES_SHOWN, min(MAX_EDGES, free))
 
     # ---------------------------------------------------------------- moving
     def action_move(self, rows: int, positions: int) -> None:
