@@ -239,6 +239,21 @@ async def test_export_writes_the_graph_where_asked(tmp_path: Path) -> None:
         assert "error:" in screen_text(app) and isinstance(app.screen, GraphScreen)
 
 
+async def test_a_graph_built_before_is_shown_again_without_building_it() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        first = shown(await open_graph(pilot, app))[0]
+        await pilot.press("escape", "a")  # back, and an ablation in the inspector
+        await settle(pilot)
+        screen = await open_graph(pilot, app)
+        assert len(calls(engine, "graph")) == 1 and screen.graph is first
+        text = screen_text(app)
+        assert "built before" in text and "the clean model: 1 intervention not applied" in text
+        await pilot.press("escape", "left")
+        screen = await open_graph(pilot, app)  # another position: another prompt, built
+        assert len(calls(engine, "graph")) == 2 and shown(screen)[0].prompt != first.prompt
+
+
 class GatedEngine(FakeEngine):
     """The first graph waits for `gate`: it comes back after the graphs asked for after it."""
 

@@ -15,17 +15,13 @@ Every number comes from the engine or the graph's own methods in a worker; this 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
-from textual.screen import Screen
 
 from lenstop.models.protocol import EngineProtocol
 from lenstop.tui import graphs
-from lenstop.tui.format import counted, plain
+from lenstop.tui.format import counted
 from lenstop.tui.graph_views import (
     EDGES_SHOWN,
     GraphModel,
@@ -36,7 +32,6 @@ from lenstop.tui.graph_views import (
     intervention_text,
     node_name,
     node_title,
-    parse_thresholds,
     pinned_text,
     scores_text,
     supernodes_text,
@@ -53,73 +48,22 @@ from lenstop.tui.messages import (
     SubgraphScored,
 )
 from lenstop.tui.safe import SafeStatic
-from lenstop.tui.screens.help import HelpScreen, help_rows
-from lenstop.tui.screens.value import TextScreen, ValueScreen
-from lenstop.tui.widgets.footer import FooterKey, KeyFooter
+from lenstop.tui.screens.graph_edits import GraphEdits
+from lenstop.tui.screens.graph_keys import BINDINGS, FOOTER
+from lenstop.tui.widgets.footer import KeyFooter
 from lenstop.tui.widgets.graph_grid import GraphGrid
-from lenstop.tui.work import EngineWork, Kind
+from lenstop.tui.work import Kind
 
 if TYPE_CHECKING:
-    from lenstop.models.graphs import AttributionGraph, GraphIntervention
+    from lenstop.models.graphs import AttributionGraph
 
-EXPORT_PATH = "./lenstop-graph.json"
-THRESHOLD_STEP = 0.05
+GraphCache = dict[str, "AttributionGraph"]  # graphs built on one engine, by the prompt they are of
+CACHED = 8  # graphs a cache keeps, the oldest dropped first
 MAX_EDGES = 12
-_MOVE = "←↑↓→"
 STEPS = (Kind.GRAPH_SCORES, Kind.GRAPH_PRUNE, Kind.GRAPH_INTERVENE, Kind.GRAPH_EXPORT)  # work on a built graph
 
-BINDINGS: list[BindingType] = [
-    Binding("escape", "close", "close the view", id="graph.close"),
-    Binding("h,left", "move(0, -1)", "previous position", key_display=_MOVE, id="graph.left"),
-    Binding("l,right", "move(0, 1)", "next position", key_display=_MOVE, id="graph.right"),
-    Binding("k,up", "move(1, 0)", "layer above", key_display=_MOVE, id="graph.up"),
-    Binding("j,down", "move(-1, 0)", "layer below", key_display=_MOVE, id="graph.down"),
-    Binding("tab", "cycle(1)", "next node by influence", id="graph.next"),
-    Binding("shift+tab", "cycle(-1)", "previous node by influence", id="graph.previous"),
-    Binding("enter", "follow(1)", "follow the strongest input", id="graph.follow"),
-    Binding("o", f"follow({EDGES_SHOWN + 1})", "follow the strongest output", id="graph.follow.out"),
-    *(Binding(str(n), f"follow({n})", f"follow edge {n}", show=False, id=f"graph.edge.{n}") for n in range(1, 9)),
-    Binding("backspace", "back", "back along the breadcrumb", id="graph.back"),
-    Binding("f", "everything", "all nodes or the pruned graph", id="graph.all"),
-    Binding("p", "pin", "pin or unpin the node", id="graph.pin"),
-    Binding("g", "group", "group the pinned nodes into a supernode", id="graph.group"),
-    Binding("r", "prune", "re-prune: type the thresholds", id="graph.prune"),
-    Binding("plus,equals_sign", f"nudge({THRESHOLD_STEP})", "keep more nodes", id="graph.prune.more"),
-    Binding("minus", f"nudge({-THRESHOLD_STEP})", "keep fewer nodes", id="graph.prune.less"),
-    Binding("a", "ablate", "ablate the feature", id="graph.ablate"),
-    Binding("c", "set_value", "set the feature to a value", id="graph.set"),
-    Binding("m", "attention", "attention frozen or recomputed", id="graph.attention"),
-    Binding("x", "export", "write the graph for circuit-tracer's viewer", id="graph.export"),
-    Binding("comma", "position(-1)", "the graph of the token before", id="graph.position.previous"),
-    Binding("full_stop", "position(1)", "the graph of the token after", id="graph.position.next"),
-    Binding("question_mark", "help", "every key", id="graph.help"),
-]
-FOOTER = (
-    FooterKey(("graph.left", "graph.down", "graph.up", "graph.right"), "node"),
-    FooterKey(("graph.follow",), "follow"),
-    FooterKey(("graph.back",), "back"),
-    FooterKey(("graph.pin",), "pin"),
-    FooterKey(("graph.group",), "group"),
-    FooterKey(("graph.ablate",), "ablate"),
-    FooterKey(("graph.set",), "set"),
-    FooterKey(("graph.all",), "all"),
-    FooterKey(("graph.prune",), "prune"),
-    FooterKey(("graph.export",), "export"),
-    FooterKey(("graph.close",), "close"),
-    FooterKey(("graph.next",), "by influence"),
-    FooterKey(("graph.follow.out",), "follow out"),
-    FooterKey(("graph.attention",), "attention"),
-)
-GUIDE = (
-    "The attribution graph of the prediction after the selected token, built on the prompt cut there: rows are "
-    "layers (logits on top, token embeddings at the bottom), columns positions. ● ◐ ○ a feature, strong to "
-    "weak; ◇ an error node; ■ a token; ◆ a logit. The selected node is reversed, pinned nodes underlined. "
-    "Numbers 1-4 follow an input, 5-8 an output. Pinned nodes and every error node form a subgraph, whose "
-    "scores are shown."
-)
 
-
-class GraphScreen(Screen[None]):
+class GraphScreen(GraphEdits):
     BINDINGS = BINDINGS
     DEFAULT_CSS = """
     GraphScreen { layout: vertical; }
@@ -146,22 +90,14 @@ class GraphScreen(Screen[None]):
     ) -> None:
         """`prompt` and `tokens`: the inspector's analysis; `position`: the token whose next token is explained;
         `bos`: whether `tokens` begin with a BOS that the prompt's text does not hold."""
-        super().__init__()
-        self.engine, self.prompt, self.tokens, self.bos = engine, prompt, tokens, bos
-        self.position, self.keymap = position, keymap or Keymap()
-        self.work = EngineWork(self)
+        super().__init__(engine, keymap)
+        self.prompt, self.tokens, self.bos, self.position = prompt, tokens, bos, position
+        self.cache: GraphCache = {}
+        self.ignored = 0  # interventions active in the inspector, which the graph (of the model as it is) leaves out
         self.cut: str | None = None  # the prompt the graph is of
-        self.graph: AttributionGraph | None = None
         self.model: GraphModel | None = None
         self.everything = False
-        self.selected: int | None = None
         self.path: list[int] = []  # the nodes followed from, for backspace
-        self.pinned: list[int] = []
-        self.subgraph: tuple[float, float] | None = None
-        self.supernodes: dict[str, tuple[int, ...]] = {}
-        self.frozen = True
-        self.last_setting: tuple[str, graphs.Setting] | None = None
-        self.intervention: GraphIntervention | None = None
         self.header_line, self.scores_line = (
             SafeStatic(id="graph-header"),
             SafeStatic(id="graph-scores", classes="line"),
@@ -170,7 +106,13 @@ class GraphScreen(Screen[None]):
         self.crumbs_line, self.node_line = SafeStatic(id="graph-crumbs", classes="line"), SafeStatic(classes="line")
         self.edges_pane = SafeStatic(id="graph-edges")
         self.pinned_line, self.supernodes_line = SafeStatic(classes="line"), SafeStatic(classes="line")
-        self.intervention_lines, self.status_line = SafeStatic(id="graph-intervention"), SafeStatic(id="graph-status")
+        self.intervention_lines = SafeStatic(id="graph-intervention")
+
+    def using(self, cache: GraphCache, ignored: int = 0) -> GraphScreen:
+        """Keep built graphs in `cache` (the inspector's, so that coming back costs nothing); `ignored`: the
+        interventions active in the inspector, which the status says the graph does not apply."""
+        self.cache, self.ignored = cache, ignored
+        return self
 
     def compose(self) -> ComposeResult:
         yield from (self.header_line, self.scores_line, self.grid, self.crumbs_line, self.node_line)
@@ -198,6 +140,10 @@ class GraphScreen(Screen[None]):
             self.draw("the tokens up to here do not spell the prompt's start: no graph can be cut there")
             self.status("cannot cut the prompt at this token", error=True)
             return
+        if self.cut in self.cache:
+            self.work.supersede(Kind.GRAPH)
+            self._shown(self.cache[self.cut], "built before")
+            return
         self.draw("building the graph…")
         self.status(f"building the graph of {counted(self.position + 1, 'token')}…")
         self.work.start(Kind.GRAPH, graphs.build(self.engine, self.cut), GraphFailed)
@@ -207,11 +153,23 @@ class GraphScreen(Screen[None]):
         if not self.work.is_latest(kind, message.request) or message.prompt != self.cut:
             return  # for a prompt or thresholds no longer asked for
         if kind is Kind.GRAPH:
-            self.status(f"{counted(len(message.graph.nodes), 'node')} · enter follows the strongest input")
+            self.cache[message.prompt] = message.graph
+            while len(self.cache) > CACHED:
+                self.cache.pop(next(iter(self.cache)))
+            self._shown(message.graph, "built")
         else:
             pruned = message.graph.pruned
             self.status(f"re-pruned at {pruned.node_threshold:g}/{pruned.edge_threshold:g}")
-        self.graph = message.graph
+            self.graph = message.graph
+            self._reshow()
+
+    def _shown(self, graph: AttributionGraph, how: str) -> None:
+        n = self.ignored
+        then = (
+            f"the clean model: {counted(n, 'intervention')} not applied" if n else "enter follows the strongest input"
+        )
+        self.status(f"{how}: {counted(len(graph.nodes), 'node')} · {then}")
+        self.graph = graph
         self._reshow()
 
     def on_graph_repruned(self, message: GraphRepruned) -> None:
@@ -278,10 +236,6 @@ class GraphScreen(Screen[None]):
         what = self.last_setting[0] if self.last_setting else ""
         self.intervention_lines.update(intervention_text(graph, what, self.intervention, width))
 
-    def status(self, text: str, error: bool = False) -> None:
-        self.status_line.update(plain((" error: " if error else " ") + text))
-        self.status_line.set_class(error, "-error")
-
     def _select(self, index: int | None) -> None:
         if index is not None:
             self.selected = index
@@ -332,133 +286,3 @@ class GraphScreen(Screen[None]):
         if self.graph is not None:
             self.everything = not self.everything
             self._reshow()
-
-    # ---------------------------------------------------------------- pinning, supernodes, pruning
-    def action_pin(self) -> None:
-        if self.graph is None or self.selected is None:
-            return
-        if self.selected in self.pinned:
-            self.pinned.remove(self.selected)
-        else:
-            self.pinned.append(self.selected)
-        self.subgraph = None
-        if self.pinned:
-            self.work.start(
-                Kind.GRAPH_SCORES, graphs.score(self.graph, tuple(self.pinned)), graphs.step_failed(Kind.GRAPH_SCORES)
-            )
-        else:
-            self.work.supersede(Kind.GRAPH_SCORES)
-        self.draw()
-
-    def _ask(self, question: str, default: str, done: Callable[[str], None]) -> None:
-        def answered(text: str | None) -> None:
-            if text is not None and text.strip():
-                done(text.strip())
-
-        self.app.push_screen(TextScreen(question, default), answered)
-
-    def action_group(self) -> None:
-        if not self.pinned:
-            self.status("pin the nodes of a supernode first (p)", error=True)
-            return
-        members = tuple(self.pinned)
-
-        def named(name: str) -> None:
-            self.supernodes[name] = members
-            self.status(f"supernode {name}: {counted(len(members), 'node')}")
-            self.draw()
-
-        self._ask(
-            f"name the supernode of the {counted(len(members), 'pinned node')}",
-            f"group {len(self.supernodes) + 1}",
-            named,
-        )
-
-    def action_prune(self) -> None:
-        if self.graph is None:
-            return
-        pruned = self.graph.pruned
-
-        def typed(text: str) -> None:
-            try:
-                self._reprune(*parse_thresholds(text))
-            except ValueError as err:
-                self.status(str(err), error=True)
-
-        question = "node and edge thresholds: the shares of influence kept (circuit-tracer's 0.8 0.98)"
-        self._ask(question, f"{pruned.node_threshold:g} {pruned.edge_threshold:g}", typed)
-
-    def action_nudge(self, step: float) -> None:
-        if self.graph is not None:
-            pruned = self.graph.pruned
-            node = round(min(1.0, max(THRESHOLD_STEP, pruned.node_threshold + step)), 4)
-            self._reprune(node, pruned.edge_threshold)
-
-    def _reprune(self, node: float, edge: float) -> None:
-        assert self.graph is not None
-        self.status(f"re-pruning at {node:g}/{edge:g}…")
-        self.work.start(Kind.GRAPH_PRUNE, graphs.reprune(self.graph, node, edge), graphs.step_failed(Kind.GRAPH_PRUNE))
-
-    # ---------------------------------------------------------------- interventions and export
-    def _feature(self) -> tuple[int, int, int] | None:
-        """The selected feature's (layer, position, feature); None, said, if the node is not a feature."""
-        if self.graph is None or self.selected is None:
-            return None
-        node = self.graph.nodes[self.selected]
-        if node.kind != "feature" or node.feature is None:
-            self.status(
-                f"{node_name(self.graph, self.selected)} is not a feature: only features can be set", error=True
-            )
-            return None
-        return node.layer, node.position, node.feature
-
-    def _intervene(self, what: str, setting: graphs.Setting) -> None:
-        assert self.graph is not None
-        self.last_setting, self.intervention = (what, setting), None
-        self.draw()
-        call = graphs.intervene(self.engine, self.graph, what, [setting], self.frozen)
-        self.work.start(Kind.GRAPH_INTERVENE, call, graphs.step_failed(Kind.GRAPH_INTERVENE))
-
-    def action_ablate(self) -> None:
-        found = self._feature()
-        if found is not None and self.selected is not None and self.graph is not None:
-            self._intervene(f"ablate {node_name(self.graph, self.selected)}", (*found, 0.0))
-
-    def action_set_value(self) -> None:
-        found = self._feature()
-        if found is None or self.selected is None or self.graph is None:
-            return
-        graph, index = self.graph, self.selected
-
-        def chosen(value: float | None) -> None:
-            if value is not None and graph is self.graph:
-                self._intervene(f"set {node_name(graph, index)} = {value:g}", (*found, value))
-
-        activation = graph.nodes[index].activation or 0.0
-        self.app.push_screen(
-            ValueScreen(f"set {node_name(graph, index)} (now {activation:.3g}) to", activation), chosen
-        )
-
-    def action_attention(self) -> None:
-        self.frozen = not self.frozen
-        self.status("attention " + ("frozen at its clean values" if self.frozen else "recomputed"))
-        if self.last_setting is not None:
-            self._intervene(*self.last_setting)
-
-    def action_export(self) -> None:
-        if self.graph is None:
-            self.status("no graph yet", error=True)
-            return
-        graph = self.graph
-
-        def typed(text: str) -> None:
-            call = graphs.export(self.engine, graph, Path(text).expanduser())
-            self.status(f"writing {text}…")
-            self.work.start(Kind.GRAPH_EXPORT, call, graphs.step_failed(Kind.GRAPH_EXPORT))
-
-        self._ask("write the graph for circuit-tracer's viewer to", EXPORT_PATH, typed)
-
-    def action_help(self) -> None:
-        groups = [("graph view", [b for b in self.BINDINGS if isinstance(b, Binding)])]
-        rows = help_rows(groups, lambda b: self.keymap.keys_of(b, self.app.get_key_display))
-        self.app.push_screen(HelpScreen(rows, GUIDE))
