@@ -342,6 +342,43 @@ async def test_markup_and_control_characters_in_tokens_are_shown_as_text() -> No
         assert "[" in text and "\x1b" not in text and "\x07" not in text
 
 
+async def test_a_label_from_a_stranger_is_shown_not_obeyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fake_engine
+
+    monkeypatch.setitem(fake_engine.LABELS, 42, "[bold]x[/] \x1b]52;c;aGk=\x07 [link=http://e]y")
+    app, _ = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_graph(pilot, app)
+        graph = shown(screen)[0]
+        labelled = next(i for i, n in enumerate(graph.nodes) if n.feature == 42 and n.kind == "feature")
+        screen.selected = labelled
+        screen.draw()
+        await pilot.pause()
+        text = screen_text(app)
+        assert "[bold]x[/]" in text and "[link=http://e]y" in text and "\x1b" not in text and "\x07" not in text
+
+
+async def test_the_pinned_features_are_ablated_together() -> None:
+    app, engine = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_graph(pilot, app)
+        await pilot.press("A")
+        await settle(pilot)
+        assert calls(engine, "intervene_graph") == [] and "pin the features" in screen_text(app)
+        first = await select_feature(pilot, screen)
+        await pilot.press("p", "tab")
+        second = await select_feature(pilot, screen)
+        await pilot.press("p", "A")
+        await settle(pilot)
+        graph = shown(screen)[0]
+        settings = calls(engine, "intervene_graph")[-1][1]
+        assert isinstance(settings, tuple)
+        assert [(s.layer, s.position, s.feature, s.value) for s in settings] == [
+            (graph.nodes[i].layer, graph.nodes[i].position, graph.nodes[i].feature, 0.0) for i in (first, second)
+        ]
+        assert "ablate 2 pinned features (attention frozen)" in screen_text(app)
+
+
 class TestGraphSnapshots:
     def test_graph_view_at_80x24(self, snap_compare) -> None:  # type: ignore[no-untyped-def]
         app, _ = make_app(show_timings=False)

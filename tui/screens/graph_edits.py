@@ -43,7 +43,7 @@ class GraphEdits(Screen[None]):
         self.subgraph: tuple[float, float] | None = None  # the pinned subgraph's (replacement, completeness)
         self.supernodes: dict[str, tuple[int, ...]] = {}
         self.frozen = True  # attention held at its clean values in an intervention
-        self.last_setting: tuple[str, graphs.Setting] | None = None
+        self.last_setting: tuple[str, tuple[graphs.Setting, ...]] | None = None  # what was set last, to redo
         self.intervention: GraphIntervention | None = None
         self.status_line = SafeStatic(id="graph-status")
 
@@ -133,17 +133,29 @@ class GraphEdits(Screen[None]):
             return None
         return node.layer, node.position, node.feature
 
-    def _intervene(self, what: str, setting: graphs.Setting) -> None:
+    def _intervene(self, what: str, *settings: graphs.Setting) -> None:
         assert self.graph is not None
-        self.last_setting, self.intervention = (what, setting), None
+        self.last_setting, self.intervention = (what, settings), None
         self.draw()
-        call = graphs.intervene(self.engine, self.graph, what, [setting], self.frozen)
+        call = graphs.intervene(self.engine, self.graph, what, settings, self.frozen)
         self.work.start(Kind.GRAPH_INTERVENE, call, graphs.step_failed(Kind.GRAPH_INTERVENE))
 
     def action_ablate(self) -> None:
         found = self._feature()
         if found is not None and self.selected is not None and self.graph is not None:
             self._intervene(f"ablate {node_name(self.graph, self.selected)}", (*found, 0.0))
+
+    def action_ablate_pinned(self) -> None:
+        """Ablate every pinned feature at once: a supernode, say, as one intervention."""
+        graph = self.graph
+        if graph is None:
+            return
+        features = [i for i in self.pinned if graph.nodes[i].kind == "feature"]
+        if not features:
+            self.status("pin the features to ablate together first (p)", error=True)
+            return
+        settings = [(n.layer, n.position, n.feature or 0, 0.0) for n in (graph.nodes[i] for i in features)]
+        self._intervene(f"ablate {counted(len(features), 'pinned feature')}", *settings)
 
     def action_set_value(self) -> None:
         found = self._feature()
@@ -164,7 +176,7 @@ class GraphEdits(Screen[None]):
         self.frozen = not self.frozen
         self.status("attention " + ("frozen at its clean values" if self.frozen else "recomputed"))
         if self.last_setting is not None:
-            self._intervene(*self.last_setting)
+            self._intervene(self.last_setting[0], *self.last_setting[1])
 
     def action_export(self) -> None:
         if self.graph is None:

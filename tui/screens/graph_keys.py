@@ -30,6 +30,7 @@ BINDINGS: list[BindingType] = [
     Binding("plus,equals_sign", f"nudge({THRESHOLD_STEP})", "keep more nodes", id="graph.prune.more"),
     Binding("minus", f"nudge({-THRESHOLD_STEP})", "keep fewer nodes", id="graph.prune.less"),
     Binding("a", "ablate", "ablate the feature", id="graph.ablate"),
+    Binding("A", "ablate_pinned", "ablate every pinned feature together", id="graph.ablate.pinned"),
     Binding("c", "set_value", "set the feature to a value", id="graph.set"),
     Binding("m", "attention", "attention frozen or recomputed", id="graph.attention"),
     Binding("x", "export", "write the graph for circuit-tracer's viewer", id="graph.export"),
@@ -52,6 +53,7 @@ FOOTER = (
     FooterKey(("graph.next",), "by influence"),
     FooterKey(("graph.follow.out",), "follow out"),
     FooterKey(("graph.attention",), "attention"),
+    FooterKey(("graph.ablate.pinned",), "ablate pinned"),
 )
 GUIDE = (
     "The attribution graph of the prediction after the selected token, built on the prompt cut there: rows are "
