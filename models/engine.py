@@ -337,9 +337,9 @@ class Engine:
         """The graph's prompt with feature nodes set (0 ablates), as circuit-tracer's `feature_intervention`."""
         return intervene(self.handle, graph, settings, freeze_attention=freeze_attention)
 
-    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> None:
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
         """Write a graph or a circuit for circuit-tracer's viewer: `path`, its listing, a file per feature node."""
-        graphs.write_viewer_files(self.handle, graph, path)
+        return graphs.write_viewer_files(self.handle, graph, path)
 
 
 if TYPE_CHECKING:  # .ci/typecheck holds the engine to what front ends may ask of it

@@ -159,7 +159,7 @@ class EngineProtocol(Protocol):
         """The graph's prompt with feature nodes set to values: its targets before and after."""
         ...
 
-    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> None:
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
         """An attribution graph's or a circuit's files for circuit-tracer's viewer: the graph, its listing, a
         feature file per feature node."""
         ...

@@ -39,7 +39,8 @@ from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureS
 from lenstop.models.protocol import EngineProtocol, Progress
 
 if TYPE_CHECKING:
-    from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
+    from lenstop.models.graphs import AttributionGraph, GraphIntervention, GraphNode, LogitTarget, NodeSetting
+    from lenstop.models.graphs.influence import Edges
 from lenstop.models.results import (
     Analysis,
     Continuation,
@@ -586,24 +587,57 @@ class FakeEngine:
             "fake", tuple(tuple(scores(lay, h) for h in range(self.n_heads)) for lay in range(self.n_layers)), 8, 30
         )
 
+    def _graph_targets(self, tokens: list[str], targets: Sequence[str]) -> tuple[list[float], list[LogitTarget]]:
+        """The last position's logits, and the targets: the tokens named, or the top ones up to 95%."""
+        from lenstop.models.graphs import LogitTarget
+
+        logits = self._logits(tokens, (), self.n_layers)[-1]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        if targets:
+            unknown = [t for t in targets if t not in VOCAB]
+            if unknown:
+                raise UsageError(f"{unknown[0]!r} is not a token of the fake's vocabulary")
+            ids = [VOCAB.index(t) for t in targets]
+        else:
+            order = np.argsort(-probs, kind="stable")
+            cut = int(np.searchsorted(np.cumsum(probs[order]), 0.95)) + 1
+            ids = [int(i) for i in order[: min(cut, 3)]]
+        chosen = [LogitTarget(VOCAB[i], i, float(probs[i]), float(probs[i])) for i in ids]
+        return [float(x) for x in logits], chosen
+
     def graph(
         self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
     ) -> AttributionGraph:
-        """As an engine whose dictionaries are SAEs: a graph needs transcoders."""
-        raise UsageError("a replacement needs transcoders; the fake engine has SAEs only")
+        """A synthetic graph (`fake_graph`) of the prompt's tokens, for the targets named or the top ones."""
+        with self.lock:
+            self.calls.append(("graph", (prompt, tuple(targets), wrong, tuple(sorted(options.items())))))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        tokens = tokenize(prompt)
+        if len(tokens) < 2:
+            raise UsageError("a graph needs a token after the BOS: its features are zero at position 0")
+        _, chosen = self._graph_targets(tokens, targets)
+        ids = [_hash(t) % 1000 for t in tokens]
+        return fake_graph(prompt, tokens, ids, chosen, self.n_layers, self.d_sae)
 
     def intervene_graph(
         self, graph: AttributionGraph, settings: Sequence[NodeSetting], *, freeze_attention: bool = True
     ) -> GraphIntervention:
-        raise UsageError("the fake engine makes no graphs")
+        with self.lock:
+            self.calls.append(("intervene_graph", (graph.prompt, tuple(settings), freeze_attention)))
+        logits, _ = self._graph_targets(list(graph.tokens), ())
+        return fake_intervention(graph, settings, freeze_attention, logits, VOCAB)
 
-    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> None:
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
+        """A circuit's graph JSON, or a graph's `lenstop graph --json` document, at `path` (the real engine writes
+        the viewer's files, with feature files the fake's features, having no decoder, cannot have)."""
         from lenstop.models.circuits.export import graph_json
         from lenstop.models.files import write_json
 
-        if not isinstance(graph, Circuit):
-            raise UsageError("the fake engine makes no graphs")
-        write_json(path, graph_json(graph, path.stem))  # the fake's features have no decoder: the graph alone
+        with self.lock:
+            self.calls.append(("export_graph", (graph.prompt, path)))
+        return [write_json(path, graph_json(graph, path.stem) if isinstance(graph, Circuit) else graph.as_json())]
 
     def circuit(
         self,
@@ -673,3 +707,152 @@ class FakeFactory:
 
 if TYPE_CHECKING:  # .ci/typecheck holds the fake to the Protocol statically, test_conformance.py at run time
     _conforms: type[EngineProtocol] = FakeEngine
+
+
+# ---------------------------------------------------------------- a synthetic attribution graph
+# Real `AttributionGraph` values (influence, pruning and scores by lenstop's own influence.py) from the fake's
+# tokens, so that the app's graph view runs end to end without a model. torch is imported here only.
+
+
+def _weight(*parts: object) -> float:
+    return ((_hash(*parts) % 200) - 50) / 100  # mostly positive, some negative
+
+
+def _graph_features(tokens: Sequence[str], n_layers: int, d_sae: int) -> list[GraphNode]:
+    from lenstop.models.graphs import GraphNode
+
+    nodes = []
+    for layer in range(n_layers):
+        for position in range(1, len(tokens)):
+            ids = sorted({(_hash(tokens[position], layer, rank) % (d_sae - 1)) + 1 for rank in range(2)})
+            if layer == n_layers - 1 and position == len(tokens) - 1:
+                ids = sorted({*ids, 42})  # a labelled feature where the logits read
+            for feature in ids:
+                act = 1.0 + (_hash(tokens[position], layer, feature) % 300) / 100
+                nodes.append(GraphNode("feature", layer, position, feature, act, 0.0, LABELS.get(feature, "")))
+    return nodes
+
+
+def _graph_edges(nodes: list[GraphNode], n_features: int, n_layers: int, n_pos: int) -> Edges:
+    """Sources always sit lower (or are inputs) and no later: the graph is acyclic."""
+    import torch
+
+    from lenstop.models.graphs.influence import Edges
+
+    error = lambda layer, pos: n_features + layer * n_pos + pos  # noqa: E731
+    embed = lambda pos: n_features + n_layers * n_pos + pos  # noqa: E731
+    edges: list[tuple[int, int, float]] = []
+    for t, node in enumerate(nodes[:n_features]):
+        layer, pos = node.layer, node.position
+        for p in {pos, pos - 1}:
+            edges.append((t, embed(p), _weight(t, "emb", p) + 0.6))
+        if layer > 0:
+            edges.append((t, error(layer - 1, pos), _weight(t, "err")))
+        for s, below in enumerate(nodes[:n_features]):
+            if below.layer < layer and below.position <= pos and _hash(t, s) % 3 == 0:
+                edges.append((t, s, _weight(t, s)))
+    first_logit = n_features + (n_layers + 1) * n_pos
+    for t in range(first_logit, len(nodes)):
+        for s, source in enumerate(nodes[:n_features]):
+            if source.position == n_pos - 1 or (_hash(t, s) % 5 == 0):
+                edges.append((t, s, _weight(t, s) + 0.3))
+        for layer in range(n_layers):
+            edges.append((t, error(layer, n_pos - 1), _weight(t, "err", layer) / 2))
+        edges.append((t, embed(n_pos - 1), 0.4))
+    targets, sources, weights = ([e[i] for e in edges] for i in range(3))
+    return Edges(torch.tensor(targets), torch.tensor(sources), torch.tensor(weights, dtype=torch.float32), len(nodes))
+
+
+def fake_graph(
+    prompt: str,
+    tokens: Sequence[str],
+    token_ids: Sequence[int],
+    targets: Sequence[LogitTarget],
+    n_layers: int,
+    d_sae: int,
+) -> AttributionGraph:
+    """A synthetic graph of `tokens`: two features at every (layer, position) past the first, each fed by
+    the embeddings at its position and the one before, by some features and the error below it; the logits
+    read the last position's features and errors and a few others. Every weight is a hash of its ends."""
+    import torch
+
+    from lenstop.models.graphs import AttributionGraph, GraphNode, Pruned
+    from lenstop.models.graphs.influence import logit_weights, node_influence, prune, scores
+
+    n_pos = len(tokens)
+    features = _graph_features(tokens, n_layers, d_sae)
+    n_features = len(features)
+    errors = [GraphNode("error", layer, p, None, None, 0.0) for layer in range(n_layers) for p in range(n_pos)]
+    embeds = [GraphNode("embed", 0, p, token_ids[p], None, 0.0, tokens[p]) for p in range(n_pos)]
+    logits = [GraphNode("logit", n_layers, n_pos - 1, t.id, None, 0.0, t.token) for t in targets]
+    nodes = [*features, *errors, *embeds, *logits]
+    edges = _graph_edges(nodes, n_features, n_layers, n_pos)
+    weights = logit_weights(len(nodes), torch.tensor([t.weight for t in targets]))
+    influence = node_influence(edges, weights)
+    nodes = [
+        GraphNode(n.kind, n.layer, n.position, n.feature, n.activation, float(i), n.label)
+        for n, i in zip(nodes, influence.tolist(), strict=True)
+    ]
+    error_slice = slice(n_features, n_features + n_layers * n_pos)
+    token_slice = slice(error_slice.stop, error_slice.stop + n_pos)
+    replacement, completeness = scores(edges, weights, error_slice, token_slice)
+    pruning = prune(edges, weights, n_features, n_pos + len(targets), 0.8, 0.98)
+    kept = scores(edges.where(pruning.edges), weights, error_slice, token_slice)
+    pruned = Pruned(
+        tuple(torch.nonzero(pruning.nodes).squeeze(1).tolist()), pruning.edges, pruning.cumulative, *kept, 0.8, 0.98
+    )
+    return AttributionGraph(
+        prompt,
+        tuple(tokens),
+        tuple(token_ids),
+        tuple(targets),
+        tuple(nodes),
+        edges,
+        n_layers,
+        n_features,
+        replacement,
+        completeness,
+        pruned,
+        "fake-scan",
+        "transcoder_set",
+    )
+
+
+def fake_intervention(
+    graph: AttributionGraph,
+    settings: Sequence[NodeSetting],
+    freeze_attention: bool,
+    logits: list[float],
+    vocab: Sequence[str],
+) -> GraphIntervention:
+    """The targets moved by each setting's change of activation times its node's influence (less when
+    attention is recomputed, which lets some of the change spread elsewhere)."""
+    import torch
+
+    from lenstop.models.graphs import GraphIntervention, TargetChange
+
+    shift = 0.0
+    for s in settings:
+        node = next(
+            (
+                n
+                for n in graph.nodes
+                if n.kind == "feature" and (n.layer, n.position, n.feature) == (s.layer, s.position, s.feature)
+            ),
+            None,
+        )
+        if node is None or node.activation is None:
+            raise UsageError(f"L{s.layer} #{s.feature}@{s.position} is not a feature node of this graph")
+        shift += (s.value - node.activation) * (1.0 + 10 * node.influence)
+    shift *= 1.0 if freeze_attention else 0.7
+    new = list(logits)
+    for rank, t in enumerate(graph.targets):
+        new[t.id] += shift if rank == 0 else -shift / 2
+    clean_p, new_p = torch.tensor(logits).softmax(-1), torch.tensor(new).softmax(-1)
+    changes = tuple(
+        TargetChange(t.token, t.id, logits[t.id], new[t.id], float(clean_p[t.id]), float(new_p[t.id]))
+        for t in graph.targets
+    )
+    top = torch.topk(new_p, min(5, len(vocab)))
+    tops = tuple((vocab[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True))
+    return GraphIntervention(tuple(settings), freeze_attention, changes, tops)

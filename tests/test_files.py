@@ -252,10 +252,10 @@ def _fake_circuit_engine(*args: object, **kwargs: object) -> object:
         def circuit(self, *args: object, **kwargs: object) -> object:
             return object()
 
-        def export_graph(self, graph: object, path: Path) -> None:
+        def export_graph(self, graph: object, path: Path) -> list[Path]:
             from lenstop.models.circuits.export import graph_json
             from lenstop.models.files import write_json
 
-            write_json(path, graph_json(graph, path.stem))  # the real export's last step: its file
+            return [write_json(path, graph_json(graph, path.stem))]  # the real export's last step: its file
 
     return Found()

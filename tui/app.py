@@ -27,6 +27,7 @@ from lenstop.tui.keymap import KEYMAP_FILE, Scope, load_keymap
 from lenstop.tui.messages import EngineLoaded
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.feature_card import CardScreen
+from lenstop.tui.screens.graph import GraphScreen
 from lenstop.tui.screens.help import HelpScreen
 from lenstop.tui.screens.inspector import InspectorScreen
 from lenstop.tui.screens.loading import EngineFactory, LoadingScreen, load_engine
@@ -177,6 +178,7 @@ def scopes() -> list[Scope]:
     return [
         Scope((*always, InspectorScreen), (FeatureTable, HeadsView, InterventionTable)),
         Scope((*always, CircuitScreen), (ContributorTable,)),
+        Scope((*always, GraphScreen)),
         *(Scope((*always, modal), (Field,)) for modal in (ValueScreen, PositionScreen, TextScreen, LoadingScreen)),
         *(Scope((*always, modal)) for modal in (ConfirmScreen, HelpScreen, CardScreen)),
     ]

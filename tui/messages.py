@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.message import Message
@@ -14,6 +16,9 @@ from lenstop.models.interventions import Intervention
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
 from lenstop.tui.failure import Failure
+
+if TYPE_CHECKING:  # the graphs hold tensors: their module imports torch, which the UI thread never does
+    from lenstop.models.graphs import AttributionGraph, GraphIntervention
 
 
 @dataclass
@@ -183,3 +188,49 @@ class AttentionFailed(Failed):
 @dataclass
 class HeadRolesFound(Message):
     roles: HeadRoles
+
+
+@dataclass
+class GraphBuilt(Message):
+    """The attribution graph of `prompt` (the inspector's prompt cut at a position), or a re-pruned one."""
+
+    request: int
+    prompt: str
+    graph: AttributionGraph
+
+
+@dataclass
+class GraphRepruned(GraphBuilt):
+    """The graph on screen pruned at other thresholds."""
+
+
+@dataclass
+class GraphFailed(Failed):
+    pass
+
+
+@dataclass
+class SubgraphScored(Message):
+    request: int
+    nodes: tuple[int, ...]  # the pinned nodes it scored
+    scores: tuple[float, float]  # (replacement, completeness)
+
+
+@dataclass
+class GraphIntervened(Message):
+    request: int
+    what: str  # "ablate L2 #42@18", as the pane names it
+    intervention: GraphIntervention
+
+
+@dataclass
+class GraphExported(Message):
+    request: int
+    paths: tuple[Path, ...]
+
+
+@dataclass
+class GraphStepFailed(Failed):
+    """A step on a built graph failed (its scores, a re-pruning, an intervention, an export)."""
+
+    kind: str

@@ -35,6 +35,11 @@ class Kind(StrEnum):
     CIRCUIT = "circuit"
     PATCHING = "patching"
     EFFECTS = "effects"
+    GRAPH = "graph"
+    GRAPH_SCORES = "graph-scores"
+    GRAPH_PRUNE = "graph-prune"
+    GRAPH_INTERVENE = "graph-intervene"
+    GRAPH_EXPORT = "graph-export"
 
 
 Failed = Callable[[int, Failure], Message]  # the request's number and why it failed, as a message

@@ -57,7 +57,7 @@ def graph(
     return build_graph(handle, replacement, prompt, chosen, label, progress)
 
 
-def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, path: Path) -> None:
+def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
     """The graph (or a `lenstop circuit` circuit) for circuit-tracer's viewer at `path`, with a feature file for
     every feature node beside it (see `lenstop.models.graphs.export`, `lenstop.models.circuits.export`)."""
     import torch
@@ -68,7 +68,9 @@ def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, p
         from lenstop.models.circuits.export import write_viewer_files as write_circuit
 
         write_circuit(handle, graph, path)
-        return
+        features = path.parent / f"{path.stem}-features"
+        found = sorted(features.glob("*.json")) if features.is_dir() else []
+        return [path, *found, path.parent / "graph-metadata.json"]
 
     from lenstop.models.dictionaries import replacement_of
     from lenstop.models.graphs import export
@@ -84,4 +86,4 @@ def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, p
         return replacement.decoder_vectors(layer, torch.tensor([feature]))[0].sum(0).to(handle.out_device)
 
     w_u = handle.model.W_U.detach()
-    export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings)
+    return export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings)

@@ -64,7 +64,14 @@ class Edges:
         return Edges(self.target[keep], self.source[keep], self.weight[keep], self.n_nodes)
 
     def transposed(self, values: torch.Tensor) -> torch.Tensor:
-        """The (source, target) CSR matrix with these values, one per edge: no sort, no coalesce."""
+        """The (source, target) CSR matrix with these values, one per edge: no sort, no coalesce, when the
+        edges are in (source, target) order, as `sorted_from` makes them; else sorted here first."""
+        key = self.source * self.n_nodes + self.target
+        if len(key) > 1 and not bool((key[1:] > key[:-1]).all()):
+            order = torch.argsort(key)
+            return Edges(self.target[order], self.source[order], self.weight[order], self.n_nodes).transposed(
+                values[order]
+            )
         counts = torch.bincount(self.source, minlength=self.n_nodes)
         crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
         with quiet_sparse():

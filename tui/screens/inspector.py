@@ -50,6 +50,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.editing import InterventionKeys
 from lenstop.tui.screens.feature_card import CardScreen, fetch_card
+from lenstop.tui.screens.graph import GraphCache, GraphScreen
 from lenstop.tui.screens.help import HelpRow, HelpScreen, help_rows
 from lenstop.tui.screens.inspector_keys import bindings_of, help_groups
 from lenstop.tui.screens.selection import SelectionScreen
@@ -89,6 +90,7 @@ class InspectorScreen(InterventionKeys):
     def attach(self, loaded: EngineLoaded) -> None:
         """The engine is ready: start at its first dictionary's layer, unless a session said otherwise."""
         self.engine, self.spec = loaded.engine, loaded.spec
+        self.graphs: GraphCache = {}  # the attribution graphs built on this engine, by prompt, for the graph view
         info = loaded.info
         layer = min(max(0, self.current_layer), info.n_layers - 1)
         if layer == 0 and info.dictionaries and not self.interventions.entries:
@@ -321,6 +323,14 @@ class InspectorScreen(InterventionKeys):
         ignored = len(self.interventions.active)
         circuit = CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored, keymap=self.keymap)
         self.app.push_screen(circuit)
+
+    def action_graph(self) -> None:
+        """The attribution graph of the selected token's next-token prediction, on the prompt cut there."""
+        a = self.analysis
+        if self.engine is not None and a is not None:
+            bos, ignored = self.info is None or self.info.prepend_bos, len(self.interventions.active)
+            graph = GraphScreen(self.engine, a.prompt, a.tokens, self.position, bos=bos, keymap=self.keymap)
+            self.app.push_screen(graph.using(self.graphs, ignored))
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
