@@ -2,7 +2,11 @@
 
 - docs/screenshot.svg: the inspector on the bundled demo at 120x40, with an ablation active;
 - docs/circuit.svg: the circuit view on a repeated random span, with a corrupted prompt, integrated
-  gradients, and the strongest induction head of layer 1 followed upstream.
+  gradients, and the strongest induction head of layer 1 followed upstream;
+- docs/graph.svg: the attribution-graph view of the same span on the demo's transcoders, the previous-token
+  feature at ' seconds' followed from the prediction;
+- docs/graph-viewer.png: that graph exported (`lenstop graph --out`) and drawn by circuit-tracer's own viewer
+  in headless Chromium, the same feature clicked (tests/reference/viewer.py builds what it needs).
 
     python docs/screenshot.py
 """
@@ -73,7 +77,51 @@ async def circuit() -> None:
         (HERE / "circuit.svg").write_text(app.export_screenshot(title="lenstop · circuit"))
 
 
+PREVIOUS_TOKEN_FEATURE = ("feature", 0, 12, 74)  # L0 #74 at the first ' seconds', after ' range'
+
+
+async def graph() -> None:
+    from lenstop.tui.screens.graph import GraphScreen
+
+    session = Session(model="demo", saes=["demo:transcoders"], prompt=INDUCTION)
+    app = LenstopApp(EngineSpec("demo", ("demo:transcoders",), device="cpu"), session=session, show_timings=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("G")
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, GraphScreen) and screen.graph is not None and screen.selected is not None
+        found = screen.graph
+        inputs = [
+            (n.kind, n.layer, n.position, n.feature)
+            for n in (found.nodes[i] for i, _ in found.inputs(screen.selected, 4))
+        ]
+        await pilot.press(str(inputs.index(PREVIOUS_TOKEN_FEATURE) + 1))
+        await settle(app, pilot)
+        (HERE / "graph.svg").write_text(app.export_screenshot(title="lenstop · graph"))
+
+
+def viewer() -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent / "tests" / "reference"))
+    import viewer as harness
+
+    folder = Path(tempfile.mkdtemp(prefix="lenstop-graph-"))
+    subprocess.run(["lenstop", "graph", "--prompt", INDUCTION, "--out", str(folder / "induction.json")], check=True)
+    layer, pos, feature = PREVIOUS_TOKEN_FEATURE[1:]
+    harness.check_graph_in_viewer(
+        folder, "induction", click_node_id=f"{layer}_{feature}_{pos}", screenshot=HERE / "graph-viewer.png"
+    )
+
+
 if __name__ == "__main__":
     asyncio.run(inspector())
     asyncio.run(circuit())
-    print(f"wrote {HERE / 'screenshot.svg'} and {HERE / 'circuit.svg'}")
+    asyncio.run(graph())
+    viewer()
+    print(
+        f"wrote {HERE / 'screenshot.svg'}, {HERE / 'circuit.svg'}, {HERE / 'graph.svg'} and {HERE / 'graph-viewer.png'}"
+    )

@@ -315,6 +315,7 @@ def check_graph_in_viewer(
     click_feature: bool = True,
     click_node_id: str | None = None,
     timeout_s: float = 60,
+    screenshot: str | os.PathLike[str] | None = None,
 ) -> ViewerReport:
     """Open `slug` from `graph_dir` in circuit-tracer's viewer in headless Chromium, wait for
     the link graph to draw, and (click_feature) click a feature node: `click_node_id`, or the
@@ -337,6 +338,7 @@ def check_graph_in_viewer(
             "userDataDir": profile,
             "timeoutMs": int(timeout_s * 1000),
             "settleMs": 1000,
+            "screenshot": str(screenshot) if screenshot else None,
         }
         done = subprocess.run(
             ["node", str(DRIVER), json.dumps(options)], capture_output=True, text=True, timeout=timeout_s * 3

@@ -107,6 +107,7 @@ async function run() {
         };
       }
     }
+    if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
   } finally {
     await context.close();
   }
