@@ -65,11 +65,13 @@ class FrozenBlock:
         """The gradient at the block's input through its heads' value paths, from `g` at its attention output."""
         heads, d_head, d_model = self.w_o.shape
         batch, n_pos = g.shape[0], g.shape[1]
-        u = (g @ self.w_o.reshape(heads * d_head, d_model).T).reshape(batch, n_pos, heads, d_head).transpose(1, 2)
+        u = g @ self.w_o.reshape(heads * d_head, d_model).T  # (batch, query, heads * d_head)
+        # one (key, query) @ (query, batch * d_head) product a head, rather than batch x heads small ones
+        u = u.reshape(batch, n_pos, heads, d_head).permute(2, 1, 0, 3).reshape(heads, n_pos, batch * d_head)
         pattern = self.pattern[:, :n_pos, :n_pos]  # causal: the first n queries read only the first n keys
-        u = pattern.transpose(1, 2) @ u  # (batch, heads, key, d_head): each key gathers its queries
-        w_v = self.w_v.transpose(1, 2).reshape(heads * d_head, d_model)
-        return self.ln1.back(u.transpose(1, 2).reshape(batch, n_pos, heads * d_head) @ w_v)
+        u = pattern.transpose(1, 2) @ u  # each key gathers its queries
+        u = u.reshape(heads, n_pos, batch, d_head).permute(2, 1, 0, 3).reshape(batch, n_pos, heads * d_head)
+        return self.ln1.back(u @ self.w_v.transpose(1, 2).reshape(heads * d_head, d_model))
 
 
 @dataclass(frozen=True)
