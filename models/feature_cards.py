@@ -6,6 +6,8 @@ its decoder row promotes and suppresses. Beside it, `feature_labels.json` holds
 the labels alone, because every analysis shows labels and reading them from the
 cards (megabytes of contexts) would cost the first analysis about a second.
 Labels can also come from a Neuronpedia-style JSON export passed with `--labels`.
+A folder of several dictionaries (circuit-tracer's transcoders) names each one's files after it:
+`layer_0.feature_cards.json.gz` and `layer_0.feature_labels.json` (`Cards.named`).
 Cards cross into the UI as frozen values, like every other result.
 """
 
@@ -96,6 +98,12 @@ class Cards:
     def beside(cls, directory: str | Path | None) -> Cards:
         return cls(Path(directory) / CARDS_FILE if directory else None)
 
+    @classmethod
+    def named(cls, directory: str | Path, name: str) -> Cards:
+        """The cards of dictionary `name` among several in `directory`: `{name}.feature_cards.json.gz`, with
+        its labels in `{name}.feature_labels.json`."""
+        return cls(Path(directory) / f"{name}.{CARDS_FILE}")
+
     def add_labels(self, labels: dict[int, str]) -> None:
         """Labels from another source; they take precedence over the cards' own."""
         self.labels = {**self.labels, **labels}
@@ -109,7 +117,7 @@ class Cards:
     def _own(self) -> dict[int, str]:
         """The cards' own labels: from the labels file when there is one, else from the cards."""
         if self._own_labels is None:
-            index = self.path.with_name(LABELS_FILE) if self.path is not None else None
+            index = labels_file(self.path) if self.path is not None else None
             if index is not None and index.exists():  # a folder or a FIFO there is said by read_own_labels
                 own = read_own_labels(index)
             else:
@@ -134,6 +142,14 @@ class Cards:
 
     def all(self) -> list[FeatureCard]:
         return [_checked_card(raw, self.path) for raw in self._load().values()]
+
+
+def labels_file(cards_file: Path) -> Path:
+    """The labels file beside a cards file: `feature_labels.json` beside `feature_cards.json.gz`, and
+    `layer_0.feature_labels.json` beside `layer_0.feature_cards.json.gz`."""
+    name = cards_file.name
+    prefix = name[: -len(CARDS_FILE)] if name.endswith(CARDS_FILE) else ""
+    return cards_file.with_name(prefix + LABELS_FILE)
 
 
 def _checked_card(raw: dict[str, Any], path: Path | None) -> FeatureCard:

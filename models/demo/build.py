@@ -7,13 +7,16 @@ Stages, each skipped when its output exists (so an interrupted build resumes):
   4. saes       one TopK dictionary per layer on the residual stream
   5. transcoders  JumpReLU transcoders MLP input -> output: one a layer, and a cross-layer
                 one, in circuit-tracer's format (transcoders/, clt/)
-  6. cards      a feature card for every feature, from the held-out text
-  7. card       MODEL_CARD.md with every figure measured here
+  6. cards      a feature card for every SAE feature, from the held-out text
+  7. transcoder-cards  the same for the transcoders' and the CLT's features, beside their
+                files (layer_{i}.feature_cards.json.gz, layer_{i}.feature_labels.json)
+  8. card       MODEL_CARD.md with every figure measured here
 Seeded throughout; `--tiny` runs a reduced configuration in about a minute.
 
 `--only transcoders` reruns that one stage from the model in --out alone (the shipped
 one by default), reading the standard library itself when the corpus stage has not
-run in --work, and rewrites the transcoder section of an existing MODEL_CARD.md.
+run in --work, and rewrites the transcoder section of an existing MODEL_CARD.md. `--only transcoder-cards`
+likewise needs only the model and the transcoders in --out.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from lenstop.models.demo.train_transcoders import TranscoderRecipe
 
 log = logging.getLogger("lenstop.demo")
 
-STAGES = ("corpus", "tokenizer", "model", "saes", "transcoders", "cards", "card")
+STAGES = ("corpus", "tokenizer", "model", "saes", "transcoders", "cards", "transcoder-cards", "card")
 
 
 @dataclass(frozen=True)
@@ -118,20 +121,25 @@ class Build:
         cached = self.work / f"{split}.model-tokenizer.npy"
         if cached.is_file():
             return np.load(cached)
+        from transformers import PreTrainedTokenizerFast
+
+        from lenstop.models.demo.train_model import encode
+
+        tok = PreTrainedTokenizerFast.from_pretrained(self.model_dir)
+        ids = encode(tok, self.texts(split))
+        np.save(cached, ids)
+        return ids
+
+    def texts(self, split: str) -> list[str]:
+        """`split`'s files: the corpus stage's in --work, else split from the standard library itself (the
+        split is deterministic) and kept in --work."""
         if not (self.work / f"{split}.json").is_file():
             from lenstop.models.demo import corpus
 
             data = corpus.split(self.config.holdout_share, self.config.limit_files)
             (self.work / "train.json").write_text(json.dumps(data.train))
             (self.work / "holdout.json").write_text(json.dumps(data.holdout))
-        from transformers import PreTrainedTokenizerFast
-
-        from lenstop.models.demo.train_model import encode
-
-        tok = PreTrainedTokenizerFast.from_pretrained(self.model_dir)
-        ids = encode(tok, json.loads((self.work / f"{split}.json").read_text()))
-        np.save(cached, ids)
-        return ids
+        return json.loads((self.work / f"{split}.json").read_text())
 
     def ids(self, split: str) -> np.ndarray:
         return np.load(self.work / f"{split}.npy")
@@ -164,7 +172,7 @@ class Build:
         """Run `stage` now, whether or not it is done, and record it."""
         log.info("stage %s: starting", stage)
         tic = time.monotonic()
-        info = getattr(self, f"stage_{stage}")() or {}
+        info = getattr(self, f"stage_{stage.replace('-', '_')}")() or {}
         info["seconds"] = round(time.monotonic() - tic, 1)
         self.mark(stage, info)
         log.info("stage %s: done in %.0f s", stage, info["seconds"])
@@ -287,6 +295,16 @@ class Build:
 
         holdout = json.loads((self.work / "holdout.json").read_text())
         counts = build_cards(self.model_dir, self.sae_root, holdout, self.config.card_tokens, self.device)
+        return {"features": counts}
+
+    def stage_transcoder_cards(self) -> dict:
+        """Cards for the transcoders' features: the SAEs' held-out text and budget, the shipped tokenizer."""
+        from lenstop.models.demo.feature_cards import build_transcoder_cards
+
+        folders = [self.transcoder_root, self.clt_root]
+        counts = build_transcoder_cards(
+            self.model_dir, folders, self.texts("holdout"), self.config.card_tokens, self.device
+        )
         return {"features": counts}
 
     def stage_card(self) -> dict:

@@ -15,6 +15,7 @@ import gzip
 import json
 import logging
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ log = logging.getLogger("lenstop.demo")
 N_CONTEXTS = 16
 BEFORE, AFTER = 12, 4  # tokens of context either side of the peak
 N_LOGIT_TOKENS = 8
+N_TRANSCODER_CONTEXTS = 8  # contexts kept on a transcoder's card: 2,304 features fit the folders' 5 MB
 
 
 def _token_tags(tokenizer: Any, text: str) -> tuple[list[int], list[str]]:
@@ -127,13 +129,115 @@ def label_for(
     return None
 
 
-@torch.no_grad()
-def write_labels(sae_dir: Path, cards: list[dict[str, Any]]) -> None:
+def write_labels(sae_dir: Path, cards: list[dict[str, Any]], path: Path | None = None) -> None:
     """The labels alone, beside the cards: what every analysis reads (see `LABELS_FILE`)."""
     labels = {str(k): v for k, v in labels_of(cards).items()}
-    (sae_dir / LABELS_FILE).write_text(json.dumps(labels, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    path = path or sae_dir / LABELS_FILE
+    path.write_text(json.dumps(labels, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out text the cards are built from: windows of BOS + n_ctx - 1 tokens, with their syntax tags."""
+
+    windows: torch.Tensor  # (n_windows, n_ctx) token ids
+    tags: list[list[str]]  # per window, per token
+    strings: list[str]  # every token id's text
+    n_ctx: int
+
+
+def held_out(tokenizer: Any, texts: list[str], budget: int, n_ctx: int) -> HeldOut:
+    bos = tokenizer.bos_token_id
+    ids, tags = tagged_stream(tokenizer, texts, budget)
+    body = n_ctx - 1
+    n_windows = len(ids) // body
+    windows = torch.tensor(
+        np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)])
+    )
+    window_tags = [["code"] + tags[i * body : (i + 1) * body] for i in range(n_windows)]
+    return HeldOut(windows, window_tags, token_texts(tokenizer, range(len(tokenizer))), n_ctx)
+
+
+class Tally:
+    """One dictionary's top contexts, firing counts and activation sums over the held-out windows."""
+
+    def __init__(self, d_sae: int) -> None:
+        self.top = TopContexts(d_sae, N_CONTEXTS)
+        self.fired = torch.zeros(d_sae)
+        self.total_act = torch.zeros(d_sae)
+        self.n_tokens = 0
+
+    def add(self, acts: torch.Tensor, window_offset: int) -> None:
+        """acts: (batch, seq, d_sae) of windows window_offset.. ."""
+        acts[:, 0] = 0  # BOS is the same vector in every window: no context to show
+        self.top.add(acts, window_offset)
+        self.fired += (acts[:, 1:] > 0).sum((0, 1))
+        self.total_act += acts[:, 1:].sum((0, 1))
+        self.n_tokens += acts[:, 1:].shape[0] * acts[:, 1:].shape[1]
+
+
+def feature_cards(
+    text: HeldOut, tally: Tally, logit_effect: torch.Tensor, shown: int = N_CONTEXTS
+) -> list[dict[str, Any]]:
+    """Every feature's card. logit_effect: (d_sae, vocab), what each decoder direction does to the logits.
+    The label reads all N_CONTEXTS top contexts; the card keeps the first `shown`."""
+    windows, strings, n_ctx, top = text.windows, text.strings, text.n_ctx, tally.top
+    promoted = logit_effect.topk(N_LOGIT_TOKENS, dim=1)
+    suppressed = (-logit_effect).topk(N_LOGIT_TOKENS, dim=1)
+    cards: list[dict[str, Any]] = []
+    for f in range(top.values.shape[0]):
+        contexts, peak_tokens, peak_prev, peak_tags, peak_pos = [], [], [], [], []
+        for value, (w, p), neigh in zip(
+            top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist(), strict=True
+        ):
+            if value <= 0:
+                continue
+            lo, hi = max(1, p - BEFORE), min(n_ctx, p + AFTER + 1)
+            toks = [strings[i] for i in windows[w, lo:hi].tolist()]
+            acts_here = neigh[lo - (p - BEFORE) : lo - (p - BEFORE) + (hi - lo)]
+            contexts.append(
+                {"tokens": toks, "acts": [round(a, 3) for a in acts_here], "focus": p - lo, "act": round(value, 4)}
+            )
+            peak_tokens.append(strings[int(windows[w, p])])
+            peak_prev.append(strings[int(windows[w, p - 1])] if p > 1 else "")
+            peak_tags.append(text.tags[w][p])
+            peak_pos.append(p)
+        fired = tally.fired[f]
+        cards.append(
+            {
+                "id": f,
+                "label": label_for(peak_tokens, peak_prev, peak_tags, peak_pos),
+                "frequency": float(fired) / tally.n_tokens,
+                "mean_act": float(tally.total_act[f] / fired) if fired > 0 else 0.0,
+                "max_act": max((c["act"] for c in contexts), default=0.0),
+                "contexts": contexts[:shown],
+                "tags": dict(Counter(peak_tags)),
+                "promoted": [
+                    [strings[i], round(v, 3)]
+                    for i, v in zip(promoted.indices[f].tolist(), promoted.values[f].tolist(), strict=True)
+                ],
+                "suppressed": [
+                    [strings[i], round(-v, 3)]
+                    for i, v in zip(suppressed.indices[f].tolist(), suppressed.values[f].tolist(), strict=True)
+                ],
+            }
+        )
+    return cards
+
+
+def write_cards(path: Path, doc: dict[str, Any]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
+
+
+def _counted(what: str, cards: list[dict[str, Any]]) -> tuple[int, int]:
+    live = sum(1 for c in cards if c["frequency"] > 0)
+    labelled = sum(1 for c in cards if c["frequency"] > 0 and c["label"])
+    log.info("%s cards: %d features, %d live, %d labelled", what, len(cards), live, labelled)
+    return live, labelled
+
+
+@torch.no_grad()
 def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, device: str = "cpu") -> dict[str, int]:
     """Write `feature_cards.json.gz` into every dictionary directory under `sae_root`."""
     from sae_lens import SAE
@@ -143,87 +247,130 @@ def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, 
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
     model = GPT2LMHeadModel.from_pretrained(model_dir).eval().to(device)
-    n_ctx = model.config.n_positions
-    bos = tokenizer.bos_token_id
-    ids, tags = tagged_stream(tokenizer, texts, budget)
-    body = n_ctx - 1
-    n_windows = len(ids) // body
-    windows = torch.tensor(
-        np.stack([np.concatenate([[bos], ids[i * body : (i + 1) * body]]) for i in range(n_windows)])
-    )
-    window_tags = [["code"] + tags[i * body : (i + 1) * body] for i in range(n_windows)]
-    strings = token_texts(tokenizer, range(len(tokenizer)))
+    text = held_out(tokenizer, texts, budget, model.config.n_positions)
     unembed = model.lm_head.weight.cpu()  # (vocab, d_model)
     counts = {}
     for sae_dir in sorted(p for p in sae_root.iterdir() if (p / "cfg.json").is_file()):
         sae = SAE.load_from_disk(sae_dir, device=device).eval()
         layer = int(sae.cfg.metadata.hook_name.split(".")[1])
-        d_sae = sae.cfg.d_sae
-        top = TopContexts(d_sae, N_CONTEXTS)
-        fired = torch.zeros(d_sae)
-        total_act = torch.zeros(d_sae)
-        n_tokens = 0
-        for start in range(0, n_windows, 32):
-            batch = windows[start : start + 32]
-            acts = sae.encode(resid_post(model, batch, layer)).detach().cpu()  # (b, t, d_sae), no graph
-            acts[:, 0] = 0  # BOS is the same vector in every window: no context to show
-            top.add(acts, start)
-            fired += (acts[:, 1:] > 0).sum((0, 1))
-            total_act += acts[:, 1:].sum((0, 1))
-            n_tokens += acts[:, 1:].shape[0] * acts[:, 1:].shape[1]
-        logit_effect = sae.W_dec.cpu() @ unembed.T  # (d_sae, vocab)
-        promoted = logit_effect.topk(N_LOGIT_TOKENS, dim=1)
-        suppressed = (-logit_effect).topk(N_LOGIT_TOKENS, dim=1)
-        cards: list[dict[str, Any]] = []
-        for f in range(d_sae):
-            contexts, peak_tokens, peak_prev, peak_tags, peak_pos = [], [], [], [], []
-            for value, (w, p), neigh in zip(
-                top.values[f].tolist(), top.where[f].tolist(), top.neighbourhood[f].tolist(), strict=True
-            ):
-                if value <= 0:
-                    continue
-                lo, hi = max(1, p - BEFORE), min(n_ctx, p + AFTER + 1)
-                toks = [strings[i] for i in windows[w, lo:hi].tolist()]
-                acts_here = neigh[lo - (p - BEFORE) : lo - (p - BEFORE) + (hi - lo)]
-                contexts.append(
-                    {"tokens": toks, "acts": [round(a, 3) for a in acts_here], "focus": p - lo, "act": round(value, 4)}
-                )
-                peak_tokens.append(strings[int(windows[w, p])])
-                peak_prev.append(strings[int(windows[w, p - 1])] if p > 1 else "")
-                peak_tags.append(window_tags[w][p])
-                peak_pos.append(p)
-            frequency = float(fired[f]) / n_tokens
-            cards.append(
-                {
-                    "id": f,
-                    "label": label_for(peak_tokens, peak_prev, peak_tags, peak_pos),
-                    "frequency": frequency,
-                    "mean_act": float(total_act[f] / fired[f]) if fired[f] > 0 else 0.0,
-                    "max_act": max((c["act"] for c in contexts), default=0.0),
-                    "contexts": contexts,
-                    "tags": dict(Counter(peak_tags)),
-                    "promoted": [
-                        [strings[i], round(v, 3)]
-                        for i, v in zip(promoted.indices[f].tolist(), promoted.values[f].tolist(), strict=True)
-                    ],
-                    "suppressed": [
-                        [strings[i], round(-v, 3)]
-                        for i, v in zip(suppressed.indices[f].tolist(), suppressed.values[f].tolist(), strict=True)
-                    ],
-                }
-            )
+        tally = Tally(sae.cfg.d_sae)
+        for start in range(0, len(text.windows), 32):
+            batch = text.windows[start : start + 32]
+            tally.add(sae.encode(resid_post(model, batch, layer)).detach().cpu(), start)  # (b, t, d_sae)
+        cards = feature_cards(text, tally, sae.W_dec.cpu() @ unembed.T)
         doc = {
             "layer": layer,
             "hook": sae.cfg.metadata.hook_name,
-            "d_sae": d_sae,
-            "n_tokens": n_tokens,
+            "d_sae": sae.cfg.d_sae,
+            "n_tokens": tally.n_tokens,
             "features": cards,
         }
-        with gzip.open(sae_dir / CARDS_FILE, "wt", encoding="utf-8") as fh:
-            json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
+        write_cards(sae_dir / CARDS_FILE, doc)
         write_labels(sae_dir, cards)
-        live = sum(1 for c in cards if c["frequency"] > 0)
-        labelled = sum(1 for c in cards if c["frequency"] > 0 and c["label"])
-        log.info("layer %d cards: %d features, %d live, %d labelled", layer, d_sae, live, labelled)
-        counts[f"L{layer}"] = live
+        counts[f"L{layer}"] = _counted(f"layer {layer}", cards)[0]
     return counts
+
+
+# ---------------------------------------------------------------- transcoders (circuit-tracer's folders)
+@dataclass(frozen=True)
+class TracerLayer:
+    """One layer's features of a circuit-tracer folder, read from its files with plain torch."""
+
+    layer: int
+    w_enc: torch.Tensor  # (d_features, d_model)
+    b_enc: torch.Tensor  # (d_features,)
+    threshold: torch.Tensor | None  # (d_features,): JumpReLU; None: ReLU
+    direction: torch.Tensor  # (d_features, d_model): what a feature adds to the residual stream, all layers summed
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The features (..., d_features) of the layer's MLP input x (..., d_model), ln_2's output."""
+        pre = x @ self.w_enc.T + self.b_enc
+        if self.threshold is None:
+            return pre.relu()
+        return pre.relu() * (pre > self.threshold)  # JumpReLU, as SAELens and (thresholds >= 0) circuit-tracer
+
+
+def tracer_layers(folder: Path) -> tuple[str, list[TracerLayer]]:
+    """A circuit-tracer folder's kind (model_kind) and its layers' encoders and decoder directions. A per-layer
+    feature writes its W_dec row; a cross-layer one writes a row to each later layer's MLP output, all of
+    them added to the residual stream, so its direction is their sum."""
+    import yaml  # type: ignore[import-untyped]  # PyYAML, a declared dependency; no stubs here
+    from safetensors.torch import load_file
+
+    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    kind = config["model_kind"]
+    layers = []
+    if kind == "transcoder_set":
+        for layer, name in enumerate(config["transcoders"]):
+            t = load_file(folder / name)
+            layers.append(
+                TracerLayer(layer, t["W_enc"], t["b_enc"], t.get("activation_function.threshold"), t["W_dec"])
+            )
+    elif kind == "cross_layer_transcoder":
+        for layer in range(int(config["n_layers"])):
+            e = load_file(folder / f"W_enc_{layer}.safetensors")
+            w_dec = load_file(folder / f"W_dec_{layer}.safetensors")[f"W_dec_{layer}"]  # (d, n_layers - layer, d_model)
+            thr = e.get(f"threshold_{layer}")
+            layers.append(TracerLayer(layer, e[f"W_enc_{layer}"], e[f"b_enc_{layer}"], thr, w_dec.sum(1)))
+    else:
+        raise ValueError(f"{folder}: model_kind {kind!r} is not a transcoder_set or a cross_layer_transcoder")
+    return kind, layers
+
+
+def tracer_card_name(layer: int) -> str:
+    """What a circuit-tracer folder's layer-`layer` card files start with: `layer_0.feature_cards.json.gz`,
+    which no circuit-tracer loader globs (`layer_*.safetensors`, `W_enc_*`, `W_dec_*`)."""
+    return f"layer_{layer}"
+
+
+@torch.no_grad()
+def build_transcoder_cards(
+    model_dir: Path,
+    folders: list[Path],
+    texts: list[str],
+    budget: int,
+    device: str = "cpu",
+    shown: int = N_TRANSCODER_CONTEXTS,
+) -> dict[str, dict[str, list[int]]]:
+    """Write `layer_{i}.feature_cards.json.gz` and `layer_{i}.feature_labels.json` into each circuit-tracer
+    folder, from the same held-out text as the SAEs' cards; returns per folder the live and labelled counts."""
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from lenstop.models.demo.transcoders import mlp_activations
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval().to(device)
+    text = held_out(tokenizer, texts, budget, model.config.n_positions)
+    unembed = model.lm_head.weight.cpu()  # (vocab, d_model)
+    counts: dict[str, dict[str, list[int]]] = {}
+    for folder in folders:
+        kind, layers = tracer_layers(folder)
+        layers = [
+            replace(t, w_enc=t.w_enc.to(device), b_enc=t.b_enc.to(device), threshold=_to(t.threshold, device))
+            for t in layers
+        ]
+        tallies = [Tally(t.w_enc.shape[0]) for t in layers]
+        for start in range(0, len(text.windows), 32):
+            ins, _ = mlp_activations(model, text.windows[start : start + 32])
+            for t, tally in zip(layers, tallies, strict=True):
+                tally.add(t.encode(ins[t.layer]).cpu(), start)  # (b, t, d_features)
+        counts[folder.name] = {}
+        for t, tally in zip(layers, tallies, strict=True):
+            cards = feature_cards(text, tally, t.direction.cpu() @ unembed.T, shown)
+            doc = {
+                "layer": t.layer,
+                "kind": kind,
+                "hook": f"blocks.{t.layer}.mlp.hook_in",
+                "d_sae": len(cards),
+                "n_tokens": tally.n_tokens,
+                "features": cards,
+            }
+            name = tracer_card_name(t.layer)
+            write_cards(folder / f"{name}.{CARDS_FILE}", doc)
+            write_labels(folder, cards, folder / f"{name}.{LABELS_FILE}")
+            counts[folder.name][f"L{t.layer}"] = list(_counted(f"{folder.name} layer {t.layer}", cards))
+    return counts
+
+
+def _to(t: torch.Tensor | None, device: str) -> torch.Tensor | None:
+    return None if t is None else t.to(device)

@@ -315,10 +315,13 @@ def replacement_scores(model_dir: Path, root: Path, prompts: list[str]) -> dict[
     next tokens that flows through features rather than error nodes, and the influence-weighted share of
     each node's input that does not come from an error. lenstop's graphs equal circuit-tracer's
     (tests/test_graph_circuit_tracer.py)."""
+    from lenstop.models.dictionaries import replacement_of
     from lenstop.models.engine import Engine
+    from lenstop.models.graphs import build_graph, graph_tokens
 
-    engine = Engine.load(str(model_dir), [str(root)], device="cpu")
-    graphs = [engine.graph(prompt) for prompt in prompts]
+    handle = Engine.load(str(model_dir), [str(root)], device="cpu").handle
+    replacement = replacement_of(handle.dictionaries, handle.n_layers)
+    graphs = [build_graph(handle, replacement, graph_tokens(handle, p)[: handle.n_ctx]) for p in prompts]
     return {
         "replacement_score": sum(g.replacement_score for g in graphs) / len(graphs),
         "completeness_score": sum(g.completeness_score for g in graphs) / len(graphs),

@@ -12,6 +12,10 @@
 - `model_kind: cross_layer_transcoder`: `W_enc_{i}.safetensors` and `W_dec_{i}.safetensors` beside the
   config, read by `cross_layer.load_cross_layer` into a `CrossLayerTranscoder`.
 
+Feature cards, where a folder has them, sit beside the weights under names no circuit-tracer loader reads:
+`layer_0.feature_cards.json.gz` and `layer_0.feature_labels.json` for `layer_0.safetensors` (named after each
+listed file), and `layer_{i}.` ones in a cross-layer folder (`Cards.named`).
+
 `feature_input_hook` and `feature_output_hook` name hooks relative to `blocks.L` (`mlp.hook_in`,
 `mlp.hook_out`); `bridge_hook` turns them into the TransformerBridge's names. `scan` is the identifier
 circuit-tracer's viewer fetches feature pages under; without one, the folder's path.
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from lenstop.models.dictionaries.dictionary import Dictionary
 from lenstop.models.errors import BadFileError, IncompatibleError, NotFoundError, UsageError, check_size
+from lenstop.models.feature_cards import Cards
 
 if TYPE_CHECKING:
     import torch
@@ -280,6 +285,7 @@ def load_tracer_layer(config: TracerConfig, layer: int, file: Path, *, device: s
         hook_out=config.hook_out(layer),
         layer=layer,
         source=str(file),
+        cards=Cards.named(file.parent, file.stem),
     )
 
 

@@ -12,7 +12,8 @@ On disk, circuit-tracer's layout (its `CrossLayerTranscoder.to_safetensors`): be
 `W_skip_{i}` (d_model, d_model) in `W_enc_{i}.safetensors`, applied as circuit-tracer's CLT applies its own,
 `x @ W_skip_i`.
 
-It is not a SAELens SAE and not a `Dictionary`: it travels as `Dictionaries.cross_layer`.
+It is not a SAELens SAE and not a `Dictionary`: it travels as `Dictionaries.cross_layer`. Its cards, where the
+folder has them, are per layer: `layer_{i}.feature_cards.json.gz` and `layer_{i}.feature_labels.json` (`cards`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lenstop.models.dictionaries.circuit_tracer_format import TracerConfig, bridge_hook
 from lenstop.models.errors import BadFileError, IncompatibleError, NotFoundError
+from lenstop.models.feature_cards import Cards
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,6 +53,7 @@ class CrossLayerTranscoder:
         scan: str = "",
         source: str = "",
         key: str = "clt",
+        cards: Sequence[Cards] | None = None,  # per layer
     ) -> None:
         n = len(w_enc)
         if not n or any(len(part) != n for part in (b_enc, w_dec, b_dec, threshold or w_enc, skip or w_enc)):
@@ -60,6 +63,9 @@ class CrossLayerTranscoder:
         self._skip = None if skip is None else list(skip)
         self._input_hook, self._output_hook = input_hook, output_hook
         self.scan, self.source, self.key = scan or source, source, key
+        self._cards = list(cards) if cards is not None else [Cards() for _ in range(n)]
+        if len(self._cards) != n:
+            raise ValueError(f"a cross-layer transcoder of {n} layers needs {n} Cards, got {len(self._cards)}")
         for layer, dec in enumerate(self._w_dec):
             if tuple(dec.shape) != (self.d_features, n - layer, self.d_model):
                 raise ValueError(f"W_dec_{layer} is {tuple(dec.shape)}, not (d_features, {n - layer}, d_model)")
@@ -95,6 +101,10 @@ class CrossLayerTranscoder:
 
     def output_hook(self, layer: int) -> str:
         return bridge_hook(self._output_hook, layer)
+
+    def cards(self, layer: int) -> Cards:
+        """Layer `layer`'s feature cards and labels (empty where the folder has none)."""
+        return self._cards[layer]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors())
@@ -199,6 +209,7 @@ def load_cross_layer(config: TracerConfig, *, device: str, dtype: str) -> CrossL
         scan=config.scan,
         source=str(config.folder),
         key=config.name,
+        cards=[Cards.named(config.folder, f"layer_{i}") for i in range(n_layers)],
     )
     return clt.to(device=torch.device(device), dtype=cast)
 

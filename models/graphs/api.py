@@ -14,7 +14,7 @@ from lenstop.models.runtime.handle import ModelHandle
 
 if TYPE_CHECKING:
     from lenstop.models.circuits.results import Circuit
-    from lenstop.models.feature_cards import FeatureCard
+    from lenstop.models.feature_cards import Cards, FeatureCard
 
 
 def graph(
@@ -42,10 +42,8 @@ def graph(
     replacement = replacement_of(handle.dictionaries, handle.n_layers)
 
     def label(layer: int, feature: int) -> str:
-        if replacement.kind != "transcoder_set":
-            return ""
         try:
-            return handle.dictionaries.at(layer).cards.label(feature) or ""
+            return cards_of(handle, replacement.kind, layer).label(feature) or ""
         except LenstopError:
             return ""
 
@@ -55,6 +53,14 @@ def graph(
         raise UsageError(f"unknown graph options {unknown}; the options are {sorted(known)}")
     chosen = replace(GraphOptions(**options), targets=ids, wrong=wrong_id)
     return build_graph(handle, replacement, prompt, chosen, label, progress)
+
+
+def cards_of(handle: ModelHandle, kind: str, layer: int) -> Cards:
+    """The cards of layer `layer`'s features: its transcoder's, or the cross-layer transcoder's for that layer."""
+    clt = handle.dictionaries.cross_layer
+    if kind != "transcoder_set" and clt is not None:
+        return clt.cards(layer)
+    return handle.dictionaries.at(layer).cards
 
 
 def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
@@ -78,9 +84,7 @@ def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, p
     replacement = replacement_of(handle.dictionaries, handle.n_layers)
 
     def card(layer: int, feature: int) -> FeatureCard | None:
-        if replacement.kind != "transcoder_set":
-            return None
-        return handle.dictionaries.at(layer).cards.card(feature)
+        return cards_of(handle, replacement.kind, layer).card(feature)
 
     def direction(layer: int, feature: int) -> torch.Tensor:
         return replacement.decoder_vectors(layer, torch.tensor([feature]))[0].sum(0).to(handle.out_device)
