@@ -199,14 +199,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lenstop-graph-bench")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    saved = args.work / "results.json"  # written after every case, so an interrupted run resumes
+    done = {(r["case"], r["asked"]): r for r in json.loads(saved.read_text())} if saved.is_file() else {}
     rows = []
     for case in args.cases.split(","):
         for n in (int(t) for t in args.tokens.split(",")):
-            rows.append(run_case(case, n, args.work, args.threads, args.repeat))
+            if (case, n) not in done:
+                done[case, n] = run_case(case, n, args.work, args.threads, args.repeat) | {"asked": n}
+                saved.write_text(json.dumps(list(done.values()), indent=1))
+            rows.append(done[case, n])
             print(f"{case} {n}: done", file=sys.stderr, flush=True)
     print(f"{platform.machine()} {platform.processor() or ''}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
     print(table(rows))
-    (args.work / "results.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

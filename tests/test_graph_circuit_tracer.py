@@ -87,6 +87,18 @@ def assert_same_graph(graph: AttributionGraph, ref: dict[str, np.ndarray], promp
     assert (kept == ref["node_mask"]).all(), f"different pruned nodes ({(kept != ref['node_mask']).sum()}) {said}"
 
 
+@pytest.mark.parametrize("spec", ["demo:transcoders", "demo:clt"])
+def test_the_demos_own_transcoders_give_circuit_tracers_graph(spec: str) -> None:
+    from lenstop.models.engine import Engine
+
+    folder = demo.TRANSCODER_ROOT if spec == "demo:transcoders" else demo.CLT_ROOT
+    engine = Engine.load("demo", [spec], device="cpu")
+    prompt = drawn_prompt(random.Random(), 120)
+    graph = engine.graph(prompt)
+    assert graph.n_features > 100
+    assert_same_graph(graph, reference(folder, graph), prompt)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_graph_equals_circuit_tracers_on_a_drawn_prompt_and_the_induction_prompt(kind, planted, engines):
     rng = random.Random()  # a fresh prompt every run: the equality must not depend on the prompt
