@@ -92,6 +92,9 @@ def gpt2_shape(folder: Path) -> Path:
     )
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    saved["n_ctx"] = 1024  # transformers 5 drops it; circuit-tracer's TransformerLens 3.2 reads it
+    (folder / "config.json").write_text(json.dumps(saved, indent=1))
     return folder
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
 
@@ -148,7 +148,13 @@ class EngineProtocol(Protocol):
         ...
 
     def graph(
-        self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
+        self,
+        prompt: str,
+        *,
+        targets: Sequence[str] = (),
+        wrong: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **options: float | None,
     ) -> AttributionGraph:
         """The attribution graph on the local replacement model made of the loaded transcoders."""
         ...

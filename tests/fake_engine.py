@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -607,7 +607,13 @@ class FakeEngine:
         return [float(x) for x in logits], chosen
 
     def graph(
-        self, prompt: str, *, targets: Sequence[str] = (), wrong: str | None = None, **options: Any
+        self,
+        prompt: str,
+        *,
+        targets: Sequence[str] = (),
+        wrong: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **options: float | None,
     ) -> AttributionGraph:
         """A synthetic graph (`fake_graph`) of the prompt's tokens, for the targets named or the top ones."""
         with self.lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import pathlib
 import subprocess
 import sys
 import typing
@@ -17,10 +18,11 @@ import numpy as np
 import pytest
 
 import lenstop.models as api
-from lenstop.models import feature_cards, head_scores, interventions, results
+from lenstop.models import feature_cards, graphs, head_scores, interventions, results
 from lenstop.models.circuits import results as circuit_results
 from lenstop.models.circuits import spec as circuit_spec
 from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.graphs import result as graph_result
 from lenstop.models.protocol import EngineProtocol
 from lenstop.tui import messages
 
@@ -32,6 +34,9 @@ NAMESPACE = {
     **vars(interventions),
     **vars(feature_cards),
     **vars(head_scores),
+    **vars(graphs),
+    **vars(graph_result),
+    "Path": pathlib.Path,
     "EngineSpec": EngineSpec,
     "EngineProtocol": EngineProtocol,
     "typing": typing,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lenstop.models.circuits.metric import token_id
 from lenstop.models.errors import LenstopError, UsageError
@@ -24,7 +24,7 @@ def graph(
     targets: Sequence[str] = (),
     wrong: str | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **options: Any,
+    **options: float | None,
 ) -> AttributionGraph:
     """The attribution graph of `prompt` on the handle's transcoders (`--sae`): per-layer or cross-layer.
 
@@ -51,7 +51,7 @@ def graph(
     unknown = sorted(set(options) - known)
     if unknown:
         raise UsageError(f"unknown graph options {unknown}; the options are {sorted(known)}")
-    chosen = replace(GraphOptions(**options), targets=ids, wrong=wrong_id)
+    chosen = replace(GraphOptions(**options), targets=ids, wrong=wrong_id)  # type: ignore[arg-type]
     return build_graph(handle, replacement, prompt, chosen, label, progress)
 
 
