@@ -239,12 +239,19 @@ async def test_on_the_demo_the_view_walks_from_an_induction_head_to_the_previous
         assert a["attribution"] == pytest.approx(b["attribution"], abs=1e-4)
 
 
-def test_export_writes_the_graph_atomically(tmp_path: Path) -> None:
-    from lenstop.tui.screens.circuit import write_json
-
-    target = tmp_path / "g.json"
-    write_json(target, {"a": 1})
-    assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["g.json"]
+async def test_export_writes_the_circuit_through_the_engine_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_circuit(pilot, app)
+        await pilot.press("x")
+        await settle(pilot)
+        written = sorted(tmp_path.glob("lenstop-circuit-*.json"))
+        assert len(written) == 1 and json.loads(written[0].read_text())["nodes"]
+        assert [args[1] for args in calls(engine, "export_graph")] == [Path(written[0].name)]
+        assert f"saved {written[0].name}" in str(screen.query_one("#circuit-status", Static).render())
     assert Node("head", 1, 3, head=2).followable
 
 
@@ -282,17 +289,15 @@ async def test_real_effects_stay_with_the_nodes_they_were_measured_for() -> None
 async def test_a_failed_attribution_clears_the_table_and_a_failed_export_is_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lenstop.tui.screens import circuit as circuit_module
-
-    def refuse(path: object, doc: object) -> None:
+    def refuse(graph: object, path: object) -> list[Path]:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(circuit_module, "write_json", refuse)
     app, engine = make_app()
+    monkeypatch.setattr(engine, "export_graph", refuse)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_circuit(pilot, app)
         await pilot.press("x")
-        await pilot.pause()
+        await settle(pilot)
         assert "cannot write" in str(screen.query_one("#circuit-status", Static).render()) and app.is_running
         await pilot.press("p")
         await pilot.pause()

@@ -25,6 +25,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.work import Job, Kind
 
 if TYPE_CHECKING:
+    from lenstop.models.circuits.results import Circuit
     from lenstop.models.graphs import AttributionGraph
 
 Setting = tuple[int, int, int, float]  # (layer, position, feature, value), made a NodeSetting in the worker
@@ -67,7 +68,7 @@ def intervene(
     return call
 
 
-def export(engine: EngineProtocol, graph: AttributionGraph, path: Path) -> Callable[[Job], GraphExported]:
+def export(engine: EngineProtocol, graph: AttributionGraph | Circuit, path: Path) -> Callable[[Job], GraphExported]:
     def call(job: Job) -> GraphExported:
         return GraphExported(job.request, tuple(engine.export_graph(graph, path)))
 

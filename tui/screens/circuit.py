@@ -27,13 +27,12 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable
 
-from lenstop.models.circuits.export import graph_json
 from lenstop.models.circuits.results import Attribution, Circuit, NodeScore, Patching
 from lenstop.models.circuits.spec import KINDS, Direction, Metric, Node, NodeKind
-from lenstop.models.errors import LengthMismatchError, LenstopError
-from lenstop.models.files import write_json
+from lenstop.models.errors import LengthMismatchError
 from lenstop.models.prompts import escape, unescape
 from lenstop.models.protocol import EngineProtocol
+from lenstop.tui import graphs
 from lenstop.tui.circuits import Question, attribute, find_circuit, measure, patch
 from lenstop.tui.failure import Failure
 from lenstop.tui.format import counted, percent, plain
@@ -48,6 +47,8 @@ from lenstop.tui.messages import (
     EffectsFailed,
     EffectsMeasured,
     Failed,
+    GraphExported,
+    GraphStepFailed,
     PatchFailed,
     PatchFinished,
     PatchProgressed,
@@ -154,6 +155,7 @@ class CircuitScreen(Screen[None]):
         self.patch_error: Failure | None = None  # why the last patching asked for could not be made
         self.circuit_error: Failure | None = None  # why the last circuit asked for could not be found
         self.mismatch: LengthMismatchError | None = None  # the corrupted prompt's tokens against the clean's
+        self.exporting: Path | None = None  # where the latest export writes
         self.set_reactive(CircuitScreen.metric, Metric(position=position))
         # The widgets it draws on, made here so that they are typed and always there.
         self.header_line, self.crumbs_line = SafeStatic(id="circuit-header"), SafeStatic(id="crumbs")
@@ -443,17 +445,27 @@ class CircuitScreen(Screen[None]):
         self.status(message.failure.text, error=True)
 
     def action_export(self) -> None:
+        """The circuit for circuit-tracer's viewer, with its feature files beside it, written by the engine in a
+        worker (the files need the model's decoders)."""
         if self.circuit is None:
             self.status("no circuit yet", error=True)
-        else:
-            self.status(*export(self.circuit))
+            return
+        path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
+        self.exporting = path
+        self.work.start(
+            Kind.GRAPH_EXPORT, graphs.export(self.engine, self.circuit, path), graphs.step_failed(Kind.GRAPH_EXPORT)
+        )
+
+    def on_graph_exported(self, message: GraphExported) -> None:
+        if self.work.is_latest(Kind.GRAPH_EXPORT, message.request):
+            self.status(*exported(self.exporting, len(message.paths)))
+
+    def on_graph_step_failed(self, message: GraphStepFailed) -> None:
+        if self.work.is_latest(Kind.GRAPH_EXPORT, message.request):
+            self.status(f"cannot write {self.exporting}: {message.failure.text}", error=True)
 
 
-def export(circuit: Circuit) -> tuple[str, bool]:
-    """Save the circuit's graph JSON in this folder; what the status line says, and whether it is an error."""
-    path = Path(time.strftime("lenstop-circuit-%Y%m%d-%H%M%S.json"))
-    try:
-        write_json(path, graph_json(circuit))
-    except (OSError, LenstopError) as err:  # a full disk; a NaN, which JSON cannot carry
-        return f"cannot write {path}: {getattr(err, 'strerror', None) or err}", True
-    return f"saved {path}: open it in circuit-tracer's or Neuronpedia's graph viewer", False
+def exported(path: Path | None, n_files: int) -> tuple[str, bool]:
+    """What the status line says once the circuit is written, and that it is no error."""
+    beside = f" (and {counted(n_files - 1, 'file')} beside it)" if n_files > 1 else ""
+    return f"saved {path}{beside}: open it in circuit-tracer's or Neuronpedia's graph viewer", False
