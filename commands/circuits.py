@@ -46,6 +46,12 @@ CorruptOpt = Annotated[
     str | None,
     typer.Option("--corrupt", help="A corrupted prompt of the same token length: nodes are set to its values, not 0."),
 ]
+ViewerOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", help="Also write the graph for circuit-tracer's viewer here (FILE.json; feature files beside it)."
+    ),
+]
 StepsOpt = Annotated[int, typer.Option("--steps", min=0, help="Integrated gradients with N steps (0: the gradient).")]
 
 
@@ -205,12 +211,7 @@ def circuit(
         float, typer.Option(help="Keep edges with at least this share of a node's top edge.")
     ] = 0.1,
     max_nodes: Annotated[int, typer.Option(min=1, help="At most this many nodes.")] = 24,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="Also write the graph for circuit-tracer's viewer here (FILE.json; feature files beside it)."
-        ),
-    ] = None,
+    out: ViewerOutOpt = None,
     as_json: JsonOpt = False,
     placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:

@@ -4,11 +4,11 @@ circuit-tracer's and Neuronpedia's graph viewers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from lenstop.commands.circuits import ViewerOutOpt
 from lenstop.commands.common import (
     ENGINE_DEFAULTS,
     PLACED_BY_DEFAULT,
@@ -62,12 +62,7 @@ def graph(
         float, typer.Option(min=0.0, max=1.0, help="Pruning: keep the edges with this share of the influence.")
     ] = 0.98,
     batch_size: Annotated[int, typer.Option(min=1, help="Targets carried down per pass.")] = 256,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="Also write the graph for circuit-tracer's viewer here (FILE.json; feature files beside it)."
-        ),
-    ] = None,
+    out: ViewerOutOpt = None,
     as_json: JsonOpt = False,
     placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
