@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scan", default=None, help="the viewer scan, with --export (default: the transcoders' own)")
     p.add_argument("--repeat", type=int, default=0, help="time attribute() this many more times, warm")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--interventions",
+        default=None,
+        help="'layer,position,feature,value;...': also run feature_intervention with these, attention frozen"
+        " and not, and save the last position's logits (intervened_logits_frozen, intervened_logits_free)",
+    )
     return p.parse_args(argv)
 
 
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_feature_nodes=args.max_feature_nodes,
             )
 
+        intervened = _intervened_logits(model, tokens, args.interventions) if args.interventions else {}
         t0 = time.perf_counter()
         graph = run()
         timings["attribute_first_s"] = time.perf_counter() - t0
@@ -239,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "pruned_replacement_score": np.array(pruned_replacement),  # adjacency * edge_mask
         "pruned_completeness_score": np.array(pruned_completeness),
         "n_layers": np.array(graph.cfg.n_layers),
+        **intervened,
     }
     meta = {
         "n_pos": n_pos,
@@ -263,6 +271,24 @@ def main(argv: list[str] | None = None) -> int:
     np.savez_compressed(args.out, **arrays, meta_json=np.array(json.dumps(meta)))
     args.out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return 0
+
+
+def _intervened_logits(model, tokens: list[int], spec: str) -> dict:
+    """The last position's logits from `feature_intervention`, attention frozen and recomputed."""
+    import torch
+
+    settings = []
+    for part in spec.split(";"):
+        layer, position, feature, value = part.split(",")
+        settings.append((int(layer), int(position), int(feature), float(value)))
+    ids = torch.tensor(tokens)
+    out = {}
+    for name, freeze in (("frozen", True), ("free", False)):
+        logits, _ = model.feature_intervention(ids, settings, freeze_attention=freeze, return_activations=False)
+        out[f"intervened_logits_{name}"] = logits[0, -1].float().cpu().numpy()
+    with torch.no_grad():
+        out["clean_logits"] = model(ids)[0, -1].float().cpu().numpy()
+    return out
 
 
 def _versions() -> dict[str, str]:
