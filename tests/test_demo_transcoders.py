@@ -23,6 +23,7 @@ MB = 1024 * 1024
 # The shipped sample is the first 60,000 characters of the held-out files, about a sixth of
 # what the card measured on: its FVU comes out 10-25% lower than the card's at every layer.
 SAMPLE_TOLERANCE = 0.3
+L0_TOLERANCE = 0.25  # the sample's L0 comes out up to 17% off the card's (layer 2 of the per-layer set)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,7 @@ def test_transcoder_set_is_in_circuit_tracers_format() -> None:
             "W_dec": (d, D_MODEL),
             "b_dec": (D_MODEL,),
             "activation_function.threshold": (d,),
+            "W_skip": (D_MODEL, D_MODEL),  # (out, in): the skip is x @ W_skip.T
         }
         assert all(v.dtype == torch.float32 for v in t.values())
         assert (t["activation_function.threshold"] > 0).all()
@@ -143,11 +145,14 @@ def test_transcoder_set_reconstructs_as_the_card_states(mlp_acts) -> None:
     for layer in range(N_LAYERS):
         t = load_file(demo.TRANSCODER_ROOT / f"layer_{layer}.safetensors")
         acts = _jumprelu(ins[layer], t["W_enc"], t["b_enc"], t["activation_function.threshold"])
-        fvu = _fvu(outs[layer], acts @ t["W_dec"] + t["b_dec"])
+        features = acts @ t["W_dec"] + t["b_dec"]
+        fvu = _fvu(outs[layer], features + ins[layer] @ t["W_skip"].T)
         l0 = (acts > 0).sum(-1).float().mean().item()
         assert fvu == pytest.approx(card[layer]["fvu"], rel=SAMPLE_TOLERANCE), (layer, fvu)
-        assert l0 == pytest.approx(card[layer]["l0"], rel=0.15), (layer, l0)
-        assert 10 <= card[layer]["l0"] <= 20 and card[layer]["fvu"] < 0.5
+        assert l0 == pytest.approx(card[layer]["l0"], rel=L0_TOLERANCE), (layer, l0)
+        assert 5 <= card[layer]["l0"] <= 20 and card[layer]["fvu"] < 0.5
+        # the skip path carries a share of its own: without it the same features explain less
+        assert _fvu(outs[layer], features) > fvu + 0.02, layer
 
 
 def test_clt_reconstructs_as_the_card_states(mlp_acts) -> None:
@@ -161,7 +166,7 @@ def test_clt_reconstructs_as_the_card_states(mlp_acts) -> None:
         fvu = _fvu(outs[layer], recon)
         l0 = (acts[layer] > 0).sum(-1).float().mean().item()
         assert fvu == pytest.approx(card[layer]["fvu"], rel=SAMPLE_TOLERANCE), (layer, fvu)
-        assert l0 == pytest.approx(card[layer]["l0"], rel=0.15), (layer, l0)
+        assert l0 == pytest.approx(card[layer]["l0"], rel=L0_TOLERANCE), (layer, l0)
     # Later layers read the earlier layers' features: dropping them must hurt the last layer.
     alone = enc[2]["b_dec_2"] + acts[2] @ dec[2][:, 0]
     assert _fvu(outs[2], alone) > _fvu(outs[2], enc[2]["b_dec_2"] + sum(acts[i] @ dec[i][:, 2 - i] for i in range(3)))

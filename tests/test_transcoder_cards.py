@@ -83,7 +83,7 @@ def test_card_activations_equal_lenstops_encode(mlp_inputs, engines) -> None:
         x = mlp_inputs[layer]
         ours = per_layer[layer].encode(x)
         theirs = engines["transcoders"].handle.dictionaries.at(layer).encode(x)
-        assert (ours > 0).float().mean() > 0.02  # features fire: the comparison compares something
+        assert (ours > 0).float().mean() > 0.01  # features fire: the comparison compares something
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
         ours_clt = clt_layers[layer].encode(x)
         assert (ours_clt > 0).float().mean() > 0.02

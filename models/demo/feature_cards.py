@@ -226,8 +226,10 @@ def feature_cards(
 
 
 def write_cards(path: Path, doc: dict[str, Any]) -> None:
-    with gzip.open(path, "wt", encoding="utf-8") as fh:
-        json.dump(doc, fh, ensure_ascii=False, separators=(",", ":"))
+    """The cards, gzipped with no timestamp in the header, so the same cards give the same bytes."""
+    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+        fh.write(data)
 
 
 def _counted(what: str, cards: list[dict[str, Any]]) -> tuple[int, int]:

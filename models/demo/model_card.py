@@ -28,6 +28,10 @@ def _snippet(context: Any) -> str:
 TRANSCODER_HEADING = "## Transcoders"
 
 
+def _skip(skip: bool) -> str:
+    return "with a linear skip connection `W_skip`" if skip else "no skip connection"
+
+
 def transcoder_section(config: Any, info: dict) -> list[str]:
     """The card's transcoder section, from the transcoders stage's record (`info`)."""
     r = config.transcoder
@@ -36,11 +40,12 @@ def transcoder_section(config: Any, info: dict) -> list[str]:
         TRANSCODER_HEADING,
         "JumpReLU transcoders from each layer's MLP input (`blocks.L.mlp.hook_in`, the output of `ln_2`) to that MLP's "
         "output (`blocks.L.mlp.hook_out`), in circuit-tracer's disk format: a per-layer set (`transcoders/`, "
-        f"{r.d_transcoder} features a layer, no skip connection) and a cross-layer transcoder (`clt/`, {r.clt_features} "
+        f"{r.d_transcoder} features a layer, {_skip(r.skip)}) and a cross-layer transcoder (`clt/`, {r.clt_features} "
         f"features a layer; a feature at layer i writes to the MLP outputs of layers i..{n_layers - 1}). "
         f"Trained from a plain torch loop on {r.tokens:,} activations x {r.epochs} epochs (position 0 left out), "
         f"batch {r.batch}, Adam lr {r.lr:g}; thresholds learnt by straight-through estimators (bandwidth {r.bandwidth:g}) "
-        f"with an L0 penalty whose coefficient is steered to {r.target_l0:g} active features a layer; seed {r.seed}; "
+        f"with an L0 penalty whose coefficient is steered towards {r.target_l0:g} active features a layer (then held "
+        f"for the last {r.settle:.0%} of the steps, so a layer ends where the table says); seed {r.seed}; "
         f"{info['train_seconds'] / 60:.0f} minutes for both. Measured on {config.eval_windows} held-out windows "
         "(position 0 left out); spliced: the next-token loss with that layer's MLP output replaced by the reconstruction:",
         "",

@@ -6,7 +6,9 @@ Two kinds, both JumpReLU (`a = z * (z > threshold)`, `z = x @ W_enc.T + b_enc`):
   L's MLP receives (`blocks.L.mlp.hook_in`, the output of `ln_2`) and writes that
   MLP's output (`blocks.L.mlp.hook_out`). One `layer_{L}.safetensors` a layer:
   `W_enc` (d_transcoder, d_model), `b_enc` (d_transcoder), `W_dec` (d_transcoder,
-  d_model), `b_dec` (d_model), `activation_function.threshold` (d_transcoder), as
+  d_model), `b_dec` (d_model), `activation_function.threshold` (d_transcoder) and
+  `W_skip` (d_model, d_model), a linear skip path (`x @ W_skip.T` is added to the
+  reconstruction; Paulo et al. 2025, "Transcoders beat sparse autoencoders"), as
   circuit-tracer's `SingleLayerTranscoder.to_safetensors` writes them.
 - a cross-layer transcoder (`artifacts/clt/`): a feature at layer i reads layer i's
   MLP input and writes to the MLP outputs of layers i..n_layers-1. Per
@@ -53,7 +55,8 @@ class CrossLayerJumpReLU:
     """JumpReLU features at each of `n_layers` layers; those at layer i write to layers i..n-1.
 
     A per-layer transcoder set is the same object with `cross=False`: each layer's
-    features write to their own layer only (W_dec[i] is then (d_transcoder, 1, d_model)).
+    features write to their own layer only (W_dec[i] is then (d_transcoder, 1, d_model)),
+    and it may have a skip path, `W_skip` (n_layers, d_model out, d_model in).
     """
 
     W_enc: torch.Tensor  # (n_layers, d_transcoder, d_model)
@@ -62,6 +65,7 @@ class CrossLayerJumpReLU:
     W_dec: list[torch.Tensor]  # [i]: (d_transcoder, n_out_i, d_model); n_out_i = n_layers - i, or 1
     b_dec: torch.Tensor  # (n_layers, d_model)
     cross: bool
+    W_skip: torch.Tensor | None = None  # (n_layers, d_model, d_model): skip = x @ W_skip[L].T
 
     @property
     def n_layers(self) -> int:
@@ -88,6 +92,11 @@ class CrossLayerJumpReLU:
             out = out + acts[i] @ self.W_dec[i][:, layer - i if self.cross else 0]
         return out
 
+    def reconstruct(self, acts: list[torch.Tensor], x: torch.Tensor, layer: int) -> torch.Tensor:
+        """`decode_layer` plus the skip path from `x`, `layer`'s MLP input."""
+        out = self.decode_layer(acts, layer)
+        return out if self.W_skip is None else out + x @ self.W_skip[layer].T
+
     def to(self, device: Any) -> CrossLayerJumpReLU:
         return CrossLayerJumpReLU(
             self.W_enc.to(device),
@@ -96,6 +105,7 @@ class CrossLayerJumpReLU:
             [w.to(device) for w in self.W_dec],
             self.b_dec.to(device),
             self.cross,
+            None if self.W_skip is None else self.W_skip.to(device),
         )
 
 
@@ -130,16 +140,16 @@ def save_transcoder_set(tc: CrossLayerJumpReLU, root: Path, scan: str = TRANSCOD
     files = []
     for layer in range(tc.n_layers):
         name = f"layer_{layer}.safetensors"
-        save_file(
-            {
-                "W_enc": tc.W_enc[layer].contiguous(),
-                "b_enc": tc.b_enc[layer].contiguous(),
-                "W_dec": tc.W_dec[layer][:, 0].contiguous(),
-                "b_dec": tc.b_dec[layer].contiguous(),
-                "activation_function.threshold": tc.threshold[layer].contiguous(),
-            },
-            root / name,
-        )
+        weights = {
+            "W_enc": tc.W_enc[layer].contiguous(),
+            "b_enc": tc.b_enc[layer].contiguous(),
+            "W_dec": tc.W_dec[layer][:, 0].contiguous(),
+            "b_dec": tc.b_dec[layer].contiguous(),
+            "activation_function.threshold": tc.threshold[layer].contiguous(),
+        }
+        if tc.W_skip is not None:
+            weights["W_skip"] = tc.W_skip[layer].contiguous()
+        save_file(weights, root / name)
         files.append(name)
     config = _config("transcoder_set", scan, {"transcoders": files})
     _write_config(root, config)
@@ -187,6 +197,7 @@ def load_transcoder_set(root: Path) -> CrossLayerJumpReLU:
         W_dec=[t["W_dec"][:, None] for t in layers],
         b_dec=torch.stack([t["b_dec"] for t in layers]),
         cross=False,
+        W_skip=torch.stack([t["W_skip"] for t in layers]) if all("W_skip" in t for t in layers) else None,
     )
 
 
@@ -250,7 +261,9 @@ def _splice(model: Any, tc: CrossLayerJumpReLU, layers: set[int]) -> list[Any]:
             acts[layer] = tc.encode_layer(args[0], layer)
             if layer not in layers:
                 return None
-            recon = tc.decode_layer([acts.get(i, torch.zeros_like(acts[layer])) for i in range(layer + 1)], layer)
+            recon = tc.reconstruct(
+                [acts.get(i, torch.zeros_like(acts[layer])) for i in range(layer + 1)], args[0], layer
+            )
             return torch.cat([output[:, :1], recon[:, 1:]], dim=1)
 
         return replace
@@ -288,7 +301,7 @@ def quality(model: Any, tc: CrossLayerJumpReLU, batches: list[torch.Tensor]) -> 
         acts = [tc.encode_layer(x[:, 1:], i) for i, x in enumerate(ins)]
         for layer in range(n):
             y = outs[layer][:, 1:]
-            sq_err[layer] += (y - tc.decode_layer(acts, layer)).pow(2).sum().item()
+            sq_err[layer] += (y - tc.reconstruct(acts, ins[layer][:, 1:], layer)).pow(2).sum().item()
             l0[layer] += (acts[layer] > 0).sum().item()
             fired[layer] |= (acts[layer] > 0).flatten(0, 1).any(0).cpu()
             ys[layer].append(y.flatten(0, 1))
