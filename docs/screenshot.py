@@ -3,8 +3,8 @@
 - docs/screenshot.svg: the inspector on the bundled demo at 120x40, with an ablation active;
 - docs/circuit.svg: the circuit view on a repeated random span, with a corrupted prompt, integrated
   gradients, and the strongest induction head of layer 1 followed upstream;
-- docs/graph.svg: the attribution-graph view of the same span on the demo's transcoders, the previous-token
-  feature at ' seconds' followed from the prediction;
+- docs/graph.svg: the attribution-graph view of the same span on the demo's transcoders, the copied token
+  (the first ' seconds', which the induction heads read) followed from the prediction;
 - docs/graph-viewer.png: that graph exported (`lenstop graph --out`) and drawn by circuit-tracer's own viewer
   in headless Chromium, the same feature clicked (tests/reference/viewer.py builds what it needs).
 
@@ -77,7 +77,8 @@ async def circuit() -> None:
         (HERE / "circuit.svg").write_text(app.export_screenshot(title="lenstop · circuit"))
 
 
-PREVIOUS_TOKEN_FEATURE = ("feature", 0, 12, 74)  # L0 #74 at the first ' seconds', after ' range'
+COPIED_TOKEN = ("embed", 12)  # the first ' seconds', which the induction heads copy to the last position
+COPIED_FEATURE = ("feature", 0, 12, 198)  # L0 #198 there, the one layer-0 feature active at ' seconds'
 
 
 async def graph() -> None:
@@ -92,11 +93,8 @@ async def graph() -> None:
         screen = app.screen
         assert isinstance(screen, GraphScreen) and screen.graph is not None and screen.selected is not None
         found = screen.graph
-        inputs = [
-            (n.kind, n.layer, n.position, n.feature)
-            for n in (found.nodes[i] for i, _ in found.inputs(screen.selected, 4))
-        ]
-        await pilot.press(str(inputs.index(PREVIOUS_TOKEN_FEATURE) + 1))
+        inputs = [(n.kind, n.position) for n in (found.nodes[i] for i, _ in found.inputs(screen.selected, 4))]
+        await pilot.press(str(inputs.index(COPIED_TOKEN) + 1))
         await settle(app, pilot)
         (HERE / "graph.svg").write_text(app.export_screenshot(title="lenstop · graph"))
 
@@ -111,7 +109,7 @@ def viewer() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="lenstop-graph-"))
     subprocess.run(["lenstop", "graph", "--prompt", INDUCTION, "--out", str(folder / "induction.json")], check=True)
-    layer, pos, feature = PREVIOUS_TOKEN_FEATURE[1:]
+    layer, pos, feature = COPIED_FEATURE[1:]
     harness.check_graph_in_viewer(
         folder, "induction", click_node_id=f"{layer}_{feature}_{pos}", screenshot=HERE / "graph-viewer.png"
     )
