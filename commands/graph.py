@@ -24,6 +24,7 @@ from lenstop.commands.common import (
     user_errors,
 )
 from lenstop.models.demo import DEMO_NAME
+from lenstop.models.errors import UsageError
 from lenstop.models.prompts import read_prompt
 
 DEMO_TRANSCODERS = "demo:transcoders"
@@ -63,12 +64,27 @@ def graph(
     ] = 0.98,
     batch_size: Annotated[int, typer.Option(min=1, help="Targets carried down per pass.")] = 256,
     out: ViewerOutOpt = None,
+    neuronpedia: Annotated[
+        str | None,
+        typer.Option(
+            "--neuronpedia",
+            metavar="MODEL[:SOURCE_SET]",
+            help="With --out: write the graph for Neuronpedia's upload instead, its scan the Neuronpedia model id "
+            "and its features looked up in SOURCE_SET there (no feature files).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
     """The attribution graph behind a prediction, on transcoders with attention and norms frozen (circuit-tracer's
     method and defaults): nodes, exact edges, pruning and scores."""
     with user_errors():
+        if neuronpedia is not None:
+            from lenstop.models.graphs.export import NeuronpediaTarget
+
+            if out is None:
+                raise UsageError("--neuronpedia names where --out's graph goes: give --out FILE.json too")
+            NeuronpediaTarget.parse(neuronpedia)  # before the graph is built, not after
         if out is not None:
             from lenstop.models.files import check_writable
 
@@ -87,7 +103,7 @@ def graph(
             batch_size=batch_size,
         )
         if out is not None:
-            engine.export_graph(found, out)
+            engine.export_graph(found, out, neuronpedia)
         if as_json:
             print_json(found.as_json())
         else:

@@ -337,9 +337,10 @@ class Engine:
         """The graph's prompt with feature nodes set (0 ablates), as circuit-tracer's `feature_intervention`."""
         return intervene(self.handle, graph, settings, freeze_attention=freeze_attention)
 
-    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
-        """Write a graph or a circuit for circuit-tracer's viewer: `path`, its listing, a file per feature node."""
-        return graphs.write_viewer_files(self.handle, graph, path)
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path, neuronpedia: str | None = None) -> list[Path]:
+        """Write a graph or a circuit for circuit-tracer's viewer: `path`, its listing, a file per feature node;
+        or a graph for Neuronpedia's upload, `neuronpedia` naming its model and source set (`MODEL[:SET]`)."""
+        return graphs.write_viewer_files(self.handle, graph, path, neuronpedia)
 
 
 if TYPE_CHECKING:  # .ci/typecheck holds the engine to what front ends may ask of it

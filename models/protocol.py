@@ -165,7 +165,7 @@ class EngineProtocol(Protocol):
         """The graph's prompt with feature nodes set to values: its targets before and after."""
         ...
 
-    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path, neuronpedia: str | None = None) -> list[Path]:
         """An attribution graph's or a circuit's files for circuit-tracer's viewer: the graph, its listing, a
-        feature file per feature node."""
+        feature file per feature node; or, with `neuronpedia` (`MODEL[:SOURCE_SET]`), a graph for its upload."""
         ...

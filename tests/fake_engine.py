@@ -635,14 +635,14 @@ class FakeEngine:
         logits, _ = self._graph_targets(list(graph.tokens), ())
         return fake_intervention(graph, settings, freeze_attention, logits, VOCAB)
 
-    def export_graph(self, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
+    def export_graph(self, graph: AttributionGraph | Circuit, path: Path, neuronpedia: str | None = None) -> list[Path]:
         """A circuit's graph JSON, or a graph's `lenstop graph --json` document, at `path` (the real engine writes
         the viewer's files, with feature files the fake's features, having no decoder, cannot have)."""
         from lenstop.models.circuits.export import graph_json
         from lenstop.models.files import write_json
 
         with self.lock:
-            self.calls.append(("export_graph", (graph.prompt, path)))
+            self.calls.append(("export_graph", (graph.prompt, path, neuronpedia)))
         return [write_json(path, graph_json(graph, path.stem) if isinstance(graph, Circuit) else graph.as_json())]
 
     def circuit(

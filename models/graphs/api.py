@@ -63,14 +63,24 @@ def cards_of(handle: ModelHandle, kind: str, layer: int) -> Cards:
     return handle.dictionaries.at(layer).cards
 
 
-def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, path: Path) -> list[Path]:
+def write_viewer_files(
+    handle: ModelHandle, graph: AttributionGraph | Circuit, path: Path, neuronpedia: str | None = None
+) -> list[Path]:
     """The graph (or a `lenstop circuit` circuit) for circuit-tracer's viewer at `path`, with a feature file for
-    every feature node beside it (see `lenstop.models.graphs.export`, `lenstop.models.circuits.export`)."""
+    every feature node beside it (see `lenstop.models.graphs.export`, `lenstop.models.circuits.export`); or,
+    with `neuronpedia` (`MODEL[:SOURCE_SET]`), the graph alone for Neuronpedia's upload."""
     import torch
 
     from lenstop.models.circuits.results import Circuit
+    from lenstop.models.graphs.export import NeuronpediaTarget
 
+    target = NeuronpediaTarget.parse(neuronpedia) if neuronpedia is not None else None
     if isinstance(graph, Circuit):
+        if target is not None:
+            raise UsageError(
+                "a circuit's heads and MLPs are nodes Neuronpedia has no type for; export an attribution graph "
+                "for it (lenstop graph --out FILE --neuronpedia MODEL)"
+            )
         from lenstop.models.circuits.export import write_viewer_files as write_circuit
 
         write_circuit(handle, graph, path)
@@ -90,4 +100,4 @@ def write_viewer_files(handle: ModelHandle, graph: AttributionGraph | Circuit, p
         return replacement.decoder_vectors(layer, torch.tensor([feature]))[0].sum(0).to(handle.out_device)
 
     w_u = handle.model.W_U.detach()
-    return export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings)
+    return export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings, target)

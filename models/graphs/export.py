@@ -15,15 +15,23 @@ A feature click fetches `{scan}/{feature}.json` when `scan` starts with `./`: so
 the graph (circuit-tracer's feature format: examples, top and bottom logits, histogram, density), from the
 feature's card where its dictionary has cards, and from its decoder through the unembedding always. Served
 by circuit-tracer's `local_server` with the graph's folder as its data directory, nothing reaches the hub.
+
+Neuronpedia's upload (`api/graph/save-to-db`) takes the same JSON (its `graph-schema.json`) but reads `scan`
+as the id of a model it hosts (only `[A-Za-z0-9_.-]`), and with `schema_version` 1 looks each feature up in
+its own source set `feature_details.neuronpedia_source_set`: so a graph for Neuronpedia (`NeuronpediaTarget`)
+names those two instead, and no feature files are written (Neuronpedia shows its own dashboards).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lenstop.models.errors import UsageError
 from lenstop.models.files import write_json
 from lenstop.models.graphs.result import AttributionGraph, GraphNode
 from lenstop.models.safe_text import printable
@@ -32,6 +40,33 @@ if TYPE_CHECKING:
     from lenstop.models.feature_cards import FeatureCard
 
 N_LOGITS = 10  # top and bottom logits in a feature file
+
+
+NEURONPEDIA_ID = re.compile(r"[A-Za-z0-9_.-]+")  # what save-to-db accepts in a scan or a slug
+
+
+@dataclass(frozen=True)
+class NeuronpediaTarget:
+    """Where an exported graph goes on Neuronpedia: `model`, the id of a model it hosts (`gemma-2-2b`), which
+    the upload takes as the graph's scan; `source_set`, the features' source set there
+    (`gemmascope-transcoder-16k`), where its graph page looks features up. Without one, features show no card."""
+
+    model: str
+    source_set: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> NeuronpediaTarget:
+        """`MODEL[:SOURCE_SET]`, each made of letters, digits and `_.-` as Neuronpedia requires."""
+        model, _, source_set = spec.partition(":")
+        if not model:
+            raise UsageError(f"--neuronpedia {spec!r}: name the Neuronpedia model id, e.g. gemma-2-2b")
+        for part, what in ((model, "model id"), (source_set, "source set")):
+            if part and not NEURONPEDIA_ID.fullmatch(part):
+                raise UsageError(
+                    f"--neuronpedia {spec!r}: the {what} {part!r} has characters Neuronpedia refuses; use letters, "
+                    "digits, '_', '.' and '-' (MODEL[:SOURCE_SET], e.g. gemma-2-2b:gemmascope-transcoder-16k)"
+                )
+        return cls(model, source_set or None)
 
 
 def cantor(a: int, b: int) -> int:
@@ -102,8 +137,9 @@ def _node(graph: AttributionGraph, index: int, first_logit: int) -> dict[str, An
     return out
 
 
-def viewer_graph(graph: AttributionGraph, slug: str) -> dict[str, Any]:
-    """The graph JSON circuit-tracer's `create_graph_files` would write for this graph and pruning."""
+def viewer_graph(graph: AttributionGraph, slug: str, neuronpedia: NeuronpediaTarget | None = None) -> dict[str, Any]:
+    """The graph JSON circuit-tracer's `create_graph_files` would write for this graph and pruning; for
+    Neuronpedia's upload when `neuronpedia` is given."""
     first_logit = len(graph.nodes) - len(graph.targets)
     kept = set(graph.pruned.nodes)
     edges = graph.edges
@@ -120,16 +156,20 @@ def viewer_graph(graph: AttributionGraph, slug: str) -> dict[str, Any]:
     nodes = [_node(graph, i, first_logit) for i in written]
     ids = {i: node["node_id"] for i, node in zip(written, nodes, strict=True)}
     shares = [n["influence"] for n in nodes if n["influence"] is not None]
+    extra: dict[str, Any] = {}
+    if neuronpedia is not None and neuronpedia.source_set is not None:
+        extra["feature_details"] = {"neuronpedia_source_set": neuronpedia.source_set}
     return {
         "metadata": {
             "slug": slug,
-            "scan": f"./graph_data/{slug}-features",
+            "scan": f"./graph_data/{slug}-features" if neuronpedia is None else neuronpedia.model,
             "transcoder_list": [],
             "prompt_tokens": [printable(t) for t in graph.tokens],
             "prompt": printable(graph.prompt),
             "node_threshold": max([graph.pruned.node_threshold, *shares]),
             "schema_version": 1,
             "info": {"source": "lenstop", "transcoders": graph.transcoders, "scan": printable(graph.scan)},
+            **extra,
         },
         "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
         "nodes": nodes,
@@ -183,10 +223,19 @@ def write_viewer_files(
     directions: Any,
     w_u: torch.Tensor,
     names: Any,
+    neuronpedia: NeuronpediaTarget | None = None,
 ) -> list[Path]:
     """Write `path` (the graph), `graph-metadata.json` beside it, and a feature file for every feature node
     in `{stem}-features/`. `cards(layer, feature)` is a card or None; `directions(layer, feature)` the
-    feature's total output direction (d_model,); `names(ids)` decodes token ids. Returns the files written."""
+    feature's total output direction (d_model,); `names(ids)` decodes token ids. Returns the files written.
+    For `neuronpedia`, the graph alone, its slug (the file's stem) checked as the upload checks it."""
+    if neuronpedia is not None:
+        if not NEURONPEDIA_ID.fullmatch(path.stem):
+            raise UsageError(
+                f"{path.name}: Neuronpedia takes the file's name ({path.stem!r}) as the graph's slug and refuses "
+                "characters other than letters, digits, '_', '.' and '-'; rename the file"
+            )
+        return [write_json(path, viewer_graph(graph, path.stem, neuronpedia))]
     doc = viewer_graph(graph, path.stem)
     folder = path.parent / f"{path.stem}-features"
     written = write_feature_files(doc, folder, graph.scan, cards, directions, w_u, names)

@@ -52,6 +52,7 @@ NPM_PACKAGES = {
     "dagre": "0.8.5",
     "pako": "2.1.0",
     "playwright-core": "1.65.1",
+    "ajv": "8.17.1",  # Neuronpedia's graph upload validates with Ajv 8 (neuronpedia.py)
 }
 CDN = "https://transformer-circuits.pub/2025/attribution-graphs/static_js/lib/"
 CDN_TO_LOCAL: dict[str, tuple[str, ...]] = {
