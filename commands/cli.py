@@ -174,7 +174,8 @@ def card(
     as_json: JsonOpt = False,
     placement: Placement = PLACED_BY_DEFAULT,
 ) -> None:
-    """Show a feature's card: label, top contexts, frequency, promoted and suppressed tokens."""
+    """Show a feature's card: the tokens it promotes and suppresses, its decoder norm and nearest features (from
+    the weights, for any dictionary), and its label, top contexts and frequency where it has cards."""
     with user_errors():
         layer_text, sep, feature_text = feature.partition(":")
         if not sep or not layer_text.isdigit() or not feature_text.isdigit():
@@ -184,7 +185,8 @@ def card(
         found = engine.card(layer, index)
         if found is None:
             raise LenstopError(
-                f"no card or label for L{layer} #{index}: its dictionary has no feature_cards.json.gz; pass --labels",
+                f"no card or label for L{layer} #{index}: its dictionary writes elsewhere than the residual stream and "
+                "has no feature_cards.json.gz; pass --labels",
                 ExitCode.NOT_FOUND,
             )
         if as_json:

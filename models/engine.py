@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lenstop.models import generation
+from lenstop.models.cards import api as cards
 from lenstop.models.circuits import api as circuits
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
@@ -138,14 +139,12 @@ class Engine:
         self.reader.cache.features.clear()  # they carry the labels they were read with
 
     def label(self, layer: int, feature: int) -> str | None:
-        return self.dictionary_at(layer).cards.label(feature)
+        return cards.label(self.handle, layer, feature)
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
-        """The feature's card (label, top contexts, frequency, logit effects), if its dictionary has cards."""
-        d = self.dictionary_at(layer)
-        if not 0 <= feature < d.d_sae:
-            raise UsageError(f"feature {feature} does not exist in {d.key}, which has {d.d_sae} features")
-        return d.cards.card(feature)
+        """The feature's card, for any dictionary: the tokens its decoder promotes and suppresses, its decoder norm
+        and nearest features (from the weights), and its label, top contexts and frequency where it has cards."""
+        return cards.card(self.handle, layer, feature)
 
     # ------------------------------------------------------------------ reading
     def analyse(

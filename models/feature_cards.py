@@ -39,6 +39,33 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Neighbour:
+    """A feature whose decoder direction is close to another's."""
+
+    layer: int
+    feature: int
+    cosine: float
+    label: str | None
+
+
+@dataclass(frozen=True)
+class FromWeights:
+    """What the weights alone say of a feature (`lenstop.models.cards.weights`), besides the tokens it promotes
+    and suppresses, which are the card's `promoted` and `suppressed` whenever this is set."""
+
+    decoder_norm: float
+    left_out: int  # vocabulary entries the tokenizer never produces, left out of promoted and suppressed
+    neighbours: tuple[Neighbour, ...]  # by decoder cosine, highest first, over this and the neighbouring layers
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decoder_norm": self.decoder_norm,
+            "left_out": self.left_out,
+            "neighbours": [vars(n) for n in self.neighbours],
+        }
+
+
+@dataclass(frozen=True)
 class FeatureCard:
     id: int
     label: str | None
@@ -48,6 +75,7 @@ class FeatureCard:
     contexts: tuple[Context, ...] = ()
     promoted: tuple[tuple[str, float], ...] = ()
     suppressed: tuple[tuple[str, float], ...] = ()
+    weights: FromWeights | None = None  # set when promoted/suppressed come from the weights (every card lenstop shows)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +89,7 @@ class FeatureCard:
             ],
             "promoted": [list(p) for p in self.promoted],
             "suppressed": [list(s) for s in self.suppressed],
+            "weights": self.weights.to_json() if self.weights is not None else None,
         }
 
 

@@ -176,3 +176,44 @@ def test_no_network_when_a_download_is_needed_is_said_at_once(
     assert len(lines) == 1 and "Traceback" not in done.stderr
     assert "not in the local Hugging Face cache and the hub cannot be reached" in lines[0]
     assert ("gpt2-medium" if what == "model" else "blocks.9.hook_resid_pre") in lines[0]
+
+
+CARD_REFERENCE = """
+import json, sys, torch
+from transformer_lens import HookedTransformer
+from sae_lens import SAE
+model = HookedTransformer.from_pretrained_no_processing("gpt2", center_writing_weights=True, device="cpu")
+sae = SAE.from_pretrained("gpt2-small-res-jb", "blocks.8.hook_resid_pre", device="cpu")
+tok = model.tokenizer
+feature = int(sys.argv[1])
+d = sae.W_dec[feature].detach()
+d = (d - d.mean()) * model.ln_final.w.detach()  # GPT-2's final LayerNorm, its scale held at 1
+w_u = model.W_U.detach()
+effect = d @ (w_u - w_u.mean(1, keepdim=True))
+texts = tok.batch_decode([[i] for i in range(w_u.shape[1])], clean_up_tokenization_spaces=False)
+encoded = tok(texts, add_special_tokens=False)["input_ids"]
+produced = torch.tensor([e == [i] and i not in tok.all_special_ids for i, e in enumerate(encoded)])
+top = effect.masked_fill(~produced, float("-inf")).topk(10)
+bottom = (-effect).masked_fill(~produced, float("-inf")).topk(10)
+print(json.dumps({
+    "promoted": [[texts[i], v] for i, v in zip(top.indices.tolist(), top.values.tolist())],
+    "suppressed": [[texts[i], -v] for i, v in zip(bottom.indices.tolist(), bottom.values.tolist())],
+    "left_out": int((~produced).sum()),
+}))
+"""
+
+
+def test_a_real_releases_card_comes_from_its_weights_at_once(hf_home: Path, tmp_path: Path) -> None:
+    """gpt2-small-res-jb has no card files: `lenstop card` shows what its decoder promotes and suppresses,
+    equal to W_dec @ W_U written by hand on a HookedTransformer (no planted byte is untrained here: the
+    planted weights are random, so only the tokens that are not their own text again are left out)."""
+    env = _env(hf_home, offline=True)
+    feature = 1234
+    ref = _json(_run([sys.executable, "-c", CARD_REFERENCE, str(feature)], env, tmp_path), last_line=True)
+    args = [LENSTOP, "card", f"8:{feature}", "gpt2", "--sae", SAE, "--json", "--device", "cpu"]
+    ours = _json(_run(args, env, tmp_path))
+    assert ours["weights"]["left_out"] == ref["left_out"] > 0
+    for kind in ("promoted", "suppressed"):
+        assert [t for t, _ in ours[kind]] == [t for t, _ in ref[kind]], kind
+        np.testing.assert_allclose([v for _, v in ours[kind]], [v for _, v in ref[kind]], atol=1e-4)
+    assert ours["contexts"] == [] and ours["label"] is None

@@ -199,11 +199,29 @@ def card_text(
                 else:
                     out.append(visible(tok), style="bold" if act > 0 else "")
             out.append("\n")
+    elif card is not None:
+        out.append("no top contexts: this dictionary has no card files built from text\n", style="dim")
     if card is not None and card.promoted:
         out.append("\npromotes   ", style="bold")
         out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.promoted) + "\n")
         out.append("suppresses ", style="bold")
         out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.suppressed) + "\n")
+    if card is not None and card.weights is not None:
+        w = card.weights
+        out.append(
+            f"through the unembedding; {w.left_out:,} tokens the model never produces left out"
+            f" · decoder norm {w.decoder_norm:.3g}\n",
+            style="dim",
+        )
+        if w.neighbours:
+            out.append("nearest    ", style="bold")
+            out.append(
+                " · ".join(
+                    f"L{n.layer} #{n.feature} {n.cosine:.2f}" + (f" {printable(n.label)}" if n.label else "")
+                    for n in w.neighbours[:6]
+                )
+                + "  (by decoder cosine)\n"
+            )
     return out
 
 

@@ -47,8 +47,6 @@ from lenstop.models.circuits.spec import Node
 from lenstop.models.results import JsonObject
 
 if TYPE_CHECKING:
-    import torch
-
     from lenstop.models.feature_cards import FeatureCard
     from lenstop.models.runtime.handle import ModelHandle
 
@@ -212,20 +210,10 @@ def write_viewer_files(handle: ModelHandle, circuit: Circuit, path: Path) -> Jso
 
 
 def _write_feature_files(handle: ModelHandle, circuit: Circuit, doc: JsonObject, folder: Path) -> None:
+    from lenstop.models.cards.api import card
     from lenstop.models.graphs.export import write_feature_files
 
-    w_u = handle.model.W_U.detach()
+    def feature_card(layer: int, feature: int) -> FeatureCard | None:
+        return card(handle, layer, feature)
 
-    def card(layer: int, feature: int) -> FeatureCard | None:
-        return handle.dictionaries.at(layer).cards.card(feature)
-
-    def direction(layer: int, feature: int) -> torch.Tensor:
-        """The feature's decoder row in the residual stream: a hook_z dictionary's goes through W_O."""
-        d = handle.dictionaries.at(layer)
-        row = d.sae.W_dec[feature].detach().to(w_u.device, w_u.dtype)
-        if row.shape[-1] != w_u.shape[0]:  # the heads' concatenated outputs (n_heads * d_head)
-            w_o = handle.model.blocks[d.layer].attn.W_O.detach()
-            row = row @ w_o.reshape(-1, w_o.shape[-1]).to(row)
-        return row
-
-    write_feature_files(doc, folder, f"lenstop:{circuit.model}", card, direction, w_u, handle.token_strings)
+    write_feature_files(doc, folder, f"lenstop:{circuit.model}", feature_card)

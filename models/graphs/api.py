@@ -69,7 +69,6 @@ def write_viewer_files(
     """The graph (or a `lenstop circuit` circuit) for circuit-tracer's viewer at `path`, with a feature file for
     every feature node beside it (see `lenstop.models.graphs.export`, `lenstop.models.circuits.export`); or,
     with `neuronpedia` (`MODEL[:SOURCE_SET]`), the graph alone for Neuronpedia's upload."""
-    import torch
 
     from lenstop.models.circuits.results import Circuit
     from lenstop.models.graphs.export import NeuronpediaTarget
@@ -88,16 +87,10 @@ def write_viewer_files(
         found = sorted(features.glob("*.json")) if features.is_dir() else []
         return [path, *found, path.parent / "graph-metadata.json"]
 
-    from lenstop.models.dictionaries import replacement_of
+    from lenstop.models.cards.api import card
     from lenstop.models.graphs import export
 
-    replacement = replacement_of(handle.dictionaries, handle.n_layers)
+    def feature_card(layer: int, feature: int) -> FeatureCard | None:
+        return card(handle, layer, feature)
 
-    def card(layer: int, feature: int) -> FeatureCard | None:
-        return cards_of(handle, replacement.kind, layer).card(feature)
-
-    def direction(layer: int, feature: int) -> torch.Tensor:
-        return replacement.decoder_vectors(layer, torch.tensor([feature]))[0].sum(0).to(handle.out_device)
-
-    w_u = handle.model.W_U.detach()
-    return export.write_viewer_files(graph, path, card, direction, w_u, handle.token_strings, target)
+    return export.write_viewer_files(graph, path, feature_card, target)

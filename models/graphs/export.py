@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from lenstop.models.errors import UsageError
 from lenstop.models.files import write_json
 from lenstop.models.graphs.result import AttributionGraph, GraphNode
@@ -177,10 +175,9 @@ def viewer_graph(graph: AttributionGraph, slug: str, neuronpedia: NeuronpediaTar
     }
 
 
-def feature_file(
-    scan: str, node: GraphNode, card: FeatureCard | None, logits: tuple[list[str], list[str]]
-) -> dict[str, Any]:
-    """One feature of the dictionaries `scan` names, in circuit-tracer's format (`frontend/feature_models.py`)."""
+def feature_file(scan: str, node: GraphNode, card: FeatureCard | None) -> dict[str, Any]:
+    """One feature of the dictionaries `scan` names, in circuit-tracer's format (`frontend/feature_models.py`),
+    from its card (`lenstop.models.cards`), the same the app and `lenstop card` show."""
     examples = []
     if card is not None:
         for context in card.contexts:
@@ -192,7 +189,8 @@ def feature_file(
                     "tokens": [printable(t) for t in context.tokens],
                 }
             )
-    top, bottom = logits
+    top = [printable(t) for t, _ in card.promoted] if card is not None else []
+    bottom = [printable(t) for t, _ in card.suppressed] if card is not None else []
     act_max = card.max_act if card is not None and card.max_act is not None else (node.activation or 1.0)
     return {
         "transcoder_id": printable(scan),
@@ -208,26 +206,11 @@ def feature_file(
     }
 
 
-def decoder_logits(direction: torch.Tensor, w_u: torch.Tensor, names: Any) -> tuple[list[str], list[str]]:
-    """The tokens a feature's output direction promotes and suppresses most, through the unembedding."""
-    effect = direction.float() @ w_u.float()
-    top = torch.topk(effect, N_LOGITS).indices.tolist()
-    bottom = torch.topk(-effect, N_LOGITS).indices.tolist()
-    return [printable(t) for t in names(top)], [printable(t) for t in names(bottom)]
-
-
 def write_viewer_files(
-    graph: AttributionGraph,
-    path: Path,
-    cards: Any,
-    directions: Any,
-    w_u: torch.Tensor,
-    names: Any,
-    neuronpedia: NeuronpediaTarget | None = None,
+    graph: AttributionGraph, path: Path, cards: Any, neuronpedia: NeuronpediaTarget | None = None
 ) -> list[Path]:
     """Write `path` (the graph), `graph-metadata.json` beside it, and a feature file for every feature node
-    in `{stem}-features/`. `cards(layer, feature)` is a card or None; `directions(layer, feature)` the
-    feature's total output direction (d_model,); `names(ids)` decodes token ids. Returns the files written.
+    in `{stem}-features/`, from `cards(layer, feature)` (a card or None). Returns the files written.
     For `neuronpedia`, the graph alone, its slug (the file's stem) checked as the upload checks it."""
     if neuronpedia is not None:
         if not NEURONPEDIA_ID.fullmatch(path.stem):
@@ -238,16 +221,14 @@ def write_viewer_files(
         return [write_json(path, viewer_graph(graph, path.stem, neuronpedia))]
     doc = viewer_graph(graph, path.stem)
     folder = path.parent / f"{path.stem}-features"
-    written = write_feature_files(doc, folder, graph.scan, cards, directions, w_u, names)
+    written = write_feature_files(doc, folder, graph.scan, cards)
     write_json(path, doc)
     return [path, *written, write_listing(path, doc)]
 
 
-def write_feature_files(
-    doc: dict[str, Any], folder: Path, scan: str, cards: Any, directions: Any, w_u: torch.Tensor, names: Any
-) -> list[Path]:
+def write_feature_files(doc: dict[str, Any], folder: Path, scan: str, cards: Any) -> list[Path]:
     """A feature file in `folder` for every `cross layer transcoder` node of the viewer graph `doc` (ids
-    `{layer}_{feature}_{position}`), as `write_viewer_files` takes `cards`, `directions` and `names`."""
+    `{layer}_{feature}_{position}`), from `cards(layer, feature)` as `write_viewer_files` takes it."""
     written = []
     seen: set[int] = set()
     for node in doc["nodes"]:
@@ -256,9 +237,8 @@ def write_feature_files(
         seen.add(node["feature"])
         layer, feature = int(node["layer"]), int(node["node_id"].split("_")[1])
         graph_node = GraphNode("feature", layer, node["ctx_idx"], feature, node["activation"], 0.0)
-        logits = decoder_logits(directions(layer, feature), w_u, names)
         target = folder / f"{node['feature']}.json"
-        write_json(target, feature_file(scan, graph_node, cards(layer, feature), logits))
+        write_json(target, feature_file(scan, graph_node, cards(layer, feature)))
         written.append(target)
     return written
 

@@ -1,0 +1,1 @@
+"""Feature cards built where the user is: from the weights (`weights`), and from text."""
