@@ -23,6 +23,7 @@ import torch
 
 from lenstop.models import generation
 from lenstop.models.cards import api as cards
+from lenstop.models.cards.build import attach_cached
 from lenstop.models.circuits import api as circuits
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
@@ -89,6 +90,7 @@ class Engine:
             model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, progress=progress
         )
         engine = cls(handle)
+        attach_cached(handle)  # the cards `lenstop cards` built for these dictionaries, if any
         for spec in labels:
             engine.add_labels(spec)
         return engine

@@ -39,6 +39,23 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Quantile:
+    """Examples from one band of a feature's activations (a corpus pass samples them), highest band first."""
+
+    low: float
+    high: float
+    contexts: tuple[Context, ...]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of a feature's nonzero activations in equal bins over [0, hi]."""
+
+    hi: float
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Neighbour:
     """A feature whose decoder direction is close to another's."""
 
@@ -76,6 +93,9 @@ class FeatureCard:
     promoted: tuple[tuple[str, float], ...] = ()
     suppressed: tuple[tuple[str, float], ...] = ()
     weights: FromWeights | None = None  # set when promoted/suppressed come from the weights (every card lenstop shows)
+    quantiles: tuple[Quantile, ...] = ()
+    histogram: Histogram | None = None
+    corpus: str | None = None  # what the contexts, frequency and histogram were read from
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,13 +104,25 @@ class FeatureCard:
             "frequency": self.frequency,
             "mean_act": self.mean_act,
             "max_act": self.max_act,
-            "contexts": [
-                {"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act} for c in self.contexts
-            ],
+            "contexts": [_context_json(c) for c in self.contexts],
             "promoted": [list(p) for p in self.promoted],
             "suppressed": [list(s) for s in self.suppressed],
             "weights": self.weights.to_json() if self.weights is not None else None,
+            "quantiles": [
+                {"low": q.low, "high": q.high, "contexts": [_context_json(c) for c in q.contexts]}
+                for q in self.quantiles
+            ],
+            "histogram": {"hi": self.histogram.hi, "counts": list(self.histogram.counts)} if self.histogram else None,
+            "corpus": self.corpus,
         }
+
+
+def _context_json(c: Context) -> dict[str, Any]:
+    return {"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act}
+
+
+def _context(c: dict[str, Any]) -> Context:
+    return Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"]))
 
 
 def _card(raw: dict[str, Any]) -> FeatureCard:
@@ -100,12 +132,17 @@ def _card(raw: dict[str, Any]) -> FeatureCard:
         frequency=raw.get("frequency"),
         mean_act=raw.get("mean_act"),
         max_act=raw.get("max_act"),
-        contexts=tuple(
-            Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"]))
-            for c in raw.get("contexts", ())
-        ),
+        contexts=tuple(_context(c) for c in raw.get("contexts", ())),
         promoted=tuple((str(t), float(v)) for t, v in raw.get("promoted", ())),
         suppressed=tuple((str(t), float(v)) for t, v in raw.get("suppressed", ())),
+        quantiles=tuple(
+            Quantile(float(q["low"]), float(q["high"]), tuple(_context(c) for c in q["contexts"]))
+            for q in raw.get("quantiles", ())
+        ),
+        histogram=Histogram(float(h["hi"]), tuple(int(c) for c in h["counts"]))
+        if (h := raw.get("histogram"))
+        else None,
+        corpus=str(raw["corpus"]) if raw.get("corpus") else None,
     )
 
 
@@ -116,9 +153,12 @@ class Cards:
     or labels are added, so both are replaced whole, never emptied and refilled.
     """
 
-    def __init__(self, path: Path | None = None, labels: dict[int, str] | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, labels: dict[int, str] | None = None, labels_beside: Path | None = None
+    ) -> None:
         self.path = path if path is not None and path.is_file() else None
         self.labels: dict[int, str] = dict(labels or {})
+        self.labels_beside = labels_beside  # a cards file whose labels file these cards' own labels come from
         self._raw: dict[int, dict[str, Any]] | None = None
         self._own_labels: dict[int, str] | None = None
         self._lock = threading.Lock()
@@ -133,6 +173,10 @@ class Cards:
         its labels in `{name}.feature_labels.json`."""
         return cls(Path(directory) / f"{name}.{CARDS_FILE}")
 
+    def rebased(self, path: Path) -> Cards:
+        """These cards' labels (added and own) over the cards in `path`: a corpus pass's cards, which have none."""
+        return Cards(path, self.labels, labels_beside=self.path or self.labels_beside)
+
     def add_labels(self, labels: dict[int, str]) -> None:
         """Labels from another source; they take precedence over the cards' own."""
         self.labels = {**self.labels, **labels}
@@ -146,7 +190,8 @@ class Cards:
     def _own(self) -> dict[int, str]:
         """The cards' own labels: from the labels file when there is one, else from the cards."""
         if self._own_labels is None:
-            index = labels_file(self.path) if self.path is not None else None
+            beside = self.labels_beside or self.path
+            index = labels_file(beside) if beside is not None else None
             if index is not None and index.exists():  # a folder or a FIFO there is said by read_own_labels
                 own = read_own_labels(index)
             else:
@@ -165,8 +210,9 @@ class Cards:
             label = self.labels.get(feature)
             return FeatureCard(feature, label, None, None, None) if label else None
         card = _checked_card(raw, self.path)
-        if feature in self.labels:
-            card = FeatureCard(**{**card.__dict__, "label": self.labels[feature]})
+        label = self.label(feature)  # added labels, then the labels file, then the card's own
+        if label != card.label:
+            card = FeatureCard(**{**card.__dict__, "label": label})
         return card
 
     def all(self) -> list[FeatureCard]:
@@ -232,6 +278,9 @@ def read_cards(path: Path) -> dict[int, dict[str, Any]]:
         if (feature := feature_number(card["id"])) is None:
             raise BadFileError(f"{what}: a card's id {json_shown(card['id'])} is not a feature number")
         raw[feature] = card
+    if isinstance(corpus := doc.get("corpus"), str):  # a corpus pass names what it read, once for all its cards
+        for card in raw.values():
+            card.setdefault("corpus", corpus)
     return raw
 
 

@@ -9,14 +9,13 @@ weights) and kept in the user's cache directory, written atomically.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from lenstop.models.cache import cache_dir, tensor_digest
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.errors import LenstopError, read_json
 from lenstop.models.files import write_json
@@ -31,27 +30,10 @@ VERSION = 1  # of the task and the file: a change makes old files stale
 CACHE_LIMIT = 16 * 2**20  # bytes: a model of 200 layers of 200 heads writes about 2 MB
 
 
-def cache_dir() -> Path:
-    """`$LENSTOP_CACHE`, else `$XDG_CACHE_HOME/lenstop`, else `~/.cache/lenstop`."""
-    if explicit := os.environ.get("LENSTOP_CACHE"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(base).expanduser() / "lenstop"
-
-
 def fingerprint(handle: ModelHandle) -> str:
     """A digest of what the roles depend on: the model's name, its weight processing, and its weights."""
-    digest = hashlib.sha256(f"v{VERSION}|{handle.name}|{handle.processing.describe()}|{handle.prepend_bos}".encode())
-    with torch.no_grad():
-        for name, param in handle.model.named_parameters():
-            flat = param.detach().flatten()
-            probe = flat[
-                :: max(1, flat.numel() // 4096)
-            ].double()  # a strided sample: cheap, and any retraining moves it
-            digest.update(
-                f"{name}{tuple(param.shape)}{probe.sum().item():.10e}{probe.abs().sum().item():.10e}".encode()
-            )
-    return digest.hexdigest()[:24]
+    prefix = f"v{VERSION}|{handle.name}|{handle.processing.describe()}|{handle.prepend_bos}"
+    return tensor_digest(prefix, handle.model.named_parameters())
 
 
 def compute(handle: ModelHandle, sequences: int = SEQUENCES, span: int = SPAN, seed: int = SEED) -> HeadRoles:

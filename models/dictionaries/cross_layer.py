@@ -106,6 +106,10 @@ class CrossLayerTranscoder:
         """Layer `layer`'s feature cards and labels (empty where the folder has none)."""
         return self._cards[layer]
 
+    def set_cards(self, layer: int, cards: Cards) -> None:
+        """New cards for layer `layer`'s features (a corpus pass's)."""
+        self._cards[layer] = cards
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._tensors())
 
