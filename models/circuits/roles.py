@@ -10,7 +10,6 @@ weights) and kept in the user's cache directory, written atomically.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ import torch
 
 from lenstop.models.circuits.results import HeadRoles
 from lenstop.models.errors import LenstopError, read_json
-from lenstop.models.files import write_json
+from lenstop.models.files import cache_dir, write_json
 from lenstop.models.head_scores import HeadScores, head_scores
 from lenstop.models.runtime import hook_names
 
@@ -29,14 +28,6 @@ if TYPE_CHECKING:
 SEQUENCES, SPAN, SEED = 8, 30, 0
 VERSION = 1  # of the task and the file: a change makes old files stale
 CACHE_LIMIT = 16 * 2**20  # bytes: a model of 200 layers of 200 heads writes about 2 MB
-
-
-def cache_dir() -> Path:
-    """`$LENSTOP_CACHE`, else `$XDG_CACHE_HOME/lenstop`, else `~/.cache/lenstop`."""
-    if explicit := os.environ.get("LENSTOP_CACHE"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(base).expanduser() / "lenstop"
 
 
 def fingerprint(handle: ModelHandle) -> str:
