@@ -42,7 +42,11 @@ SaeOpt = Annotated[
 LabelsOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--labels", help=syntax("Feature labels, [LAYER=]PATH to a Neuronpedia-style JSON export. Repeatable.")
+        "--labels",
+        help=syntax(
+            "Feature labels, [LAYER=]PATH: a Neuronpedia export (batch-N.jsonl.gz, its explanations/ folder, a "
+            "folder of MODEL/SOURCE/explanations/, or the older JSON list). Repeatable."
+        ),
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]

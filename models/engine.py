@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lenstop.models import generation
+from lenstop.models import labels as exports
 from lenstop.models.cards import api as cards
 from lenstop.models.cards.build import attach_cached
 from lenstop.models.circuits import api as circuits
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
 from lenstop.models.dictionaries import Dictionary
-from lenstop.models.errors import UsageError
-from lenstop.models.feature_cards import FeatureCard, read_labels
+from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
 from lenstop.models.graphs import api as graphs
 from lenstop.models.graphs.intervene import intervene
@@ -82,15 +82,20 @@ class Engine:
     ) -> Engine:
         """Load `model` and every dictionary in `saes`, matched to the numerics they were trained on.
 
-        `labels` are `[LAYER=]PATH` Neuronpedia-style explanation files; the layer
-        may be left out when there is one dictionary or the file names its layer.
-        The demo model comes with its own dictionaries unless others are named.
+        A dictionary with a Neuronpedia id (SAELens's `neuronpedia_id`) gets the labels of Neuronpedia's export
+        of it when that is in the cache (`lenstop.models.labels`). `labels` are `[LAYER=]PATH` exports besides
+        (`add_labels`), which take precedence. The demo model comes with its own dictionaries unless others are
+        named.
         """
         handle = ModelHandle.load(
             model, saes, device=device, dtype=dtype, n_devices=n_devices, device_map=device_map, progress=progress
         )
         engine = cls(handle)
         attach_cached(handle)  # the cards `lenstop cards` built for these dictionaries, if any
+        cached = exports.from_cache(engine.dictionaries, progress)
+        engine._attach(cached)
+        if cached and progress is not None:
+            progress("ready")  # again, after the steps that read them
         for spec in labels:
             engine.add_labels(spec)
         return engine
@@ -127,18 +132,16 @@ class Engine:
         return self.dictionaries.at(layer)
 
     def add_labels(self, spec: str) -> None:
-        """Attach `[LAYER=]PATH` labels to the dictionary at that layer."""
-        layer_text, sep, path = spec.partition("=")
-        if not sep:
-            path, layer_text = spec, ""
-        labels, named = read_labels(path)
-        layer = int(layer_text) if layer_text.strip().isdigit() else named
-        if layer is None:
-            if len(self.dictionaries) != 1:
-                raise UsageError(f"--labels {spec}: say which layer it is for, e.g. --labels 3={path}")
-            layer = self.dictionaries[0].layer
-        self.dictionary_at(layer).cards.add_labels(labels)
-        self.reader.cache.features.clear()  # they carry the labels they were read with
+        """Attach the labels `[LAYER=]PATH` names: a Neuronpedia export file (`batch-N.jsonl.gz`, or the older JSON
+        list), a source's `explanations/` folder, or a folder of exports matched by the dictionaries' Neuronpedia
+        ids; the dictionary is the one at LAYER, else the one the export is of (`lenstop.models.labels`)."""
+        self._attach(exports.from_option(spec, self.dictionaries))
+
+    def _attach(self, found: exports.Matched) -> None:
+        for dictionary, labels in found:
+            dictionary.cards.add_labels(labels.by_feature, source=labels.source)
+        if found:
+            self.reader.cache.features.clear()  # they carry the labels they were read with
 
     def label(self, layer: int, feature: int) -> str | None:
         return cards.label(self.handle, layer, feature)

@@ -5,7 +5,7 @@ per feature, a label, top-activating contexts, firing frequency, and the tokens
 its decoder row promotes and suppresses. Beside it, `feature_labels.json` holds
 the labels alone, because every analysis shows labels and reading them from the
 cards (megabytes of contexts) would cost the first analysis about a second.
-Labels can also come from a Neuronpedia-style JSON export passed with `--labels`.
+Labels can also come from Neuronpedia's exports (`lenstop.models.labels`); each label says where it came from.
 A folder of several dictionaries (circuit-tracer's transcoders) names each one's files after it:
 `layer_0.feature_cards.json.gz` and `layer_0.feature_labels.json` (`Cards.named`).
 Cards cross into the UI as frozen values, like every other result.
@@ -17,7 +17,7 @@ import gzip
 import threading
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ LABELS_FILE = "feature_labels.json"  # {"<feature id>": "<label>"}, written with
 CARDS_LIMIT = 2 * 2**30  # decompressed bytes: the demo's 512 cards are 3.5 MB
 CARDS_RATIO = 32  # at most this many decompressed bytes per byte of the file
 LABELS_LIMIT = 256 * 2**20  # a Neuronpedia export of a million features' explanations
+OWN_SOURCE = "cards"  # where a dictionary's own labels come from: its cards and the labels file beside them
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,13 @@ class FeatureCard:
     quantiles: tuple[Quantile, ...] = ()
     histogram: Histogram | None = None
     corpus: str | None = None  # what the contexts, frequency and histogram were read from
+    label_source: str | None = None  # where the label came from: "cards", "neuronpedia gpt2-small/6-res-jb (...)"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "label": self.label,
+            "label_source": self.label_source,
             "frequency": self.frequency,
             "mean_act": self.mean_act,
             "max_act": self.max_act,
@@ -143,6 +146,7 @@ def _card(raw: dict[str, Any]) -> FeatureCard:
         if (h := raw.get("histogram"))
         else None,
         corpus=str(raw["corpus"]) if raw.get("corpus") else None,
+        label_source=OWN_SOURCE if raw.get("label") else None,
     )
 
 
@@ -151,13 +155,18 @@ class Cards:
 
     Readers on other threads (the app's workers) may ask while the file is read
     or labels are added, so both are replaced whole, never emptied and refilled.
+    Each added label keeps its source beside it, in the same dict, so the two never disagree.
     """
 
     def __init__(
-        self, path: Path | None = None, labels: dict[int, str] | None = None, labels_beside: Path | None = None
+        self,
+        path: Path | None = None,
+        labels: dict[int, str] | None = None,
+        source: str | None = None,
+        labels_beside: Path | None = None,
     ) -> None:
         self.path = path if path is not None and path.is_file() else None
-        self.labels: dict[int, str] = dict(labels or {})
+        self._added: dict[int, tuple[str, str | None]] = {f: (text, source) for f, text in (labels or {}).items()}
         self.labels_beside = labels_beside  # a cards file whose labels file these cards' own labels come from
         self._raw: dict[int, dict[str, Any]] | None = None
         self._own_labels: dict[int, str] | None = None
@@ -174,12 +183,21 @@ class Cards:
         return cls(Path(directory) / f"{name}.{CARDS_FILE}")
 
     def rebased(self, path: Path) -> Cards:
-        """These cards' labels (added and own) over the cards in `path`: a corpus pass's cards, which have none."""
-        return Cards(path, self.labels, labels_beside=self.path or self.labels_beside)
+        """These cards' labels (added, with their sources, and own) over the cards in `path`: a corpus pass's
+        cards, which have none."""
+        cards = Cards(path, labels_beside=self.path or self.labels_beside)
+        cards._added = dict(self._added)
+        return cards
 
-    def add_labels(self, labels: dict[int, str]) -> None:
-        """Labels from another source; they take precedence over the cards' own."""
-        self.labels = {**self.labels, **labels}
+    @property
+    def labels(self) -> dict[int, str]:
+        """The labels added from elsewhere, by feature."""
+        return {feature: text for feature, (text, _source) in self._added.items()}
+
+    def add_labels(self, labels: dict[int, str], source: str | None = None) -> None:
+        """Labels from another source, said in `source` where the card shows it; they take precedence over
+        the cards' own, and over labels added before."""
+        self._added = {**self._added, **{feature: (text, source) for feature, text in labels.items()}}
 
     def _load(self) -> dict[int, dict[str, Any]]:
         with self._lock:
@@ -200,19 +218,25 @@ class Cards:
         return self._own_labels
 
     def label(self, feature: int) -> str | None:
-        if feature in self.labels:
-            return self.labels[feature]
+        if (added := self._added.get(feature)) is not None:
+            return added[0]
         return self._own().get(feature)
+
+    def label_source(self, feature: int) -> str | None:
+        """Where `label(feature)` comes from: what `add_labels` was told, or `OWN_SOURCE`; None with no label."""
+        if (added := self._added.get(feature)) is not None:
+            return added[1]
+        return OWN_SOURCE if feature in self._own() else None
 
     def card(self, feature: int) -> FeatureCard | None:
         raw = self._load().get(feature)
+        added = self._added.get(feature)
         if raw is None:
-            label = self.labels.get(feature)
-            return FeatureCard(feature, label, None, None, None) if label else None
+            return FeatureCard(feature, added[0], None, None, None, label_source=added[1]) if added else None
         card = _checked_card(raw, self.path)
-        label = self.label(feature)  # added labels, then the labels file, then the card's own
-        if label != card.label:
-            card = FeatureCard(**{**card.__dict__, "label": label})
+        label, source = self.label(feature), self.label_source(feature)  # added, then the labels file, then the card's
+        if (label, source) != (card.label, card.label_source):
+            card = replace(card, label=label, label_source=source)
         return card
 
     def all(self) -> list[FeatureCard]:
@@ -302,24 +326,3 @@ def read_own_labels(path: Path) -> dict[int, str]:
 def labels_of(cards: Iterable[dict[str, Any]]) -> dict[int, str]:
     """The labels of raw cards, what `LABELS_FILE` holds."""
     return {int(card["id"]): str(card["label"]) for card in cards if card.get("label")}
-
-
-def read_labels(path: str | Path) -> tuple[dict[int, str], int | None]:
-    """Labels from a Neuronpedia-style export (a JSON list of {"index", "description"}),
-    and the layer the export names (`"layer": "6-res-jb"`), if all its items name one."""
-    data = read_json(path, "--labels", limit=LABELS_LIMIT)
-    if isinstance(data, dict) and "explanations" in data:
-        data = data["explanations"]
-    if not isinstance(data, list):
-        raise BadFileError(f"--labels {path}: expected a list of objects with 'index' and 'description'")
-    labels: dict[int, str] = {}
-    for item in data:
-        if isinstance(item, dict) and "index" in item and "description" in item:
-            if (feature := feature_number(item["index"])) is None:
-                raise BadFileError(f"--labels {path}: index {json_shown(item['index'])} is not a feature number")
-            labels[feature] = str(item["description"]).strip()
-    if not labels:
-        raise BadFileError(f"--labels {path}: no objects with 'index' and 'description' in it")
-    layers = {str(item.get("layer", "")).split("-")[0] for item in data if isinstance(item, dict)}
-    only = layers.pop() if len(layers) == 1 else ""
-    return labels, feature_number(only)

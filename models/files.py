@@ -1,5 +1,5 @@
 """Writing files so that a crash, a full disk or ctrl+c never leaves half of one: sessions,
-exported graphs, screenshots and caches all go through `write_atomically`."""
+exported graphs, screenshots and caches all go through `write_atomically`; and where lenstop's cache is."""
 
 from __future__ import annotations
 
@@ -32,6 +32,14 @@ class WriteError(LenstopError, OSError):
     def __init__(self, path: Path, why: str, code: ExitCode = ExitCode.BAD_FILE) -> None:
         super().__init__(f"cannot write {path}: {why}", code)
         self.strerror = why
+
+
+def cache_dir() -> Path:
+    """`$LENSTOP_CACHE`, else `$XDG_CACHE_HOME/lenstop`, else `~/.cache/lenstop`."""
+    if explicit := os.environ.get("LENSTOP_CACHE"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "lenstop"
 
 
 def json_text(doc: object, *, indent: int | None = None) -> str:

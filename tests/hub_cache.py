@@ -146,8 +146,9 @@ def plant_gpt2(cache: Path, seed: int = 0) -> None:
     _add(snapshot, "model.safetensors", lambda path: save_file(weights, str(path), metadata={"format": "pt"}))
 
 
-def res_jb_cfg(layer: int) -> dict[str, object]:
-    """The cfg.json that the release's folders hold: a pre-6.0 SAELens training config."""
+def res_jb_cfg(layer: int, d_in: int = 768, d_sae: int = 24576) -> dict[str, object]:
+    """The cfg.json that the release's folders hold: a pre-6.0 SAELens training config (of other widths, for a
+    smaller model)."""
     hook = f"blocks.{layer}.hook_resid_pre"
     return {
         "model_name": "gpt2-small",
@@ -159,7 +160,7 @@ def res_jb_cfg(layer: int) -> dict[str, object]:
         "context_size": 128,
         "use_cached_activations": False,
         "cached_activations_path": f"activations/Skylion007_openwebtext/gpt2-small/{hook}",
-        "d_in": 768,
+        "d_in": d_in,
         "n_batches_in_buffer": 128,
         "total_training_tokens": 300000000,
         "store_batch_size": 32,
@@ -188,20 +189,22 @@ def res_jb_cfg(layer: int) -> dict[str, object]:
         "wandb_log_frequency": 100,
         "n_checkpoints": 10,
         "checkpoint_path": "checkpoints/y1t51byy",
-        "d_sae": 24576,
+        "d_sae": d_sae,
         "tokens_per_buffer": 67108864,
         "run_name": "24576-L1-8e-05-LR-0.0004-Tokens-3.000e+08",
     }
 
 
-def plant_res_jb(cache: Path, layers: tuple[int, ...] = (8,), seed: int = 0) -> None:
-    """The folders of `gpt2-small-res-jb` asked for: cfg.json, sae_weights.safetensors, sparsity.safetensors."""
+def plant_res_jb(
+    cache: Path, layers: tuple[int, ...] = (8,), seed: int = 0, d_in: int = 768, d_sae: int = 24576
+) -> None:
+    """The folders of `gpt2-small-res-jb` asked for: cfg.json, sae_weights.safetensors, sparsity.safetensors;
+    of GPT-2 small's widths unless others are asked for (the demo model's, to load the release on it)."""
     snapshot = _repo(cache, RES_JB_REPO, RES_JB_COMMIT)
     generator = torch.Generator().manual_seed(seed)
-    d_in, d_sae = 768, 24576
     for layer in layers:
         folder = f"blocks.{layer}.hook_resid_pre"
-        _add(snapshot, f"{folder}/cfg.json", _json(res_jb_cfg(layer)))
+        _add(snapshot, f"{folder}/cfg.json", _json(res_jb_cfg(layer, d_in, d_sae)))
         w_dec = torch.randn(d_sae, d_in, generator=generator)
         w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
         weights = {

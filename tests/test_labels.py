@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from lenstop.commands.cli import app
 from lenstop.models.engine import Engine
 from lenstop.models.errors import BadFileError, UsageError
-from lenstop.models.feature_cards import read_labels
+from lenstop.models.labels import read_export
 
 PROMPT = "def add(first, second):"
 
@@ -29,11 +29,12 @@ def test_labels_reach_the_analysis_and_the_json(tmp_path: Path, tiny_model: Path
     engine = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
     top = engine.analyse(PROMPT).layer(1).features(3)[0].id
     path = _export(tmp_path / "l1.json", {top: "argument names", 9999: "out of range is ignored"}, layer="1-res-tiny")
-    assert read_labels(path)[1] == 1
+    assert (read_export(path).model, read_export(path).layer) == ("tiny", "1-res-tiny")
     labelled = Engine.load(str(tiny_model), [str(resid_saes)], device="cpu", labels=[str(path)])
     assert labelled.label(1, top) == "argument names"
     assert labelled.analyse(PROMPT).layer(1).labels[top] == "argument names"
     assert labelled.card(1, top).label == "argument names"
+    assert labelled.card(1, top).label_source == f"neuronpedia tiny/1-res-tiny (--labels {path})"
     result = CliRunner().invoke(
         app,
         [
@@ -67,7 +68,7 @@ def test_bad_label_files_are_one_line_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(BadFileError, match="not valid JSON"):
-        read_labels(bad)
+        read_export(bad)
     bad.write_text(json.dumps([{"name": "x"}]))
     with pytest.raises(BadFileError, match="index"):
-        read_labels(bad)
+        read_export(bad)

@@ -307,8 +307,8 @@ def test_a_model_file_that_is_not_a_regular_file_is_refused_before_anything_read
             check_small_files(model, f"model {str(model)!r}")
 
 
-@pytest.mark.parametrize(
-    "reader", [_reader("--labels"), _reader("--session"), _reader(LABELS_FILE)], ids=lambda r: r.name
+@pytest.mark.parametrize(  # a folder passed as --labels is a folder of exports: test_neuronpedia_labels.py
+    "reader", [_reader("--session"), _reader(LABELS_FILE)], ids=lambda r: r.name
 )
 def test_a_folder_where_a_json_file_should_be_is_one_line(
     reader: Reader, tmp_path: Path, tiny_model: Path, resid_saes: Path

@@ -165,11 +165,13 @@ def card_text(
     prompt_acts: Sequence[float] | None = None,
     width: int = 100,
 ) -> Text:
-    """A feature's card: label, how often it fires, its activation across the prompt (when given),
-    its top contexts with the peak bracketed, the tokens it promotes and suppresses."""
+    """A feature's card: label and where it came from, how often it fires, its activation across the prompt
+    (when given), its top contexts with the peak bracketed, the tokens it promotes and suppresses."""
     out = Text()
     out.append(f"L{layer} #{feature}  ", style="bold")
     out.append((printable(card.label) if card and card.label else "(no label)") + "\n", style="italic")
+    if card is not None and card.label and card.label_source:  # a file path, maybe: shown, not obeyed
+        out.append(f"label from {printable(card.label_source)}\n", style="dim")
     if card is None:
         out.append("This dictionary has no feature cards; pass --labels for labels.\n", style="dim")
     elif card.frequency is not None:

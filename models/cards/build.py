@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenstop.models.cache import cache_dir, tensor_digest
 from lenstop.models.cards import tally as T
 from lenstop.models.cards.texts import Corpus
+from lenstop.models.digests import tensor_digest
 from lenstop.models.errors import CancelledError, UsageError
 from lenstop.models.feature_cards import CARDS_FILE
+from lenstop.models.files import cache_dir
 from lenstop.models.runtime.handle import EnoughRead, ModelHandle
 
 CHECKPOINT_S = 60.0

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lenstop.models.cache import cache_dir, tensor_digest
 from lenstop.models.circuits.results import HeadRoles
+from lenstop.models.digests import tensor_digest
 from lenstop.models.errors import LenstopError, read_json
-from lenstop.models.files import write_json
+from lenstop.models.files import cache_dir, write_json
 from lenstop.models.head_scores import HeadScores, head_scores
 from lenstop.models.runtime import hook_names
 

@@ -1,21 +1,11 @@
-"""lenstop's cache folder, and the digests that key what it holds by the content it was made from."""
+"""Digests that key what lenstop caches by the content it was made from (the folder is `files.cache_dir`)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
-
-
-def cache_dir() -> Path:
-    """`$LENSTOP_CACHE`, else `$XDG_CACHE_HOME/lenstop`, else `~/.cache/lenstop`."""
-    if explicit := os.environ.get("LENSTOP_CACHE"):
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(base).expanduser() / "lenstop"
 
 
 def tensor_digest(prefix: str, tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
