@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lenstop.commands import circuits, graph
+from lenstop.commands import cards, circuits, graph
 from lenstop.commands.common import (
     ENGINE_DEFAULTS,
     PLACED_BY_DEFAULT,
@@ -41,7 +41,7 @@ from lenstop.models.prompts import read_prompt
 if TYPE_CHECKING:
     from lenstop.tui.app import LenstopApp  # imported when the app opens: it is the slow part of starting
 
-COMMANDS = ("trace", "generate", "info", "card", "attribute", "patch", "heads", "circuit", "graph", "inspect")
+COMMANDS = ("trace", "generate", "info", "card", "cards", "attribute", "patch", "heads", "circuit", "graph", "inspect")
 ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
 
 app = typer.Typer(
@@ -267,7 +267,7 @@ def run_app(app: LenstopApp) -> int:
     return code
 
 
-for command in (circuits.attribute, circuits.patch, circuits.heads, circuits.circuit, graph.graph):
+for command in (cards.cards, circuits.attribute, circuits.patch, circuits.heads, circuits.circuit, graph.graph):
     app.command()(command)
 
 

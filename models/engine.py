@@ -24,7 +24,9 @@ import torch
 from lenstop.models import generation
 from lenstop.models import labels as exports
 from lenstop.models.cards import api as cards
-from lenstop.models.cards.build import attach_cached
+from lenstop.models.cards.build import attach_cached, build_cards
+from lenstop.models.cards.spec import PassOptions, PassResult
+from lenstop.models.cards.texts import Corpus
 from lenstop.models.circuits import api as circuits
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
@@ -145,6 +147,16 @@ class Engine:
 
     def label(self, layer: int, feature: int) -> str | None:
         return cards.label(self.handle, layer, feature)
+
+    def build_cards(
+        self, corpus: Corpus, options: PassOptions | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> PassResult:
+        """Feature cards from text for every dictionary, in one pass over `corpus` (`lenstop.models.cards.texts`):
+        top contexts, examples at activation quantiles, density and a histogram. Resumes an interrupted pass;
+        the cards are cached under the model's and each dictionary's digests, and shown from then on."""
+        result = build_cards(self.handle, corpus, options, progress)
+        attach_cached(self.handle)
+        return result
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         """The feature's card, for any dictionary: the tokens its decoder promotes and suppresses, its decoder norm

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
 
 if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap (no numpy)
+    from lenstop.models.cards.spec import PassOptions, PassResult
+    from lenstop.models.cards.texts import Corpus
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
     from lenstop.models.feature_cards import FeatureCard
     from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
@@ -83,6 +85,12 @@ class EngineProtocol(Protocol):
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         """The feature's card, None when its dictionary has neither cards nor a label for it."""
+        ...
+
+    def build_cards(
+        self, corpus: Corpus, options: PassOptions | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> PassResult:
+        """Cards from text for every dictionary, one pass over `corpus`; `progress(windows done, total)`."""
         ...
 
     # ---------------------------------------------------------------- circuits

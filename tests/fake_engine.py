@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from lenstop.models.cards.spec import PassOptions, PassResult
+from lenstop.models.cards.texts import Corpus
 from lenstop.models.circuits.results import (
     Attribution,
     Circuit,
@@ -334,6 +336,17 @@ class FakeEngine:
         clean = _continuation(((1, " return"), (2, " +")), max_new_tokens)
         changed = _continuation(((3, " first"), (4, " second")), max_new_tokens) if interventions else None
         return Generation("fake", prompt, clean, changed, tuple(interventions), temperature, seed)
+
+    def build_cards(
+        self, corpus: Corpus, options: PassOptions | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> PassResult:
+        """Reads the corpus's texts and writes nothing: the fake has no weights to make cards of."""
+        with self.lock:
+            self.calls.append(("build_cards", (corpus.name, options)))
+        n = sum(len(text.split()) for text in corpus.texts())
+        if progress is not None:
+            progress(1, 1)
+        return PassResult({}, n, 0, 1, 0.0)
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         with self.lock:

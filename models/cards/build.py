@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from lenstop.models.cards import tally as T
+from lenstop.models.cards.spec import PassOptions, PassResult
 from lenstop.models.cards.texts import Corpus
 from lenstop.models.digests import tensor_digest
 from lenstop.models.errors import CancelledError, UsageError
@@ -41,13 +42,6 @@ PER_QUANTILE = 4  # examples shown in each
 
 
 @dataclass(frozen=True)
-class PassOptions:
-    tokens: int = 1_000_000  # at most this many corpus tokens (BOS not counted)
-    context: int = 128  # tokens a window, BOS included
-    batch_size: int = 32  # windows a forward pass
-
-
-@dataclass(frozen=True)
 class Reader:
     """One dictionary the pass reads: the hook it reads, how it encodes, where its cards go."""
 
@@ -58,15 +52,6 @@ class Reader:
     n_features: int
     device: torch.device
     digest: str
-
-
-@dataclass(frozen=True)
-class PassResult:
-    written: dict[str, Path]  # dictionary key -> its cards file
-    n_tokens: int  # corpus tokens read, over all runs of this pass
-    resumed_from: int  # windows done before this run
-    n_windows: int
-    seconds: float  # this run's
 
 
 def model_digest(handle: ModelHandle) -> str:
@@ -180,10 +165,11 @@ def _with_end(texts: Iterator[str]) -> Iterator[str | None]:
 def build_cards(
     handle: ModelHandle,
     corpus: Corpus,
-    options: PassOptions = PassOptions(),
+    options: PassOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PassResult:
     """Run (or resume) the pass and write every dictionary's cards; `progress(done, total)` in windows."""
+    options = options or PassOptions()
     if options.context > handle.n_ctx:
         raise UsageError(f"--context {options.context} is longer than {handle.name}'s context ({handle.n_ctx})")
     if options.context < 2:

@@ -146,3 +146,19 @@ def _cached_dataset(name: str, split: str):  # type: ignore[no-untyped-def]  # d
     finally:
         datasets.config.HF_HUB_OFFLINE = saved
         ds_logging.set_verbosity(verbosity)
+
+
+def from_demo() -> Corpus:
+    """The bundled demo's held-out text: the standard library files its build kept out of training, in the
+    order the build reads them (read from this Python's standard library, as the build does)."""
+    from lenstop.models.demo import corpus as demo_corpus
+
+    held_out = demo_corpus.split().holdout
+    digest = hashlib.sha256()
+    for text in held_out:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return Corpus(
+        f"the demo's held-out text ({len(held_out)} standard library files)",
+        digest.hexdigest()[:16],
+        lambda: iter(held_out),
+    )

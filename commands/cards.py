@@ -1,0 +1,145 @@
+"""`lenstop cards`: feature cards from text for every dictionary, in one pass over a corpus: top contexts,
+examples at activation quantiles, density and a histogram, cached for every later session."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lenstop.commands.common import (
+    ENGINE_DEFAULTS,
+    PLACED_BY_DEFAULT,
+    JsonOpt,
+    ModelArg,
+    Placement,
+    SaeOpt,
+    engine_spec,
+    load_engine,
+    placement_options,
+    print_json,
+    user_errors,
+)
+from lenstop.models.demo import DEMO_NAME
+from lenstop.models.errors import UsageError
+
+DEMO_CORPUS = "demo"
+
+
+@placement_options()
+def cards(
+    model: ModelArg = ENGINE_DEFAULTS.model,
+    sae: SaeOpt = None,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--corpus",
+            help="Text files, folders of them, or .jsonl files with a text field (repeatable); "
+            f"'{DEMO_CORPUS}' for the demo's held-out text.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", metavar="NAME[:SPLIT]", help="A Hugging Face dataset in the local datasets cache."),
+    ] = None,
+    text_field: Annotated[
+        str | None, typer.Option("--text-field", help="The JSON field or dataset column with the text (default: text).")
+    ] = None,
+    tokens: Annotated[int, typer.Option("--tokens", min=1, help="Read at most N corpus tokens.")] = 1_000_000,
+    context: Annotated[int, typer.Option("--context", min=2, help="Tokens a window, BOS included.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Windows a forward pass.")] = 32,
+    as_json: JsonOpt = False,
+    placement: Placement = PLACED_BY_DEFAULT,
+) -> None:
+    """Build feature cards from text for every dictionary: one pass over the corpus, resumable (ctrl+c keeps what
+    is done), cached under the model's and each dictionary's digests."""
+    from lenstop.models.cards import texts
+    from lenstop.models.cards.spec import PassOptions
+
+    with user_errors():
+        if corpus and dataset:
+            raise UsageError("give --corpus or --dataset, not both")
+        if not corpus and not dataset:
+            offer = f"; for the demo, --corpus {DEMO_CORPUS} reads its held-out text" if model == DEMO_NAME else ""
+            raise UsageError(
+                "lenstop cards needs text to read: --corpus PATH (text files, folders, .jsonl) or "
+                f"--dataset NAME[:SPLIT] from the local Hugging Face datasets cache{offer}"
+            )
+        if corpus == [DEMO_CORPUS]:
+            if model != DEMO_NAME:
+                raise UsageError(f"--corpus {DEMO_CORPUS} is the demo model's held-out text; name files for {model}")
+            source = texts.from_demo()
+        elif dataset:
+            source = texts.from_dataset(dataset, text_field)
+        else:
+            source = texts.from_paths(corpus or [], text_field or texts.TEXT_FIELD)
+        engine = load_engine(engine_spec(model=model, sae=sae, labels=None, placement=placement))
+        options = PassOptions(tokens=tokens, context=context, batch_size=batch_size)
+        with _Bar(context, quiet=as_json) as bar:
+            result = engine.build_cards(source, options, bar.update)
+        summary = {
+            "corpus": source.name,
+            "tokens": result.n_tokens,
+            "windows": result.n_windows,
+            "resumed_from_windows": result.resumed_from,
+            "seconds": round(result.seconds, 2),
+            "cards": {key: str(path) for key, path in result.written.items()},
+        }
+        if as_json:
+            print_json(summary)
+        else:
+            _report(summary, result.written)
+
+
+class _Bar:
+    """A progress bar in tokens, with tokens per second and the time left (on stderr, so --json stays clean)."""
+
+    def __init__(self, context: int, quiet: bool) -> None:
+        self.per_window = context - 1
+        self.quiet = quiet
+        self.task: object = None
+
+    def __enter__(self) -> _Bar:
+        if not self.quiet:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("reading"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.progress.__enter__()
+        self.started: tuple[float, int] | None = None
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if self.started is None:
+            self.started = (now, done - 1)  # the first batch of this run (a resumed one starts part way)
+            self.task = self.progress.add_task("cards", total=total * self.per_window, rate="")
+        seconds = max(now - self.started[0], 1e-9)
+        rate = (done - self.started[1]) * self.per_window / seconds
+        self.progress.update(self.task, completed=done * self.per_window, rate=f"{rate:,.0f} tokens/s")  # type: ignore[arg-type]
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.quiet:
+            self.progress.__exit__(None, None, None)
+
+
+def _report(summary: dict, written: dict[str, Path]) -> None:
+    from lenstop.commands.render import console as out
+
+    resumed = f", resuming at window {summary['resumed_from_windows']:,}" if summary["resumed_from_windows"] else ""
+    out.print(f"read {summary['tokens']:,} tokens of {summary['corpus']} in {summary['seconds']:.1f} s{resumed}")
+    for key, path in written.items():
+        out.print(f"  {key}: {path}", highlight=False, markup=False, soft_wrap=True)
+    out.print("they show in lenstop card, the app and graph exports from now on", style="dim")
