@@ -1,5 +1,6 @@
 """`lenstop cards`: feature cards from text for every dictionary, in one pass over a corpus: top contexts,
-examples at activation quantiles, density and a histogram, cached for every later session."""
+examples at activation quantiles, density and a histogram, cached for every later session. `lenstop
+features`: finding features by label or id, by the text they fire on, or by the token they promote."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lenstop.commands.common import (
     ENGINE_DEFAULTS,
     PLACED_BY_DEFAULT,
     JsonOpt,
+    LabelsOpt,
     ModelArg,
     Placement,
     SaeOpt,
@@ -143,3 +145,55 @@ def _report(summary: dict, written: dict[str, Path]) -> None:
     for key, path in written.items():
         out.print(f"  {key}: {path}", highlight=False, markup=False, soft_wrap=True)
     out.print("they show in lenstop card, the app and graph exports from now on", style="dim")
+
+
+@placement_options()
+def features(
+    model: ModelArg = ENGINE_DEFAULTS.model,
+    sae: SaeOpt = None,
+    labels: LabelsOpt = None,
+    search: Annotated[
+        str | None, typer.Option("--search", help="Words of a label (substring, then fuzzy), or LAYER:FEATURE.")
+    ] = None,
+    span: Annotated[
+        str | None,
+        typer.Option("--span", metavar="A:B", help="Tokens A..B-1 of --prompt (BOS is 0): what fires there."),
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help=r"The prompt of --span (\n is a newline).")
+    ] = None,
+    promotes: Annotated[
+        str | None, typer.Option("--promotes", help="A token (' first', or #ID): the features that raise its logit.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most N features.")] = 20,
+    as_json: JsonOpt = False,
+    placement: Placement = PLACED_BY_DEFAULT,
+) -> None:
+    """Find features over every dictionary: by label or id, by a span of a prompt they fire on, or by a token they
+    promote. Open one with lenstop card LAYER:FEATURE."""
+    from lenstop.models.prompts import read_prompt, unescape
+
+    with user_errors():
+        bounds = _span(span) if span is not None else None
+        text = read_prompt(prompt) if prompt is not None else None
+        engine = load_engine(engine_spec(model=model, sae=sae, labels=labels, placement=placement))
+        hits = engine.find_features(
+            search=search,
+            prompt=text,
+            span=bounds,
+            promotes=unescape(promotes) if promotes is not None else None,
+            limit=limit,
+        )
+        if as_json:
+            print_json({"features": [h.to_json() for h in hits]})
+            return
+        from lenstop.commands.render import render_hits
+
+        render_hits(hits)
+
+
+def _span(text: str) -> tuple[int, int]:
+    start, sep, stop = text.partition(":")
+    if not sep or not start.strip().isdigit() or not stop.strip().isdigit() or int(stop) <= int(start):
+        raise UsageError(f"bad --span {text!r}: expected A:B with A < B, token positions as lenstop trace numbers them")
+    return int(start), int(stop)

@@ -41,7 +41,20 @@ from lenstop.models.prompts import read_prompt
 if TYPE_CHECKING:
     from lenstop.tui.app import LenstopApp  # imported when the app opens: it is the slow part of starting
 
-COMMANDS = ("trace", "generate", "info", "card", "cards", "attribute", "patch", "heads", "circuit", "graph", "inspect")
+COMMANDS = (
+    "trace",
+    "generate",
+    "info",
+    "card",
+    "cards",
+    "features",
+    "attribute",
+    "patch",
+    "heads",
+    "circuit",
+    "graph",
+    "inspect",
+)
 ROOT_OPTIONS = ("-h", "--help", "-V", "--version")
 
 app = typer.Typer(
@@ -267,7 +280,15 @@ def run_app(app: LenstopApp) -> int:
     return code
 
 
-for command in (cards.cards, circuits.attribute, circuits.patch, circuits.heads, circuits.circuit, graph.graph):
+for command in (
+    cards.cards,
+    cards.features,
+    circuits.attribute,
+    circuits.patch,
+    circuits.heads,
+    circuits.circuit,
+    graph.graph,
+):
     app.command()(command)
 
 

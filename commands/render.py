@@ -6,7 +6,7 @@ names come from files that strangers write, and a terminal obeys what is in them
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
-from lenstop.models.feature_cards import FeatureCard
+from lenstop.models.feature_cards import FeatureCard, FeatureHit
 from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo, TopTokens
 from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES, glyphs, printable
 from lenstop.models.tokens import visible
@@ -180,6 +180,19 @@ def render_info(info: ModelInfo) -> None:
 
 def render_card(layer: int, card: FeatureCard) -> None:
     console.print(card_text(layer, card.id, card, width=console.width))
+
+
+def render_hits(hits: Sequence[FeatureHit]) -> None:
+    """What `lenstop features` found, best first; a card opens with `lenstop card LAYER:FEATURE`."""
+    if not hits:
+        console.print(_line(("no feature found", "dim")))
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("feature", "dictionary", "score", "label", "why"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for h in hits:
+        table.add_row(f"{h.layer}:{h.feature}", h.dictionary, f"{h.score:.3f}", h.label or "", h.why)
+    console.print(table)
 
 
 # ---------------------------------------------------------------- circuits

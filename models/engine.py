@@ -24,6 +24,7 @@ import torch
 from lenstop.models import generation
 from lenstop.models import labels as exports
 from lenstop.models.cards import api as cards
+from lenstop.models.cards import search as feature_search
 from lenstop.models.cards.build import attach_cached, build_cards
 from lenstop.models.cards.spec import PassOptions, PassResult
 from lenstop.models.cards.texts import Corpus
@@ -31,7 +32,7 @@ from lenstop.models.circuits import api as circuits
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
 from lenstop.models.dictionaries import Dictionary
-from lenstop.models.feature_cards import FeatureCard
+from lenstop.models.feature_cards import FeatureCard, FeatureHit
 from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
 from lenstop.models.graphs import api as graphs
 from lenstop.models.graphs.intervene import intervene
@@ -147,6 +148,19 @@ class Engine:
 
     def label(self, layer: int, feature: int) -> str | None:
         return cards.label(self.handle, layer, feature)
+
+    def find_features(
+        self,
+        *,
+        search: str | None = None,
+        prompt: str | None = None,
+        span: tuple[int, int] | None = None,
+        promotes: str | None = None,
+        limit: int = 20,
+    ) -> list[FeatureHit]:
+        """Features over every dictionary: by label or `LAYER:FEATURE` (`search`), by the tokens `span` (start, stop)
+        of `prompt` they fire on, or by the token they `promote` (" first" or #ID); best first."""
+        return feature_search.find(self.handle, search=search, prompt=prompt, span=span, promotes=promotes, limit=limit)
 
     def build_cards(
         self, corpus: Corpus, options: PassOptions | None = None, progress: Callable[[int, int], None] | None = None

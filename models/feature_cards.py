@@ -40,6 +40,21 @@ class Context:
 
 
 @dataclass(frozen=True)
+class FeatureHit:
+    """A feature found by a search (`lenstop.models.cards.search`): where it is, how well it matched and why."""
+
+    layer: int
+    feature: int
+    dictionary: str
+    score: float
+    label: str | None
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+
+@dataclass(frozen=True)
 class Quantile:
     """Examples from one band of a feature's activations (a corpus pass samples them), highest band first."""
 
@@ -221,6 +236,16 @@ class Cards:
         if (added := self._added.get(feature)) is not None:
             return added[0]
         return self._own().get(feature)
+
+    def max_acts(self) -> dict[int, float]:
+        """Each carded feature's largest activation on the text its cards were read from."""
+        return {
+            f: float(raw["max_act"]) for f, raw in self._load().items() if isinstance(raw.get("max_act"), int | float)
+        }
+
+    def all_labels(self) -> dict[int, str]:
+        """Every feature's label, the added ones over the own ones."""
+        return {**self._own(), **self.labels}
 
     def label_source(self, feature: int) -> str | None:
         """Where `label(feature)` comes from: what `add_labels` was told, or `OWN_SOURCE`; None with no label."""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # only names here, so that importing the Protocol stays cheap
     from lenstop.models.cards.spec import PassOptions, PassResult
     from lenstop.models.cards.texts import Corpus
     from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
-    from lenstop.models.feature_cards import FeatureCard
+    from lenstop.models.feature_cards import FeatureCard, FeatureHit
     from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
     from lenstop.models.interventions import Intervention
     from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
@@ -85,6 +85,18 @@ class EngineProtocol(Protocol):
 
     def card(self, layer: int, feature: int) -> FeatureCard | None:
         """The feature's card, None when its dictionary has neither cards nor a label for it."""
+        ...
+
+    def find_features(
+        self,
+        *,
+        search: str | None = None,
+        prompt: str | None = None,
+        span: tuple[int, int] | None = None,
+        promotes: str | None = None,
+        limit: int = 20,
+    ) -> list[FeatureHit]:
+        """Features by label or `LAYER:FEATURE`, by a span of a prompt they fire on, or by a token they promote."""
         ...
 
     def build_cards(

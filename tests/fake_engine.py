@@ -35,7 +35,7 @@ from lenstop.models.circuits.results import (
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, Direction, Metric, Node, NodeKind
 from lenstop.models.engine_spec import EngineSpec
 from lenstop.models.errors import CancelledError, IncompatibleError, LengthMismatchError, NumericError, UsageError
-from lenstop.models.feature_cards import Context, FeatureCard
+from lenstop.models.feature_cards import Context, FeatureCard, FeatureHit
 from lenstop.models.head_scores import HeadScores, head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
 from lenstop.models.protocol import EngineProtocol, Progress
@@ -336,6 +336,30 @@ class FakeEngine:
         clean = _continuation(((1, " return"), (2, " +")), max_new_tokens)
         changed = _continuation(((3, " first"), (4, " second")), max_new_tokens) if interventions else None
         return Generation("fake", prompt, clean, changed, tuple(interventions), temperature, seed)
+
+    def find_features(
+        self,
+        *,
+        search: str | None = None,
+        prompt: str | None = None,
+        span: tuple[int, int] | None = None,
+        promotes: str | None = None,
+        limit: int = 20,
+    ) -> list[FeatureHit]:
+        """Label search over the fake's few labels at every layer (the other searches find nothing)."""
+        with self.lock:
+            self.calls.append(("find_features", (search, prompt, span, promotes)))
+        if sum(x is not None for x in (search, span, promotes)) != 1:
+            raise UsageError("say one of --search TEXT, --span A:B (with --prompt), or --promotes TOKEN")
+        if search is None:
+            return []
+        hits = [
+            FeatureHit(layer, f, f"L{layer}", 1.0, label, "label holds it")
+            for layer in range(self.n_layers)
+            for f, label in LABELS.items()
+            if search.lower() in label.lower()
+        ]
+        return hits[:limit]
 
     def build_cards(
         self, corpus: Corpus, options: PassOptions | None = None, progress: Callable[[int, int], None] | None = None

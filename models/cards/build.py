@@ -52,6 +52,7 @@ class Reader:
     n_features: int
     device: torch.device
     digest: str
+    dictionary: str  # the key `cards.api.features_at` gives these features: a cross-layer transcoder's own key
 
 
 def model_digest(handle: ModelHandle) -> str:
@@ -69,7 +70,7 @@ def readers(handle: ModelHandle) -> list[Reader]:
         def encode(x: torch.Tensor, d: Any = d) -> torch.Tensor:
             return d.encode(d.input_of(x))
 
-        out.append(Reader(d.key, d.layer, d.hook_in, encode, d.d_sae, device, digest))
+        out.append(Reader(d.key, d.layer, d.hook_in, encode, d.d_sae, device, digest, d.key))
     clt = handle.dictionaries.cross_layer
     if clt is not None:
         for layer in range(clt.n_layers):
@@ -81,7 +82,14 @@ def readers(handle: ModelHandle) -> list[Reader]:
             digest = tensor_digest(f"clt|{layer}|{clt.input_hook(layer)}", tensors)
             out.append(
                 Reader(
-                    f"{clt.key}@{layer}", layer, clt.input_hook(layer), encode_layer, clt.d_features, clt.device, digest
+                    f"{clt.key}@{layer}",
+                    layer,
+                    clt.input_hook(layer),
+                    encode_layer,
+                    clt.d_features,
+                    clt.device,
+                    digest,
+                    clt.key,
                 )
             )
     if not out:
@@ -110,7 +118,7 @@ def attach_cached(handle: ModelHandle) -> int:
         if path is None:
             continue
         found += 1
-        if "@" in reader.key and clt is not None and reader.key.startswith(f"{clt.key}@"):
+        if clt is not None and reader.dictionary == clt.key and reader.key != clt.key:
             clt.set_cards(reader.layer, clt.cards(reader.layer).rebased(path))
         else:
             d = handle.dictionaries.by_key[reader.key]

@@ -58,20 +58,19 @@ class Tally:
         acts[:, 0] = 0
         flat = acts.reshape(b * t, f)
         self.n_tokens += b * (t - 1)
-        positive = flat > 0
-        self.fired += positive.sum(0)
-        self.total += flat.sum(0, dtype=torch.float64)
-        rows, feats = positive.nonzero(as_tuple=True)
-        values = flat[rows, feats]
+        self.total += flat.sum(0).double()
+        rows, feats = flat.nonzero(as_tuple=True)  # activations are >= 0: nonzero is fired
+        self.fired += torch.bincount(feats, minlength=f)
+        values = flat.view(-1)[rows * f + feats]
         where = first_window * t + rows  # global position: window * context + position
         self._histogram(feats, values)
-        beat = values > self.top_act[feats, -1]
-        if beat.any():
+        beat = (values > self.top_act[feats, -1]).nonzero(as_tuple=True)[0]
+        if len(beat):
             r, c = rows[beat], feats[beat]
             _merge_top(self, values[beat], where[beat], _near(acts, r, c), c)
         keys = _hash(where, feats)
-        beat = keys > self.sample_key[feats, -1]
-        if beat.any():
+        beat = (keys > self.sample_key[feats, -1]).nonzero(as_tuple=True)[0]
+        if len(beat):
             r, c = rows[beat], feats[beat]
             _merge_sample(self, keys[beat], values[beat], where[beat], _near(acts, r, c), c)
 

@@ -1,0 +1,173 @@
+"""Finding features, over every loaded dictionary: by label (substring, then fuzzy) or id, by the text they fire
+on (a span of a prompt), and by the token they promote. Each answer is a ranked list of `FeatureHit`s, whose
+card then opens like any other."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lenstop.models.cards.api import Features, features_at, unembedding
+from lenstop.models.errors import UsageError
+from lenstop.models.feature_cards import FeatureHit
+from lenstop.models.runtime.handle import EnoughRead, ModelHandle
+
+LIMIT = 20
+FUZZY = 0.75  # a query word matches a label word this similar (difflib's ratio)
+FEATURE_ID = re.compile(r"^\s*L?(\d+)\s*[:#]\s*(\d+)\s*$", re.IGNORECASE)  # 8:1234, L8:1234, L8#1234
+
+
+def _all_features(handle: ModelHandle) -> list[Features]:
+    layers = sorted(set(handle.dictionaries.layers) | set(range(_clt_layers(handle))))
+    return [features_at(handle, layer) for layer in layers]
+
+
+def _clt_layers(handle: ModelHandle) -> int:
+    clt = handle.dictionaries.cross_layer
+    return clt.n_layers if clt is not None else 0
+
+
+def by_label(handle: ModelHandle, query: str, limit: int = LIMIT) -> list[FeatureHit]:
+    """Features whose label holds `query` (case aside; score 1), else whose label's words come close to each of
+    its words (the mean of each word's best difflib ratio, at least `FUZZY`). `L:F` is a feature by id."""
+    if (m := FEATURE_ID.match(query)) is not None:
+        layer, feature = int(m[1]), int(m[2])
+        here = features_at(handle, layer)
+        if not 0 <= feature < here.size:
+            raise UsageError(f"feature {feature} does not exist in {here.key}, which has {here.size} features")
+        return [FeatureHit(layer, feature, here.key, 1.0, here.cards.label(feature), "id")]
+    words = _words(query)
+    if not words:
+        raise UsageError("--search needs a word to look for in the labels, or LAYER:FEATURE")
+    wanted = query.strip().lower()
+    hits: list[FeatureHit] = []
+    for here in _all_features(handle):
+        for feature, label in here.cards.all_labels().items():
+            text = label.lower()
+            if wanted in text:
+                hits.append(FeatureHit(here.layer, feature, here.key, 1.0, label, "label holds it"))
+                continue
+            score = _fuzzy(words, _words(text))
+            if score >= FUZZY:
+                hits.append(FeatureHit(here.layer, feature, here.key, score, label, "label is close"))
+    hits.sort(key=lambda h: (-h.score, h.layer, h.feature))
+    return hits[:limit]
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _fuzzy(query: list[str], label: list[str]) -> float:
+    if not label:
+        return 0.0
+    best = [max(difflib.SequenceMatcher(None, q, w).ratio() for w in label) for q in query]
+    return sum(best) / len(best)
+
+
+def fires_on(handle: ModelHandle, prompt: str, start: int, stop: int, limit: int = LIMIT) -> list[FeatureHit]:
+    """The features most active over tokens `start`..`stop - 1` of `prompt` (positions as `lenstop trace` numbers
+    them, BOS 0), across every layer: scored by their mean activation there as a share of their largest on
+    the corpus where a pass gave them one (so layers compare), else by the mean itself."""
+    tokens = handle.tokenize(prompt)
+    n = tokens.shape[-1]
+    if not 0 <= start < stop <= n:
+        raise UsageError(f"--span {start}:{stop} is outside the prompt's {n} tokens (0..{n}, BOS at 0)")
+    acts = _activations(handle, tokens)
+    hits: list[FeatureHit] = []
+    for here in _all_features(handle):
+        mean = acts[(here.layer, here.key)][start:stop].float().mean(0)  # (features,)
+        maxima = here.cards.max_acts()
+        scale = None
+        if maxima:  # a feature with no card, or one that never fired, is not scaled up: inf leaves it at 0
+            scale = torch.full((here.size,), float("inf"))
+            scale[list(maxima)] = torch.tensor(list(maxima.values())).clamp_min(1e-6)
+        score = mean / scale.to(mean) if scale is not None else mean
+        top = torch.topk(score, min(limit, here.size))
+        for s, f in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            if s > 0:
+                why = f"mean {float(mean[f]):.2f} here" + (f", {s:.0%} of its max" if scale is not None else "")
+                hits.append(FeatureHit(here.layer, f, here.key, float(s), here.cards.label(f), why))
+    hits.sort(key=lambda h: (-h.score, h.layer, h.feature))
+    return hits[:limit]
+
+
+def _activations(handle: ModelHandle, tokens: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
+    """Every dictionary's activations (seq, features) on `tokens`, by (layer, `Features.key`), in one pass cut
+    short after the last dictionary's hook."""
+    from lenstop.models.cards.build import readers
+
+    out: dict[tuple[int, str], torch.Tensor] = {}
+    by_hook: dict[str, list[Any]] = {}
+    for r in readers(handle):
+        by_hook.setdefault(r.hook, []).append(r)
+    left = set(by_hook)
+
+    def hook_for(name: str) -> Callable[..., Any]:
+        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            for r in by_hook[name]:
+                out[(r.layer, r.dictionary)] = r.encode(x.to(r.device))[0].detach()
+            left.discard(name)
+            if not left:
+                raise EnoughRead(None)
+            return x
+
+        return hook
+
+    try:
+        with handle.guard(tokens.shape[-1]), handle.hooks([(h, hook_for(h)) for h in by_hook]):
+            handle.model(tokens)
+    except EnoughRead:
+        pass
+    return out
+
+
+def promotes_token(handle: ModelHandle, token_id: int, limit: int = LIMIT) -> list[FeatureHit]:
+    """The features whose decoder direction raises token `token_id`'s logit most (the card's logit effect of it),
+    across every dictionary that writes to the residual stream."""
+    unembed = unembedding(handle)
+    column = unembed.w_u[:, token_id].float() - unembed.w_u.float().mean(1)  # (d_model,)
+    if unembed.norm_weight is not None:
+        column = column * unembed.norm_weight.to(column)
+    hits: list[FeatureHit] = []
+    for here in _all_features(handle):
+        if here.decoders is None:
+            continue
+        d = here.decoders.directions.float().to(column.device)
+        if unembed.centred:
+            d = d - d.mean(1, keepdim=True)
+        effect = d @ column
+        top = torch.topk(effect, min(limit, here.size))
+        for v, f in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            hits.append(FeatureHit(here.layer, f, here.key, float(v), here.cards.label(f), f"logit effect {v:+.3f}"))
+    hits.sort(key=lambda h: (-h.score, h.layer, h.feature))
+    return hits[:limit]
+
+
+def find(
+    handle: ModelHandle,
+    *,
+    search: str | None = None,
+    prompt: str | None = None,
+    span: tuple[int, int] | None = None,
+    promotes: str | None = None,
+    limit: int = LIMIT,
+) -> list[FeatureHit]:
+    """One of the three searches, as `Engine.find_features` and `lenstop features` take them."""
+    from lenstop.models.circuits.metric import token_id
+
+    asked = [search is not None, span is not None, promotes is not None]
+    if sum(asked) != 1:
+        raise UsageError("say one of --search TEXT, --span A:B (with --prompt), or --promotes TOKEN")
+    if search is not None:
+        return by_label(handle, search, limit)
+    if span is not None:
+        if prompt is None:
+            raise UsageError("--span A:B needs the --prompt it is a span of")
+        return fires_on(handle, prompt, span[0], span[1], limit)
+    assert promotes is not None
+    return promotes_token(handle, token_id(handle.model.tokenizer, promotes, "--promotes"), limit)
