@@ -217,6 +217,17 @@ def build_cards(
 def _one_pass(
     handle: ModelHandle, chosen: list[Reader], tallies: dict[str, T.Tally], batch: torch.Tensor, first: int
 ) -> None:
+    read_all(handle, chosen, batch, lambda r, acts: tallies[r.key].add(acts, first))
+
+
+def read_all(
+    handle: ModelHandle,
+    chosen: list[Reader],
+    tokens: torch.Tensor,
+    each: Callable[[Reader, torch.Tensor], None],
+) -> None:
+    """One forward pass over `tokens` in which `each(reader, activations)` is told every reader's activations
+    (batch, seq, features) inside its hook, cut short once the last hook has fired."""
     by_hook: dict[str, list[Reader]] = {}
     for r in chosen:
         by_hook.setdefault(r.hook, []).append(r)
@@ -225,7 +236,7 @@ def _one_pass(
     def hook_for(name: str) -> Callable[..., Any]:
         def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
             for r in by_hook[name]:
-                tallies[r.key].add(r.encode(x.to(r.device)), first)
+                each(r, r.encode(x.to(r.device)))
             remaining.discard(name)
             if not remaining:
                 raise EnoughRead(None)
@@ -234,8 +245,8 @@ def _one_pass(
         return hook
 
     try:
-        with handle.guard(batch.shape[-1]), handle.hooks([(h, hook_for(h)) for h in by_hook]):
-            handle.model(batch)
+        with handle.guard(tokens.shape[-1]), handle.hooks([(h, hook_for(h)) for h in by_hook]):
+            handle.model(tokens)
     except EnoughRead:
         return
     raise RuntimeError("the pass ended before every dictionary's hook fired")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,7 +13,7 @@ import torch
 from lenstop.models.cards.api import Features, features_at, unembedding
 from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import FeatureHit
-from lenstop.models.runtime.handle import EnoughRead, ModelHandle
+from lenstop.models.runtime.handle import ModelHandle
 
 LIMIT = 20
 FUZZY = 0.75  # a query word matches a label word this similar (difflib's ratio)
@@ -97,32 +96,15 @@ def fires_on(handle: ModelHandle, prompt: str, start: int, stop: int, limit: int
 
 
 def _activations(handle: ModelHandle, tokens: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
-    """Every dictionary's activations (seq, features) on `tokens`, by (layer, `Features.key`), in one pass cut
-    short after the last dictionary's hook."""
-    from lenstop.models.cards.build import readers
+    """Every dictionary's activations (seq, features) on `tokens`, by (layer, `Features.key`)."""
+    from lenstop.models.cards.build import read_all, readers
 
     out: dict[tuple[int, str], torch.Tensor] = {}
-    by_hook: dict[str, list[Any]] = {}
-    for r in readers(handle):
-        by_hook.setdefault(r.hook, []).append(r)
-    left = set(by_hook)
 
-    def hook_for(name: str) -> Callable[..., Any]:
-        def hook(x: torch.Tensor, hook: Any) -> torch.Tensor:
-            for r in by_hook[name]:
-                out[(r.layer, r.dictionary)] = r.encode(x.to(r.device))[0].detach()
-            left.discard(name)
-            if not left:
-                raise EnoughRead(None)
-            return x
+    def keep(r: Any, acts: torch.Tensor) -> None:
+        out[(r.layer, r.dictionary)] = acts[0].detach()
 
-        return hook
-
-    try:
-        with handle.guard(tokens.shape[-1]), handle.hooks([(h, hook_for(h)) for h in by_hook]):
-            handle.model(tokens)
-    except EnoughRead:
-        pass
+    read_all(handle, readers(handle), tokens, keep)
     return out
 
 

@@ -58,10 +58,10 @@ class Tally:
         acts[:, 0] = 0
         flat = acts.reshape(b * t, f)
         self.n_tokens += b * (t - 1)
-        self.total += flat.sum(0).double()
         rows, feats = flat.nonzero(as_tuple=True)  # activations are >= 0: nonzero is fired
         self.fired += torch.bincount(feats, minlength=f)
         values = flat.view(-1)[rows * f + feats]
+        self.total.index_add_(0, feats, values.double())  # float32 values summed in float64: exact, in any order
         where = first_window * t + rows  # global position: window * context + position
         self._histogram(feats, values)
         beat = (values > self.top_act[feats, -1]).nonzero(as_tuple=True)[0]
