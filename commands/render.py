@@ -20,8 +20,9 @@ from lenstop.models.feature_cards import FeatureCard, FeatureHit
 from lenstop.models.results import Analysis, Generation, LogitLens, ModelInfo, TopTokens
 from lenstop.models.safe_text import UNSAFE_BESIDE_NEWLINES, glyphs, printable
 from lenstop.models.tokens import visible
+from lenstop.tui.card_text import card_text
 from lenstop.tui.format import percent, plain
-from lenstop.tui.views import card_text, circuit_text, grid_text, node_text
+from lenstop.tui.views import circuit_text, grid_text, node_text
 
 if TYPE_CHECKING:
     from lenstop.models.graphs import AttributionGraph

@@ -12,10 +12,10 @@ from lenstop.models.feature_cards import Context, FeatureCard
 from lenstop.models.head_scores import head_scores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout
 from lenstop.models.results import Continuation, Generation, LayerAttention, frozen_array
+from lenstop.tui.card_text import card_text, sparkline
 from lenstop.tui.session import Entry
 from lenstop.tui.views import (
     analysed_text,
-    card_text,
     feature_rows,
     header_text,
     intervention_mark,
@@ -133,7 +133,7 @@ def test_shifts_show_kl_and_both_continuations(fake: FakeEngine) -> None:
 def test_card_text_brackets_the_peak_and_shows_the_prompt_only_when_given() -> None:
     card = FeatureCard(5, "a name", 0.0123, 1.0, 4.0, (Context(("a", " b"), (0.5, 4.0), 1, 4.0),), (("x", 1.5),), ())
     text = card_text(2, 5, card).plain
-    assert text.startswith("L2 #5  a name") and "fires on 1.2% of held-out tokens" in text
+    assert text.startswith("L2 #5  a name") and "fires on 1.2% of tokens" in text and "(from held-out text)" in text
     assert "a⟦·b⟧" in text and "promotes   x +1.50" in text and "this prompt" not in text
     with_prompt = card_text(2, 5, card, ("p", " q"), [0.0, 3.0], width=40).plain
     assert "this prompt\np ·q \n" in with_prompt and "█" in with_prompt
@@ -168,3 +168,31 @@ def test_continuations_use_the_rows_they_have(fake: FakeEngine) -> None:
     small = shifts_text(analysis, 2, generation, "", width=61, height=8).plain.splitlines()
     clean = [line for line in small if line.startswith("clean")]
     assert len(small) <= 8 and clean and clean[0].endswith("…")
+
+
+def test_the_histogram_reads_in_blocks_and_a_card_says_where_each_part_comes_from() -> None:
+    from lenstop.models.feature_cards import FeatureCard, FromWeights, Histogram, Quantile
+
+    assert sparkline([0, 1, 8, 4]) == " ▁█▄"
+    ctx = Context(("a", "b"), (0.5, 2.0), 1, 2.0)
+    card = FeatureCard(
+        3,
+        "a label",
+        0.25,
+        1.0,
+        2.0,
+        (ctx,),
+        (("x", 0.5),),
+        (("y", -0.5),),
+        weights=FromWeights(1.0, 7, ()),
+        quantiles=(Quantile(0.4, 0.6, (ctx,)),),
+        histogram=Histogram(4.0, (0, 2, 4, 0)),
+        corpus="my files (2 files)",
+        label_source="neuronpedia gpt2-small/1-res-jb",
+    )
+    text = card_text(1, 3, card).plain
+    assert "label from neuronpedia gpt2-small/1-res-jb" in text
+    assert "from the corpus: my files (2 files)" in text and "fires on 25" in text
+    assert "activations 0  ▄█ 3" in text  # the empty top bin left off, so the edge is 3 of 4
+    assert "activations 0.40 to 0.60" in text and "⟦b⟧" in text
+    assert "7 tokens the model never produces left out" in text and "promotes   x +0.50" in text

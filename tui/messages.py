@@ -12,6 +12,7 @@ from textual.message import Message
 from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, Patching
 from lenstop.models.circuits.spec import Node
 from lenstop.models.engine_spec import EngineSpec
+from lenstop.models.feature_cards import FeatureHit
 from lenstop.models.interventions import Intervention
 from lenstop.models.protocol import EngineProtocol
 from lenstop.models.results import Analysis, Generation, LayerAttention, LayerFeatures, LogitLens, ModelInfo
@@ -94,6 +95,19 @@ class CardFound(Message):
 
 @dataclass
 class CardFailed(Failed):
+    pass
+
+
+@dataclass
+class FeatureHitsFound(Message):
+    """What a feature search found, best first."""
+
+    request: int
+    hits: tuple[FeatureHit, ...]
+
+
+@dataclass
+class FindFailed(Failed):
     pass
 
 

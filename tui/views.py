@@ -18,7 +18,6 @@ from rich.text import Text
 from lenstop.models.circuits.results import Attribution, Circuit, HeadRoles, NodeScore, Patching
 from lenstop.models.circuits.spec import Node
 from lenstop.models.errors import LengthMismatchError
-from lenstop.models.feature_cards import FeatureCard
 from lenstop.models.head_scores import HeadScores
 from lenstop.models.interventions import FeatureAblation, FeatureClamp, FeatureSteer, HeadKnockout, Intervention
 from lenstop.models.prompts import escape
@@ -26,7 +25,7 @@ from lenstop.models.results import Analysis, LayerAttention, LayerFeatures, Logi
 from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
 from lenstop.tui.failure import Failure
-from lenstop.tui.format import block, clip, counted, percent, shade, wrap_tokens
+from lenstop.tui.format import clip, counted, percent, shade
 from lenstop.tui.session import Entry
 
 PANES = ("features", "heads", "predictions", "effects")
@@ -155,76 +154,6 @@ def token_shading(lf: LayerFeatures | None, feature: int | None, n_tokens: int) 
     if lf is not None:
         return [float(v) for v in lf.relative_error], f"tokens · shaded by L{lf.layer} reconstruction error"
     return [0.0] * n_tokens, "tokens"
-
-
-def card_text(
-    layer: int,
-    feature: int,
-    card: FeatureCard | None,
-    prompt_tokens: Sequence[str] = (),
-    prompt_acts: Sequence[float] | None = None,
-    width: int = 100,
-) -> Text:
-    """A feature's card: label and where it came from, how often it fires, its activation across the prompt
-    (when given), its top contexts with the peak bracketed, the tokens it promotes and suppresses."""
-    out = Text()
-    out.append(f"L{layer} #{feature}  ", style="bold")
-    out.append((printable(card.label) if card and card.label else "(no label)") + "\n", style="italic")
-    if card is not None and card.label and card.label_source:  # a file path, maybe: shown, not obeyed
-        out.append(f"label from {printable(card.label_source)}\n", style="dim")
-    if card is None:
-        out.append("This dictionary has no feature cards; pass --labels for labels.\n", style="dim")
-    elif card.frequency is not None:
-        out.append(
-            f"fires on {percent(card.frequency).strip()} of held-out tokens"
-            f" · mean {card.mean_act or 0:.2f} · max {card.max_act or 0:.2f}\n"
-        )
-    if prompt_acts is not None:
-        out.append("\nthis prompt\n", style="bold")
-        top = max(prompt_acts, default=0.0)
-        cells = [visible(t) for t in prompt_tokens]
-        for row in wrap_tokens(cells, width):
-            for i in row:
-                act = prompt_acts[i]
-                strong = act > 0 and act >= 0.5 * top
-                out.append(cells[i], style="bold reverse" if strong else ("bold" if act > 0 else "dim"))
-                out.append(" ")
-            out.append("\n")
-            out.append(" ".join(block(prompt_acts[i], top).center(len(cells[i])) for i in row) + "\n")
-    if card is not None and card.contexts:
-        out.append("\ntop contexts\n", style="bold")
-        for c in card.contexts:
-            out.append(f"{c.act:7.2f}  ", style="dim")
-            for i, (tok, act) in enumerate(zip(c.tokens, c.acts, strict=True)):
-                if i == c.focus:  # brackets as well as reverse video, so it reads without colour
-                    out.append(f"⟦{visible(tok)}⟧", style="bold reverse")
-                else:
-                    out.append(visible(tok), style="bold" if act > 0 else "")
-            out.append("\n")
-    elif card is not None:
-        out.append("no top contexts: this dictionary has no card files built from text\n", style="dim")
-    if card is not None and card.promoted:
-        out.append("\npromotes   ", style="bold")
-        out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.promoted) + "\n")
-        out.append("suppresses ", style="bold")
-        out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.suppressed) + "\n")
-    if card is not None and card.weights is not None:
-        w = card.weights
-        out.append(
-            f"through the unembedding; {w.left_out:,} tokens the model never produces left out"
-            f" · decoder norm {w.decoder_norm:.3g}\n",
-            style="dim",
-        )
-        if w.neighbours:
-            out.append("nearest    ", style="bold")
-            out.append(
-                " · ".join(
-                    f"L{n.layer} #{n.feature} {n.cosine:.2f}" + (f" {printable(n.label)}" if n.label else "")
-                    for n in w.neighbours[:6]
-                )
-                + "  (by decoder cosine)\n"
-            )
-    return out
 
 
 @dataclass(frozen=True, eq=False)  # by identity: it holds arrays, and a new one is always news

@@ -40,6 +40,7 @@ class Kind(StrEnum):
     GRAPH_PRUNE = "graph-prune"
     GRAPH_INTERVENE = "graph-intervene"
     GRAPH_EXPORT = "graph-export"
+    FIND = "find"
 
 
 Failed = Callable[[int, Failure], Message]  # the request's number and why it failed, as a message

@@ -35,6 +35,11 @@ class InterventionKeys(SelectionScreen):
 
     def action_ablate(self) -> None:
         if (target := self._selected_feature()) is not None:
+            self.ablate(target)
+
+    def ablate(self, target: tuple[int, int]) -> None:
+        """Ablate feature (layer, feature) at the scope's positions, or restore it."""
+        if target is not None:
             ablation = FeatureAblation(*target, position=self._scope())
             changed = self.interventions.with_toggled(ablation)
             on_now = changed.find(ablation.slot) is not None
@@ -54,8 +59,11 @@ class InterventionKeys(SelectionScreen):
         return steer.amount if isinstance(steer, FeatureSteer) else None
 
     def action_steer(self) -> None:
-        if (target := self._selected_feature()) is None:
-            return
+        if (target := self._selected_feature()) is not None:
+            self.steer(target)
+
+    def steer(self, target: tuple[int, int]) -> None:
+        """Ask a strength, then steer feature (layer, feature) by it at the scope's positions."""
         position = self._scope()
 
         def done(value: float | None) -> None:

@@ -12,9 +12,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 
 from lenstop.models.protocol import EngineProtocol
+from lenstop.tui.card_text import card_text
 from lenstop.tui.messages import CardFailed, CardFound
 from lenstop.tui.safe import SafeStatic
-from lenstop.tui.views import card_text
 from lenstop.tui.work import EngineWork, Job, Kind
 
 

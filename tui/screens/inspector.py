@@ -50,6 +50,7 @@ from lenstop.tui.messages import (
 from lenstop.tui.screens.circuit import CircuitScreen
 from lenstop.tui.screens.editing import InterventionKeys
 from lenstop.tui.screens.feature_card import CardScreen, fetch_card
+from lenstop.tui.screens.find import FindScreen, Found
 from lenstop.tui.screens.graph import GraphCache, GraphScreen
 from lenstop.tui.screens.help import HelpRow, HelpScreen, help_rows
 from lenstop.tui.screens.inspector_keys import bindings_of, help_groups
@@ -331,6 +332,26 @@ class InspectorScreen(InterventionKeys):
             bos, ignored = self.info is None or self.info.prepend_bos, len(self.interventions.active)
             graph = GraphScreen(self.engine, a.prompt, a.tokens, self.position, bos=bos, keymap=self.keymap)
             self.app.push_screen(graph.using(self.graphs, ignored))
+
+    def action_find(self) -> None:
+        """Find features by label or id, by what fires on the selected token, or by a token they promote."""
+        a = self.analysis
+        if self.engine is not None:
+            screen = FindScreen(self.engine, a.prompt if a is not None else "", self.position)
+            self.app.push_screen(screen, self._found)
+
+    def _found(self, found: Found | None) -> None:
+        if found is None or self.engine is None:
+            return
+        target = (found.layer, found.feature)
+        if found.action == "ablate":
+            self.ablate(target)
+        elif found.action == "steer":
+            self.steer(target)
+        else:
+            width = max(20, int(self.size.width * 0.95) - 4)
+            tokens = self.analysis.tokens if self.analysis is not None else ()
+            fetch_card(self.work, self.engine, *target, width, tokens, None)
 
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
