@@ -138,7 +138,8 @@ def test_the_cli_prints_the_same_card_at_once(engine, bare_sae: Path) -> None:
     doc = json.loads(result.stdout)
     assert doc == json.loads(json.dumps({"layer": LAYER, **engine.card(LAYER, 446).to_json()}))
     text = CliRunner().invoke(app, ["card", f"{LAYER}:446", "--sae", str(bare_sae)])
-    assert text.exit_code == 0 and "promotes" in text.output and "never produces left out" in text.output
+    words = " ".join(text.output.split())  # as wrapped at the terminal's width
+    assert text.exit_code == 0 and "promotes" in words and "the model never produces left out" in words
 
 
 def test_a_transcoders_and_a_clts_cards_come_from_their_decoders() -> None:
@@ -155,3 +156,34 @@ def test_a_transcoders_and_a_clts_cards_come_from_their_decoders() -> None:
         effect = d @ (w_u - w_u.mean(1, keepdim=True))
         assert card.promoted[0][1] == pytest.approx(float(effect.max()), abs=1e-4), spec
         assert card.label, spec  # the demo's transcoders and CLT have cards: their labels stay
+
+
+def test_one_card_feeds_the_app_the_cli_and_the_graph_viewers_feature_files(tmp_path: Path) -> None:
+    """The card `lenstop card --json` prints (the app's card draws the same object) is the one a graph export
+    writes into circuit-tracer's feature file: the same examples, logits, density and histogram."""
+    from lenstop.models.graphs.export import cantor
+    from lenstop.models.safe_text import printable
+
+    engine = Engine.load("demo", ["demo:transcoders"], device="cpu")
+    graph = engine.graph("def add(first, second):\n    return first +")
+    engine.export_graph(graph, tmp_path / "g.json")
+    files = sorted((tmp_path / "g-features").glob("*.json"))
+    assert files
+    for path in files[:5]:
+        written = json.loads(path.read_text())
+        layer, feature = next(
+            (n.layer, n.feature)
+            for n in graph.nodes
+            if n.kind == "feature" and cantor(n.layer, n.feature) == written["index"]
+        )
+        card = engine.card(layer, feature)
+        cli = CliRunner().invoke(app, ["card", f"{layer}:{feature}", "--sae", "demo:transcoders", "--json"])
+        assert json.loads(cli.stdout) == json.loads(json.dumps({"layer": layer, **card.to_json()}))
+        assert written["top_logits"] == [printable(t) for t, _ in card.promoted]
+        assert written["bottom_logits"] == [printable(t) for t, _ in card.suppressed]
+        top = written["examples_quantiles"][0]
+        assert top["quantile_name"] == "Top activations"
+        # the tokens as the viewer is given every text from files: made printable (a newline shows as ⏎)
+        assert [e["tokens"] for e in top["examples"]] == [[printable(t) for t in c.tokens] for c in card.contexts]
+        assert written["activation_frequency"] == pytest.approx(card.frequency)
+        assert written["act_max"] == pytest.approx(card.max_act)

@@ -35,7 +35,7 @@ from lenstop.models.graphs.result import AttributionGraph, GraphNode
 from lenstop.models.safe_text import printable
 
 if TYPE_CHECKING:
-    from lenstop.models.feature_cards import FeatureCard
+    from lenstop.models.feature_cards import Context, FeatureCard
 
 N_LOGITS = 10  # top and bottom logits in a feature file
 
@@ -177,32 +177,41 @@ def viewer_graph(graph: AttributionGraph, slug: str, neuronpedia: NeuronpediaTar
 
 def feature_file(scan: str, node: GraphNode, card: FeatureCard | None) -> dict[str, Any]:
     """One feature of the dictionaries `scan` names, in circuit-tracer's format (`frontend/feature_models.py`),
-    from its card (`lenstop.models.cards`), the same the app and `lenstop card` show."""
-    examples = []
+    from its card (`lenstop.models.cards`), the same the app and `lenstop card` show: its top contexts and its
+    examples by activation band, top and bottom logits, density and histogram."""
+    groups: list[dict[str, Any]] = []
     if card is not None:
-        for context in card.contexts:
-            examples.append(
-                {
-                    "tokens_acts_list": [float(a) for a in context.acts],
-                    "train_token_ind": int(context.focus),
-                    "is_repeated_datapoint": False,
-                    "tokens": [printable(t) for t in context.tokens],
-                }
-            )
+        if card.contexts:
+            groups.append({"quantile_name": "Top activations", "examples": [_example(c) for c in card.contexts]})
+        for q in card.quantiles:
+            name = f"Activations {q.low:.3g} to {q.high:.3g}"
+            groups.append({"quantile_name": name, "examples": [_example(c) for c in q.contexts]})
     top = [printable(t) for t, _ in card.promoted] if card is not None else []
     bottom = [printable(t) for t, _ in card.suppressed] if card is not None else []
     act_max = card.max_act if card is not None and card.max_act is not None else (node.activation or 1.0)
+    counts = list(card.histogram.counts) if card is not None and card.histogram is not None else []
+    while counts and counts[-1] == 0:  # the grid only doubles: its top bins may be empty
+        counts.pop()
     return {
         "transcoder_id": printable(scan),
         "index": cantor(node.layer, node.feature or 0),
-        "examples_quantiles": [{"quantile_name": "Top activations", "examples": examples}] if examples else [],
+        "examples_quantiles": groups,
         "top_logits": top,
         "bottom_logits": bottom,
         "act_min": 0.0,
         "act_max": float(act_max),
-        "quantile_values": [],
-        "histogram": [],
+        "quantile_values": [float(q.low) for q in card.quantiles] if card is not None else [],
+        "histogram": [float(c) for c in counts],
         "activation_frequency": float(card.frequency) if card is not None and card.frequency is not None else 0.0,
+    }
+
+
+def _example(context: Context) -> dict[str, Any]:
+    return {
+        "tokens_acts_list": [float(a) for a in context.acts],
+        "train_token_ind": int(context.focus),
+        "is_repeated_datapoint": False,
+        "tokens": [printable(t) for t in context.tokens],
     }
 
 
