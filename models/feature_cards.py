@@ -37,6 +37,7 @@ class Context:
     acts: tuple[float, ...]
     focus: int  # index of the peak token in `tokens`
     act: float
+    at: tuple[int, int] | None = None  # (window, position) in the corpus pass that found it
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,14 @@ class FeatureCard:
 
 
 def _context_json(c: Context) -> dict[str, Any]:
-    return {"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act}
+    out = {"tokens": list(c.tokens), "acts": list(c.acts), "focus": c.focus, "act": c.act}
+    return out if c.at is None else {**out, "at": list(c.at)}
 
 
 def _context(c: dict[str, Any]) -> Context:
-    return Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"]))
+    at = c.get("at")
+    where = (int(at[0]), int(at[1])) if isinstance(at, list) and len(at) == 2 else None
+    return Context(tuple(c["tokens"]), tuple(c["acts"]), int(c["focus"]), float(c["act"]), where)
 
 
 def _card(raw: dict[str, Any]) -> FeatureCard:

@@ -81,24 +81,31 @@ def built(tmp_path_factory: pytest.TempPathFactory, bare_sae: Path, corpus: Path
     return {"cache": cache, "summary": summary, "doc": _cards(Path(path))}
 
 
-def _brute_force(bare_sae: Path, corpus: Path) -> tuple[np.ndarray, torch.Tensor, list[str]]:
-    """The windows written by hand (the two files' tokens, each followed by <|endoftext|>, cut into windows
-    of CONTEXT - 1 after BOS) and every activation there, by SAELens on the Hugging Face model."""
+def _brute_force(
+    bare_sae: Path, corpus: Path | list[str], context: int = CONTEXT, tokens: int | None = None
+) -> tuple[np.ndarray, torch.Tensor, list[str]]:
+    """The windows written by hand (the texts' tokens, each text followed by <|endoftext|>, cut into windows
+    of `context` - 1 after BOS, `tokens` of them at most) and every activation there, by SAELens on the
+    Hugging Face model."""
     from sae_lens import SAE
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast.from_pretrained(demo.MODEL_DIR)
+    texts = corpus if isinstance(corpus, list) else [(corpus / name).read_text() for name in ("a.py", "b.py")]
     stream: list[int] = []
-    for name in ("a.py", "b.py"):
-        stream += tok((corpus / name).read_text(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    body = CONTEXT - 1
-    n = len(stream) // body
+    for text in texts:
+        stream += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if tokens is not None and len(stream) >= tokens:
+            break
+    body = context - 1
+    n = min(len(stream), tokens or len(stream)) // body
     windows = np.concatenate([np.full((n, 1), tok.bos_token_id), np.array(stream[: n * body]).reshape(n, body)], 1)
     model = GPT2LMHeadModel.from_pretrained(demo.MODEL_DIR).eval()
     sae = SAE.load_from_disk(str(bare_sae), device="cpu")
     with torch.no_grad():
-        resid = model(torch.tensor(windows), output_hidden_states=True).hidden_states[LAYER + 1]  # resid_post L1
-        acts = sae.encode(resid)
+        batches = torch.tensor(windows).split(32)
+        resid = torch.cat([model(b, output_hidden_states=True).hidden_states[LAYER + 1] for b in batches])
+        acts = sae.encode(resid)  # resid_post of layer 1
     acts[:, 0] = 0  # BOS is in no card
     strings = [tok.decode([i]) for i in range(len(tok))]
     return windows, acts, strings
@@ -106,9 +113,32 @@ def _brute_force(bare_sae: Path, corpus: Path) -> tuple[np.ndarray, torch.Tensor
 
 def test_the_top_contexts_equal_brute_force(built: dict, bare_sae: Path, corpus: Path) -> None:
     windows, acts, strings = _brute_force(bare_sae, corpus)
+    _check_against(built["doc"], windows, acts, strings, CONTEXT)
     doc = built["doc"]
     assert doc["n_tokens"] == windows.shape[0] * (CONTEXT - 1) == built["summary"]["tokens"]
     assert "a.py" not in doc["corpus"] and "2 files" in doc["corpus"]  # the binary file left out
+
+
+def test_cards_on_the_demos_corpus_are_the_demos_cards(
+    tmp_path: Path, bare_sae: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lenstop cards --corpus demo` reads the demo's held-out text in the windows its build reads (the build's
+    cards are this pass's, with labels): its top contexts equal brute force, and those of the shipped cards."""
+    from lenstop.models.cards.texts import from_demo
+
+    monkeypatch.setenv("LENSTOP_CACHE", str(tmp_path))
+    tokens = 12_700  # a hundred windows of the 128 the demo's cards read
+    args = ["cards", "--sae", str(bare_sae), "--corpus", "demo", "--tokens", str(tokens), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (path,) = json.loads(result.stdout)["cards"].values()
+    doc = _cards(Path(path))
+    windows, acts, strings = _brute_force(bare_sae, list(from_demo().texts()), 128, tokens)
+    _check_against(doc, windows, acts, strings, 128)
+
+
+def _check_against(doc: dict, windows: np.ndarray, acts: torch.Tensor, strings: list[str], context: int) -> None:
+    assert doc["n_tokens"] == windows.shape[0] * (context - 1)
     flat = acts.reshape(-1, acts.shape[-1])
     fired = (flat > 0).sum(0)
     live = [f for f in range(flat.shape[1]) if fired[f] > 0]
@@ -120,8 +150,8 @@ def test_the_top_contexts_equal_brute_force(built: dict, bare_sae: Path, corpus:
         order = [i for i in order if values[i] > 0]
         assert [c["act"] for c in card["contexts"]] == pytest.approx([float(values[i]) for i in order], abs=1e-3), f
         for c, where in zip(card["contexts"], order, strict=True):
-            w, p = divmod(where, CONTEXT)
-            assert c["tokens"][c["focus"]] == strings[windows[w, p]]
+            w, p = divmod(where, context)
+            assert c["tokens"][c["focus"]] == strings[windows[w, p]] and c["at"] == [w, p]
             assert c["acts"][c["focus"]] == pytest.approx(float(values[where]), abs=2e-2)
         assert card["frequency"] == pytest.approx(int(fired[f]) / doc["n_tokens"])
         assert card["mean_act"] == pytest.approx(float(values.sum()) / int(fired[f]), rel=1e-4)

@@ -339,6 +339,7 @@ def _write_cards(
             "acts": [round(a, 3) for a in acts],
             "focus": pos - lo,
             "act": round(act, 4),
+            "at": [window, pos],  # where in the pass's windows
         }
 
     features = []

@@ -7,7 +7,8 @@ Stages, each skipped when its output exists (so an interrupted build resumes):
   4. saes       one TopK dictionary per layer on the residual stream
   5. transcoders  JumpReLU transcoders MLP input -> output: one a layer, and a cross-layer
                 one, in circuit-tracer's format (transcoders/, clt/)
-  6. cards      a feature card for every SAE feature, from the held-out text
+  6. cards      a feature card for every SAE feature: lenstop cards' own pass over the held-out text,
+                with a label from what each feature's top contexts share
   7. transcoder-cards  the same for the transcoders' and the CLT's features, beside their
                 files (layer_{i}.feature_cards.json.gz, layer_{i}.feature_labels.json)
   8. card       MODEL_CARD.md with every figure measured here

@@ -239,38 +239,58 @@ def _counted(what: str, cards: list[dict[str, Any]]) -> tuple[int, int]:
     return live, labelled
 
 
-@torch.no_grad()
 def build_cards(model_dir: Path, sae_root: Path, texts: list[str], budget: int, device: str = "cpu") -> dict[str, int]:
-    """Write `feature_cards.json.gz` into every dictionary directory under `sae_root`."""
-    from sae_lens import SAE
-    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+    """Write `feature_cards.json.gz` and its labels into every dictionary directory under `sae_root`: the cards
+    `lenstop cards` makes (`lenstop.models.cards.build`, its pass over the held-out text, packed and cut into
+    windows as here), each with a label from what its top contexts share (`label_for`, by Python's tokenizer)."""
+    import hashlib
+    import os
+    import tempfile
 
-    from lenstop.models.demo.metrics import resid_post
+    from lenstop.models.cards.build import build_cards as corpus_pass
+    from lenstop.models.cards.spec import PassOptions
+    from lenstop.models.cards.texts import Corpus
+    from lenstop.models.engine import Engine
 
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    model = GPT2LMHeadModel.from_pretrained(model_dir).eval().to(device)
-    text = held_out(tokenizer, texts, budget, model.config.n_positions)
-    unembed = model.lm_head.weight.cpu()  # (vocab, d_model)
-    counts = {}
-    for sae_dir in sorted(p for p in sae_root.iterdir() if (p / "cfg.json").is_file()):
-        sae = SAE.load_from_disk(sae_dir, device=device).eval()
-        layer = int(sae.cfg.metadata.hook_name.split(".")[1])
-        tally = Tally(sae.cfg.d_sae)
-        for start in range(0, len(text.windows), 32):
-            batch = text.windows[start : start + 32]
-            tally.add(sae.encode(resid_post(model, batch, layer)).detach().cpu(), start)  # (b, t, d_sae)
-        cards = feature_cards(text, tally, sae.W_dec.cpu() @ unembed.T)
-        doc = {
-            "layer": layer,
-            "hook": sae.cfg.metadata.hook_name,
-            "d_sae": sae.cfg.d_sae,
-            "n_tokens": tally.n_tokens,
-            "features": cards,
-        }
-        write_cards(sae_dir / CARDS_FILE, doc)
-        write_labels(sae_dir, cards)
-        counts[f"L{layer}"] = _counted(f"layer {layer}", cards)[0]
+    engine = Engine.load(str(model_dir), [str(sae_root)], device=device)
+    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+    corpus = Corpus("the demo's held-out text", digest, lambda: iter(texts))
+    options = PassOptions(tokens=budget, context=engine.n_ctx, batch_size=32)
+    saved = os.environ.get("LENSTOP_CACHE")
+    with tempfile.TemporaryDirectory(prefix="lenstop-demo-cards-") as cache:
+        os.environ["LENSTOP_CACHE"] = cache  # the pass's windows, state and cards: none of it is the user's cache
+        try:
+            result = corpus_pass(engine.handle, corpus, options)
+            _, tags = tagged_stream(engine.handle.model.tokenizer, texts, budget)
+            counts = {}
+            for d in engine.dictionaries:
+                with gzip.open(result.written[d.key], "rt", encoding="utf-8") as fh:
+                    doc = json.load(fh)
+                for card in doc["features"]:
+                    _label(card, tags, options.context)
+                sae_dir = Path(d.source)  # a local dictionary's source is its folder
+                write_cards(sae_dir / CARDS_FILE, doc)
+                write_labels(sae_dir, doc["features"])
+                counts[f"L{d.layer}"] = _counted(f"layer {d.layer}", doc["features"])[0]
+        finally:
+            if saved is None:
+                os.environ.pop("LENSTOP_CACHE", None)
+            else:
+                os.environ["LENSTOP_CACHE"] = saved
     return counts
+
+
+def _label(card: dict[str, Any], tags: list[str], context: int) -> None:
+    """A card's label and the syntax tags of its top contexts' peaks, from where they were in the windows."""
+    peak_tokens, peak_prev, peak_tags, peak_pos = [], [], [], []
+    for c in card["contexts"]:
+        window, pos = c["at"]
+        peak_tokens.append(c["tokens"][c["focus"]])
+        peak_prev.append(c["tokens"][c["focus"] - 1] if pos > 1 and c["focus"] > 0 else "")
+        peak_tags.append(tags[window * (context - 1) + pos - 1])
+        peak_pos.append(pos)
+    card["label"] = label_for(peak_tokens, peak_prev, peak_tags, peak_pos)
+    card["tags"] = dict(Counter(peak_tags))
 
 
 # ---------------------------------------------------------------- transcoders (circuit-tracer's folders)
