@@ -123,7 +123,8 @@ def test_cards_on_the_demos_corpus_are_the_demos_cards(
     tmp_path: Path, bare_sae: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`lenstop cards --corpus demo` reads the demo's held-out text in the windows its build reads (the build's
-    cards are this pass's, with labels): its top contexts equal brute force, and those of the shipped cards."""
+    cards stage is this pass, with labels added): on the first hundred windows its top contexts equal brute
+    force."""
     from lenstop.models.cards.texts import from_demo
 
     monkeypatch.setenv("LENSTOP_CACHE", str(tmp_path))
