@@ -72,3 +72,26 @@ def test_the_query_syntax() -> None:
     assert parse("L1:446", 4).search == "L1:446"
     assert parse("+return", 4).promotes == " return" and parse("+#12", 4).promotes == "#12"
     assert parse("=", 4).span == (4, 5) and parse("=2:6", 4).span == (2, 6)
+
+
+async def test_a_found_feature_is_followed_in_the_graph_view() -> None:
+    from lenstop.tui.screens.graph import GraphScreen
+
+    app, engine = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("end")
+        await settle(pilot)
+        await _search(pilot, app, "binary operator")  # feature 42, which the fake's graph has where the logits read
+        screen = app.screen
+        assert isinstance(screen, FindScreen)
+        last = max(range(len(screen.hits)), key=lambda i: screen.hits[i].layer)
+        for _ in range(last):
+            await pilot.press("down")
+        await pilot.press("G")
+        await settle(pilot)
+        graph = app.screen
+        assert isinstance(graph, GraphScreen) and graph.graph is not None and graph.selected is not None
+        node = graph.graph.nodes[graph.selected]
+        assert (node.kind, node.layer, node.feature) == ("feature", screen.hits[last].layer, 42)
+        assert "#42" in screen_text(app)

@@ -1,6 +1,7 @@
 """Finding features (`F` in the inspector): type words of a label or `L:F`, `+token` for the features that
 promote a token, or `=` for what fires on the selected token (`=A:B` a span of the prompt). The results list
-every dictionary's best; `enter` opens a card, `a` ablates and `s` steers the feature, back in the inspector."""
+every dictionary's best; `enter` opens a card, `a` ablates and `s` steers the feature, back in the inspector,
+and `G` opens the graph view at the selected token with the feature's node selected (a transcoder's)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ HINT = "words of a label or L:F · +token: what promotes it · = what fires on t
 class Found:
     """What the user chose to do with a result, done by the inspector."""
 
-    action: str  # "card", "ablate" or "steer"
+    action: str  # "card", "ablate", "steer" or "graph"
     layer: int
     feature: int
 
@@ -62,6 +63,13 @@ class FindScreen(ModalScreen[Found | None]):
         Binding("escape", "close", "close", id="find.close"),
         Binding("a", "act('ablate')", "ablate", id="find.ablate", tooltip="ablate the found feature"),
         Binding("s", "act('steer')", "steer", id="find.steer", tooltip="steer the found feature by a strength"),
+        Binding(
+            "G",
+            "act('graph')",
+            "graph",
+            id="find.graph",
+            tooltip="the graph at the selected token, this feature selected",
+        ),
     ]
     DEFAULT_CSS = """
     FindScreen { align: center middle; }
@@ -80,7 +88,8 @@ class FindScreen(ModalScreen[Found | None]):
         with Vertical():
             yield SafeLabel("find features · " + HINT, id="find-hint")
             yield SafeInput(placeholder="docstring · L1:446 · + return · =", id="find-input")
-            yield SafeLabel("enter searches; in the results enter opens a card, a ablates, s steers", id="find-status")
+            status = "enter searches; in the results enter opens a card, a ablates, s steers, G follows it in the graph"
+            yield SafeLabel(status, id="find-status")
             table = SafeTable(id="find-table", cursor_type="row", zebra_stripes=False)
             table.add_columns("feature", "score", "label", "why")
             yield table

@@ -107,6 +107,12 @@ class GraphScreen(GraphEdits):
         self.edges_pane = SafeStatic(id="graph-edges")
         self.pinned_line, self.supernodes_line = SafeStatic(classes="line"), SafeStatic(classes="line")
         self.intervention_lines = SafeStatic(id="graph-intervention")
+        self.focus_on: tuple[int, int] | None = None  # (layer, feature) to select once the graph is shown
+
+    def focusing(self, layer: int, feature: int) -> GraphScreen:
+        """Select feature `feature` of layer `layer` when the graph shows (its most influential node)."""
+        self.focus_on = (layer, feature)
+        return self
 
     def using(self, cache: GraphCache, ignored: int = 0) -> GraphScreen:
         """Keep built graphs in `cache` (the inspector's, so that coming back costs nothing); `ignored`: the
@@ -177,11 +183,30 @@ class GraphScreen(GraphEdits):
 
     def _reshow(self) -> None:
         assert self.graph is not None
+        focus = self._focused() if self.focus_on is not None else None
         self.model = GraphModel.of(self.graph, self.everything)
+        if focus is not None:
+            self.selected = focus
         if self.selected not in self.model.shown:
             self.selected = self.model.first()
         self.path = [i for i in self.path if i in self.model.shown]
         self.draw()
+
+    def _focused(self) -> int | None:
+        """The node of the feature asked for, most influential first, every node shown if only a pruned one is;
+        said on the status line when the graph has none."""
+        assert self.graph is not None and self.focus_on is not None
+        layer, feature = self.focus_on
+        self.focus_on = None
+        nodes = self.graph.nodes
+        found = [i for i, n in enumerate(nodes) if n.kind == "feature" and (n.layer, n.feature) == (layer, feature)]
+        if not found:
+            self.status(f"L{layer} #{feature} is not active in this graph: it does not fire up to this token")
+            return None
+        best = max(found, key=lambda i: nodes[i].influence)
+        if best not in GraphModel.of(self.graph, False).shown:
+            self.everything = True  # pruned away: show every node, so that it can be selected
+        return best
 
     def on_subgraph_scored(self, message: SubgraphScored) -> None:
         if self.work.is_latest(Kind.GRAPH_SCORES, message.request) and message.nodes == tuple(self.pinned):

@@ -325,12 +325,15 @@ class InspectorScreen(InterventionKeys):
         circuit = CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored, keymap=self.keymap)
         self.app.push_screen(circuit)
 
-    def action_graph(self) -> None:
-        """The attribution graph of the selected token's next-token prediction, on the prompt cut there."""
+    def action_graph(self, focus: tuple[int, int] | None = None) -> None:
+        """The attribution graph of the selected token's next-token prediction, on the prompt cut there; `focus`
+        (layer, feature) selects that feature's node."""
         a = self.analysis
         if self.engine is not None and a is not None:
             bos, ignored = self.info is None or self.info.prepend_bos, len(self.interventions.active)
             graph = GraphScreen(self.engine, a.prompt, a.tokens, self.position, bos=bos, keymap=self.keymap)
+            if focus is not None:
+                graph.focusing(*focus)
             self.app.push_screen(graph.using(self.graphs, ignored))
 
     def action_find(self) -> None:
@@ -348,6 +351,8 @@ class InspectorScreen(InterventionKeys):
             self.ablate(target)
         elif found.action == "steer":
             self.steer(target)
+        elif found.action == "graph":
+            self.action_graph(focus=target)
         else:
             width = max(20, int(self.size.width * 0.95) - 4)
             tokens = self.analysis.tokens if self.analysis is not None else ()
