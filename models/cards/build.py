@@ -323,20 +323,22 @@ def _write_cards(
 ) -> Path:
     strings = handle.token_strings(range(int(handle.model.cfg.d_vocab)))
     context = rows.shape[1]
-    top_act, top_at, top_near = tally.top_act.cpu(), tally.top_at.cpu(), tally.top_near.float().cpu()
-    s_act, s_at, s_near = tally.sample_act.cpu(), tally.sample_at.cpu(), tally.sample_near.float().cpu()
-    fired, total = tally.fired.cpu(), tally.total.cpu()
-    hist, hist_hi = tally.hist.cpu(), tally.hist_hi.cpu()
+    # plain Python lists, rounded once: what the cards hold, read without a tensor call per number
+    top_act, top_at = tally.top_act.cpu().tolist(), tally.top_at.cpu().tolist()
+    top_near = tally.top_near.float().cpu().numpy().round(3).tolist()
+    s_act, s_at = tally.sample_act.cpu().tolist(), tally.sample_at.cpu().tolist()
+    s_near = tally.sample_near.float().cpu().numpy().round(3).tolist()
+    fired, total = tally.fired.cpu().tolist(), tally.total.cpu().tolist()
+    hist, hist_hi = tally.hist.cpu().tolist(), tally.hist_hi.cpu().tolist()
     n_tokens = max(1, tally.n_tokens)
 
     def example(act: float, at: int, near: list[float]) -> dict[str, Any]:
         window, pos = divmod(at, context)
         lo, hi = max(1, pos - T.BEFORE), min(context, pos + T.AFTER + 1)
         ids = rows[window, lo:hi].tolist()
-        acts = near[lo - (pos - T.BEFORE) : lo - (pos - T.BEFORE) + (hi - lo)]
         return {
             "tokens": [strings[i] for i in ids],
-            "acts": [round(a, 3) for a in acts],
+            "acts": near[lo - (pos - T.BEFORE) : lo - (pos - T.BEFORE) + (hi - lo)],
             "focus": pos - lo,
             "act": round(act, 4),
             "at": [window, pos],  # where in the pass's windows
@@ -344,10 +346,11 @@ def _write_cards(
 
     features = []
     for f in range(reader.n_features):
-        live = int((top_at[f] >= 0).sum())
-        contexts = [example(float(top_act[f, k]), int(top_at[f, k]), top_near[f, k].tolist()) for k in range(live)]
-        n_sample = int((s_at[f] >= 0).sum())
-        order = torch.argsort(s_act[f, :n_sample], descending=True).tolist()
+        live = sum(1 for at in top_at[f] if at >= 0)
+        contexts = [example(top_act[f][k], top_at[f][k], top_near[f][k]) for k in range(live)]
+        n_sample = sum(1 for at in s_at[f] if at >= 0)
+        sampled = s_act[f]
+        order = sorted(range(n_sample), key=sampled.__getitem__, reverse=True)  # stable: ties keep their order
         quantiles = []
         for q in range(QUANTILES):  # highest activations first, each group an equal share of the sample
             group = order[q * n_sample // QUANTILES : (q + 1) * n_sample // QUANTILES]
@@ -356,22 +359,22 @@ def _write_cards(
             picks = [group[i * len(group) // PER_QUANTILE] for i in range(min(PER_QUANTILE, len(group)))]
             quantiles.append(
                 {
-                    "low": round(float(s_act[f, group[-1]]), 4),
-                    "high": round(float(s_act[f, group[0]]), 4),
-                    "contexts": [example(float(s_act[f, k]), int(s_at[f, k]), s_near[f, k].tolist()) for k in picks],
+                    "low": round(s_act[f][group[-1]], 4),
+                    "high": round(s_act[f][group[0]], 4),
+                    "contexts": [example(s_act[f][k], s_at[f][k], s_near[f][k]) for k in picks],
                 }
             )
-        count = int(fired[f])
+        count = fired[f]
         features.append(
             {
                 "id": f,
                 "label": None,
                 "frequency": count / n_tokens,
-                "mean_act": float(total[f]) / count if count else 0.0,
-                "max_act": round(float(top_act[f, 0]), 4) if live else 0.0,
+                "mean_act": total[f] / count if count else 0.0,
+                "max_act": round(top_act[f][0], 4) if live else 0.0,
                 "contexts": contexts,
                 "quantiles": quantiles,
-                "histogram": {"hi": float(hist_hi[f]), "counts": hist[f].tolist()},
+                "histogram": {"hi": hist_hi[f], "counts": hist[f]},
             }
         )
     doc = {
@@ -399,6 +402,6 @@ def _write_gzip(path: Path, doc: dict[str, Any]) -> None:
 
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as fh:
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as fh:
         fh.write(data)
     tmp.replace(path)
