@@ -125,12 +125,12 @@ class _Bar:
         if self.quiet:
             return
         now = time.monotonic()
-        if self.started is None:
-            self.started = (now, done - 1)  # the first batch of this run (a resumed one starts part way)
+        if self.started is None:  # the first batch of this run (a resumed one starts part way): the clock starts
+            self.started = (now, done)
             self.task = self.progress.add_task("cards", total=total * self.per_window, rate="")
-        seconds = max(now - self.started[0], 1e-9)
-        rate = (done - self.started[1]) * self.per_window / seconds
-        self.progress.update(self.task, completed=done * self.per_window, rate=f"{rate:,.0f} tokens/s")  # type: ignore[arg-type]
+        seconds = now - self.started[0]
+        rate = f"{(done - self.started[1]) * self.per_window / seconds:,.0f} tokens/s" if seconds > 0 else ""
+        self.progress.update(self.task, completed=done * self.per_window, rate=rate)  # type: ignore[arg-type]
 
     def __exit__(self, *exc: object) -> None:
         if not self.quiet:
