@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,6 +25,9 @@ from lenstop.commands.common import (
     user_errors,
 )
 from lenstop.models.demo import DEMO_NAME
+
+if TYPE_CHECKING:
+    from lenstop.models.cards.texts import Corpus
 from lenstop.models.errors import UsageError
 
 DEMO_CORPUS = "demo"
@@ -57,26 +60,10 @@ def cards(
 ) -> None:
     """Build feature cards from text for every dictionary: one pass over the corpus, resumable (ctrl+c keeps what
     is done), cached under the model's and each dictionary's digests."""
-    from lenstop.models.cards import texts
     from lenstop.models.cards.spec import PassOptions
 
     with user_errors():
-        if corpus and dataset:
-            raise UsageError("give --corpus or --dataset, not both")
-        if not corpus and not dataset:
-            offer = f"; for the demo, --corpus {DEMO_CORPUS} reads its held-out text" if model == DEMO_NAME else ""
-            raise UsageError(
-                "lenstop cards needs text to read: --corpus PATH (text files, folders, .jsonl) or "
-                f"--dataset NAME[:SPLIT] from the local Hugging Face datasets cache{offer}"
-            )
-        if corpus == [DEMO_CORPUS]:
-            if model != DEMO_NAME:
-                raise UsageError(f"--corpus {DEMO_CORPUS} is the demo model's held-out text; name files for {model}")
-            source = texts.from_demo()
-        elif dataset:
-            source = texts.from_dataset(dataset, text_field)
-        else:
-            source = texts.from_paths(corpus or [], text_field or texts.TEXT_FIELD)
+        source = _source(model, corpus, dataset, text_field)
         engine = load_engine(engine_spec(model=model, sae=sae, labels=None, placement=placement))
         options = PassOptions(tokens=tokens, context=context, batch_size=batch_size)
         with _Bar(context, quiet=as_json) as bar:
@@ -93,6 +80,27 @@ def cards(
             print_json(summary)
         else:
             _report(summary, result.written)
+
+
+def _source(model: str, corpus: list[str] | None, dataset: str | None, text_field: str | None) -> Corpus:
+    """The text the options name, or a one-line error saying what `lenstop cards` needs."""
+    from lenstop.models.cards import texts
+
+    if corpus and dataset:
+        raise UsageError("give --corpus or --dataset, not both")
+    if not corpus and not dataset:
+        offer = f"; for the demo, --corpus {DEMO_CORPUS} reads its held-out text" if model == DEMO_NAME else ""
+        raise UsageError(
+            "lenstop cards needs text to read: --corpus PATH (text files, folders, .jsonl) or "
+            f"--dataset NAME[:SPLIT] from the local Hugging Face datasets cache{offer}"
+        )
+    if corpus == [DEMO_CORPUS]:
+        if model != DEMO_NAME:
+            raise UsageError(f"--corpus {DEMO_CORPUS} is the demo model's held-out text; name files for {model}")
+        return texts.from_demo()
+    if dataset:
+        return texts.from_dataset(dataset, text_field)
+    return texts.from_paths(corpus or [], text_field or texts.TEXT_FIELD)
 
 
 class _Bar:

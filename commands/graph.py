@@ -4,6 +4,7 @@ circuit-tracer's and Neuronpedia's graph viewers."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -79,16 +80,7 @@ def graph(
     """The attribution graph behind a prediction, on transcoders with attention and norms frozen (circuit-tracer's
     method and defaults): nodes, exact edges, pruning and scores."""
     with user_errors():
-        if neuronpedia is not None:
-            from lenstop.models.graphs.export import NeuronpediaTarget
-
-            if out is None:
-                raise UsageError("--neuronpedia names where --out's graph goes: give --out FILE.json too")
-            NeuronpediaTarget.parse(neuronpedia)  # before the graph is built, not after
-        if out is not None:
-            from lenstop.models.files import check_writable
-
-            check_writable(out)
+        _check_out(out, neuronpedia)
         text = read_prompt(prompt)
         saes = sae or ([DEMO_TRANSCODERS] if model == DEMO_NAME else [])
         spec = engine_spec(model=model, sae=saes, labels=labels, placement=placement)
@@ -110,3 +102,17 @@ def graph(
             from lenstop.commands.render import render_graph
 
             render_graph(found)
+
+
+def _check_out(out: Path | None, neuronpedia: str | None) -> None:
+    """Refuse a bad --out or --neuronpedia before the graph is built, not after."""
+    if neuronpedia is not None:
+        from lenstop.models.graphs.export import NeuronpediaTarget
+
+        if out is None:
+            raise UsageError("--neuronpedia names where --out's graph goes: give --out FILE.json too")
+        NeuronpediaTarget.parse(neuronpedia)
+    if out is not None:
+        from lenstop.models.files import check_writable
+
+        check_writable(out)

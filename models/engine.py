@@ -23,16 +23,12 @@ import torch
 
 from lenstop.models import generation
 from lenstop.models import labels as exports
-from lenstop.models.cards import api as cards
-from lenstop.models.cards import search as feature_search
-from lenstop.models.cards.build import attach_cached, build_cards
-from lenstop.models.cards.spec import PassOptions, PassResult
-from lenstop.models.cards.texts import Corpus
+from lenstop.models.cards.build import attach_cached
+from lenstop.models.cards.engine_part import CardsPart
 from lenstop.models.circuits import api as circuits
 from lenstop.models.circuits.results import Attribution, Circuit, DirectAttribution, HeadRoles, Patching
 from lenstop.models.circuits.spec import CIRCUIT_KINDS, CircuitOptions, Direction, Metric, Node, NodeKind
 from lenstop.models.dictionaries import Dictionary
-from lenstop.models.feature_cards import FeatureCard, FeatureHit
 from lenstop.models.graphs import AttributionGraph, GraphIntervention, NodeSetting
 from lenstop.models.graphs import api as graphs
 from lenstop.models.graphs.intervene import intervene
@@ -47,7 +43,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 
-class Engine:
+class Engine(CardsPart):
     """A model and its dictionaries, ready to analyse prompts and run interventions."""
 
     def __init__(
@@ -145,37 +141,6 @@ class Engine:
             dictionary.cards.add_labels(labels.by_feature, source=labels.source)
         if found:
             self.reader.cache.features.clear()  # they carry the labels they were read with
-
-    def label(self, layer: int, feature: int) -> str | None:
-        return cards.label(self.handle, layer, feature)
-
-    def find_features(
-        self,
-        *,
-        search: str | None = None,
-        prompt: str | None = None,
-        span: tuple[int, int] | None = None,
-        promotes: str | None = None,
-        limit: int = 20,
-    ) -> list[FeatureHit]:
-        """Features over every dictionary: by label or `LAYER:FEATURE` (`search`), by the tokens `span` (start, stop)
-        of `prompt` they fire on, or by the token they `promote` (" first" or #ID); best first."""
-        return feature_search.find(self.handle, search=search, prompt=prompt, span=span, promotes=promotes, limit=limit)
-
-    def build_cards(
-        self, corpus: Corpus, options: PassOptions | None = None, progress: Callable[[int, int], None] | None = None
-    ) -> PassResult:
-        """Feature cards from text for every dictionary, in one pass over `corpus` (`lenstop.models.cards.texts`):
-        top contexts, examples at activation quantiles, density and a histogram. Resumes an interrupted pass;
-        the cards are cached under the model's and each dictionary's digests, and shown from then on."""
-        result = build_cards(self.handle, corpus, options, progress)
-        attach_cached(self.handle)
-        return result
-
-    def card(self, layer: int, feature: int) -> FeatureCard | None:
-        """The feature's card, for any dictionary: the tokens its decoder promotes and suppresses, its decoder norm
-        and nearest features (from the weights), and its label, top contexts and frequency where it has cards."""
-        return cards.card(self.handle, layer, feature)
 
     # ------------------------------------------------------------------ reading
     def analyse(

@@ -204,8 +204,9 @@ class Cards:
     def rebased(self, path: Path) -> Cards:
         """These cards' labels (added, with their sources, and own) over the cards in `path`: a corpus pass's
         cards, which have none."""
-        cards = Cards(path, labels_beside=self.path or self.labels_beside)
+        cards = Cards(path)
         cards._added = dict(self._added)
+        cards._own_labels = dict(self._own())  # read now: the new cards hold none, and a later rebase keeps these
         return cards
 
     @property

@@ -95,3 +95,16 @@ def test_resuming_from_a_saved_state_gives_the_same_tally() -> None:
     for name in T.STATE:
         assert torch.equal(getattr(resumed, name), getattr(whole, name)), name
     assert resumed.n_tokens == whole.n_tokens
+
+
+def test_a_peak_just_above_a_power_of_two_is_inside_the_grid_in_any_batching() -> None:
+    """log2 of 1 + 1e-7 rounds to 0 in float32: the grid must still reach past it, one batch or two."""
+    acts = torch.zeros(2, 3, 1)
+    acts[0, 1, 0] = acts[1, 1, 0] = 1.0000001
+    whole = T.Tally(1, "cpu")
+    whole.add(acts.clone(), 0)
+    split = T.Tally(1, "cpu")
+    split.add(acts[:1].clone(), 0)
+    split.add(acts[1:].clone(), 1)
+    assert float(whole.hist_hi[0]) >= 1.0000001
+    assert torch.equal(whole.hist, split.hist) and torch.equal(whole.hist_hi, split.hist_hi)

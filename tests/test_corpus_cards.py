@@ -248,3 +248,16 @@ def test_a_planted_datasets_cache_is_read_with_no_network(tmp_path: Path, bare_s
     )
     lines = missing.stderr.strip().splitlines()
     assert missing.returncode == ExitCode.USAGE and len(lines) == 1 and "not in the local datasets cache" in lines[0]
+
+
+def test_labels_survive_corpus_cards_attached_twice(built: dict) -> None:
+    """A dictionary's own labels stay when a pass's cards (which hold none) replace its cards, again and again."""
+    from lenstop.models.feature_cards import Cards
+
+    (path,) = built["summary"]["cards"].values()
+    own = Cards.beside(demo.SAE_ROOT / "L1")
+    labels = own.all_labels()
+    assert len(labels) > 500
+    twice = own.rebased(Path(path)).rebased(Path(path))
+    assert twice.all_labels() == labels and twice.card(446).label == labels[446]
+    assert twice.card(446).contexts == Cards(Path(path)).card(446).contexts  # the pass's contexts

@@ -105,3 +105,19 @@ def test_the_cli_finds_and_refuses_in_one_line() -> None:
     one_line(runner.invoke(app, ["features", "--span", "0:99", "-p", PROMPT]), ExitCode.USAGE, "outside the prompt")
     one_line(runner.invoke(app, ["features", "--span", "1:2"]), ExitCode.USAGE, "needs the --prompt")
     one_line(runner.invoke(app, ["features", "--search", "L9:1"]), ExitCode.USAGE, "no dictionary at layer 9")
+
+
+def test_a_span_at_bos_is_not_ruled_by_features_that_never_fired_on_the_corpus(engine: Engine) -> None:
+    """A feature that fires only at BOS has no corpus maximum (the pass leaves BOS out): it is not scaled up."""
+    hits = engine.find_features(prompt=PROMPT, span=(0, 3), limit=10)
+    assert hits and all(h.score <= 1.5 for h in hits), [(h.layer, h.feature, h.score) for h in hits]
+
+
+def test_two_dictionaries_at_one_layer_are_both_searched() -> None:
+    engine = Engine.load("demo", [str(demo.SAE_ROOT / "L0"), "demo:transcoders"], device="cpu")
+    hits = engine.find_features(search="docstring", limit=2000)
+    assert {h.dictionary for h in hits if h.layer == 0} >= {"L0", engine.dictionaries.at(0, first=True).key} and len(
+        {h.dictionary for h in hits}
+    ) >= 3
+    assert engine.find_features(promotes=" return", limit=5)
+    assert engine.find_features(prompt=PROMPT, span=(3, 5), limit=5)

@@ -19,6 +19,8 @@ import pytest
 
 import lenstop.models as api
 from lenstop.models import feature_cards, graphs, head_scores, interventions, results
+from lenstop.models.cards import spec as card_spec
+from lenstop.models.cards.texts import Corpus
 from lenstop.models.circuits import results as circuit_results
 from lenstop.models.circuits import spec as circuit_spec
 from lenstop.models.engine_spec import EngineSpec
@@ -36,6 +38,8 @@ NAMESPACE = {
     **vars(head_scores),
     **vars(graphs),
     **vars(graph_result),
+    **vars(card_spec),
+    "Corpus": Corpus,
     "Path": pathlib.Path,
     "EngineSpec": EngineSpec,
     "EngineProtocol": EngineProtocol,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from lenstop.models.feature_cards import Context, FeatureCard
+from lenstop.models.feature_cards import Context, FeatureCard, FromWeights
 from lenstop.models.safe_text import printable
 from lenstop.models.tokens import visible
 from lenstop.tui.format import block, percent, wrap_tokens
@@ -64,22 +64,25 @@ def card_text(
         out.append("suppresses ", style="bold")
         out.append("  ".join(f"{visible(t)} {v:+.2f}" for t, v in card.suppressed) + "\n")
     if card.weights is not None:
-        w = card.weights
-        out.append(
-            f"from the weights, through the unembedding; {w.left_out:,} tokens the model never produces left out"
-            f" · decoder norm {w.decoder_norm:.3g}\n",
-            style="dim",
-        )
-        if w.neighbours:
-            out.append("nearest    ", style="bold")
-            out.append(
-                " · ".join(
-                    f"L{n.layer} #{n.feature} {n.cosine:.2f}" + (f" {printable(n.label)}" if n.label else "")
-                    for n in w.neighbours[:6]
-                )
-                + "  (by decoder cosine)\n"
-            )
+        _from_weights(out, card.weights)
     return out
+
+
+def _from_weights(out: Text, w: FromWeights) -> None:
+    out.append(
+        f"from the weights, through the unembedding; {w.left_out:,} tokens the model never produces left out"
+        f" · decoder norm {w.decoder_norm:.3g}\n",
+        style="dim",
+    )
+    if w.neighbours:
+        out.append("nearest    ", style="bold")
+        out.append(
+            " · ".join(
+                f"L{n.layer} #{n.feature} {n.cosine:.2f}" + (f" {printable(n.label)}" if n.label else "")
+                for n in w.neighbours[:6]
+            )
+            + "  (by decoder cosine)\n"
+        )
 
 
 def sparkline(counts: Sequence[int]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from lenstop.models.cards.weights import Decoders, Unembedding, produced_tokens, with_weights
+from lenstop.models.dictionaries import Dictionary
 from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import Cards, FeatureCard
 from lenstop.models.runtime.handle import ModelHandle
@@ -35,22 +36,25 @@ def features_at(handle: ModelHandle, layer: int) -> Features:
         cards = clt.cards(layer)
         summed = clt.decoder(layer).sum(1)  # (n, n_out, d): a feature writes to this and every later layer
         return Features(clt.key, layer, clt.d_features, cards, "clt", Decoders(layer, summed, cards.label))
-    d = dictionaries.at(layer)
-    directions = _residual_directions(handle, d.sae.W_dec, d.hook_out, layer)
-    kind = d.hook_out.replace(f"blocks.{layer}.", "blocks.*.", 1)
-    decoders = Decoders(layer, directions, d.cards.label) if directions is not None else None
-    return Features(d.key, layer, d.d_sae, d.cards, kind, decoders)
+    return features_of(handle, dictionaries.at(layer))
+
+
+def features_of(handle: ModelHandle, d: Dictionary) -> Features:
+    """One dictionary's features."""
+    directions = _residual_directions(handle, d.sae.W_dec, d.hook_out, d.layer)
+    kind = d.hook_out.replace(f"blocks.{d.layer}.", "blocks.*.", 1)
+    decoders = Decoders(d.layer, directions, d.cards.label) if directions is not None else None
+    return Features(d.key, d.layer, d.d_sae, d.cards, kind, decoders)
 
 
 def _residual_directions(handle: ModelHandle, w_dec: torch.Tensor, hook: str, layer: int) -> torch.Tensor | None:
     """What each decoder row adds to the residual stream: the row itself when it is the residual's width, the
     row through the layer's W_O for an SAE on the heads' outputs (`attn.hook_z`), else None."""
-    d_model = int(handle.model.cfg.d_model)
-    if w_dec.shape[-1] == d_model:
-        return w_dec
-    if hook.endswith("attn.hook_z"):
+    if hook.endswith("attn.hook_z"):  # first: GPT-2's heads concatenated are d_model wide too
         w_o = handle.model.W_O[layer]  # (n_heads, d_head, d_model)
         return torch.einsum("fhd,hdm->fm", w_dec.view(w_dec.shape[0], *w_o.shape[:2]).to(w_o), w_o)
+    if w_dec.shape[-1] == int(handle.model.cfg.d_model):
+        return w_dec
     return None
 
 
@@ -79,13 +83,16 @@ def card(handle: ModelHandle, layer: int, feature: int) -> FeatureCard | None:
 
 def unembedding(handle: ModelHandle) -> Unembedding:
     """The model's unembedding as `Unembedding` applies it, the final norm's weight and kind read from the model."""
-    kind = getattr(handle.model.cfg, "normalization_type", None)
+    cfg = handle.model.cfg
     weight = getattr(handle.model.ln_final, "w", None)
-    return Unembedding(
-        handle.model.W_U.detach(),
-        weight.detach() if isinstance(weight, torch.Tensor) else None,
-        centred=kind in ("LN", "LNPre"),
-    )
+    if isinstance(weight, torch.Tensor):
+        weight = weight.detach()
+        if getattr(cfg, "rmsnorm_uses_offset", False):  # Gemma's norm scales by 1 + w
+            weight = weight + 1
+    else:
+        weight = None
+    kind = getattr(cfg, "normalization_type", None)
+    return Unembedding(handle.model.W_U.detach(), weight, centred=kind in ("LN", "LNPre"))
 
 
 def label(handle: ModelHandle, layer: int, feature: int) -> str | None:

@@ -312,6 +312,65 @@ def _load_state(path: Path, tallies: dict[str, T.Tally]) -> int:
 
 
 # ---------------------------------------------------------------- the cards
+class _CardWriter:
+    """One dictionary's tally as cards: its tensors read once into plain lists, rounded once, then a card per
+    feature (no tensor call per number: 98,304 cards of the GPT-2 shape are written in Python)."""
+
+    def __init__(self, tally: T.Tally, rows: np.ndarray, strings: list[str]) -> None:
+        self.rows, self.strings, self.context = rows, strings, rows.shape[1]
+        self.top_act, self.top_at = tally.top_act.cpu().tolist(), tally.top_at.cpu().tolist()
+        self.top_near = tally.top_near.float().cpu().numpy().round(3).tolist()
+        self.s_act, self.s_at = tally.sample_act.cpu().tolist(), tally.sample_at.cpu().tolist()
+        self.s_near = tally.sample_near.float().cpu().numpy().round(3).tolist()
+        self.fired, self.total = tally.fired.cpu().tolist(), tally.total.cpu().tolist()
+        self.hist, self.hist_hi = tally.hist.cpu().tolist(), tally.hist_hi.cpu().tolist()
+        self.n_tokens = max(1, tally.n_tokens)
+
+    def example(self, act: float, at: int, near: list[float]) -> dict[str, Any]:
+        window, pos = divmod(at, self.context)
+        lo, hi = max(1, pos - T.BEFORE), min(self.context, pos + T.AFTER + 1)
+        return {
+            "tokens": [self.strings[i] for i in self.rows[window, lo:hi].tolist()],
+            "acts": near[lo - (pos - T.BEFORE) : lo - (pos - T.BEFORE) + (hi - lo)],
+            "focus": pos - lo,
+            "act": round(act, 4),
+            "at": [window, pos],  # where in the pass's windows
+        }
+
+    def quantiles(self, f: int) -> list[dict[str, Any]]:
+        """Examples from QUANTILES bands of the sampled activations, highest first, each an equal share."""
+        n = sum(1 for at in self.s_at[f] if at >= 0)
+        sampled = self.s_act[f]
+        order = sorted(range(n), key=sampled.__getitem__, reverse=True)  # stable: ties keep their order
+        out = []
+        for q in range(QUANTILES):
+            group = order[q * n // QUANTILES : (q + 1) * n // QUANTILES]
+            if group:
+                picks = [group[i * len(group) // PER_QUANTILE] for i in range(min(PER_QUANTILE, len(group)))]
+                out.append(
+                    {
+                        "low": round(sampled[group[-1]], 4),
+                        "high": round(sampled[group[0]], 4),
+                        "contexts": [self.example(sampled[k], self.s_at[f][k], self.s_near[f][k]) for k in picks],
+                    }
+                )
+        return out
+
+    def card(self, f: int) -> dict[str, Any]:
+        live = sum(1 for at in self.top_at[f] if at >= 0)
+        count = self.fired[f]
+        return {
+            "id": f,
+            "label": None,
+            "frequency": count / self.n_tokens,
+            "mean_act": self.total[f] / count if count else 0.0,
+            "max_act": round(self.top_act[f][0], 4) if live else 0.0,
+            "contexts": [self.example(self.top_act[f][k], self.top_at[f][k], self.top_near[f][k]) for k in range(live)],
+            "quantiles": self.quantiles(f),
+            "histogram": {"hi": self.hist_hi[f], "counts": self.hist[f]},
+        }
+
+
 def _write_cards(
     handle: ModelHandle,
     reader: Reader,
@@ -321,62 +380,7 @@ def _write_cards(
     options: PassOptions,
     model: str,
 ) -> Path:
-    strings = handle.token_strings(range(int(handle.model.cfg.d_vocab)))
-    context = rows.shape[1]
-    # plain Python lists, rounded once: what the cards hold, read without a tensor call per number
-    top_act, top_at = tally.top_act.cpu().tolist(), tally.top_at.cpu().tolist()
-    top_near = tally.top_near.float().cpu().numpy().round(3).tolist()
-    s_act, s_at = tally.sample_act.cpu().tolist(), tally.sample_at.cpu().tolist()
-    s_near = tally.sample_near.float().cpu().numpy().round(3).tolist()
-    fired, total = tally.fired.cpu().tolist(), tally.total.cpu().tolist()
-    hist, hist_hi = tally.hist.cpu().tolist(), tally.hist_hi.cpu().tolist()
-    n_tokens = max(1, tally.n_tokens)
-
-    def example(act: float, at: int, near: list[float]) -> dict[str, Any]:
-        window, pos = divmod(at, context)
-        lo, hi = max(1, pos - T.BEFORE), min(context, pos + T.AFTER + 1)
-        ids = rows[window, lo:hi].tolist()
-        return {
-            "tokens": [strings[i] for i in ids],
-            "acts": near[lo - (pos - T.BEFORE) : lo - (pos - T.BEFORE) + (hi - lo)],
-            "focus": pos - lo,
-            "act": round(act, 4),
-            "at": [window, pos],  # where in the pass's windows
-        }
-
-    features = []
-    for f in range(reader.n_features):
-        live = sum(1 for at in top_at[f] if at >= 0)
-        contexts = [example(top_act[f][k], top_at[f][k], top_near[f][k]) for k in range(live)]
-        n_sample = sum(1 for at in s_at[f] if at >= 0)
-        sampled = s_act[f]
-        order = sorted(range(n_sample), key=sampled.__getitem__, reverse=True)  # stable: ties keep their order
-        quantiles = []
-        for q in range(QUANTILES):  # highest activations first, each group an equal share of the sample
-            group = order[q * n_sample // QUANTILES : (q + 1) * n_sample // QUANTILES]
-            if not group:
-                continue
-            picks = [group[i * len(group) // PER_QUANTILE] for i in range(min(PER_QUANTILE, len(group)))]
-            quantiles.append(
-                {
-                    "low": round(s_act[f][group[-1]], 4),
-                    "high": round(s_act[f][group[0]], 4),
-                    "contexts": [example(s_act[f][k], s_at[f][k], s_near[f][k]) for k in picks],
-                }
-            )
-        count = fired[f]
-        features.append(
-            {
-                "id": f,
-                "label": None,
-                "frequency": count / n_tokens,
-                "mean_act": total[f] / count if count else 0.0,
-                "max_act": round(top_act[f][0], 4) if live else 0.0,
-                "contexts": contexts,
-                "quantiles": quantiles,
-                "histogram": {"hi": hist_hi[f], "counts": hist[f]},
-            }
-        )
+    writer = _CardWriter(tally, rows, handle.token_strings(range(int(handle.model.cfg.d_vocab))))
     doc = {
         "version": VERSION,
         "dictionary": reader.key,
@@ -388,7 +392,7 @@ def _write_cards(
         "context": options.context,
         "n_tokens": tally.n_tokens,
         "built": datetime.now(UTC).isoformat(timespec="seconds"),
-        "features": features,
+        "features": [writer.card(f) for f in range(reader.n_features)],
     }
     home = cards_home(model, reader.digest)
     home.mkdir(parents=True, exist_ok=True)

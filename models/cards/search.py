@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lenstop.models.cards.api import Features, features_at, unembedding
+from lenstop.models.cards.api import Features, features_at, features_of, unembedding
 from lenstop.models.errors import UsageError
 from lenstop.models.feature_cards import FeatureHit
 from lenstop.models.runtime.handle import ModelHandle
@@ -21,13 +21,13 @@ FEATURE_ID = re.compile(r"^\s*L?(\d+)\s*[:#]\s*(\d+)\s*$", re.IGNORECASE)  # 8:1
 
 
 def _all_features(handle: ModelHandle) -> list[Features]:
-    layers = sorted(set(handle.dictionaries.layers) | set(range(_clt_layers(handle))))
-    return [features_at(handle, layer) for layer in layers]
-
-
-def _clt_layers(handle: ModelHandle) -> int:
+    """Every dictionary's features, several at a layer included, and a cross-layer transcoder's layers."""
+    found = [features_of(handle, d) for d in handle.dictionaries]
     clt = handle.dictionaries.cross_layer
-    return clt.n_layers if clt is not None else 0
+    taken = set(handle.dictionaries.layers)
+    if clt is not None:
+        found += [features_at(handle, layer) for layer in range(clt.n_layers) if layer not in taken]
+    return found
 
 
 def by_label(handle: ModelHandle, query: str, limit: int = LIMIT) -> list[FeatureHit]:
@@ -70,8 +70,8 @@ def _fuzzy(query: list[str], label: list[str]) -> float:
 
 def fires_on(handle: ModelHandle, prompt: str, start: int, stop: int, limit: int = LIMIT) -> list[FeatureHit]:
     """The features most active over tokens `start`..`stop - 1` of `prompt` (positions as `lenstop trace` numbers
-    them, BOS 0), across every layer: scored by their mean activation there as a share of their largest on
-    the corpus where a pass gave them one (so layers compare), else by the mean itself."""
+    them, BOS 0), across every dictionary: scored by their mean activation there as a share of their largest on
+    the corpus where cards give one (so layers compare), else of their largest on this prompt."""
     tokens = handle.tokenize(prompt)
     n = tokens.shape[-1]
     if not 0 <= start < stop <= n:
@@ -79,17 +79,21 @@ def fires_on(handle: ModelHandle, prompt: str, start: int, stop: int, limit: int
     acts = _activations(handle, tokens)
     hits: list[FeatureHit] = []
     for here in _all_features(handle):
-        mean = acts[(here.layer, here.key)][start:stop].float().mean(0)  # (features,)
-        maxima = here.cards.max_acts()
-        scale = None
-        if maxima:  # a feature with no card, or one that never fired, is not scaled up: inf leaves it at 0
+        seen = acts[(here.layer, here.key)].float()  # (seq, features)
+        mean = seen[start:stop].mean(0)
+        maxima = {f: v for f, v in here.cards.max_acts().items() if v > 0}  # a feature that never fired has none
+        if maxima:  # its largest on the corpus; a feature without one is left at 0 (inf)
             scale = torch.full((here.size,), float("inf"))
-            scale[list(maxima)] = torch.tensor(list(maxima.values())).clamp_min(1e-6)
-        score = mean / scale.to(mean) if scale is not None else mean
+            scale[list(maxima)] = torch.tensor(list(maxima.values()))
+            of = "of its max"
+        else:  # no corpus pass: its largest on this prompt, so that this dictionary's scores compare too
+            scale = seen.max(0).values.clamp_min(1e-6).cpu()
+            of = "of its max on this prompt"
+        score = mean / scale.to(mean)
         top = torch.topk(score, min(limit, here.size))
         for s, f in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             if s > 0:
-                why = f"mean {float(mean[f]):.2f} here" + (f", {s:.0%} of its max" if scale is not None else "")
+                why = f"mean {float(mean[f]):.2f} here, {s:.0%} {of}"
                 hits.append(FeatureHit(here.layer, f, here.key, float(s), here.cards.label(f), why))
     hits.sort(key=lambda h: (-h.score, h.layer, h.feature))
     return hits[:limit]

@@ -5,7 +5,8 @@ card shows), a sample of `R` of its other activations chosen by a hash of where 
 at activation quantiles, as SAEDashboard and Neuronpedia show), how often it fired, the sum of its
 activations, and a histogram of its nonzero activations on a grid that doubles its range as larger ones
 come (so no first pass for the maximum is needed). Everything is exact and deterministic: the same batches
-in the same order give the same tensors, which is what lets an interrupted pass resume (`state`, `load`).
+in the same order give the same tensors, which is what lets an interrupted pass resume (`state`, `load`), to
+the same cards in any batching on the CPU (on a GPU, the float64 sums' atomics may differ in the last bits).
 
 Cost per batch: a handful of elementwise passes over the (tokens, features) activations, then merges over
 the few entries that beat the current K-th value; the encode that made the activations costs far more.
@@ -52,7 +53,8 @@ class Tally:
     # ---------------------------------------------------------------- one batch
     @torch.no_grad()
     def add(self, acts: torch.Tensor, first_window: int) -> None:
-        """acts: (batch, context, features) of windows `first_window`..; position 0 (BOS) is left out."""
+        """acts: (batch, context, features) of windows `first_window`..; position 0 (BOS) is left out (zeroed in
+        `acts` itself, which the caller hands over)."""
         b, t, f = acts.shape
         acts = acts.float()
         acts[:, 0] = 0
@@ -83,6 +85,7 @@ class Tally:
             hi = self.hist_hi[grow]
             new_hi = torch.where(hi > 0, hi, torch.full_like(hi, HIST_BASE))
             new_hi = new_hi * torch.exp2(torch.ceil(torch.log2(peak[grow] / new_hi)).clamp_min(0))
+            new_hi = torch.where(new_hi < peak[grow], new_hi * 2, new_hi)  # log2 rounded a peak just above 2**k
             fold = torch.where(hi > 0, torch.log2(new_hi / hi).round().long(), torch.zeros_like(hi, dtype=torch.long))
             counts = self.hist[grow]
             for m in fold.unique().tolist():  # merge 2**m bins into one, as the range grows 2**m-fold
@@ -133,7 +136,7 @@ def _near(acts: torch.Tensor, rows: torch.Tensor, feats: torch.Tensor) -> torch.
     around = pos[:, None] + torch.arange(-BEFORE, AFTER + 1, device=acts.device)
     inside = (around >= 0) & (around < t)
     values = acts[window[:, None], around.clamp(0, t - 1), feats[:, None]]
-    return torch.where(inside, values, torch.zeros_like(values)).half()
+    return torch.where(inside, values, torch.zeros_like(values)).clamp(max=65504.0).half()  # float16's largest
 
 
 def _grouped_best(

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lenstop.models.errors import BadFileError, UsageError
 
@@ -86,7 +87,7 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
     opener = gzip.open if path.name.endswith(".gz") else open
     found = 0
     with opener(path, "rt", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
+        for number, line in enumerate(_lines(fh, path), 1):
             if not line.strip():
                 continue
             try:
@@ -99,6 +100,15 @@ def _jsonl_texts(path: Path, field: str) -> Iterator[str]:
                 yield text
     if not found:
         raise BadFileError(f'--corpus {path}: no line has a string "{field}"; name the field with --text-field')
+
+
+def _lines(fh: Any, path: Path) -> Iterator[str]:
+    try:
+        yield from fh
+    except (UnicodeDecodeError, OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise BadFileError(
+            f"--corpus {path} is not UTF-8 JSON lines ({type(err).__name__}); fix or leave it out"
+        ) from None
 
 
 def from_dataset(spec: str, text_field: str | None = None) -> Corpus:

@@ -151,6 +151,7 @@ def check_architecture(handle: ModelHandle) -> None:
     for flag, what in (
         ("parallel_attn_mlp", "parallel attention and MLP"),
         ("use_normalization_before_and_after", "norms after attention and MLP"),
+        ("rmsnorm_uses_offset", "norms that scale by 1 + weight (Gemma's)"),
     ):
         if getattr(cfg, flag, False):
             raise IncompatibleError(f"attribution graphs do not support {what} yet ({handle.name})")

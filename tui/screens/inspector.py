@@ -47,15 +47,13 @@ from lenstop.tui.messages import (
     LensFound,
     PositionsOutside,
 )
-from lenstop.tui.screens.circuit import CircuitScreen
-from lenstop.tui.screens.editing import InterventionKeys
 from lenstop.tui.screens.feature_card import CardScreen, fetch_card
-from lenstop.tui.screens.find import FindScreen, Found
-from lenstop.tui.screens.graph import GraphCache, GraphScreen
+from lenstop.tui.screens.graph import GraphCache
 from lenstop.tui.screens.help import HelpRow, HelpScreen, help_rows
 from lenstop.tui.screens.inspector_keys import bindings_of, help_groups
 from lenstop.tui.screens.selection import SelectionScreen
 from lenstop.tui.screens.value import ConfirmScreen
+from lenstop.tui.screens.view_keys import ViewKeys
 from lenstop.tui.session import Session
 from lenstop.tui.views import (
     analysed_text,
@@ -68,7 +66,7 @@ LAYER_DEBOUNCE_S = 0.12  # what an analysis lacks of a layer is read once the la
 SESSION_FILE = Path("lenstop-session.json")
 
 
-class InspectorScreen(InterventionKeys):
+class InspectorScreen(ViewKeys):
     def __init__(
         self, session: Session, spec: EngineSpec, *, session_path: Path | None = None, show_timings: bool = True
     ) -> None:
@@ -316,48 +314,7 @@ class InspectorScreen(InterventionKeys):
     def _feature_selected(self) -> None:
         self.action_card()
 
-    # ---------------------------------------------------------------- circuits, generation and cards
-    def action_circuit(self) -> None:
-        """Why this prediction: the circuit view for the selected token's next-token prediction."""
-        if self.engine is None or self.analysis is None:
-            return
-        ignored = len(self.interventions.active)
-        circuit = CircuitScreen(self.engine, self.analysis.prompt, self.position, ignored=ignored, keymap=self.keymap)
-        self.app.push_screen(circuit)
-
-    def action_graph(self, focus: tuple[int, int] | None = None) -> None:
-        """The attribution graph of the selected token's next-token prediction, on the prompt cut there; `focus`
-        (layer, feature) selects that feature's node."""
-        a = self.analysis
-        if self.engine is not None and a is not None:
-            bos, ignored = self.info is None or self.info.prepend_bos, len(self.interventions.active)
-            graph = GraphScreen(self.engine, a.prompt, a.tokens, self.position, bos=bos, keymap=self.keymap)
-            if focus is not None:
-                graph.focusing(*focus)
-            self.app.push_screen(graph.using(self.graphs, ignored))
-
-    def action_find(self) -> None:
-        """Find features by label or id, by what fires on the selected token, or by a token they promote."""
-        a = self.analysis
-        if self.engine is not None:
-            screen = FindScreen(self.engine, a.prompt if a is not None else "", self.position)
-            self.app.push_screen(screen, self._found)
-
-    def _found(self, found: Found | None) -> None:
-        if found is None or self.engine is None:
-            return
-        target = (found.layer, found.feature)
-        if found.action == "ablate":
-            self.ablate(target)
-        elif found.action == "steer":
-            self.steer(target)
-        elif found.action == "graph":
-            self.action_graph(focus=target)
-        else:
-            width = max(20, int(self.size.width * 0.95) - 4)
-            tokens = self.analysis.tokens if self.analysis is not None else ()
-            fetch_card(self.work, self.engine, *target, width, tokens, None)
-
+    # ---------------------------------------------------------------- generation and cards
     def action_generate(self) -> None:
         prompt = unescape(self.prompt)
         if self.engine is None or not prompt:
