@@ -80,6 +80,7 @@ class InspectorScreen(ViewKeys):
         self._change_request = -1  # the analysis asked for by the last change of the interventions
         self._rolled_back: str | None = None  # why the last change was rolled back, until its analysis is shown
         self._switched_off: str | None = None  # which interventions lay beyond a shortened prompt, likewise
+        self._noted: tuple[object, ...] | None = None  # the analysis a note was said over: a repeat keeps the note
         self._analysis_seconds: float | None = None
         self.keymap = Keymap()  # what the app applied of the user's keys.json, for `?` and the palette
         self._keymap_told = False  # what it refused is said once, on the first analysed screen
@@ -207,16 +208,20 @@ class InspectorScreen(ViewKeys):
             self.set_reactive(SelectionScreen.position, n - 1)  # follow the end of the prompt while typing there
         self.set_reactive(SelectionScreen.stale, False)  # redrawn below, with the panes
         self.set_class(False, "-stale")
+        shown = (analysis.prompt, analysis.interventions)
         if self._rolled_back is not None:
             self.status(f"rolled back: {self._rolled_back}", error=True)  # first, where a narrow line still shows it
-            self._rolled_back = None
+            self._rolled_back, self._noted = None, shown
         elif self._switched_off is not None:
             self.status(self._switched_off, note=True)
-            self._switched_off = None
+            self._switched_off, self._noted = None, shown
+        elif shown == self._noted:
+            pass  # the same prompt and interventions analysed again (a debounced request landing late): keep the note
         elif not self._keymap_told and (note := self.keymap.note()) is not None:
             self._keymap_told = True
             self.status(note, error=True)
         else:
+            self._noted = None
             self.status(analysed_text(n, self._analysis_seconds, len(self.interventions.active)))
         self.set_reactive(SelectionScreen.lens, None)  # the last one read another analysis: "…" until this one's
         self.set_reactive(SelectionScreen.layer_features, None)
