@@ -37,3 +37,19 @@ def engine(tiny_model: Path, resid_saes: Path):
     from lenstop.models.engine import Engine
 
     return Engine.load(str(tiny_model), [str(resid_saes)], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bare_sae(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's layer-1 SAE with its card and label files removed: what shows is what lenstop makes of it."""
+    import shutil
+
+    from lenstop.models import demo
+    from lenstop.models.feature_cards import CARDS_FILE, LABELS_FILE
+
+    folder = tmp_path_factory.mktemp("bare") / "L1"
+    shutil.copytree(demo.SAE_ROOT / "L1", folder)
+    for name in (CARDS_FILE, LABELS_FILE):
+        (folder / name).unlink()
+    assert not list(folder.glob("*card*")) and not list(folder.glob("*label*"))
+    return folder

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,23 +20,12 @@ from typer.testing import CliRunner
 from lenstop.commands.cli import app
 from lenstop.models import demo
 from lenstop.models.errors import CancelledError, ExitCode
-from lenstop.models.feature_cards import CARDS_FILE, LABELS_FILE
 
 from helpers import one_line
 
 LAYER = 1
 CONTEXT = 64
 LENSTOP = str(Path(sys.executable).parent / "lenstop")
-
-
-@pytest.fixture(scope="module")
-def bare_sae(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's layer-1 SAE without its card files, so what shows is the pass's."""
-    folder = tmp_path_factory.mktemp("bare") / "L1"
-    shutil.copytree(demo.SAE_ROOT / "L1", folder)
-    for name in (CARDS_FILE, LABELS_FILE):
-        (folder / name).unlink()
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ nearest features by brute force, and one card for the app, `lenstop card --json`
 from __future__ import annotations
 
 import json
-import shutil
 import unicodedata
 from pathlib import Path
 
@@ -17,21 +16,9 @@ from typer.testing import CliRunner
 from lenstop.commands.cli import app
 from lenstop.models import demo
 from lenstop.models.engine import Engine
-from lenstop.models.feature_cards import CARDS_FILE, LABELS_FILE
 
 LAYER = 1
 FEATURES = (446, 5, 1000)
-
-
-@pytest.fixture(scope="module")
-def bare_sae(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's layer-1 SAE with its card and label files removed."""
-    folder = tmp_path_factory.mktemp("bare") / "L1"
-    shutil.copytree(demo.SAE_ROOT / "L1", folder)
-    for name in (CARDS_FILE, LABELS_FILE):
-        (folder / name).unlink()
-    assert not list(folder.glob("*card*")) and not list(folder.glob("*label*"))
-    return folder
 
 
 @pytest.fixture(scope="module")
